@@ -1,0 +1,1 @@
+"""Pure translators, no I/O: HL7 v2, DICOM and device readings to FHIR; code tables."""

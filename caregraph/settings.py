@@ -1,0 +1,37 @@
+"""Typed settings, read once from ``CAREGRAPH_*`` environment variables and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROLES = ("api", "mllp", "dicom", "serial", "normalizer", "store-writer", "linkage")
+Role = Literal["api", "mllp", "dicom", "serial", "normalizer", "store-writer", "linkage"]
+
+
+class Settings(BaseSettings):
+    """Every setting caregraph reads; documented in README.md with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="CAREGRAPH_", extra="ignore")
+
+    data_dir: Path = Field(Path("./caregraph-data"), description="Embedded bus log and SQLite.")
+    database_url: str | None = Field(
+        None, description="Unset: SQLite file in DATA_DIR; or postgresql://user@host/db."
+    )
+    kafka_bootstrap: str | None = Field(None, description="Unset: the embedded bus.")
+    kafka_partitions: int = Field(6, ge=1, description="Partitions of topics caregraph creates.")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    mllp_port: int = Field(2575, ge=0, le=65535)
+    dicom_port: int = Field(11112, ge=0, le=65535)
+    dicom_ae: str = Field("CAREGRAPH", min_length=1, max_length=16)
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in force: the setting, or SQLite inside the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'caregraph.sqlite3').resolve()}"

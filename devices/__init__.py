@@ -1,0 +1,1 @@
+"""The edge: serial drivers, the MLLP listener, the DICOM SCP and device simulators."""

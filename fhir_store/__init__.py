@@ -1,0 +1,1 @@
+"""FHIR storage (SQLite, PostgreSQL), search and the FHIR REST API."""

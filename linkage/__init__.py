@@ -1,0 +1,1 @@
+"""Master patient index, staff/organization/device identity, and the care graph."""

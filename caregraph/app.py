@@ -1,0 +1,44 @@
+"""The HTTP app: health probes now, FHIR under ``/fhir`` and the rest as they land."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+import caregraph
+from caregraph.errors import CaregraphError
+
+Probe = Callable[[], None]
+
+
+def create_app(
+    readiness: dict[str, Probe], routers: list[tuple[str, Any]] | None = None
+) -> FastAPI:
+    """Build the app. ``readiness`` maps a dependency name to a probe that raises when down."""
+    app = FastAPI(title="caregraph", version=caregraph.__version__)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """Alive: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> JSONResponse:
+        """Ready: every dependency (database, bus) answers; 503 names the ones that do not."""
+        checks: dict[str, str] = {}
+        for name, probe in readiness.items():
+            try:
+                probe()
+                checks[name] = "ok"
+            except CaregraphError as exc:
+                checks[name] = str(exc)
+        ready = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    for prefix, router in routers or []:
+        app.include_router(router, prefix=prefix)
+    return app

@@ -1,0 +1,304 @@
+"""The database seam: one small interface over SQLite (embedded) and PostgreSQL (production).
+
+Everything above this module writes SQL once, with ``?`` placeholders and the portable subset
+both engines share (row values, ``ON CONFLICT``, ``IN (...)``); :class:`Database` translates the
+placeholders for psycopg and wraps every driver error in ``caregraph.errors.StoreError`` so
+callers never see ``sqlite3`` or ``psycopg`` exceptions.
+
+Connections are per thread: SQLite connections must not cross threads, and a small fixed
+set of threads (the API's worker pool, the store writer) is what caregraph runs, so a pool
+library would add nothing but a dependency.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Protocol, final
+from urllib.parse import urlsplit
+
+import psycopg
+
+from caregraph.errors import ConfigError, StoreError, StoreUnavailable
+from fhir_store.errors import StoreConflict
+from fhir_store.schema import MIGRATIONS
+
+Params = Sequence[Any]
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the store uses."""
+
+    def fetchall(self) -> list[Any]: ...
+    def fetchone(self) -> Any: ...
+
+
+class Transaction:
+    """One open transaction on one connection; SQL uses ``?`` placeholders on both engines."""
+
+    def __init__(self, db: Database, raw: Any) -> None:
+        self._db = db
+        self._raw = raw
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor:
+        """Run one statement; returns the cursor to fetch from."""
+        try:
+            return self._raw.execute(self._db.translate(sql), params)  # type: ignore[no-any-return]
+        except (sqlite3.Error, psycopg.Error) as exc:
+            raise self._db.wrap_error(exc) from exc
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        """Run one statement for many parameter rows (batched by the driver)."""
+        if not rows:
+            return
+        try:
+            if self._db.dialect == "sqlite":
+                self._raw.executemany(sql, rows)
+            else:
+                with self._raw.cursor() as cur:
+                    cur.executemany(self._db.translate(sql), rows)
+        except (sqlite3.Error, psycopg.Error) as exc:
+            raise self._db.wrap_error(exc) from exc
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
+        """Multi-row ``INSERT`` in chunks: one statement per chunk, not one per row."""
+        if not rows:
+            return
+        width = len(columns)
+        chunk = max(1, self._db.max_params // width)
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        one = "(" + ", ".join("?" * width) + ")"
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            flat = [value for row in part for value in row]
+            self.execute(head + ", ".join([one] * len(part)), flat)
+
+
+class Database(ABC):
+    """A connected database with the current schema; thread-safe via per-thread connections.
+
+    Public methods are written once here; subclasses only connect and describe their dialect.
+    """
+
+    dialect: str
+    #: Bound parameters one statement may carry (SQLite's limit is 32766, psycopg's 65535).
+    max_params: int = 30000
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def _connect(self) -> Any:
+        """A new raw DB-API connection (autocommit off)."""
+
+    @abstractmethod
+    def _begin(self, raw: Any, write: bool) -> None:
+        """Start a transaction on ``raw``."""
+
+    @abstractmethod
+    def translate(self, sql: str) -> str:
+        """``?`` placeholders to the driver's style."""
+
+    @abstractmethod
+    def wrap_error(self, exc: Exception) -> StoreError:
+        """The caregraph error for a driver error; unreachable servers become StoreUnavailable."""
+
+    @final
+    def _raw(self) -> Any:
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            try:
+                raw = self._connect()
+            except (sqlite3.Error, psycopg.Error, OSError) as exc:
+                raise StoreUnavailable(self.unreachable(exc)) from exc
+            self._local.raw = raw
+            with self._lock:
+                self._all.append(raw)
+        return raw
+
+    def unreachable(self, exc: BaseException) -> str:
+        """The one-line reason shown by ``caregraph check`` and ``/readyz``."""
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return f"cannot reach {self.where}: {reason}; check CAREGRAPH_DATABASE_URL"
+
+    @final
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[Transaction]:
+        """A transaction committed when the block ends, rolled back if it raises.
+
+        ``write=True`` takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
+        writers queue instead of one failing with "database is locked" mid-transaction.
+        """
+        raw = self._raw()
+        try:
+            self._begin(raw, write)
+        except (sqlite3.Error, psycopg.Error) as exc:
+            self._discard(raw)
+            raise self.wrap_error(exc) from exc
+        try:
+            yield Transaction(self, raw)
+        except BaseException:
+            try:
+                raw.rollback()
+            except (sqlite3.Error, psycopg.Error):
+                self._discard(raw)
+            raise
+        try:
+            raw.commit()
+        except (sqlite3.Error, psycopg.Error) as exc:
+            self._discard(raw)
+            raise self.wrap_error(exc) from exc
+
+    def _discard(self, raw: Any) -> None:
+        """Forget a connection that may be broken; the next call reconnects."""
+        self._local.raw = None
+        with self._lock:
+            if raw in self._all:
+                self._all.remove(raw)
+        with suppress(sqlite3.Error, psycopg.Error):
+            raw.close()
+
+    @final
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` with a one-line reason unless the database answers.
+
+        Raises:
+            StoreUnavailable: the server is down, refuses us, or the file cannot be opened.
+        """
+        try:
+            with self.transaction(write=False) as tx:
+                tx.execute("SELECT 1").fetchone()
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            raise StoreUnavailable(self.unreachable(exc)) from exc
+
+    @final
+    def migrate(self) -> int:
+        """Apply the migrations this database has not seen yet; return the schema version."""
+        with self.transaction() as tx:
+            tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = tx.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            for version, statements in MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in statements:
+                    tx.execute(statement)
+                tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                current = version
+        return current
+
+    @final
+    def close(self) -> None:
+        """Close every connection this object opened, in any thread."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for raw in conns:
+            with suppress(sqlite3.Error, psycopg.Error):
+                raw.close()
+        self._local = threading.local()
+
+
+class SqliteDatabase(Database):
+    """SQLite in WAL mode: readers never block the single writer."""
+
+    dialect = "sqlite"
+    max_params = 32000
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"SQLite at {path}")
+        self.path = path
+
+    def _connect(self) -> Any:
+        raw = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("PRAGMA synchronous=NORMAL")
+        raw.execute("PRAGMA busy_timeout=30000")
+        raw.execute("PRAGMA foreign_keys=ON")
+        return raw
+
+    def _begin(self, raw: Any, write: bool) -> None:
+        raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def translate(self, sql: str) -> str:
+        return sql
+
+    def wrap_error(self, exc: Exception) -> StoreError:
+        if isinstance(exc, sqlite3.IntegrityError):
+            return StoreConflict(str(exc))
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+            return StoreUnavailable(self.unreachable(exc))
+        return StoreError(f"{self.where}: {exc}")
+
+
+class PostgresDatabase(Database):
+    """PostgreSQL through psycopg 3; READ COMMITTED, row locks taken explicitly by the store."""
+
+    dialect = "postgresql"
+    max_params = 60000
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = parts.port or 5432
+        super().__init__(f"PostgreSQL at {host}:{port}{parts.path or '/'}")
+        self.url = url
+
+    def _connect(self) -> Any:
+        return psycopg.connect(self.url, connect_timeout=5, autocommit=True)
+
+    def _begin(self, raw: Any, write: bool) -> None:
+        raw.execute("BEGIN")
+
+    def translate(self, sql: str) -> str:
+        return sql.replace("%", "%%").replace("?", "%s")
+
+    def wrap_error(self, exc: Exception) -> StoreError:
+        if isinstance(exc, psycopg.errors.IntegrityError):
+            return StoreConflict(str(exc))
+        if isinstance(exc, psycopg.OperationalError):
+            return StoreUnavailable(self.unreachable(exc))
+        return StoreError(f"{self.where}: {' '.join(str(exc).split())}")
+
+
+def open_database(url: str, *, migrate: bool = True) -> Database:
+    """Open ``sqlite:///path`` or ``postgresql://...`` and bring its schema up to date.
+
+    Raises:
+        ConfigError: the URL's scheme is not one caregraph supports, or the SQLite
+            directory cannot be created.
+        StoreUnavailable: the database cannot be reached (one line, with the fix).
+    """
+    scheme = url.split(":", 1)[0].lower()
+    db: Database
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
+            raise ConfigError(f"bad SQLite URL {url!r}: use sqlite:///absolute/or/relative/path")
+        path = Path(url[len("sqlite:///") :])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create directory {path.parent} for SQLite: {exc}") from exc
+        db = SqliteDatabase(path)
+    elif scheme in ("postgresql", "postgres"):
+        db = PostgresDatabase(url)
+    else:
+        raise ConfigError(
+            f"unsupported database URL scheme {scheme!r}: use sqlite:///path or "
+            "postgresql://user@host:port/db in CAREGRAPH_DATABASE_URL"
+        )
+    if migrate:
+        try:
+            db.migrate()
+        except BaseException:
+            db.close()
+            raise
+    return db

@@ -1,0 +1,79 @@
+"""Versioned schema migrations, applied in order on open; a version is never edited once shipped.
+
+Portable DDL only (TEXT, INTEGER, DOUBLE PRECISION): both SQLite and PostgreSQL accept it.
+Instants are stored as fixed-width UTC text (``YYYY-MM-DDTHH:MM:SS.ffffff``) so that string
+order is time order on both engines and an index serves range predicates.
+
+Tables:
+- ``resources``: the current version of each resource (content is the full JSON, meta included).
+- ``history``: every version ever written, append-only; deletes are rows with ``deleted=1``.
+- ``idx_*``: one typed search-index table per search-parameter type, rewritten with the resource.
+"""
+
+from __future__ import annotations
+
+_KEY = "res_type TEXT NOT NULL, res_id TEXT NOT NULL, param TEXT NOT NULL"
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            "CREATE TABLE resources ("
+            " res_type TEXT NOT NULL, res_id TEXT NOT NULL, version INTEGER NOT NULL,"
+            " last_updated TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,"
+            " content_hash TEXT NOT NULL, content TEXT NOT NULL,"
+            " PRIMARY KEY (res_type, res_id))",
+            "CREATE INDEX resources_updated ON resources (res_type, last_updated)",
+            "CREATE TABLE history ("
+            " res_type TEXT NOT NULL, res_id TEXT NOT NULL, version INTEGER NOT NULL,"
+            " last_updated TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,"
+            " method TEXT NOT NULL, content TEXT NOT NULL,"
+            " PRIMARY KEY (res_type, res_id, version))",
+            "CREATE INDEX history_updated ON history (last_updated)",
+            "CREATE INDEX history_type_updated ON history (res_type, last_updated)",
+            f"CREATE TABLE idx_token ({_KEY}, system TEXT NOT NULL, code TEXT NOT NULL, text TEXT)",
+            "CREATE INDEX idx_token_code ON idx_token (res_type, param, code, system)",
+            "CREATE INDEX idx_token_res ON idx_token (res_id, res_type)",
+            f"CREATE TABLE idx_string ({_KEY}, value TEXT NOT NULL, exact TEXT NOT NULL)",
+            "CREATE INDEX idx_string_value ON idx_string (res_type, param, value)",
+            "CREATE INDEX idx_string_res ON idx_string (res_id, res_type)",
+            f"CREATE TABLE idx_date ({_KEY}, lo TEXT NOT NULL, hi TEXT NOT NULL)",
+            "CREATE INDEX idx_date_lo ON idx_date (res_type, param, lo)",
+            "CREATE INDEX idx_date_res ON idx_date (res_id, res_type)",
+            f"CREATE TABLE idx_reference ({_KEY}, target_type TEXT NOT NULL,"
+            " target_id TEXT NOT NULL, ref TEXT NOT NULL)",
+            "CREATE INDEX idx_reference_target ON idx_reference"
+            " (res_type, param, target_id, target_type)",
+            "CREATE INDEX idx_reference_rev ON idx_reference (target_type, target_id)",
+            "CREATE INDEX idx_reference_res ON idx_reference (res_id, res_type)",
+            f"CREATE TABLE idx_quantity ({_KEY}, value DOUBLE PRECISION NOT NULL,"
+            " system TEXT NOT NULL, code TEXT NOT NULL, unit TEXT NOT NULL)",
+            "CREATE INDEX idx_quantity_value ON idx_quantity (res_type, param, value)",
+            "CREATE INDEX idx_quantity_res ON idx_quantity (res_id, res_type)",
+            f"CREATE TABLE idx_uri ({_KEY}, uri TEXT NOT NULL)",
+            "CREATE INDEX idx_uri_value ON idx_uri (res_type, param, uri)",
+            "CREATE INDEX idx_uri_res ON idx_uri (res_id, res_type)",
+            f"CREATE TABLE idx_number ({_KEY}, value DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX idx_number_value ON idx_number (res_type, param, value)",
+            "CREATE INDEX idx_number_res ON idx_number (res_id, res_type)",
+            # A composite row pairs a token (c_system, c_code) with one value of the second
+            # component, in the column its type uses.
+            f"CREATE TABLE idx_composite ({_KEY}, c_system TEXT NOT NULL, c_code TEXT NOT NULL,"
+            " v_system TEXT, v_code TEXT, v_num DOUBLE PRECISION, v_unit TEXT,"
+            " v_lo TEXT, v_hi TEXT, v_str TEXT)",
+            "CREATE INDEX idx_composite_code ON idx_composite (res_type, param, c_code)",
+            "CREATE INDEX idx_composite_res ON idx_composite (res_id, res_type)",
+        ],
+    ),
+]
+
+INDEX_TABLES = (
+    "idx_token",
+    "idx_string",
+    "idx_date",
+    "idx_reference",
+    "idx_quantity",
+    "idx_uri",
+    "idx_number",
+    "idx_composite",
+)

@@ -1,0 +1,85 @@
+"""The database seam on both engines: migrations, transactions, and the one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from caregraph.errors import ConfigError, StoreUnavailable
+from fhir_store.database import open_database
+from fhir_store.errors import StoreConflict
+from fhir_store.schema import MIGRATIONS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/nested/dir/store.sqlite3"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_open_creates_schema_and_reopen_keeps_data(db_url: str) -> None:
+    db = open_database(db_url)
+    db.ping()
+    with db.transaction() as tx:
+        tx.insert_rows(
+            "idx_uri", ["res_type", "res_id", "param", "uri"], [("Device", "d1", "url", "x:y")]
+        )
+    db.close()
+    again = open_database(db_url)
+    with again.transaction(write=False) as tx:
+        version = tx.execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+        rows = tx.execute("SELECT uri FROM idx_uri").fetchall()
+    again.close()
+    assert version == MIGRATIONS[-1][0]
+    assert [tuple(r) for r in rows] == [("x:y",)]
+
+
+def test_rollback_on_error_and_conflict_is_typed(db_url: str) -> None:
+    db = open_database(db_url)
+    row = ("Patient", "p", 1, "2020-01-01T00:00:00.000000", 0, "h", "{}")
+    cols = ["res_type", "res_id", "version", "last_updated", "deleted", "content_hash", "content"]
+    with db.transaction() as tx:
+        tx.insert_rows("resources", cols, [row])
+        tx.insert_rows("idx_uri", ["res_type", "res_id", "param", "uri"], [("P", "p", "u", "x")])
+    with pytest.raises(StoreConflict), db.transaction() as tx:
+        tx.execute("DELETE FROM idx_uri")
+        tx.insert_rows("resources", cols, [row])
+    with db.transaction(write=False) as tx:
+        assert tx.execute("SELECT COUNT(*) FROM resources").fetchone()[0] == 1
+        assert tx.execute("SELECT COUNT(*) FROM idx_uri").fetchone()[0] == 1
+    db.close()
+
+
+def test_multi_row_insert_chunks_beyond_parameter_limit(db_url: str) -> None:
+    db = open_database(db_url)
+    rows = [("Device", f"d{i}", "url", f"u{i}") for i in range(20_000)]
+    with db.transaction() as tx:
+        tx.insert_rows("idx_uri", ["res_type", "res_id", "param", "uri"], rows)
+    with db.transaction(write=False) as tx:
+        assert tx.execute("SELECT COUNT(*) FROM idx_uri").fetchone()[0] == 20_000
+    db.close()
+
+
+def test_unreachable_postgres_is_one_clear_line() -> None:
+    with pytest.raises(StoreUnavailable) as info:
+        open_database("postgresql://nobody@127.0.0.1:1/nowhere")
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith("cannot reach PostgreSQL at 127.0.0.1:1/nowhere: ")
+    assert text.endswith("check CAREGRAPH_DATABASE_URL")
+
+
+def test_unopenable_sqlite_is_unavailable(tmp_path: Path) -> None:
+    target = tmp_path / "adir"
+    target.mkdir()
+    with pytest.raises(StoreUnavailable, match="cannot reach SQLite at"):
+        open_database(f"sqlite:///{target}")
+
+
+def test_unsupported_scheme_is_config_error() -> None:
+    with pytest.raises(ConfigError, match="unsupported database URL scheme 'mysql'"):
+        open_database("mysql://localhost/db")

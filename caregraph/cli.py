@@ -1,0 +1,163 @@
+"""The ``caregraph`` command line: ``up``, ``demo``, ``check``, ``version``.
+
+Every failure caused by settings or unreachable services ends as one line on stderr and
+exit status 2, never a traceback: the person at the terminal needs what to fix, not where.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+import caregraph
+from caregraph.errors import CaregraphError
+from caregraph.settings import ROLES, Settings
+
+app = typer.Typer(
+    help="caregraph: links a hospital's bedside equipment and clinical data into FHIR.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@contextmanager
+def _clean_errors() -> Iterator[None]:
+    try:
+        yield
+    except CaregraphError as exc:
+        typer.echo(f"caregraph: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CAREGRAPH_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        typer.echo(f"caregraph: error: invalid settings: {problems}", err=True)
+        raise typer.Exit(2) from None
+
+
+DataDir = Annotated[Path | None, typer.Option(help="Data directory [CAREGRAPH_DATA_DIR].")]
+DatabaseUrl = Annotated[
+    str | None, typer.Option(help="sqlite:///path or postgresql://... [CAREGRAPH_DATABASE_URL].")
+]
+KafkaBootstrap = Annotated[
+    str | None, typer.Option(help="host:port of Kafka; unset = embedded bus.")
+]
+HttpHost = Annotated[str | None, typer.Option(help="HTTP listen address [CAREGRAPH_HTTP_HOST].")]
+HttpPort = Annotated[int | None, typer.Option(help="HTTP port [CAREGRAPH_HTTP_PORT].")]
+MllpPort = Annotated[int | None, typer.Option(help="HL7 MLLP port [CAREGRAPH_MLLP_PORT].")]
+DicomPort = Annotated[int | None, typer.Option(help="DICOM port [CAREGRAPH_DICOM_PORT].")]
+DicomAe = Annotated[str | None, typer.Option(help="DICOM AE title [CAREGRAPH_DICOM_AE].")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the flags that were given taking precedence."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**given)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the caregraph version."""
+    typer.echo(caregraph.__version__)
+
+
+@app.command()
+def check(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    kafka_bootstrap: KafkaBootstrap = None,
+) -> None:
+    """Validate the settings, then reach the database and the bus; exit 2 with the reason."""
+    from caregraph import checks
+
+    with _clean_errors():
+        settings = _settings(
+            data_dir=data_dir, database_url=database_url, kafka_bootstrap=kafka_bootstrap
+        )
+        for line in checks.run_checks(settings):
+            typer.echo(line)
+
+
+@app.command()
+def up(
+    role: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--role",
+            help=f"Run only these roles (repeatable): {', '.join(ROLES)}. Default: all built.",
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    kafka_bootstrap: KafkaBootstrap = None,
+    http_host: HttpHost = None,
+    http_port: HttpPort = None,
+    mllp_port: MllpPort = None,
+    dicom_port: DicomPort = None,
+    dicom_ae: DicomAe = None,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback HTTP address without authorization.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run caregraph's services in this process until Ctrl-C (all, or the chosen --role)."""
+    from caregraph import launcher
+
+    _setup_logging(verbose)
+    with _clean_errors():
+        settings = _settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            kafka_bootstrap=kafka_bootstrap,
+            http_host=http_host,
+            http_port=http_port,
+            mllp_port=mllp_port,
+            dicom_port=dicom_port,
+            dicom_ae=dicom_ae,
+        )
+        launcher.up(settings, role or None, insecure=insecure)
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = None,
+    http_port: HttpPort = None,
+    mllp_port: MllpPort = None,
+    dicom_port: DicomPort = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+    ] = None,
+) -> None:
+    """``up`` on the embedded defaults plus simulated sources, so you can watch data flow."""
+    from caregraph import launcher
+
+    _setup_logging(False)
+    with _clean_errors():
+        settings = _settings(
+            data_dir=data_dir, http_port=http_port, mllp_port=mllp_port, dicom_port=dicom_port
+        )
+        launcher.demo(settings, seconds=seconds)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,58 @@
+"""``caregraph up`` and ``caregraph demo``: preflight, wire, run until stopped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import typer
+
+from caregraph.errors import ConfigError
+from caregraph.preflight import ensure_loopback_unless_insecure, ensure_writable_dir
+from caregraph.runtime import Service, run_services
+from caregraph.settings import Settings
+from caregraph.wiring import AVAILABLE_ROLES, build_services, open_context
+
+log = logging.getLogger(__name__)
+
+
+def up(
+    settings: Settings,
+    roles: Sequence[str] | None,
+    *,
+    insecure: bool = False,
+    extra: Sequence[Service] = (),
+    stop: threading.Event | None = None,
+) -> None:
+    """Check everything that can be checked before starting, then run the roles."""
+    chosen = list(roles or AVAILABLE_ROLES)
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"a role is given twice in --role: {', '.join(chosen)}")
+    ensure_writable_dir(settings.data_dir)
+    if "api" in chosen and ensure_loopback_unless_insecure(settings.http_host, insecure):
+        typer.secho(
+            f"WARNING: serving on {settings.http_host} without authorization (--insecure)",
+            fg="red",
+            err=True,
+        )
+    ctx = open_context(settings)
+    try:
+        services = [*build_services(ctx, chosen), *extra]
+        log.info("caregraph up: %s", ", ".join(s.name for s in services))
+        if "api" in chosen:
+            base = f"http://{settings.http_host}:{settings.http_port}"
+            typer.echo(f"caregraph is up: {base}/healthz  {base}/readyz  {base}/docs")
+        run_services(services, stop)
+    finally:
+        ctx.close()
+
+
+def demo(settings: Settings, *, seconds: float | None = None) -> None:
+    """``up`` with every built role plus the built-in simulated sources."""
+    stop = threading.Event()
+    if seconds is not None:
+        timer = threading.Timer(seconds, stop.set)
+        timer.daemon = True
+        timer.start()
+    up(settings, None, stop=stop)

@@ -54,6 +54,10 @@ class Consumer(ABC):
     def close(self) -> None:
         """Leave the group; uncommitted messages go to whoever takes the partition next."""
 
+    @abstractmethod
+    def assignment(self) -> frozenset[tuple[str, int]]:
+        """The (topic, partition) pairs this member reads now; known after a ``poll``."""
+
     def __enter__(self) -> Self:
         return self
 

@@ -184,6 +184,9 @@ class MemoryConsumer(Consumer):
             if state is not None and state.subscriptions.pop(self._member, None) is not None:
                 self._bus._rebalance(state)
 
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset(self._positions)
+
     def _sync_assignment(self) -> None:
         """After a rebalance, start new partitions at the group's committed position."""
         state = self._bus._groups[self._group]

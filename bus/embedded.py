@@ -1,0 +1,479 @@
+"""The embedded bus: a durable log in one SQLite file, for a single machine, no server.
+
+Why SQLite: one file gives atomic batch appends, crash recovery and safe access from many
+processes (WAL mode: readers never block the writer), all in the standard library.
+
+Layout of ``data_dir/bus.sqlite3``::
+
+    topics(id, name, partitions)
+    messages(topic_id, part, off, key, value, headers JSON, ts_ms)   -- the log
+    offsets(grp, topic_id, part, off)                                -- committed positions
+    members(grp, member, topics JSON, host, pid, heartbeat)          -- live group members
+
+Durability: ``publish_many`` appends the whole batch in one transaction and returns after
+COMMIT. With ``fsync=True`` (the default, ``synchronous=FULL``) the WAL is fsynced at every
+commit, so a returned publish survives ``kill -9`` and power loss. With ``fsync=False``
+(``synchronous=NORMAL``) it survives the death of the process (the WAL is in the OS page
+cache) but the last batches may be lost if the machine loses power or the kernel crashes.
+
+Groups work across processes without a coordinator: every member writes a heartbeat row;
+every member computes the same assignment from the live rows (``bus.partitioning.assign``);
+a row whose heartbeat is older than ``session_timeout_s``, or whose process is gone (same
+host, checked with ``kill(pid, 0)``), is removed by the next member that heartbeats, and its
+partitions move on. A commit is checked against the assignment inside the same write
+transaction, so a member that lost a partition cannot overwrite the new owner's position.
+Members heartbeat when they poll or commit: a handler that runs longer than the session
+timeout loses its partitions (as Kafka's ``max.poll.interval.ms``), and its commit fails.
+
+Not provided: retention (the log grows until ``prune`` is called), compaction, transactions
+across topics, use over a network file system (SQLite locking needs a local disk).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from bus.base import Bus, Consumer, Message, Record
+from bus.errors import CommitFailed
+from bus.partitioning import TopicPartition, assign, partition_for
+from caregraph.errors import BusError, BusUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics(
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, partitions INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS messages(
+    topic_id INTEGER NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL,
+    key BLOB, value BLOB NOT NULL, headers TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    PRIMARY KEY(topic_id, part, off));
+CREATE TABLE IF NOT EXISTS offsets(
+    grp TEXT NOT NULL, topic_id INTEGER NOT NULL, part INTEGER NOT NULL,
+    off INTEGER NOT NULL, PRIMARY KEY(grp, topic_id, part));
+CREATE TABLE IF NOT EXISTS members(
+    grp TEXT NOT NULL, member TEXT NOT NULL, topics TEXT NOT NULL, host TEXT NOT NULL,
+    pid INTEGER NOT NULL, heartbeat REAL NOT NULL, PRIMARY KEY(grp, member));
+"""
+
+DB_NAME = "bus.sqlite3"
+
+
+def _connect(path: Path, fsync: bool) -> sqlite3.Connection:
+    """Open the log; autocommit mode, so transactions are the explicit BEGINs below."""
+    try:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+    except sqlite3.Error as exc:
+        raise BusUnavailable(
+            f"cannot open the embedded bus at {path}: {exc}; check CAREGRAPH_DATA_DIR"
+        ) from exc
+    return conn
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction; BEGIN IMMEDIATE takes the write lock up front, so two
+    writers queue on ``busy_timeout`` instead of failing halfway with SQLITE_BUSY."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise BusError(f"embedded bus: cannot start a write: {exc}") from exc
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK")
+        raise BusError(f"embedded bus: commit failed: {exc}") from exc
+
+
+class EmbeddedBus(Bus):
+    """A durable bus in ``data_dir/bus.sqlite3``; safe for many threads and processes.
+
+    ``partitions`` is used for topics this process creates (explicitly or by publishing to
+    them); a topic keeps the count it was created with. ``session_timeout_s`` is how long a
+    silent group member keeps its partitions. Raises ``BusUnavailable`` if the file cannot be
+    opened.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        partitions: int = 6,
+        *,
+        fsync: bool = True,
+        session_timeout_s: float = 10.0,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, not {partitions}")
+        self.data_dir = Path(data_dir)
+        self.partitions = partitions
+        self.fsync = fsync
+        self.session_timeout_s = session_timeout_s
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BusUnavailable(
+                f"cannot create the bus directory {self.data_dir}: {exc.strerror}; "
+                "check CAREGRAPH_DATA_DIR"
+            ) from exc
+        self.path = self.data_dir / DB_NAME
+        self._lock = threading.Lock()
+        # Consumers of this bus wait on it; a local publish wakes them at once. Consumers
+        # fed by other processes fall back to polling the file every few milliseconds.
+        self._published = threading.Condition()
+        self._conn = _connect(self.path, fsync)
+        self._topics: dict[str, tuple[int, int]] = {}
+        self._round_robin: dict[str, itertools.count[int]] = {}
+        self._closed = False
+        try:
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise BusUnavailable(
+                f"cannot initialise the embedded bus at {self.path}: {exc}"
+            ) from exc
+
+    # -- Bus ---------------------------------------------------------------------------
+
+    def publish_many(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        now_ms = int(time.time() * 1000)
+        with self._lock:
+            self._check_open()
+            try:
+                with _write(self._conn) as conn:
+                    rows = self._rows(conn, records, now_ms)
+                    conn.executemany(
+                        "INSERT INTO messages(topic_id, part, off, key, value, headers, ts_ms)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+            except sqlite3.Error as exc:
+                raise BusError(f"embedded bus: publish failed: {exc}") from exc
+        with self._published:
+            self._published.notify_all()
+
+    def subscribe(
+        self, group: str, topics: Iterable[str], *, session_timeout_s: float | None = None
+    ) -> EmbeddedConsumer:
+        wanted = sorted(set(topics))
+        if not wanted:
+            raise ValueError("subscribe needs at least one topic")
+        self.ensure_topics(wanted)
+        return EmbeddedConsumer(self, group, wanted, session_timeout_s or self.session_timeout_s)
+
+    def ensure_topics(self, topics: Iterable[str]) -> None:
+        names = list(topics)
+        with self._lock:
+            self._check_open()
+            try:
+                with _write(self._conn) as conn:
+                    for name in names:
+                        self._topic(conn, name)
+            except sqlite3.Error as exc:
+                raise BusError(f"embedded bus: cannot create topics {names}: {exc}") from exc
+
+    def ping(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise BusUnavailable(f"the embedded bus at {self.path} is closed")
+            try:
+                self._conn.execute("SELECT count(*) FROM topics").fetchone()
+            except sqlite3.Error as exc:
+                raise BusUnavailable(f"cannot read the embedded bus at {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+        with self._published:
+            self._published.notify_all()
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def prune(self, keep_s: float) -> int:
+        """Delete messages older than ``keep_s`` seconds that every group has committed.
+
+        Returns how many were deleted. Offsets are never reused: a partition's next offset
+        continues after the highest ever written, which stays in the log (see ``_next_off``).
+        """
+        cutoff = int((time.time() - keep_s) * 1000)
+        with self._lock:
+            self._check_open()
+            with _write(self._conn) as conn:
+                cur = conn.execute(
+                    "DELETE FROM messages AS m WHERE ts_ms < ?"
+                    " AND off < (SELECT max(off) FROM messages AS x"
+                    "  WHERE x.topic_id = m.topic_id AND x.part = m.part)"
+                    " AND off < coalesce((SELECT min(o.off) FROM offsets AS o"
+                    "  WHERE o.topic_id = m.topic_id AND o.part = m.part), 0)",
+                    (cutoff,),
+                )
+                return cur.rowcount
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusError(f"the embedded bus at {self.path} is closed")
+
+    def _topic(self, conn: sqlite3.Connection, name: str) -> tuple[int, int]:
+        """(id, partitions) of a topic, created if missing; call inside a write."""
+        known = self._topics.get(name)
+        if known is not None:
+            return known
+        if not name:
+            raise BusError("a topic needs a name")
+        conn.execute(
+            "INSERT OR IGNORE INTO topics(name, partitions) VALUES (?, ?)",
+            (name, self.partitions),
+        )
+        row = conn.execute("SELECT id, partitions FROM topics WHERE name = ?", (name,)).fetchone()
+        self._topics[name] = known = (int(row[0]), int(row[1]))
+        self._round_robin[name] = itertools.count()
+        return known
+
+    def _rows(
+        self, conn: sqlite3.Connection, records: Sequence[Record], now_ms: int
+    ) -> list[tuple[int, int, int, bytes | None, bytes, str, int]]:
+        next_off: dict[tuple[int, int], int] = {}
+        rows = []
+        dumps = json.dumps
+        for r in records:
+            topic_id, count = self._topic(conn, r.topic)
+            if r.key is None:
+                part = next(self._round_robin[r.topic]) % count
+            else:
+                part = partition_for(r.key, count)
+            off = next_off.get((topic_id, part))
+            if off is None:
+                off = _next_off(conn, topic_id, part)
+            next_off[(topic_id, part)] = off + 1
+            rows.append((topic_id, part, off, r.key, r.value, dumps(dict(r.headers)), now_ms))
+        return rows
+
+
+def _next_off(conn: sqlite3.Connection, topic_id: int, part: int) -> int:
+    row = conn.execute(
+        "SELECT max(off) FROM messages WHERE topic_id = ? AND part = ?", (topic_id, part)
+    ).fetchone()
+    return 0 if row[0] is None else int(row[0]) + 1
+
+
+class EmbeddedConsumer(Consumer):
+    """A group member on an ``EmbeddedBus``; one connection of its own, one thread at a time."""
+
+    def __init__(
+        self, bus: EmbeddedBus, group: str, topics: list[str], session_timeout_s: float
+    ) -> None:
+        self._bus = bus
+        self._group = group
+        self._topics = topics
+        self._session_timeout_s = session_timeout_s
+        self._member = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._conn = _connect(bus.path, bus.fsync)
+        self._topic_names: dict[int, str] = {}
+        self._counts: dict[str, int] = {}
+        self._ids: dict[str, int] = {}
+        self._owned: frozenset[TopicPartition] = frozenset()
+        self._positions: dict[TopicPartition, int] = {}
+        self._last_heartbeat = 0.0
+        self._rotation = itertools.count()
+        self._closed = False
+        self._heartbeat(force=True)
+
+    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.002
+        while True:
+            if self._closed:
+                raise BusError("poll on a closed consumer")
+            try:
+                self._heartbeat()
+                self._sync_assignment()
+                batch = self._fetch(max_records)
+            except sqlite3.Error as exc:
+                raise BusError(f"embedded bus: poll failed: {exc}") from exc
+            remaining = deadline - time.monotonic()
+            if batch or remaining <= 0:
+                return batch
+            with self._bus._published:
+                self._bus._published.wait(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
+
+    def commit(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        upto: dict[TopicPartition, int] = {}
+        for m in messages:
+            tp = (m.topic, m.partition)
+            upto[tp] = max(upto.get(tp, 0), m.offset + 1)
+        try:
+            with _write(self._conn) as conn:
+                live = self._live_members(conn)
+                if self._member not in live:
+                    raise CommitFailed(
+                        f"member {self._member} of group {self._group!r} timed out; "
+                        "its partitions moved to other members"
+                    )
+                owned = assign(live, self._partition_counts(conn))[self._member]
+                lost = sorted(tp for tp in upto if tp not in owned)
+                if lost:
+                    raise CommitFailed(f"group {self._group!r} was rebalanced; {lost} moved away")
+                conn.executemany(
+                    "INSERT INTO offsets(grp, topic_id, part, off) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT(grp, topic_id, part) DO UPDATE SET off = excluded.off",
+                    [(self._group, self._ids[t], p, off) for (t, p), off in upto.items()],
+                )
+                self._beat(conn)
+        except sqlite3.Error as exc:
+            raise BusError(f"embedded bus: commit failed: {exc}") from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with _write(self._conn) as conn:
+                conn.execute(
+                    "DELETE FROM members WHERE grp = ? AND member = ?",
+                    (self._group, self._member),
+                )
+        except (sqlite3.Error, BusError):
+            pass  # the others expire this member after the session timeout anyway
+        finally:
+            self._conn.close()
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return self._owned
+
+    # -- group membership ----------------------------------------------------------------
+
+    def _heartbeat(self, *, force: bool = False) -> None:
+        """Refresh this member's row and drop dead members, at most every third of the
+        session timeout (each heartbeat is a write transaction)."""
+        now = time.monotonic()
+        if not force and now - self._last_heartbeat < self._session_timeout_s / 3:
+            return
+        with _write(self._conn) as conn:
+            self._beat(conn)
+            self._expire(conn)
+
+    def _beat(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO members(grp, member, topics, host, pid, heartbeat)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(grp, member)"
+            " DO UPDATE SET heartbeat = excluded.heartbeat",
+            (
+                self._group,
+                self._member,
+                json.dumps(self._topics),
+                socket.gethostname(),
+                os.getpid(),
+                time.time(),
+            ),
+        )
+        self._last_heartbeat = time.monotonic()
+
+    def _expire(self, conn: sqlite3.Connection) -> None:
+        host = socket.gethostname()
+        stale = time.time() - self._session_timeout_s
+        dead = [
+            (grp, member)
+            for grp, member, member_host, pid, heartbeat in conn.execute(
+                "SELECT grp, member, host, pid, heartbeat FROM members"
+            )
+            if heartbeat < stale or (member_host == host and not _alive(pid))
+        ]
+        conn.executemany("DELETE FROM members WHERE grp = ? AND member = ?", dead)
+
+    def _live_members(self, conn: sqlite3.Connection) -> dict[str, frozenset[str]]:
+        stale = time.time() - self._session_timeout_s
+        return {
+            member: frozenset(json.loads(topics))
+            for member, topics in conn.execute(
+                "SELECT member, topics FROM members WHERE grp = ? AND heartbeat >= ?",
+                (self._group, stale),
+            )
+        }
+
+    def _partition_counts(self, conn: sqlite3.Connection) -> dict[str, int]:
+        for topic_id, name, count in conn.execute("SELECT id, name, partitions FROM topics"):
+            if name not in self._counts:
+                self._ids[name] = topic_id
+                self._topic_names[topic_id] = name
+                self._counts[name] = count
+        return self._counts
+
+    def _sync_assignment(self) -> None:
+        """Recompute what this member owns; new partitions start at the committed offset."""
+        conn = self._conn
+        live = self._live_members(conn)
+        if self._member not in live:
+            self._heartbeat(force=True)  # expired while busy: rejoin
+            live = self._live_members(conn)
+        owned = assign(live, self._partition_counts(conn)).get(self._member, frozenset())
+        if owned == self._owned:
+            return
+        committed = {
+            (self._topic_names[topic_id], part): off
+            for topic_id, part, off in conn.execute(
+                "SELECT topic_id, part, off FROM offsets WHERE grp = ?", (self._group,)
+            )
+        }
+        self._positions = {
+            tp: self._positions[tp] if tp in self._owned else committed.get(tp, 0)
+            for tp in sorted(owned)
+        }
+        self._owned = owned
+
+    def _fetch(self, max_records: int) -> list[Message]:
+        if not self._positions:
+            return []
+        order = list(self._positions)
+        start = next(self._rotation) % len(order)
+        batch: list[Message] = []
+        loads = json.loads
+        for tp in order[start:] + order[:start]:
+            room = max_records - len(batch)
+            if room <= 0:
+                break
+            topic, part = tp
+            rows = self._conn.execute(
+                "SELECT off, key, value, headers, ts_ms FROM messages"
+                " WHERE topic_id = ? AND part = ? AND off >= ? ORDER BY off LIMIT ?",
+                (self._ids[topic], part, self._positions[tp], room),
+            ).fetchall()
+            if rows:
+                batch.extend(
+                    Message(topic, part, off, key, value, loads(headers), ts)
+                    for off, key, value, headers, ts in rows
+                )
+                self._positions[tp] = rows[-1][0] + 1
+        return batch
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a zombie counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

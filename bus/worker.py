@@ -1,0 +1,213 @@
+"""The consume loop every role runs: poll a batch, handle it, dead-letter what cannot be
+handled, commit, repeat, until told to stop.
+
+Failure policy, in order:
+
+1. The whole batch is retried up to ``retry.max_attempts`` times with exponential backoff
+   (a flaky dependency usually recovers within a second).
+2. Then the messages are handled one at a time, each with the same bounded retries, so one
+   poison message does not take its 499 neighbours with it.
+3. A message that still fails goes to ``deadletter`` (``bus.deadletter``: original bytes,
+   error, source topic/partition/offset, headers, time) and the stream goes on.
+
+Exceptions listed in ``transient`` (by default the store and the bus being unreachable)
+are outages, not bad messages: dead-lettering them would empty the whole stream into the
+deadletter topic, so they are retried with capped backoff until they pass or ``stop`` is set.
+
+The batch is committed only after every message in it was handled or dead-lettered, so a
+crash anywhere in between redelivers the batch (at-least-once; handlers must be idempotent,
+which deterministic resource ids make them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from bus.base import Bus, Message, Record
+from bus.deadletter import deadletter_record, describe
+from bus.errors import CommitFailed
+from bus.topics import DEADLETTER
+from caregraph.errors import BusError, BusUnavailable, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[list[Message]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff: ``base_delay_s * 2**n``, capped at ``max_delay_s``."""
+
+    max_attempts: int = 5
+    base_delay_s: float = 0.05
+    max_delay_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, not {self.max_attempts}")
+        if self.base_delay_s < 0 or self.max_delay_s < self.base_delay_s:
+            raise ValueError("need 0 <= base_delay_s <= max_delay_s")
+
+    def delay(self, failures: int) -> float:
+        """How long to wait after the ``failures``-th failure (1-based)."""
+        return float(min(self.max_delay_s, self.base_delay_s * 2 ** (failures - 1)))
+
+
+@dataclass
+class WorkerStats:
+    """Counters a worker updates as it goes; read them for metrics or in tests."""
+
+    batches: int = 0
+    handled: int = 0
+    retries: int = 0
+    deadlettered: int = 0
+    commit_failures: int = 0
+    last_error: str | None = None
+
+
+class Stopped(Exception):
+    """``stop`` was set while waiting to retry; the batch stays uncommitted."""
+
+
+def run_consumer(
+    bus: Bus,
+    group: str,
+    topics: Iterable[str],
+    handler: Handler,
+    *,
+    stop: threading.Event,
+    retry: RetryPolicy = RetryPolicy(),  # frozen value object: safe as a default
+    batch_size: int = 500,
+    poll_timeout_s: float = 0.5,
+    deadletter_topic: str = DEADLETTER,
+    transient: tuple[type[BaseException], ...] = (StoreUnavailable, BusUnavailable),
+    stats: WorkerStats | None = None,
+) -> None:
+    """Consume ``topics`` as a member of ``group`` until ``stop`` is set; blocks the thread.
+
+    Run one per thread (or process); several in one group share the partitions. Returns
+    after ``stop`` is set and the current batch is finished (or abandoned uncommitted, if
+    it was waiting on a retry). Raises ``BusError`` if polling fails; a failed commit
+    after a rebalance is logged and the loop goes on (the batch is redelivered elsewhere).
+    """
+    stats = stats if stats is not None else WorkerStats()
+    consumer = bus.subscribe(group, topics)
+    try:
+        while not stop.is_set():
+            batch = consumer.poll(poll_timeout_s, batch_size)
+            if not batch:
+                continue
+            stats.batches += 1
+            try:
+                dead = _handle(batch, handler, group, retry, transient, stop, stats)
+                if dead:
+                    _publish_until_done(bus, dead, retry, stop)
+                    stats.deadlettered += len(dead)
+            except Stopped:
+                return
+            try:
+                consumer.commit(batch)
+            except CommitFailed as exc:
+                stats.commit_failures += 1
+                log.warning("group %s: %s; the batch will be delivered again", group, exc)
+    finally:
+        consumer.close()
+
+
+def _handle(
+    batch: list[Message],
+    handler: Handler,
+    group: str,
+    retry: RetryPolicy,
+    transient: tuple[type[BaseException], ...],
+    stop: threading.Event,
+    stats: WorkerStats,
+) -> list[Record]:
+    """Handle ``batch``; return the deadletter records for what could not be handled."""
+    error = _attempt(batch, handler, retry, transient, stop, stats)
+    if error is None:
+        stats.handled += len(batch)
+        return []
+    if len(batch) == 1:
+        return [_dead(batch[0], group, error, retry, stats)]
+    log.warning(
+        "group %s: batch of %d failed %d times (%s); handling one at a time",
+        group,
+        len(batch),
+        retry.max_attempts,
+        error,
+    )
+    dead: list[Record] = []
+    for message in batch:
+        single = _attempt([message], handler, retry, transient, stop, stats)
+        if single is None:
+            stats.handled += 1
+        else:
+            dead.append(_dead(message, group, single, retry, stats))
+    return dead
+
+
+def _dead(
+    message: Message, group: str, error: str, retry: RetryPolicy, stats: WorkerStats
+) -> Record:
+    log.error(
+        "group %s: giving up on %s/%d@%d after %d attempts: %s",
+        group,
+        message.topic,
+        message.partition,
+        message.offset,
+        retry.max_attempts,
+        error,
+    )
+    stats.last_error = error
+    return deadletter_record(message, group, error, retry.max_attempts)
+
+
+def _attempt(
+    messages: list[Message],
+    handler: Handler,
+    retry: RetryPolicy,
+    transient: tuple[type[BaseException], ...],
+    stop: threading.Event,
+    stats: WorkerStats,
+) -> str | None:
+    """Call the handler with bounded retries; ``None`` on success, else the last error."""
+    failures = 0
+    outage = 0
+    while True:
+        try:
+            handler(messages)
+            return None
+        except transient as exc:
+            outage += 1
+            stats.retries += 1
+            wait = retry.delay(outage)
+            log.warning("outage (%s); retrying in %.2fs", describe(exc), wait)
+        except Exception as exc:
+            failures += 1
+            if failures >= retry.max_attempts:
+                return describe(exc)
+            stats.retries += 1
+            wait = retry.delay(failures)
+        if stop.wait(wait):
+            raise Stopped
+
+
+def _publish_until_done(
+    bus: Bus, records: list[Record], retry: RetryPolicy, stop: threading.Event
+) -> None:
+    """Dead letters must be durable before the batch is committed, or they would be lost."""
+    failures = 0
+    while True:
+        try:
+            bus.publish_many(records)
+            return
+        except BusError as exc:
+            failures += 1
+            wait = retry.delay(failures)
+            log.warning("cannot publish dead letters (%s); retrying in %.2fs", exc, wait)
+        if stop.wait(wait):
+            raise Stopped

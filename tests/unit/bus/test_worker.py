@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from bus.base import Message, Record
+from bus.deadletter import decode_deadletter
+from bus.memory import MemoryBus
+from bus.topics import DEADLETTER
+from bus.worker import Handler, RetryPolicy, WorkerStats, run_consumer
+from caregraph.errors import StoreUnavailable
+
+FAST = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.004)
+
+
+def run_until(
+    bus: MemoryBus, handler: Handler, done: Callable[[], bool], retry: RetryPolicy = FAST
+) -> WorkerStats:
+    stop = threading.Event()
+    stats = WorkerStats()
+    worker = threading.Thread(
+        target=run_consumer,
+        args=(bus, "g", ["t"], handler),
+        kwargs={
+            "stop": stop,
+            "retry": retry,
+            "batch_size": 50,
+            "poll_timeout_s": 0.01,
+            "stats": stats,
+        },
+    )
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    stop.set()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert done(), "worker did not get there in time"
+    return stats
+
+
+def test_retry_policy_backs_off_exponentially_with_a_cap() -> None:
+    policy = RetryPolicy(max_attempts=5, base_delay_s=0.05, max_delay_s=0.3)
+    assert [policy.delay(n) for n in range(1, 6)] == [0.05, 0.1, 0.2, 0.3, 0.3]
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
+
+
+def test_handles_everything_and_commits() -> None:
+    bus = MemoryBus(partitions=2)
+    bus.publish_many([Record("t", b"%d" % i, key=b"%d" % i) for i in range(120)])
+    seen: list[Message] = []
+    stats = run_until(bus, seen.extend, lambda: sum(bus.committed("g").values()) == 120)
+    assert sorted(int(m.value) for m in seen) == list(range(120))
+    assert stats.handled == 120 and stats.deadlettered == 0
+
+
+def test_poison_message_goes_to_deadletter_and_the_rest_flows() -> None:
+    bus = MemoryBus(partitions=1)
+    bus.publish_many(
+        [Record("t", b"%d" % i, key=b"k", headers={"trace-id": f"t{i}"}) for i in range(100)]
+    )
+    handled: list[bytes] = []
+
+    def handler(batch: list[Message]) -> None:
+        if any(m.value == b"42" for m in batch):
+            raise ValueError("cannot map \n value 42")
+        handled.extend(m.value for m in batch)
+
+    stats = run_until(bus, handler, lambda: bus.committed("g").get(("t", 0)) == 100)
+    assert sorted(int(v) for v in handled) == [i for i in range(100) if i != 42]
+    [dead] = bus.snapshot(DEADLETTER)
+    letter = decode_deadletter(dead.value)
+    assert (letter.topic, letter.partition, letter.offset, letter.value) == ("t", 0, 42, b"42")
+    assert letter.key == b"k" and letter.headers["trace-id"] == "t42"
+    assert letter.error == "ValueError: cannot map value 42"
+    assert letter.group == "g" and letter.attempts == FAST.max_attempts
+    assert stats.deadlettered == 1 and stats.last_error == letter.error
+
+
+def test_outage_is_retried_past_max_attempts_not_deadlettered() -> None:
+    bus = MemoryBus(partitions=1)
+    bus.publish("t", b"x")
+    calls = []
+
+    def handler(batch: list[Message]) -> None:
+        calls.append(batch)
+        if len(calls) <= FAST.max_attempts * 2:
+            raise StoreUnavailable("database down")
+
+    stats = run_until(bus, handler, lambda: bus.committed("g").get(("t", 0)) == 1)
+    assert len(calls) == FAST.max_attempts * 2 + 1
+    assert bus.snapshot(DEADLETTER) == [] and stats.handled == 1
+
+
+def test_stop_during_backoff_leaves_the_batch_uncommitted() -> None:
+    bus = MemoryBus(partitions=1)
+    bus.publish("t", b"x")
+    calls = []
+
+    def handler(batch: list[Message]) -> None:
+        calls.append(batch)
+        raise StoreUnavailable("down")
+
+    slow = RetryPolicy(max_attempts=3, base_delay_s=5.0, max_delay_s=5.0)
+    run_until(bus, handler, lambda: len(calls) >= 1, retry=slow)
+    assert bus.committed("g") == {} and bus.snapshot(DEADLETTER) == []

@@ -1,0 +1,1 @@
+"""Simulated upstream systems (an HIS sending HL7 v2) for the demo, tests and benchmarks."""

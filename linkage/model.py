@@ -1,0 +1,196 @@
+"""The Fellegi-Sunter model: m and u probabilities per comparison level, and scores that explain.
+
+For a pair, each comparison lands on a level; the level contributes log2(m / u) bits of
+evidence (m: how often true matches land there, u: how often non-matches do). The prior
+log-odds plus the sum is the match weight; the match probability follows from it. Every
+score keeps each field's contribution, so a reviewer (and the link history) can see why.
+
+Term-frequency adjustment replaces u at an exact level by the frequency of the agreed value
+among all records: agreeing on a rare family name counts for more than agreeing on a common
+one (Splink's ``tf_adjustment``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from linkage.comparisons import COMPARISONS, NULL, Comparison
+from linkage.features import PatientFeatures
+
+
+class TermFrequencies(Protocol):
+    """How common a value is among the records of a field (0..1), or None if unknown."""
+
+    def frequency(self, field: str, value: str) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FieldWeight:
+    """One comparison's part of a score: the level reached and the evidence in bits."""
+
+    comparison: str
+    level: str
+    weight: float
+    tf_adjusted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "comparison": self.comparison,
+            "level": self.level,
+            "weight": round(self.weight, 4),
+            "tf_adjusted": self.tf_adjusted,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """A pair's match weight (log2 odds), probability, and the per-field weights behind it.
+
+    ``rule`` names a deterministic rule that decided the pair (e.g. a shared identifier);
+    then the probability is 1 and the field weights are still given for the record.
+    """
+
+    weight: float
+    probability: float
+    prior_weight: float
+    fields: tuple[FieldWeight, ...] = field(default_factory=tuple)
+    rule: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "weight": round(self.weight, 4),
+            "probability": self.probability,
+            "prior_weight": round(self.prior_weight, 4),
+            "rule": self.rule,
+            "fields": [f.to_json() for f in self.fields if f.level != "null"],
+        }
+
+
+def probability_from_weight(weight: float) -> float:
+    """2^w / (1 + 2^w), computed without overflow for large |w|."""
+    if weight >= 0:
+        return 1.0 / (1.0 + math.pow(2.0, -weight))
+    odds = math.pow(2.0, weight)
+    return odds / (1.0 + odds)
+
+
+def _clamp(p: float) -> float:
+    return min(max(p, 1e-9), 1.0 - 1e-9)
+
+
+@dataclass(slots=True)
+class FellegiSunterModel:
+    """Parameters of the model: ``m[name][level]``, ``u[name][level]`` and the prior.
+
+    ``prior`` is lambda, the probability that two records drawn at random are the same
+    person; training estimates it along with m (u comes from random pairs).
+    """
+
+    comparisons: tuple[Comparison, ...]
+    m: dict[str, list[float]]
+    u: dict[str, list[float]]
+    prior: float
+    tf_minimum_u: float = 1e-6
+
+    def prior_weight(self) -> float:
+        p = _clamp(self.prior)
+        return math.log2(p / (1.0 - p))
+
+    def level_weight(self, index: int, level: int) -> float:
+        c = self.comparisons[index]
+        return math.log2(_clamp(self.m[c.name][level]) / _clamp(self.u[c.name][level]))
+
+    def score_vector(self, vector: Sequence[int], tf_u: Mapping[int, float] | None = None) -> Score:
+        """Score a comparison vector; ``tf_u`` overrides u at exact levels, by position."""
+        prior = self.prior_weight()
+        total = prior
+        parts: list[FieldWeight] = []
+        for i, level in enumerate(vector):
+            c = self.comparisons[i]
+            if level == NULL:
+                parts.append(FieldWeight(c.name, "null", 0.0))
+                continue
+            adjusted = tf_u is not None and level == 0 and i in tf_u
+            if adjusted and tf_u is not None:
+                u = max(tf_u[i], self.tf_minimum_u)
+                w = math.log2(_clamp(self.m[c.name][0]) / _clamp(u))
+            else:
+                w = self.level_weight(i, level)
+            total += w
+            parts.append(FieldWeight(c.name, c.levels[level], w, adjusted))
+        return Score(total, probability_from_weight(total), prior, tuple(parts))
+
+    def score(
+        self,
+        a: PatientFeatures,
+        b: PatientFeatures,
+        tf: TermFrequencies | None = None,
+    ) -> Score:
+        """Score the pair (a: the incoming record, whose values the frequencies look up)."""
+        vector = tuple(c.level_of(a, b) for c in self.comparisons)
+        tf_u: dict[int, float] = {}
+        if tf is not None:
+            for i, c in enumerate(self.comparisons):
+                if c.tf_field and vector[i] == 0:
+                    freq = tf.frequency(c.tf_field, str(getattr(a, c.tf_field)))
+                    if freq is not None:
+                        tf_u[i] = freq
+        return self.score_vector(vector, tf_u)
+
+    def to_json(self) -> dict[str, Any]:
+        """Parameters as JSON (saved in ``linkage_model``; comparisons are named, not pickled)."""
+        return {
+            "prior": self.prior,
+            "tf_minimum_u": self.tf_minimum_u,
+            "comparisons": [
+                {"name": c.name, "levels": list(c.levels), "m": self.m[c.name], "u": self.u[c.name]}
+                for c in self.comparisons
+            ],
+        }
+
+    @classmethod
+    def from_json(
+        cls, data: Mapping[str, Any], comparisons: Sequence[Comparison] = COMPARISONS
+    ) -> FellegiSunterModel:
+        """Rebuild a model; raises ValueError if the saved levels no longer fit the code."""
+        by_name = {c.name: c for c in comparisons}
+        m: dict[str, list[float]] = {}
+        u: dict[str, list[float]] = {}
+        used: list[Comparison] = []
+        for saved in data["comparisons"]:
+            c = by_name.get(saved["name"])
+            if c is None or list(c.levels) != list(saved["levels"]):
+                raise ValueError(f"saved comparison {saved['name']!r} does not match the code")
+            used.append(c)
+            m[c.name] = [float(x) for x in saved["m"]]
+            u[c.name] = [float(x) for x in saved["u"]]
+        return cls(tuple(used), m, u, float(data["prior"]), float(data["tf_minimum_u"]))
+
+
+def _spread(n: int, first: float, last: float) -> list[float]:
+    """n probabilities from ``first`` (best level) falling geometrically to ``last``."""
+    if n == 1:
+        return [1.0]
+    ratio = (last / first) ** (1.0 / (n - 1))
+    values = [first * ratio**k for k in range(n)]
+    total = sum(values)
+    return [v / total for v in values]
+
+
+def starting_model(comparisons: Sequence[Comparison] = COMPARISONS) -> FellegiSunterModel:
+    """A neutral model to start EM from, and to run on before any training has happened.
+
+    m falls from the best level to "else"; u rises from a small value at the exact level.
+    These are generic starting values (Splink starts EM from similar ones); training replaces
+    them with estimates from the data.
+    """
+    m: dict[str, list[float]] = {}
+    u: dict[str, list[float]] = {}
+    for c in comparisons:
+        n = len(c.levels)
+        m[c.name] = _spread(n, 0.9, 0.01) if n > 1 else [1.0]
+        u[c.name] = list(reversed(_spread(n, 0.9, 0.01))) if n > 1 else [1.0]
+    return FellegiSunterModel(tuple(comparisons), m, u, prior=1e-4)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from linkage.comparisons import (
+    NULL,
+    birth_date,
+    family_name,
+    given_name,
+    identifier,
+    postcode,
+)
+from linkage.features import extract
+
+from .factories import patient
+
+
+def f(**kwargs: object):  # type: ignore[no-untyped-def]
+    return extract(patient(**kwargs))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "level"),
+    [
+        ("Catherine", "Catherine", 0),
+        ("Catherine", "Catherina", 1),
+        ("Catherine", "Kathryn", 2),
+        ("Anna", "Zygmunt", 4),
+    ],
+)
+def test_given_name_levels(a: str, b: str, level: int) -> None:
+    assert given_name(f(given=a), f(given=b)) == level
+
+
+def test_swapped_given_and_family_have_their_own_level() -> None:
+    a, b = f(given="Anna", family="Meier"), f(given="Meier", family="Anna")
+    assert given_name(a, b) == 3
+    assert family_name(a, b) == 3
+
+
+def test_missing_names_are_null() -> None:
+    assert given_name(f(given=None), f()) == NULL
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "level"),
+    [
+        ("1980-03-07", "1980-03-07", 0),
+        ("1980-03-07", "1980-07-03", 1),
+        ("1980-03-07", "1980-03-08", 2),
+        ("1980-03-07", "1908-03-07", 2),  # transposed digits: one Damerau edit
+        ("1980-03-07", "1981-04-07", 3),
+        ("1980-03-07", "1975-11-23", 4),
+        ("1980", "1980-03-07", NULL),
+        ("1980", "1975-03-07", 4),
+    ],
+)
+def test_birth_date_levels(a: str, b: str, level: int) -> None:
+    assert birth_date(f(birth_date=a), f(birth_date=b)) == level
+
+
+def test_identifier_compares_only_shared_systems() -> None:
+    a = f(identifiers=[("urn:ssn", "123456"), ("urn:mrn:a", "1")])
+    assert identifier(a, f(identifiers=[("urn:mrn:b", "1")])) == NULL
+    assert identifier(a, f(identifiers=[("urn:ssn", "123456")])) == 0
+    assert identifier(a, f(identifiers=[("urn:ssn", "123455")])) == 1
+    assert identifier(a, f(identifiers=[("urn:ssn", "999999")])) == 2
+
+
+def test_postcode_typo() -> None:
+    assert postcode(f(postcode="3001"), f(postcode="3010")) == 1
+    assert postcode(f(postcode="3001"), f(postcode="8000")) == 2

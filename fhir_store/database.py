@@ -64,8 +64,13 @@ class Transaction:
         except (sqlite3.Error, psycopg.Error) as exc:
             raise self._db.wrap_error(exc) from exc
 
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
-        """Multi-row ``INSERT`` in chunks: one statement per chunk, not one per row."""
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Sequence[Params], suffix: str = ""
+    ) -> None:
+        """Multi-row ``INSERT`` in chunks: one statement per chunk, not one per row.
+
+        ``suffix`` follows the VALUES list (e.g. an ``ON CONFLICT`` clause).
+        """
         if not rows:
             return
         width = len(columns)
@@ -75,7 +80,7 @@ class Transaction:
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             flat = [value for row in part for value in row]
-            self.execute(head + ", ".join([one] * len(part)), flat)
+            self.execute(head + ", ".join([one] * len(part)) + suffix, flat)
 
 
 class Database(ABC):

@@ -14,13 +14,6 @@ from fhir_store.schema import MIGRATIONS
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/nested/dir/store.sqlite3"
-    return str(request.getfixturevalue("postgres_url"))
-
-
 def test_open_creates_schema_and_reopen_keeps_data(db_url: str) -> None:
     db = open_database(db_url)
     db.ping()

@@ -1,0 +1,581 @@
+"""FHIR search compiled to SQL over the typed index tables.
+
+Each search parameter becomes one predicate on the candidate row ``alias.res_id``: an
+``IN (SELECT res_id FROM idx_<type> WHERE ...)`` subquery on an indexed column; values
+joined by commas (OR) become ``IN (...)`` lists or row-value lists, never long OR chains;
+repeated parameters (AND) become more predicates. Chains and ``_has`` nest the same
+predicates over another alias, so the whole search is one SQL statement.
+
+Errors: a value the server cannot read, or an unknown parameter under
+``Prefer: handling=strict``, raises ``InvalidSearch`` naming the parameter.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from fhir_store.dates import FORMAT, date_range
+from fhir_store.errors import InvalidSearch, NotSupported
+from fhir_store.indexing import normalize, reference_target
+from fhir_store.searchparams import Registry, SearchParam
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+#: Parameters that shape the result instead of filtering it.
+RESULT_PARAMS = frozenset(
+    {
+        "_count",
+        "_offset",
+        "_sort",
+        "_total",
+        "_summary",
+        "_elements",
+        "_include",
+        "_revinclude",
+        "_format",
+        "_pretty",
+        "_since",
+        "_type",
+    }
+)
+MAX_COUNT = 1000
+DEFAULT_COUNT = 50
+_TABLE = {
+    "token": "idx_token",
+    "string": "idx_string",
+    "date": "idx_date",
+    "reference": "idx_reference",
+    "quantity": "idx_quantity",
+    "uri": "idx_uri",
+    "number": "idx_number",
+    "composite": "idx_composite",
+}
+_MODIFIERS = {
+    "token": {"missing", "not", "text", "of-type", ""},
+    "string": {"missing", "exact", "contains", ""},
+    "date": {"missing", ""},
+    "reference": {"missing", "identifier", ""},
+    "quantity": {"missing", ""},
+    "uri": {"missing", "below", "above", ""},
+    "number": {"missing", ""},
+    "composite": {"missing", ""},
+}
+
+
+@dataclass(slots=True)
+class Sql:
+    """A SQL fragment and its parameters."""
+
+    text: str
+    params: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    code: str
+    descending: bool
+
+
+@dataclass(slots=True)
+class Query:
+    """A parsed search: filters as SQL, and how to shape the result."""
+
+    type: str
+    where: list[Sql]
+    sort: list[SortKey]
+    count: int
+    offset: int
+    total: str  # "none" | "accurate"
+    summary: str | None
+    elements: list[str] | None
+    includes: list[tuple[str, str, str | None, bool]]  # (source type, param, target, iterate)
+    revincludes: list[tuple[str, str, str | None, bool]]
+    used: list[tuple[str, str]]  # the parameters honoured, for the self link
+    ignored: list[str]
+
+
+def split_values(raw: str) -> list[str]:
+    """Comma-separated OR values; ``\\,`` is a literal comma."""
+    out, current, escaped = [], [], False
+    for ch in raw:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ",":
+            out.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    out.append("".join(current))
+    return out
+
+
+def _split_pipe(value: str) -> list[str]:
+    return value.replace("\\|", "\x00").split("|")
+
+
+def _unescape(value: str) -> str:
+    return value.replace("\x00", "|")
+
+
+def _prefix(value: str) -> tuple[str, str]:
+    if len(value) > 2 and value[:2] in PREFIXES and (value[2].isdigit() or value[2] in "-+."):
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def _like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class QueryBuilder:
+    """Parses search parameters of one request into a :class:`Query`."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def build(
+        self, type_name: str, params: Sequence[tuple[str, str]], *, strict: bool = False
+    ) -> Query:
+        """Raises ``InvalidSearch`` for unreadable values (and unknown names when strict)."""
+        query = Query(type_name, [], [], DEFAULT_COUNT, 0, "accurate", None, None, [], [], [], [])
+        for name, raw in params:
+            if name in RESULT_PARAMS:
+                self._result_param(query, name, raw)
+                query.used.append((name, raw))
+                continue
+            try:
+                condition = self.condition(type_name, "r", name, raw)
+            except _Unknown as unknown:
+                if strict:
+                    raise InvalidSearch(
+                        f"unknown search parameter {unknown.args[0]!r} for {type_name}",
+                        expression=name,
+                    ) from None
+                query.ignored.append(name)
+                continue
+            query.where.append(condition)
+            query.used.append((name, raw))
+        return query
+
+    # -- result parameters ---------------------------------------------------------------
+
+    def _result_param(self, query: Query, name: str, raw: str) -> None:
+        if name in ("_format", "_pretty", "_since", "_type"):
+            return
+        if name in ("_count", "_offset"):
+            try:
+                number = int(raw)
+            except ValueError:
+                raise InvalidSearch(
+                    f"{name} must be an integer, got {raw!r}", expression=name
+                ) from None
+            if number < 0:
+                raise InvalidSearch(f"{name} must not be negative", expression=name)
+            if name == "_count":
+                query.count = min(number, MAX_COUNT)
+            else:
+                query.offset = number
+        elif name == "_sort":
+            for item in raw.split(","):
+                code = item.lstrip("-")
+                if code not in ("_id", "_lastUpdated") and not self.registry.get(query.type, code):
+                    raise InvalidSearch(f"cannot sort {query.type} by {code!r}", expression="_sort")
+                query.sort.append(SortKey(code, item.startswith("-")))
+        elif name == "_total":
+            if raw not in ("none", "estimate", "accurate"):
+                raise InvalidSearch("_total must be none, estimate or accurate", expression=name)
+            query.total = "none" if raw == "none" else "accurate"
+        elif name == "_summary":
+            if raw not in ("true", "false", "count", "data", "text"):
+                raise InvalidSearch(
+                    "_summary must be true, false, count, data or text", expression=name
+                )
+            query.summary = None if raw == "false" else raw
+        elif name == "_elements":
+            query.elements = [e.strip() for e in raw.split(",") if e.strip()]
+        elif name in ("_include", "_revinclude"):
+            spec = self._include_spec(raw, name)
+            (query.includes if name == "_include" else query.revincludes).append(spec)
+
+    def _include_spec(self, raw: str, name: str) -> tuple[str, str, str | None, bool]:
+        iterate = False
+        parts = raw.split(":")
+        if parts and parts[0] in ("iterate", "recurse"):
+            parts, iterate = parts[1:], True
+        if len(parts) not in (2, 3):
+            raise InvalidSearch(f"{name}={raw!r}: use Type:param[:TargetType]", expression=name)
+        param = self.registry.get(parts[0], parts[1])
+        if param is None or param.type != "reference":
+            raise InvalidSearch(
+                f"{name}: {parts[0]}:{parts[1]} is not a reference parameter", expression=name
+            )
+        return parts[0], parts[1], parts[2] if len(parts) == 3 else None, iterate
+
+    # -- filters ----------------------------------------------------------------------------
+
+    def condition(self, type_name: str, alias: str, name: str, raw: str) -> Sql:
+        """A predicate on ``alias.res_id`` for one ``name=raw`` pair."""
+        if name.startswith("_has:"):
+            return self._has(type_name, alias, name, raw)
+        code, _, rest = name.partition(".")
+        code, _, modifier = code.partition(":")
+        if rest:
+            return self._chain(type_name, alias, code, modifier, rest, raw)
+        if code == "_id":
+            values = split_values(raw)
+            if modifier == "missing":
+                return Sql("1 = 1" if raw == "false" else "1 = 0")
+            marks = ", ".join("?" * len(values))
+            return Sql(f"{alias}.res_id IN ({marks})", values)
+        if code == "_lastUpdated":
+            ors = [
+                self._date_range_sql(f"{alias}.last_updated", f"{alias}.last_updated", v, name)
+                for v in split_values(raw)
+            ]
+            return _or(ors)
+        param = self.registry.get(type_name, code)
+        if param is None:
+            raise _Unknown(code)
+        if modifier not in _MODIFIERS[param.type] and not (
+            param.type == "reference" and modifier[:1].isupper()
+        ):
+            raise InvalidSearch(
+                f"modifier :{modifier} is not supported on {param.type} parameter {code}",
+                expression=name,
+            )
+        table = _TABLE[param.type]
+        head = f"SELECT res_id FROM {table} WHERE res_type = ? AND param = ?"
+        if modifier == "missing":
+            if raw not in ("true", "false"):
+                raise InvalidSearch(f"{name} must be true or false", expression=name)
+            op = "NOT IN" if raw == "true" else "IN"
+            return Sql(f"{alias}.res_id {op} ({head})", [type_name, code])
+        values = split_values(raw)
+        if any(v == "" for v in values):
+            raise InvalidSearch(f"{name} has an empty value", expression=name)
+        if param.type == "reference" and modifier == "identifier":
+            inner = self._token_values(values, name)
+            return Sql(
+                f"{alias}.res_id IN (SELECT res_id FROM idx_token WHERE res_type = ? AND param = ?"
+                f" AND ({inner.text}))",
+                [type_name, f"{code}:identifier", *inner.params],
+            )
+        if param.type == "token" and modifier == "of-type":
+            inner = self._of_type_values(values, name)
+            return Sql(
+                f"{alias}.res_id IN (SELECT res_id FROM idx_token WHERE res_type = ? AND param = ?"
+                f" AND ({inner.text}))",
+                [type_name, f"{code}:of-type", *inner.params],
+            )
+        inner = self._values(param, modifier, values, name)
+        op = "NOT IN" if modifier == "not" else "IN"
+        return Sql(
+            f"{alias}.res_id {op} ({head} AND ({inner.text}))", [type_name, code, *inner.params]
+        )
+
+    def _values(self, param: SearchParam, modifier: str, values: list[str], name: str) -> Sql:
+        kind = param.type
+        if kind == "token":
+            if modifier == "text":
+                return _or(
+                    [Sql("text LIKE ? ESCAPE '\\'", [f"%{_like(normalize(v))}%"]) for v in values]
+                )
+            return self._token_values(values, name)
+        if kind == "string":
+            if modifier == "exact":
+                marks = ", ".join("?" * len(values))
+                return Sql(f"exact IN ({marks})", values)
+            pattern = "%{}%" if modifier == "contains" else "{}%"
+            return _or(
+                [
+                    Sql("value LIKE ? ESCAPE '\\'", [pattern.format(_like(normalize(v)))])
+                    for v in values
+                ]
+            )
+        if kind == "uri":
+            if modifier == "below":
+                return _or([Sql("uri LIKE ? ESCAPE '\\'", [f"{_like(v)}%"]) for v in values])
+            if modifier == "above":
+                return _or([Sql("? LIKE (uri || '%')", [v]) for v in values])
+            return Sql(f"uri IN ({', '.join('?' * len(values))})", values)
+        if kind == "date":
+            return _or([self._date_range_sql("lo", "hi", v, name) for v in values])
+        if kind in ("number", "quantity"):
+            return _or([self._quantity_sql(kind, v, name) for v in values])
+        if kind == "reference":
+            return self._reference_values(param, modifier, values, name)
+        if kind == "composite":
+            return _or([self._composite_sql(param, v, name) for v in values])
+        raise NotSupported(f"search on {kind} parameters is not supported", expression=name)
+
+    @staticmethod
+    def _token_values(values: list[str], name: str) -> Sql:
+        codes: list[str] = []
+        pairs: list[tuple[str, str]] = []
+        systems: list[str] = []
+        for value in values:
+            parts = _split_pipe(value)
+            if len(parts) == 1:
+                codes.append(_unescape(parts[0]))
+            elif len(parts) == 2 and parts[1] == "":
+                systems.append(_unescape(parts[0]))
+            elif len(parts) == 2:
+                pairs.append((_unescape(parts[0]), _unescape(parts[1])))
+            else:
+                raise InvalidSearch(
+                    f"{name}: token {value!r} has more than one '|'", expression=name
+                )
+        ors: list[Sql] = []
+        if codes:
+            ors.append(Sql(f"code IN ({', '.join('?' * len(codes))})", codes))
+        if pairs:
+            marks = ", ".join(["(?, ?)"] * len(pairs))
+            ors.append(Sql(f"(system, code) IN ({marks})", [v for p in pairs for v in p]))
+        if systems:
+            ors.append(Sql(f"system IN ({', '.join('?' * len(systems))})", systems))
+        return _or(ors)
+
+    @staticmethod
+    def _of_type_values(values: list[str], name: str) -> Sql:
+        pairs: list[tuple[str, str]] = []
+        for value in values:
+            parts = _split_pipe(value)
+            if len(parts) != 3:
+                raise InvalidSearch(f"{name}: use system|code|value", expression=name)
+            pairs.append((f"{_unescape(parts[0])}|{_unescape(parts[1])}", _unescape(parts[2])))
+        marks = ", ".join(["(?, ?)"] * len(pairs))
+        return Sql(f"(system, code) IN ({marks})", [v for p in pairs for v in p])
+
+    def _reference_values(
+        self, param: SearchParam, modifier: str, values: list[str], name: str
+    ) -> Sql:
+        typed: list[tuple[str, str]] = []
+        bare: list[str] = []
+        for value in values:
+            kind, ref_id = reference_target(value)
+            if modifier:
+                kind = modifier
+                ref_id = value.rsplit("/", 1)[-1]
+            if kind:
+                typed.append((kind, ref_id))
+            else:
+                bare.append(ref_id or value)
+        ors: list[Sql] = []
+        if typed:
+            marks = ", ".join(["(?, ?)"] * len(typed))
+            ors.append(Sql(f"(target_type, target_id) IN ({marks})", [v for p in typed for v in p]))
+        if bare:
+            marks = ", ".join("?" * len(bare))
+            ors.append(Sql(f"(target_id IN ({marks}) OR ref IN ({marks}))", [*bare, *bare]))
+        return _or(ors)
+
+    def _date_range_sql(self, lo_col: str, hi_col: str, value: str, name: str) -> Sql:
+        prefix, text = _prefix(value)
+        try:
+            plo, phi = date_range(text)
+        except ValueError as exc:
+            raise InvalidSearch(f"{name}: {exc}", expression=name) from None
+        if prefix == "eq":
+            return Sql(f"({lo_col} >= ? AND {hi_col} <= ?)", [plo, phi])
+        if prefix == "ne":
+            return Sql(f"({lo_col} < ? OR {hi_col} > ?)", [plo, phi])
+        if prefix == "gt":
+            return Sql(f"{hi_col} > ?", [phi])
+        if prefix == "lt":
+            return Sql(f"{lo_col} < ?", [plo])
+        if prefix == "ge":
+            return Sql(f"{hi_col} >= ?", [plo])
+        if prefix == "le":
+            return Sql(f"{lo_col} <= ?", [phi])
+        if prefix == "sa":
+            return Sql(f"{lo_col} > ?", [phi])
+        if prefix == "eb":
+            return Sql(f"{hi_col} < ?", [plo])
+        # ap: within 10% of the distance between the value and now (at least a day).
+        start = datetime.strptime(plo, FORMAT)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        slack = max(abs(now - start) / 10, timedelta(days=1))
+        wlo = (start - slack).strftime(FORMAT) if start - slack > datetime.min + slack else plo
+        whi = (datetime.strptime(phi, FORMAT) + slack).strftime(FORMAT)
+        return Sql(f"({lo_col} <= ? AND {hi_col} >= ?)", [whi, wlo])
+
+    @staticmethod
+    def _number_sql(column: str, value: str, name: str) -> Sql:
+        prefix, text = _prefix(value)
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            raise InvalidSearch(f"{name}: {text!r} is not a number", expression=name) from None
+        if not number.is_finite():
+            raise InvalidSearch(f"{name}: {text!r} is not a finite number", expression=name)
+        exponent = number.as_tuple().exponent
+        half = Decimal(5) * Decimal(10) ** (int(exponent) - 1) if isinstance(exponent, int) else 0
+        lo, hi, at = float(number - half), float(number + half), float(number)
+        if prefix == "eq":
+            return Sql(f"({column} >= ? AND {column} < ?)", [lo, hi])
+        if prefix == "ne":
+            return Sql(f"({column} < ? OR {column} >= ?)", [lo, hi])
+        if prefix == "ap":
+            slack = abs(at) / 10
+            return Sql(f"({column} >= ? AND {column} <= ?)", [at - slack, at + slack])
+        op = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[prefix]
+        return Sql(f"{column} {op} ?", [at])
+
+    def _quantity_sql(self, kind: str, value: str, name: str) -> Sql:
+        column = "value"
+        parts = _split_pipe(value)
+        if kind == "number" or len(parts) == 1:
+            return self._number_sql(column, parts[0], name)
+        if len(parts) != 3:
+            raise InvalidSearch(f"{name}: use [prefix]number|system|code", expression=name)
+        sql = self._number_sql(column, parts[0], name)
+        system, code = _unescape(parts[1]), _unescape(parts[2])
+        if system:
+            sql = Sql(f"{sql.text} AND system = ?", [*sql.params, system])
+        if code and system:
+            sql = Sql(f"{sql.text} AND code = ?", [*sql.params, code])
+        elif code:
+            sql = Sql(f"{sql.text} AND (code = ? OR unit = ?)", [*sql.params, code, code])
+        return Sql(f"({sql.text})", sql.params)
+
+    def _composite_sql(self, param: SearchParam, value: str, name: str) -> Sql:
+        first, _, second = value.partition("$")
+        if not second:
+            raise InvalidSearch(f"{name}: a composite value is code$value", expression=name)
+        code_sql = self._token_values([first], name)
+        code_sql.text = code_sql.text.replace("system", "c_system").replace("code", "c_code")
+        kind = param.components[1].type
+        if kind == "token":
+            value_sql = self._token_values([second], name)
+            value_sql.text = value_sql.text.replace("system", "v_system").replace("code", "v_code")
+        elif kind == "quantity":
+            parts = _split_pipe(second)
+            value_sql = self._number_sql("v_num", parts[0], name)
+            if len(parts) == 3 and parts[1]:
+                value_sql = Sql(f"{value_sql.text} AND v_system = ?", [*value_sql.params, parts[1]])
+            if len(parts) == 3 and parts[2]:
+                value_sql = Sql(
+                    f"{value_sql.text} AND (v_code = ? OR v_unit = ?)",
+                    [*value_sql.params, parts[2], parts[2]],
+                )
+        elif kind == "date":
+            value_sql = self._date_range_sql("v_lo", "v_hi", second, name)
+        else:
+            value_sql = Sql("v_str LIKE ? ESCAPE '\\'", [f"{_like(normalize(second))}%"])
+        return Sql(
+            f"(({code_sql.text}) AND ({value_sql.text}))", [*code_sql.params, *value_sql.params]
+        )
+
+    def _chain(
+        self, type_name: str, alias: str, code: str, modifier: str, rest: str, raw: str
+    ) -> Sql:
+        param = self.registry.get(type_name, code)
+        if param is None or param.type != "reference":
+            raise _Unknown(code)
+        targets = (
+            [modifier] if modifier else [t for t in param.targets if self.registry.for_type(t)]
+        )
+        inner_alias = f"{alias}c"
+        ors: list[Sql] = []
+        for target in targets:
+            try:
+                nested = self.condition(target, inner_alias, rest, raw)
+            except _Unknown:
+                continue
+            ors.append(
+                Sql(
+                    f"(target_type = ? AND target_id IN (SELECT {inner_alias}.res_id FROM resources"
+                    f" {inner_alias} WHERE {inner_alias}.res_type = ? AND {inner_alias}.deleted = 0"
+                    f" AND {nested.text}))",
+                    [target, target, *nested.params],
+                )
+            )
+        if not ors:
+            raise InvalidSearch(
+                f"chain {code}.{rest}: no target type of {code} has that parameter",
+                expression=f"{code}.{rest}",
+            )
+        body = _or(ors)
+        return Sql(
+            f"{alias}.res_id IN (SELECT res_id FROM idx_reference WHERE res_type = ?"
+            f" AND param = ? AND ({body.text}))",
+            [type_name, code, *body.params],
+        )
+
+    def _has(self, type_name: str, alias: str, name: str, raw: str) -> Sql:
+        # _has:Observation:patient:code=1234 (and nested _has:...:_has:...)
+        parts = name.split(":", 3)
+        if len(parts) != 4:
+            raise InvalidSearch(f"{name}: use _has:Type:reference:parameter", expression=name)
+        _, source, ref_param, rest = parts
+        param = self.registry.get(source, ref_param)
+        if param is None or param.type != "reference":
+            raise InvalidSearch(f"{name}: {source}.{ref_param} is not a reference", expression=name)
+        inner_alias = f"{alias}h"
+        nested = self.condition(source, inner_alias, rest, raw)
+        return Sql(
+            f"{alias}.res_id IN (SELECT target_id FROM idx_reference WHERE res_type = ?"
+            f" AND param = ? AND target_type = ? AND res_id IN (SELECT {inner_alias}.res_id"
+            f" FROM resources {inner_alias} WHERE {inner_alias}.res_type = ?"
+            f" AND {inner_alias}.deleted = 0 AND {nested.text}))",
+            [source, ref_param, type_name, source, *nested.params],
+        )
+
+    # -- sorting ----------------------------------------------------------------------------
+
+    def order_by(self, query: Query, alias: str = "r") -> Sql:
+        """``ORDER BY`` for the query's sort keys, ties broken by id so pages are stable."""
+        parts: list[str] = []
+        params: list[Any] = []
+        for key in query.sort:
+            direction = "DESC" if key.descending else "ASC"
+            if key.code == "_id":
+                parts.append(f"{alias}.res_id {direction}")
+                continue
+            if key.code == "_lastUpdated":
+                parts.append(f"{alias}.last_updated {direction}")
+                continue
+            param = self.registry.get(query.type, key.code)
+            assert param is not None  # checked when parsed
+            table = _TABLE[param.type]
+            column = {
+                "date": "hi" if key.descending else "lo",
+                "string": "value",
+                "token": "code",
+                "number": "value",
+                "quantity": "value",
+                "reference": "ref",
+                "uri": "uri",
+            }.get(param.type)
+            if column is None:
+                raise InvalidSearch(
+                    f"cannot sort by {param.type} parameter {key.code}", expression="_sort"
+                )
+            pick = "MAX" if key.descending else "MIN"
+            parts.append(
+                f"(SELECT {pick}({column}) FROM {table} s WHERE s.res_type = {alias}.res_type"
+                f" AND s.res_id = {alias}.res_id AND s.param = ?) {direction} NULLS LAST"
+            )
+            params.append(key.code)
+        parts.append(f"{alias}.res_id ASC")
+        return Sql("ORDER BY " + ", ".join(parts), params)
+
+
+class _Unknown(Exception):
+    """A parameter name the type does not define (the caller decides strict/lenient)."""
+
+
+def _or(parts: list[Sql]) -> Sql:
+    if len(parts) == 1:
+        return parts[0]
+    return Sql(
+        "(" + " OR ".join(p.text for p in parts) + ")",
+        list(itertools.chain.from_iterable(p.params for p in parts)),
+    )

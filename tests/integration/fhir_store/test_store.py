@@ -1,0 +1,150 @@
+"""FhirStore on both engines: versioning, idempotent batches, and search pushed to SQL."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from fhir_store.errors import ResourceGone, ResourceNotFound, VersionConflict
+from fhir_store.store import FhirStore
+
+pytestmark = pytest.mark.integration
+
+
+def obs(oid: str, patient: str, code: str, when: str, value: float) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": when,
+        "valueQuantity": {
+            "value": value,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
+    }
+
+
+def ids(page: Any) -> list[str]:
+    return [m.id for m in page.matches]
+
+
+def test_versioning_identical_content_and_if_match(store: FhirStore) -> None:
+    created = store.create({"resourceType": "Patient", "name": [{"family": "Test"}]})
+    pid = created.stored.id
+    assert created.created and created.stored.version == 1
+    body = created.stored.resource()
+    assert body["meta"]["versionId"] == "1"
+    same = store.update("Patient", pid, body)
+    assert not same.changed and same.stored.version == 1
+    body["gender"] = "female"
+    assert store.update("Patient", pid, body, if_match=1).stored.version == 2
+    with pytest.raises(VersionConflict, match="stale"):
+        store.update("Patient", pid, {**body, "gender": "male"}, if_match=1)
+    assert store.vread("Patient", pid, 1).resource().get("gender") is None
+    assert store.read("Patient", pid).resource()["gender"] == "female"
+    assert store.delete("Patient", pid)
+    with pytest.raises(ResourceGone):
+        store.read("Patient", pid)
+    with pytest.raises(ResourceNotFound):
+        store.read("Patient", "nope")
+    history, total, _ = store.searching.history("Patient", pid)
+    assert [h.version for h in history] == [3, 2, 1] and total == 3 and history[0].deleted
+
+
+def test_upsert_many_redelivery_adds_no_version(store: FhirStore) -> None:
+    batch = [obs(f"o{i}", "p1", "8867-4", f"2024-01-0{i + 1}T10:00:00Z", 60 + i) for i in range(5)]
+    store.upsert_many(batch)
+    store.upsert_many(batch)
+    assert all(store.read("Observation", f"o{i}").version == 1 for i in range(5))
+    changed = [*batch[:4], {**batch[4], "status": "amended"}]
+    store.upsert_many(changed)
+    assert store.read("Observation", "o4").version == 2
+    _, total, _ = store.searching.history("Observation")
+    assert total == 6
+    page = store.searching.search("Observation", [("status", "amended")])
+    assert ids(page) == ["o4"]
+    assert ids(store.searching.search("Observation", [("status", "final")])) == [
+        f"o{i}" for i in range(4)
+    ]
+
+
+def test_search_basics(store: FhirStore) -> None:
+    store.upsert_many(
+        [
+            {
+                "resourceType": "Patient",
+                "id": "p1",
+                "name": [{"family": "Müller", "given": ["Ann"]}],
+                "birthDate": "1980-05-02",
+                "identifier": [{"system": "urn:mrn", "value": "M1"}],
+            },
+            {
+                "resourceType": "Patient",
+                "id": "p2",
+                "name": [{"family": "Miller"}],
+                "birthDate": "1990",
+                "identifier": [{"system": "urn:mrn", "value": "M2"}],
+            },
+            obs("a", "p1", "8867-4", "2024-01-01T10:00:00Z", 60),
+            obs("b", "p1", "8867-4", "2024-01-02T10:00:00Z", 80),
+            obs("c", "p1", "8310-5", "2024-01-03T10:00:00Z", 37),
+            obs("d", "p2", "8867-4", "2024-01-04T10:00:00Z", 90),
+        ]
+    )
+    s = store.searching.search
+    assert ids(s("Patient", [("family", "muller")])) == ["p1"]
+    assert ids(s("Patient", [("family", "m")])) == ["p1", "p2"]
+    assert ids(s("Patient", [("family:exact", "Miller")])) == ["p2"]
+    assert ids(s("Patient", [("birthdate", "1980")])) == ["p1"]
+    assert ids(s("Patient", [("birthdate", "lt1985")])) == ["p1"]
+    assert ids(s("Patient", [("identifier", "urn:mrn|M2")])) == ["p2"]
+    assert ids(
+        s("Observation", [("patient", "Patient/p1"), ("code", "http://loinc.org|8867-4")])
+    ) == ["a", "b"]
+    assert ids(
+        s("Observation", [("code", "8867-4,8310-5"), ("date", "ge2024-01-02"), ("_sort", "-date")])
+    ) == ["d", "c", "b"]
+    assert ids(s("Observation", [("value-quantity", "gt70")])) == ["b", "d"]
+    assert ids(s("Observation", [("value-quantity", "80|http://unitsofmeasure.org|/min")])) == ["b"]
+    assert ids(s("Observation", [("code-value-quantity", "http://loinc.org|8867-4$gt85")])) == ["d"]
+    assert ids(s("Observation", [("subject:Patient.identifier", "urn:mrn|M2")])) == ["d"]
+    assert ids(s("Patient", [("_has:Observation:patient:code", "8310-5")])) == ["p1"]
+    assert ids(s("Observation", [("code:not", "8867-4")])) == ["c"]
+    page = s("Observation", [("code", "8310-5"), ("_include", "Observation:subject")])
+    assert [i.id for i in page.included] == ["p1"]
+    page = s("Patient", [("_id", "p2"), ("_revinclude", "Observation:subject")])
+    assert [i.id for i in page.included] == ["d"]
+    page = s("Observation", [("_count", "2"), ("_sort", "date")])
+    assert ids(page) == ["a", "b"] and page.has_next and page.total == 4
+
+
+def test_concurrent_updates_have_one_winner_per_version(store: FhirStore) -> None:
+    store.upsert_many([{"resourceType": "Device", "id": "d1", "status": "active"}])
+    errors: list[BaseException] = []
+
+    def bump(n: int) -> None:
+        try:
+            for k in range(5):
+                store.update(
+                    "Device",
+                    "d1",
+                    {"resourceType": "Device", "id": "d1", "manufacturer": f"t{n}-{k}"},
+                )
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    history, total, _ = store.searching.history("Device", "d1", count=100)
+    assert sorted(h.version for h in history) == list(range(1, total + 1))
+    assert total == 21

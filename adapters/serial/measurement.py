@@ -1,0 +1,61 @@
+"""The one normalized reading every serial protocol decodes to.
+
+A ``Measurement`` carries what the FHIR mapping and, later, the device registry need: the
+device (so the patient can be resolved from the association valid at ``device_time``), the
+code in IEEE 11073 MDC and the vendor's own code, the value or why there is none, the unit in
+MDC and UCUM, both clocks, and where it came from (message id and position, for deterministic
+ids; the raw frame, for replay and audit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A unit as IEEE 11073 MDC code (``None`` when MDC has none) and UCUM code."""
+
+    ucum: str
+    mdc: int | None = None
+    display: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One reading of one device.
+
+    Exactly one of ``value`` and ``absent_reason`` is set. ``absent_reason`` is a code of the
+    FHIR ``data-absent-reason`` system (``positive-infinity`` for over range, ``error`` for a
+    sensor not calibrated, ...), so a sentinel is never stored as a number.
+    """
+
+    device_id: str
+    protocol: str
+    vendor_code: str
+    label: str
+    value: Decimal | None
+    absent_reason: str | None
+    unit: Unit | None
+    device_time: datetime | None
+    received_at: datetime
+    message_id: str
+    position: int
+    mdc_code: int | None = None
+    loinc: str | None = None
+    comparator: str | None = None
+    status: str = "final"
+    category: str = "vital-signs"
+    specimen_id: str | None = None
+    patient_hint: str | None = None
+    raw: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.absent_reason is None):
+            raise ValueError("a measurement has either a value or an absent_reason, not both")
+        if self.received_at.tzinfo is None:
+            raise ValueError("received_at must be timezone-aware")
+        if self.device_time is not None and self.device_time.tzinfo is None:
+            raise ValueError("device_time must be timezone-aware")

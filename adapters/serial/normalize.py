@@ -1,0 +1,91 @@
+"""raw.device message -> measurements -> ``fhir.Observation`` records. Pure: the same raw
+message (replayed after a mapping fix) always gives the same Observations with the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from adapters.serial import astm
+from adapters.serial import headers as dh
+from adapters.serial.errors import UnknownProtocol, WireError
+from adapters.serial.measurement import Measurement
+from adapters.serial.observation import observation_from_measurement
+from bus import headers as bh
+from bus.base import Message, Record
+from bus.topics import fhir_topic
+
+OBSERVATION_TOPIC = fhir_topic("Observation")
+
+Decoder = Callable[[bytes, Mapping[str, str], str, str, datetime], list[Measurement]]
+
+
+def _astm(
+    raw: bytes, headers: Mapping[str, str], device_id: str, message_id: str, received: datetime
+) -> list[Measurement]:
+    tz = astm.local_zone(int(headers.get(dh.UTC_OFFSET, "0") or 0))
+    frames = _split_astm_frames(raw)
+    return astm.measurements(frames, device_id, message_id, received, tz)
+
+
+def _split_astm_frames(raw: bytes) -> list[bytes]:
+    events = astm.Framer().feed(raw)
+    frames = [e.raw for e in events if isinstance(e, astm.Frame)]
+    if len(frames) != len(events):
+        raise WireError("stored ASTM message holds bytes that are not good frames")
+    return frames
+
+
+DECODERS: dict[str, Decoder] = {astm.PROTOCOL: _astm}
+
+
+def register(protocol: str, decoder: Decoder) -> None:
+    """Add a protocol's decoder (each protocol module registers itself below)."""
+    DECODERS[protocol] = decoder
+
+
+def measurements_from_message(msg: Message) -> list[Measurement]:
+    """Decode one raw.device message.
+
+    Raises:
+        UnknownProtocol: no decoder for the message's protocol header.
+        WireError: the bytes break the protocol.
+    """
+    protocol = msg.headers.get(dh.PROTOCOL, "")
+    decoder = DECODERS.get(protocol)
+    if decoder is None:
+        raise UnknownProtocol(f"no decoder for device protocol {protocol!r}", dh.PROTOCOL)
+    device_id = msg.headers.get(dh.DEVICE_ID) or (msg.key or b"").decode()
+    message_id = msg.headers.get(bh.MESSAGE_ID) or f"{msg.topic}/{msg.partition}/{msg.offset}"
+    received_text = msg.headers.get(bh.RECEIVED_AT)
+    received = (
+        datetime.fromisoformat(received_text)
+        if received_text
+        else datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC)
+    )
+    return decoder(msg.value, msg.headers, device_id, message_id, received)
+
+
+def observation_records(msg: Message) -> list[Record]:
+    """The ``fhir.Observation`` records for one raw.device message, keyed by device.
+
+    Raises:
+        UnknownProtocol, WireError: as ``measurements_from_message``.
+    """
+    out: list[Record] = []
+    trace = msg.headers.get(bh.TRACE_ID, "")
+    for m in measurements_from_message(msg):
+        obs = observation_from_measurement(m)
+        headers = {
+            bh.SOURCE: msg.headers.get(bh.SOURCE, "serial"),
+            bh.MESSAGE_ID: obs["id"],
+            bh.RECEIVED_AT: m.received_at.isoformat(timespec="microseconds"),
+            bh.CONTENT_TYPE: "application/fhir+json",
+            bh.TRACE_ID: trace,
+            dh.DEVICE_ID: m.device_id,
+        }
+        value = json.dumps(obs, separators=(",", ":")).encode()
+        out.append(Record(OBSERVATION_TOPIC, value, m.device_id.encode(), headers))
+    return out

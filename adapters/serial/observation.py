@@ -1,0 +1,83 @@
+"""``Measurement`` -> FHIR R4 Observation, as a plain dict (no model validation on the hot
+path; ``tests/unit/serial/test_observation.py`` proves the output valid against the
+``fhir.resources`` models over generated inputs).
+
+Ids are deterministic: the same raw message replayed gives the same Observation ids, so the
+store upserts instead of duplicating. The patient is not set here: it is resolved later from
+the device association valid at ``effectiveDateTime`` (the device's clock).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.ids import deterministic_id
+from adapters.serial.measurement import Measurement
+
+MDC_SYSTEM = "urn:iso:std:iso:11073:10101"
+LOINC_SYSTEM = "http://loinc.org"
+UCUM_SYSTEM = "http://unitsofmeasure.org"
+ABSENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
+VENDOR_SYSTEM_PREFIX = "urn:caregraph:device-code:"
+READING_ID_SYSTEM = "urn:caregraph:device-reading"
+DEVICE_ID_SYSTEM = "urn:caregraph:device"
+
+
+def device_resource_id(device_id: str) -> str:
+    """The FHIR Device id of a device known by ``device_id``; the registry must use it too."""
+    return deterministic_id("Device", device_id)
+
+
+def observation_id(m: Measurement) -> str:
+    """Deterministic Observation id: device, raw message id, position in that message."""
+    return deterministic_id("device-reading", m.device_id, m.message_id, m.position)
+
+
+def _instant(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def observation_from_measurement(m: Measurement) -> dict[str, Any]:
+    """The Observation for one reading; ``effective`` is device time, ``issued`` receipt."""
+    coding: list[dict[str, str]] = []
+    if m.mdc_code is not None:
+        coding.append({"system": MDC_SYSTEM, "code": str(m.mdc_code), "display": m.label})
+    if m.loinc is not None:
+        coding.append({"system": LOINC_SYSTEM, "code": m.loinc})
+    coding.append({"system": VENDOR_SYSTEM_PREFIX + m.protocol, "code": m.vendor_code})
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": observation_id(m),
+        "identifier": [{"system": READING_ID_SYSTEM, "value": f"{m.message_id}#{m.position}"}],
+        "status": m.status,
+        "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": m.category}]}],
+        "code": {"coding": coding, "text": m.label},
+        "effectiveDateTime": _instant(m.device_time or m.received_at),
+        "issued": _instant(m.received_at),
+        "device": {
+            "reference": f"Device/{device_resource_id(m.device_id)}",
+            "identifier": {"system": DEVICE_ID_SYSTEM, "value": m.device_id},
+        },
+    }
+    if m.value is not None:
+        quantity: dict[str, Any] = {"value": float(m.value)}
+        if m.comparator is not None:
+            quantity["comparator"] = m.comparator
+        if m.unit is not None:
+            quantity["unit"] = m.unit.display or m.unit.ucum
+            if m.unit.mdc is not None or m.unit.ucum in _UCUM_SAFE:
+                quantity["system"] = UCUM_SYSTEM
+                quantity["code"] = m.unit.ucum
+        obs["valueQuantity"] = quantity
+    else:
+        reason = m.absent_reason or "unknown"
+        obs["dataAbsentReason"] = {"coding": [{"system": ABSENT_SYSTEM, "code": reason}]}
+    if m.specimen_id is not None:
+        obs["specimen"] = {"display": m.specimen_id}
+    return obs
+
+
+# UCUM codes we emit without an MDC term; anything else an analyzer printed stays text only.
+_UCUM_SAFE = frozenset({"mbar", "mL", "L", "L/min", "mmol/L", "mg/dL", "g/dL", "s", "%"})

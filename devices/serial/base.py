@@ -1,0 +1,181 @@
+"""What every serial driver shares: the reconnect loop, silence detection, counters, and
+publishing raw frames to ``raw.device`` before the device is acknowledged."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from adapters.serial import headers as dh
+from bus.base import Bus, Record
+from bus.headers import make_headers
+from bus.topics import RAW_DEVICE
+from caregraph.errors import BusError
+from devices.serial.errors import DeviceSilent, LinkLost
+from devices.serial.port import LineSettings, Link, monotonic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DriverStats:
+    """Counters a biomedical engineer reads to judge a link (written by the driver thread
+    only; readers take ``snapshot()``)."""
+
+    connected: bool = False
+    sessions: int = 0
+    reconnects: int = 0
+    silences: int = 0
+    frames: int = 0
+    bytes_in: int = 0
+    checksum_errors: int = 0
+    framing_errors: int = 0
+    garbage_bytes: int = 0
+    naks_sent: int = 0
+    retransmits: int = 0
+    published: int = 0
+    publish_errors: int = 0
+    last_frame_at: datetime | None = None
+    last_error: str = ""
+
+    def snapshot(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class SerialDriver(ABC):
+    """Reads one device on one port until ``stop`` is set.
+
+    Subclasses implement ``session``: the handshake and the read loop of one connection.
+    The base opens the port, runs the session, and on ``LinkLost`` or ``DeviceSilent``
+    closes it, waits (backing off up to ``max_backoff_s``) and starts again.
+    """
+
+    protocol: ClassVar[str]
+    content_type: ClassVar[str]
+    line: ClassVar[LineSettings]
+
+    def __init__(
+        self,
+        port: str,
+        device_id: str,
+        bus: Bus,
+        *,
+        silence_timeout_s: float | None = 10.0,
+        reconnect_delay_s: float = 0.2,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.port = port
+        self.device_id = device_id
+        self.bus = bus
+        self.silence_timeout_s = silence_timeout_s
+        self.reconnect_delay_s = reconnect_delay_s
+        self.max_backoff_s = max_backoff_s
+        self.stats = DriverStats()
+        self._boot = uuid.uuid4().hex[:12]
+        self._seq = 0
+        self._last_good = monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Connect, run sessions, reconnect; returns when ``stop`` is set."""
+        delay = self.reconnect_delay_s
+        while not stop.is_set():
+            try:
+                link = Link.open(self.port, self.line)
+            except LinkLost as exc:
+                self.stats.last_error = str(exc)
+                stop.wait(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+                continue
+            self.stats.connected = True
+            self.stats.sessions += 1
+            self._last_good = monotonic()
+            try:
+                self.session(link, stop)
+            except LinkLost as exc:
+                self.stats.last_error = str(exc)
+                log.warning("%s %s: link lost: %s", self.protocol, self.device_id, exc)
+            except DeviceSilent as exc:
+                self.stats.silences += 1
+                self.stats.last_error = str(exc)
+                log.warning("%s %s: %s", self.protocol, self.device_id, exc)
+            finally:
+                self.stats.connected = False
+                self.close_session(link)
+                link.close()
+            if stop.is_set():
+                break
+            self.stats.reconnects += 1
+            stop.wait(self.reconnect_delay_s)
+            delay = self.reconnect_delay_s
+
+    @abstractmethod
+    def session(self, link: Link, stop: threading.Event) -> None:
+        """Handshake, then read and answer until ``stop``.
+
+        Raises:
+            LinkLost: the port failed.
+            DeviceSilent: no good frame for ``silence_timeout_s``.
+        """
+
+    def close_session(self, link: Link) -> None:  # noqa: B027 - optional hook
+        """Say goodbye to the device if the protocol has a way (best effort)."""
+
+    # -- helpers for sessions ------------------------------------------------------------
+
+    def good_frame(self) -> None:
+        """Record that a valid frame arrived now."""
+        self.stats.frames += 1
+        self.stats.last_frame_at = datetime.now(UTC)
+        self._last_good = monotonic()
+
+    def check_silence(self) -> None:
+        """Raise ``DeviceSilent`` when no good frame came for ``silence_timeout_s``."""
+        if self.silence_timeout_s is None:
+            return
+        if monotonic() - self._last_good > self.silence_timeout_s:
+            raise DeviceSilent(f"no valid frame for {self.silence_timeout_s:g} s")
+
+    def next_message_id(self) -> str:
+        """Unique per frame, stable on bus redelivery: device, driver boot, sequence."""
+        self._seq += 1
+        return f"{self.device_id}/{self._boot}/{self._seq}"
+
+    def publish_raw(
+        self,
+        raw: bytes,
+        *,
+        message_id: str | None = None,
+        received_at: datetime | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Make ``raw`` durable on ``raw.device``; ``False`` (counted) if the bus failed.
+
+        Drivers acknowledge the device (where the protocol can) only after ``True``.
+        """
+        headers = make_headers(
+            f"serial/{self.protocol}",
+            message_id or self.next_message_id(),
+            self.content_type,
+            received_at=received_at,
+        )
+        headers[dh.DEVICE_ID] = self.device_id
+        headers[dh.PROTOCOL] = self.protocol
+        if extra:
+            headers.update(extra)
+        try:
+            self.bus.publish_many([Record(RAW_DEVICE, raw, self.device_id.encode(), headers)])
+        except BusError as exc:
+            self.stats.publish_errors += 1
+            self.stats.last_error = f"publish failed: {exc}"
+            log.error("%s %s: publish failed: %s", self.protocol, self.device_id, exc)
+            return False
+        self.stats.published += 1
+        return True

@@ -93,121 +93,121 @@ def run_consumer(
     it was waiting on a retry). Raises ``BusError`` if polling fails; a failed commit
     after a rebalance is logged and the loop goes on (the batch is redelivered elsewhere).
     """
-    stats = stats if stats is not None else WorkerStats()
+    loop = _Loop(
+        bus,
+        group,
+        handler,
+        stop,
+        retry,
+        deadletter_topic,
+        transient,
+        stats if stats is not None else WorkerStats(),
+    )
     consumer = bus.subscribe(group, topics)
     try:
         while not stop.is_set():
             batch = consumer.poll(poll_timeout_s, batch_size)
             if not batch:
                 continue
-            stats.batches += 1
             try:
-                dead = _handle(batch, handler, group, retry, transient, stop, stats)
-                if dead:
-                    _publish_until_done(bus, dead, retry, stop)
-                    stats.deadlettered += len(dead)
+                loop.handle(batch)
             except Stopped:
                 return
             try:
                 consumer.commit(batch)
             except CommitFailed as exc:
-                stats.commit_failures += 1
+                loop.stats.commit_failures += 1
                 log.warning("group %s: %s; the batch will be delivered again", group, exc)
     finally:
         consumer.close()
 
 
-def _handle(
-    batch: list[Message],
-    handler: Handler,
-    group: str,
-    retry: RetryPolicy,
-    transient: tuple[type[BaseException], ...],
-    stop: threading.Event,
-    stats: WorkerStats,
-) -> list[Record]:
-    """Handle ``batch``; return the deadletter records for what could not be handled."""
-    error = _attempt(batch, handler, retry, transient, stop, stats)
-    if error is None:
-        stats.handled += len(batch)
-        return []
-    if len(batch) == 1:
-        return [_dead(batch[0], group, error, retry, stats)]
-    log.warning(
-        "group %s: batch of %d failed %d times (%s); handling one at a time",
-        group,
-        len(batch),
-        retry.max_attempts,
-        error,
-    )
-    dead: list[Record] = []
-    for message in batch:
-        single = _attempt([message], handler, retry, transient, stop, stats)
-        if single is None:
-            stats.handled += 1
-        else:
-            dead.append(_dead(message, group, single, retry, stats))
-    return dead
+@dataclass(frozen=True, slots=True)
+class _Loop:
+    """What every step of the loop needs; one per ``run_consumer`` call."""
 
+    bus: Bus
+    group: str
+    handler: Handler
+    stop: threading.Event
+    retry: RetryPolicy
+    deadletter_topic: str
+    transient: tuple[type[BaseException], ...]
+    stats: WorkerStats
 
-def _dead(
-    message: Message, group: str, error: str, retry: RetryPolicy, stats: WorkerStats
-) -> Record:
-    log.error(
-        "group %s: giving up on %s/%d@%d after %d attempts: %s",
-        group,
-        message.topic,
-        message.partition,
-        message.offset,
-        retry.max_attempts,
-        error,
-    )
-    stats.last_error = error
-    return deadletter_record(message, group, error, retry.max_attempts)
-
-
-def _attempt(
-    messages: list[Message],
-    handler: Handler,
-    retry: RetryPolicy,
-    transient: tuple[type[BaseException], ...],
-    stop: threading.Event,
-    stats: WorkerStats,
-) -> str | None:
-    """Call the handler with bounded retries; ``None`` on success, else the last error."""
-    failures = 0
-    outage = 0
-    while True:
-        try:
-            handler(messages)
-            return None
-        except transient as exc:
-            outage += 1
-            stats.retries += 1
-            wait = retry.delay(outage)
-            log.warning("outage (%s); retrying in %.2fs", describe(exc), wait)
-        except Exception as exc:
-            failures += 1
-            if failures >= retry.max_attempts:
-                return describe(exc)
-            stats.retries += 1
-            wait = retry.delay(failures)
-        if stop.wait(wait):
-            raise Stopped
-
-
-def _publish_until_done(
-    bus: Bus, records: list[Record], retry: RetryPolicy, stop: threading.Event
-) -> None:
-    """Dead letters must be durable before the batch is committed, or they would be lost."""
-    failures = 0
-    while True:
-        try:
-            bus.publish_many(records)
+    def handle(self, batch: list[Message]) -> None:
+        """Handle ``batch``; dead-letter (durably) what could not be handled."""
+        self.stats.batches += 1
+        error = self._attempt(batch)
+        if error is None:
+            self.stats.handled += len(batch)
             return
-        except BusError as exc:
-            failures += 1
-            wait = retry.delay(failures)
-            log.warning("cannot publish dead letters (%s); retrying in %.2fs", exc, wait)
-        if stop.wait(wait):
-            raise Stopped
+        dead: list[Record] = []
+        if len(batch) == 1:
+            dead.append(self._dead(batch[0], error))
+        else:
+            log.warning(
+                "group %s: batch of %d failed %d times (%s); handling one at a time",
+                self.group,
+                len(batch),
+                self.retry.max_attempts,
+                error,
+            )
+            for message in batch:
+                single = self._attempt([message])
+                if single is None:
+                    self.stats.handled += 1
+                else:
+                    dead.append(self._dead(message, single))
+        self._publish_until_done(dead)
+        self.stats.deadlettered += len(dead)
+
+    def _attempt(self, messages: list[Message]) -> str | None:
+        """Call the handler with bounded retries; ``None`` on success, else the last error."""
+        failures = 0
+        outage = 0
+        while True:
+            try:
+                self.handler(messages)
+                return None
+            except self.transient as exc:
+                outage += 1
+                wait = self.retry.delay(outage)
+                log.warning("outage (%s); retrying in %.2fs", describe(exc), wait)
+            except Exception as exc:
+                failures += 1
+                if failures >= self.retry.max_attempts:
+                    return describe(exc)
+                wait = self.retry.delay(failures)
+            self.stats.retries += 1
+            if self.stop.wait(wait):
+                raise Stopped
+
+    def _dead(self, message: Message, error: str) -> Record:
+        log.error(
+            "group %s: giving up on %s/%d@%d after %d attempts: %s",
+            self.group,
+            message.topic,
+            message.partition,
+            message.offset,
+            self.retry.max_attempts,
+            error,
+        )
+        self.stats.last_error = error
+        return deadletter_record(
+            message, self.group, error, self.retry.max_attempts, topic=self.deadletter_topic
+        )
+
+    def _publish_until_done(self, records: list[Record]) -> None:
+        """Dead letters must be durable before the batch is committed, or they are lost."""
+        failures = 0
+        while records:
+            try:
+                self.bus.publish_many(records)
+                return
+            except BusError as exc:
+                failures += 1
+                wait = self.retry.delay(failures)
+                log.warning("cannot publish dead letters (%s); retrying in %.2fs", exc, wait)
+            if self.stop.wait(wait):
+                raise Stopped

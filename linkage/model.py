@@ -170,27 +170,43 @@ class FellegiSunterModel:
         return cls(tuple(used), m, u, float(data["prior"]), float(data["tf_minimum_u"]))
 
 
-def _spread(n: int, first: float, last: float) -> list[float]:
-    """n probabilities from ``first`` (best level) falling geometrically to ``last``."""
-    if n == 1:
-        return [1.0]
-    ratio = (last / first) ** (1.0 / (n - 1))
-    values = [first * ratio**k for k in range(n)]
+# How often two different people agree exactly on a field by chance: generic orders of
+# magnitude (half of all pairs share a sex; few share a birth date), only until training
+# replaces them with u estimated from the data itself.
+_GENERIC_U_EXACT: dict[str, float] = {
+    "given_name": 0.01,
+    "family_name": 0.005,
+    "birth_date": 0.0003,
+    "sex": 0.5,
+    "address": 0.0005,
+    "city": 0.02,
+    "postcode": 0.01,
+    "phone": 0.0001,
+    "email": 0.0001,
+    "identifier": 0.0001,
+}
+
+
+def _falling(n: int) -> list[float]:
+    """m for n levels: most matches agree exactly, fewer at each weaker level."""
+    values = [0.9 * 0.3**k for k in range(n)]
     total = sum(values)
     return [v / total for v in values]
 
 
 def starting_model(comparisons: Sequence[Comparison] = COMPARISONS) -> FellegiSunterModel:
-    """A neutral model to start EM from, and to run on before any training has happened.
+    """A model to start EM from, and to run on before any training has happened.
 
-    m falls from the best level to "else"; u rises from a small value at the exact level.
-    These are generic starting values (Splink starts EM from similar ones); training replaces
-    them with estimates from the data.
+    m falls from the best level to "else"; u at the exact level is a generic chance
+    agreement, the fuzzy levels three times that, and "else" the rest. Training replaces
+    these with estimates from the data (u from random pairs, m by EM).
     """
     m: dict[str, list[float]] = {}
     u: dict[str, list[float]] = {}
     for c in comparisons:
         n = len(c.levels)
-        m[c.name] = _spread(n, 0.9, 0.01) if n > 1 else [1.0]
-        u[c.name] = list(reversed(_spread(n, 0.9, 0.01))) if n > 1 else [1.0]
+        exact = _GENERIC_U_EXACT.get(c.name, 0.01)
+        fuzzy = [min(exact * 3, 0.1)] * (n - 2)
+        m[c.name] = _falling(n)
+        u[c.name] = [exact, *fuzzy, 1.0 - exact - sum(fuzzy)]
     return FellegiSunterModel(tuple(comparisons), m, u, prior=1e-4)

@@ -33,11 +33,18 @@ class FhirError(StoreError):
     code = "invalid"
 
     def __init__(
-        self, message: str, *, expression: str | None = None, status: int | None = None
+        self,
+        message: str,
+        *,
+        expression: str | None = None,
+        status: int | None = None,
+        issues: list[tuple[str | None, str]] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.expression = expression
+        #: Every problem found, as (element or parameter, why); at least the message itself.
+        self.issues = issues or [(expression, message)]
         if status is not None:
             self.status = status
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_store.database import Database, Transaction
-from fhir_store.dates import now_instant
+from fhir_store.dates import date_range, now_instant
 from fhir_store.errors import (
     InvalidResource,
+    InvalidSearch,
     ResourceGone,
     ResourceNotFound,
     StoreConflict,
@@ -69,7 +70,7 @@ class WriteResult:
 
 
 @dataclass(slots=True)
-class _Pending:
+class Pending:
     """One resource to write in a batch."""
 
     type: str
@@ -152,7 +153,7 @@ class FhirStore:
         """Store a new resource under a new server-assigned id (any client id is replaced)."""
         type_name = resource["resourceType"]
         new_id = str(uuid.uuid4())
-        return self._write_one(_Pending(type_name, new_id, {**resource, "id": new_id}, "POST"))
+        return self._write_one(Pending(type_name, new_id, {**resource, "id": new_id}, "POST"))
 
     def update(
         self, type_name: str, res_id: str, resource: dict[str, Any], *, if_match: int | None = None
@@ -174,11 +175,11 @@ class FhirStore:
                 expression="id",
             )
         check_id(res_id)
-        return self._write_one(_Pending(type_name, res_id, resource, "PUT", if_match))
+        return self._write_one(Pending(type_name, res_id, resource, "PUT", if_match))
 
     def delete(self, type_name: str, res_id: str, *, if_match: int | None = None) -> bool:
         """Delete (a history row marks it); ``False`` if there was nothing current to delete."""
-        result = self._write_one(_Pending(type_name, res_id, None, "DELETE", if_match))
+        result = self._write_one(Pending(type_name, res_id, None, "DELETE", if_match))
         return result.changed
 
     def upsert_many(self, resources: Sequence[dict[str, Any]]) -> None:
@@ -189,16 +190,22 @@ class FhirStore:
         """
         if not resources:
             return
-        pending = [_Pending(r["resourceType"], check_id(r.get("id")), r, "PUT") for r in resources]
-        self._with_retries(lambda tx: self._write_batch(tx, pending))
+        pending = [Pending(r["resourceType"], check_id(r.get("id")), r, "PUT") for r in resources]
+        self.write(pending)
 
-    def write_in(self, tx: Transaction, pending: Sequence[_Pending]) -> list[WriteResult]:
-        """Write inside a caller's transaction (transaction Bundles)."""
-        return self._write_batch(tx, pending)
+    def write(self, pending: Sequence[Pending]) -> list[WriteResult]:
+        """Write several resources in one transaction (all or nothing); results in order.
+
+        Raises:
+            VersionConflict: an ``if_match`` was stale; nothing was written.
+        """
+        if not pending:
+            return []
+        return self._with_retries(lambda tx: self._write_batch(tx, pending))
 
     # -- internals -------------------------------------------------------------------------
 
-    def _write_one(self, item: _Pending) -> WriteResult:
+    def _write_one(self, item: Pending) -> WriteResult:
         return self._with_retries(lambda tx: self._write_batch(tx, [item]))[0]
 
     def _with_retries(self, work: Any) -> list[WriteResult]:
@@ -230,7 +237,7 @@ class FhirStore:
                 found[(r[0], r[1])] = (int(r[2]), r[3], bool(r[4]), r[5], r[6])
         return found
 
-    def _write_batch(self, tx: Transaction, items: Sequence[_Pending]) -> list[WriteResult]:
+    def _write_batch(self, tx: Transaction, items: Sequence[Pending]) -> list[WriteResult]:
         current = self._current(tx, ((i.type, i.id) for i in items))
         column, instant = now_instant()
         results: list[WriteResult] = []
@@ -460,6 +467,55 @@ class Searching:
             ).fetchall()
             out.extend(Stored(r[0], r[1], int(r[2]), r[3], False, r[4]) for r in rows)
         return out
+
+    def everything(self, patient_id: str, params: Sequence[tuple[str, str]]) -> SearchPage:
+        """``Patient/[id]/$everything``: the patient and every resource that references it.
+
+        ``_type`` (comma list), ``_since`` (lastUpdated), ``_count`` and ``_offset`` page it.
+        """
+        query = Query("Patient", [], [], DEFAULT_COUNT, 0, "accurate", None, None, [], [], [], [])
+        conds = [
+            "r.deleted = 0",
+            "((r.res_type = 'Patient' AND r.res_id = ?) OR r.res_id IN (SELECT res_id FROM"
+            " idx_reference x WHERE x.res_type = r.res_type AND x.target_type = 'Patient'"
+            " AND x.target_id = ?))",
+        ]
+        args: list[Any] = [patient_id, patient_id]
+        for name, raw in params:
+            if name == "_type":
+                types = [t for t in raw.split(",") if t]
+                conds.append(f"r.res_type IN ({', '.join('?' * len(types))})")
+                args.extend(types)
+            elif name == "_since":
+                try:
+                    args.append(date_range(raw)[0])
+                except ValueError as exc:
+                    raise InvalidSearch(f"_since: {exc}", expression="_since") from None
+                conds.append("r.last_updated >= ?")
+            elif name in ("_count", "_offset"):
+                if not raw.isdigit():
+                    raise InvalidSearch(f"{name} must be a non-negative integer", expression=name)
+                if name == "_count":
+                    query.count = min(int(raw), 1000)
+                else:
+                    query.offset = int(raw)
+                continue
+            else:
+                continue
+            query.used.append((name, raw))
+        query.used.append(("_count", str(query.count)))
+        where = " AND ".join(conds)
+        with self.store.db.transaction(write=False) as tx:
+            total = int(
+                tx.execute(f"SELECT COUNT(*) FROM resources r WHERE {where}", args).fetchone()[0]
+            )
+            rows = tx.execute(
+                "SELECT r.res_type, r.res_id, r.version, r.last_updated, r.content FROM resources r"
+                f" WHERE {where} ORDER BY r.res_type, r.res_id LIMIT ? OFFSET ?",
+                [*args, query.count + 1, query.offset],
+            ).fetchall()
+        matches = [Stored(r[0], r[1], int(r[2]), r[3], False, r[4]) for r in rows[: query.count]]
+        return SearchPage(query, matches, [], total, len(rows) > query.count)
 
     def history(
         self,

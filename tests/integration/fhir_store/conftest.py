@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 
+from fhir_store.api import build_router
 from fhir_store.database import open_database
 from fhir_store.store import FhirStore
+from tests.support.services import free_port
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -25,3 +32,35 @@ def store(db_url: str) -> Iterator[FhirStore]:
         yield FhirStore(db)
     finally:
         db.close()
+
+
+@dataclass
+class Server:
+    """A running uvicorn serving the FHIR router on a loopback port."""
+
+    base: str
+    store: FhirStore
+
+
+def _allow_all() -> None:
+    """The authorization dependency until authorization lands: lets everything through."""
+
+
+@pytest.fixture
+def server(store: FhirStore) -> Iterator[Server]:
+    app = FastAPI()
+    app.include_router(build_router(store, _allow_all, max_body_bytes=2 * 1024 * 1024))
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not uv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert uv.started, "uvicorn did not start"
+    try:
+        yield Server(f"http://127.0.0.1:{port}/fhir", store)
+    finally:
+        uv.should_exit = True
+        thread.join(10)

@@ -1,0 +1,407 @@
+"""The FHIR R4 REST API (``application/fhir+json``), as one FastAPI router.
+
+The composition root mounts it: ``app.include_router(build_router(store, authorize))``.
+Every route depends on ``authorize``; every error leaves as an OperationOutcome (see
+``outcome.py``) because the routes use :class:`FhirRoute`, which maps exceptions to
+responses inside the router (a router cannot install app-wide exception handlers).
+
+Handlers are sync functions (FastAPI runs them in its thread pool) because the database
+seam is sync; the request body is read by an async dependency with a size limit first.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI must see the real annotation
+# objects of handlers defined inside build_router (the Body alias is local to it).
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from caregraph.errors import StoreError
+from fhir_store.bundles import BundleProcessor
+from fhir_store.capability import capability_statement
+from fhir_store.dates import column_to_instant, date_range, http_date
+from fhir_store.errors import (
+    FhirError,
+    InvalidResource,
+    InvalidSearch,
+    NotSupported,
+    ResourceNotFound,
+)
+from fhir_store.outcome import FHIR_JSON, dumps, for_error, outcome
+from fhir_store.patch import apply_json_patch
+from fhir_store.search import split_values
+from fhir_store.shaping import bundle_text, shape
+from fhir_store.store import FhirStore, Stored
+from fhir_store.validation import check_depth, validate_resource
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+
+
+class FhirRoute(APIRoute):
+    """A route whose errors become OperationOutcome responses with the right status."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                issues = [(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]
+                return fhir_response(400, outcome(issues, "invalid"))
+            except (FhirError, StoreError) as exc:
+                status, body = for_error(exc)
+                return fhir_response(status, body)
+            except Exception as exc:
+                log.exception("unexpected error in %s %s", request.method, request.url.path)
+                status, body = for_error(exc)
+                return fhir_response(status, body)
+
+        return route
+
+
+def fhir_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    text = body if isinstance(body, str) else dumps(body)
+    return Response(text, status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def version_headers(base: str, stored: Stored) -> dict[str, str]:
+    return {
+        "ETag": stored.etag,
+        "Last-Modified": http_date(stored.last_updated),
+        "Location": f"{base}/{stored.type}/{stored.id}/_history/{stored.version}",
+    }
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``W/"3"`` (or ``"3"`` or ``3``) to 3; ``InvalidResource`` if not a version."""
+    if value is None:
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise FhirError(f'If-Match {value!r} is not a version ETag like W/"3"', status=400)
+    return int(text)
+
+
+def build_router(
+    store: FhirStore,
+    authorize: Callable[..., Any],
+    *,
+    prefix: str = "/fhir",
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+) -> APIRouter:
+    """The FHIR API router; include it with ``app.include_router(router)`` (prefix built in)."""
+    router = APIRouter(prefix=prefix, route_class=FhirRoute, dependencies=[Depends(authorize)])
+    served = store.registry.types
+    bundles = BundleProcessor(store)
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_body_bytes:
+            raise FhirError(f"body larger than {max_body_bytes} bytes", status=413)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise FhirError(f"body larger than {max_body_bytes} bytes", status=413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    Body = Annotated[bytes, Depends(read_body)]
+
+    def base_url(request: Request) -> str:
+        return str(request.base_url).rstrip("/") + prefix
+
+    def parse_json(body: bytes) -> Any:
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidResource(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidResource("JSON nested too deeply") from None
+        check_depth(data)
+        return data
+
+    def served_type(type_name: str) -> str:
+        if type_name not in served:
+            raise ResourceNotFound(
+                f"resource type {type_name!r} is not served here", expression=type_name
+            )
+        return type_name
+
+    def strict(request: Request) -> bool:
+        return "handling=strict" in request.headers.get("prefer", "").replace(" ", "")
+
+    def written(request: Request, result: Any, created_status: int = 201) -> Response:
+        stored = result.stored
+        headers = version_headers(base_url(request), stored)
+        status = created_status if result.created else 200
+        prefer = request.headers.get("prefer", "")
+        if "return=minimal" in prefer:
+            return Response(status_code=status, headers=headers)
+        if "return=OperationOutcome" in prefer:
+            return fhir_response(
+                status, outcome([(None, "done")], "informational", "information"), headers
+            )
+        return fhir_response(status, stored.content, headers)
+
+    def search_response(
+        request: Request, type_name: str, params: list[tuple[str, str]]
+    ) -> Response:
+        page = store.searching.search(type_name, params, strict=strict(request))
+        return fhir_response(
+            200, bundle_text(base_url(request), f"{base_url(request)}/{type_name}", page)
+        )
+
+    @router.get("/metadata")
+    def metadata(request: Request) -> Response:
+        return fhir_response(200, capability_statement(store.registry, base_url(request)))
+
+    @router.post("")
+    @router.post("/")
+    def transaction(request: Request, body: Body) -> Response:
+        bundle = parse_json(body)
+        return fhir_response(200, bundles.process(bundle, base_url(request)))
+
+    @router.get("/_history")
+    def system_history(request: Request) -> Response:
+        return history_response(request, None, None)
+
+    def history_response(request: Request, type_name: str | None, res_id: str | None) -> Response:
+        query = dict(request.query_params)
+        since = None
+        if "_since" in query:
+            try:
+                since = date_range(query["_since"])[0]
+            except ValueError as exc:
+                raise InvalidSearch(f"_since: {exc}", expression="_since") from None
+        try:
+            count = min(int(query.get("_count", "50")), 1000)
+            offset = int(query.get("_offset", "0"))
+        except ValueError:
+            raise InvalidSearch(
+                "_count and _offset must be integers", expression="_count"
+            ) from None
+        page, total, has_next = store.searching.history(
+            type_name, res_id, since=since, count=count, offset=offset
+        )
+        base = base_url(request)
+        self_url = str(request.url)
+        links = [{"relation": "self", "url": self_url}]
+        path = (
+            f"{base}{'/' + type_name if type_name else ''}{'/' + res_id if res_id else ''}/_history"
+        )
+        if has_next:
+            links.append(
+                {
+                    "relation": "next",
+                    "url": f"{path}?{urlencode({**query, '_offset': offset + count})}",
+                }
+            )
+        if offset:
+            links.append(
+                {
+                    "relation": "previous",
+                    "url": f"{path}?{urlencode({**query, '_offset': max(0, offset - count)})}",
+                }
+            )
+        entries = []
+        for s in page:
+            entry: dict[str, Any] = {"fullUrl": f"{base}/{s.type}/{s.id}"}
+            if not s.deleted:
+                entry["resource"] = json.loads(s.content)
+            method = "DELETE" if s.deleted else ("POST" if s.version == 1 else "PUT")
+            entry["request"] = {
+                "method": method,
+                "url": f"{s.type}/{s.id}" if method != "POST" else s.type,
+            }
+            entry["response"] = {
+                "status": "410 Gone"
+                if s.deleted
+                else ("201 Created" if s.version == 1 else "200 OK"),
+                "etag": s.etag,
+                "lastModified": column_to_instant(s.last_updated),
+            }
+            entries.append(entry)
+        return fhir_response(
+            200,
+            {
+                "resourceType": "Bundle",
+                "type": "history",
+                "total": total,
+                "link": links,
+                "entry": entries,
+            },
+        )
+
+    @router.get("/Patient/{res_id}/$everything")
+    def everything(request: Request, res_id: str) -> Response:
+        store.read("Patient", res_id)
+        params = list(request.query_params.multi_items())
+        page = store.searching.everything(res_id, params)
+        base = base_url(request)
+        return fhir_response(200, bundle_text(base, f"{base}/Patient/{res_id}/$everything", page))
+
+    @router.post("/{type_name}/$validate")
+    @router.post("/{type_name}/{res_id}/$validate")
+    def validate(
+        request: Request, type_name: str, body: Body, res_id: str | None = None
+    ) -> Response:
+        served_type(type_name)
+        data = parse_json(body)
+        if isinstance(data, dict) and data.get("resourceType") == "Parameters":
+            data = next(
+                (
+                    p.get("resource")
+                    for p in data.get("parameter", [])
+                    if p.get("name") == "resource"
+                ),
+                None,
+            )
+        try:
+            validate_resource(data, served, type_name)
+        except FhirError as exc:
+            return fhir_response(200, outcome(exc.issues, exc.code))
+        return fhir_response(
+            200, outcome([(None, "the resource is valid")], "informational", "information")
+        )
+
+    @router.get("/{type_name}/_history")
+    def type_history(request: Request, type_name: str) -> Response:
+        return history_response(request, served_type(type_name), None)
+
+    @router.post("/{type_name}/_search")
+    async def search_post(request: Request, type_name: str) -> Response:
+        served_type(type_name)
+        form = (await request.body()).decode("utf-8", errors="replace")
+        params = list(request.query_params.multi_items()) + parse_qsl(form, keep_blank_values=True)
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(search_response, request, type_name, params)
+
+    @router.get("/{type_name}/{res_id}/_history/{version}")
+    def vread(request: Request, type_name: str, res_id: str, version: str) -> Response:
+        if not version.isdigit():
+            raise ResourceNotFound(f"version {version!r} is not a number")
+        stored = store.vread(served_type(type_name), res_id, int(version))
+        return fhir_response(200, stored.content, version_headers(base_url(request), stored))
+
+    @router.get("/{type_name}/{res_id}/_history")
+    def instance_history(request: Request, type_name: str, res_id: str) -> Response:
+        return history_response(request, served_type(type_name), res_id)
+
+    @router.get("/{type_name}")
+    def search_get(request: Request, type_name: str) -> Response:
+        return search_response(
+            request, served_type(type_name), list(request.query_params.multi_items())
+        )
+
+    @router.post("/{type_name}")
+    def create(request: Request, type_name: str, body: Body) -> Response:
+        resource = validate_resource(parse_json(body), served, served_type(type_name))
+        condition = request.headers.get("if-none-exist")
+        if condition:
+            matches = bundles.matches(type_name, condition)
+            if len(matches) > 1:
+                raise FhirError(f"If-None-Exist matched {len(matches)} resources", status=412)
+            if matches:
+                stored = matches[0]
+                return fhir_response(
+                    200, stored.content, version_headers(base_url(request), stored)
+                )
+        return written(request, store.create(resource))
+
+    @router.put("/{type_name}")
+    def conditional_update(request: Request, type_name: str, body: Body) -> Response:
+        resource = validate_resource(parse_json(body), served, served_type(type_name))
+        query = str(request.url.query)
+        if not query:
+            raise FhirError(
+                "PUT on a type needs search parameters (conditional update)", status=400
+            )
+        matches = bundles.matches(type_name, query)
+        if len(matches) > 1:
+            raise FhirError(f"conditional update matched {len(matches)} resources", status=412)
+        if matches:
+            target = matches[0].id
+            if resource.get("id", target) != target:
+                raise InvalidResource(
+                    "the body's id is not the matched resource's id", expression="id"
+                )
+            return written(request, store.update(type_name, target, {**resource, "id": target}))
+        if "id" in resource:
+            return written(request, store.update(type_name, resource["id"], resource))
+        return written(request, store.create(resource))
+
+    @router.delete("/{type_name}")
+    def conditional_delete(request: Request, type_name: str) -> Response:
+        query = str(request.url.query)
+        if not query:
+            raise FhirError(
+                "DELETE on a type needs search parameters (conditional delete)", status=400
+            )
+        matches = bundles.matches(served_type(type_name), query)
+        if len(matches) > 1:
+            raise FhirError(f"conditional delete matched {len(matches)} resources", status=412)
+        for stored in matches:
+            store.delete(type_name, stored.id)
+        return Response(status_code=204)
+
+    @router.get("/{type_name}/{res_id}")
+    def read(request: Request, type_name: str, res_id: str) -> Response:
+        stored = store.read(served_type(type_name), res_id)
+        headers = version_headers(base_url(request), stored)
+        del headers["Location"]
+        if request.headers.get("if-none-match") == stored.etag:
+            return Response(status_code=304, headers=headers)
+        params = dict(request.query_params)
+        if "_summary" in params or "_elements" in params:
+            elements = [e for e in params.get("_elements", "").split(",") if e]
+            return fhir_response(
+                200, shape(stored.resource(), params.get("_summary"), elements or None), headers
+            )
+        return fhir_response(200, stored.content, headers)
+
+    @router.put("/{type_name}/{res_id}")
+    def update(request: Request, type_name: str, res_id: str, body: Body) -> Response:
+        resource = validate_resource(parse_json(body), served, served_type(type_name))
+        if_match = parse_if_match(request.headers.get("if-match"))
+        return written(request, store.update(type_name, res_id, resource, if_match=if_match))
+
+    @router.patch("/{type_name}/{res_id}")
+    def patch(request: Request, type_name: str, res_id: str, body: Body) -> Response:
+        content_type = request.headers.get("content-type", "")
+        if "json-patch" not in content_type:
+            raise NotSupported("PATCH takes application/json-patch+json", status=415)
+        current = store.read(served_type(type_name), res_id)
+        if_match = parse_if_match(request.headers.get("if-match"))
+        if if_match is None:
+            if_match = current.version  # a patch applies to the version it was computed on
+        patched = apply_json_patch(current.resource(), parse_json(body))
+        resource = validate_resource(patched, served, type_name)
+        return written(request, store.update(type_name, res_id, resource, if_match=if_match))
+
+    @router.delete("/{type_name}/{res_id}")
+    def delete(request: Request, type_name: str, res_id: str) -> Response:
+        if_match = parse_if_match(request.headers.get("if-match"))
+        store.delete(served_type(type_name), res_id, if_match=if_match)
+        return Response(status_code=204)
+
+    @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])
+    def unknown(request: Request, rest: str) -> Response:
+        raise NotSupported(
+            f"{request.method} {prefix}/{rest} is not a FHIR interaction here", status=404
+        )
+
+    return router
+
+
+__all__ = ["FhirRoute", "build_router", "split_values"]

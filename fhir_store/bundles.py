@@ -1,0 +1,237 @@
+"""Batch and transaction Bundles.
+
+A transaction is planned first (ids assigned, ``urn:uuid:`` and conditional references
+resolved, every resource validated), then written in one database transaction through
+``FhirStore.write``: it commits whole or not at all. A batch runs each entry on its own and
+reports each entry's outcome.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fhir_store.dates import column_to_instant
+from fhir_store.errors import FhirError, InvalidResource, PreconditionFailed
+from fhir_store.outcome import outcome
+from fhir_store.store import FhirStore, Pending, Stored, check_id
+from fhir_store.validation import validate_resource
+
+_STATUS = {201: "201 Created", 200: "200 OK", 204: "204 No Content"}
+
+
+class BundleProcessor:
+    """Processes batch/transaction Bundles against one store."""
+
+    def __init__(self, store: FhirStore) -> None:
+        self.store = store
+
+    def matches(self, type_name: str, query: str) -> list[Stored]:
+        """Current resources matching a conditional query (unknown parameters are errors)."""
+        params = parse_qsl(query, keep_blank_values=True)
+        if not params:
+            raise FhirError(f"conditional {type_name}?{query} has no parameters", status=400)
+        page = self.store.searching.search(
+            type_name, [*params, ("_count", "2"), ("_total", "none")], strict=True
+        )
+        return page.matches
+
+    def process(self, bundle: Any, base: str) -> dict[str, Any]:
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise InvalidResource("POST to the base takes a Bundle", expression="resourceType")
+        kind = bundle.get("type")
+        entries = bundle.get("entry", [])
+        if not isinstance(entries, list):
+            raise InvalidResource("Bundle.entry must be an array", expression="Bundle.entry")
+        if kind == "transaction":
+            return self._transaction(entries, base)
+        if kind == "batch":
+            return self._batch(entries, base)
+        raise InvalidResource("Bundle.type must be transaction or batch", expression="Bundle.type")
+
+    # -- planning --------------------------------------------------------------------------
+
+    def _plan(self, index: int, entry: Any, ids: dict[str, str]) -> tuple[str, Any]:
+        """One entry as ("write", Pending) or ("exists"/"get", ...); registers its fullUrl."""
+        where = f"Bundle.entry[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+            raise InvalidResource(f"{where}.request is missing", expression=f"{where}.request")
+        request = entry["request"]
+        method, url = request.get("method"), request.get("url")
+        if not isinstance(url, str) or method not in ("GET", "POST", "PUT", "DELETE"):
+            raise InvalidResource(
+                f"{where}.request needs method and url", expression=f"{where}.request"
+            )
+        type_name, _, query = url.partition("?")
+        type_name, _, res_id = type_name.strip("/").partition("/")
+        served = self.store.registry.types
+        if type_name not in served:
+            raise FhirError(
+                f"{where}: type {type_name!r} is not served here",
+                expression=f"{where}.request.url",
+                status=404,
+            )
+        if method == "GET":
+            return "get", (type_name, res_id, query)
+        raw = entry.get("resource")
+        resource: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if method in ("POST", "PUT") and resource.get("resourceType") != type_name:
+            raise InvalidResource(
+                f"{where}.resource must be a {type_name}", expression=f"{where}.resource"
+            )
+        if_match = request.get("ifMatch")
+        version = int(str(if_match).removeprefix("W/").strip('"')) if if_match else None
+        full_url = entry.get("fullUrl")
+        if method == "POST":
+            condition = request.get("ifNoneExist")
+            if condition:
+                found = self.matches(type_name, condition)
+                if len(found) > 1:
+                    raise PreconditionFailed(f"{where}: ifNoneExist matched {len(found)} resources")
+                if found:
+                    if full_url:
+                        ids[full_url] = f"{type_name}/{found[0].id}"
+                    return "exists", found[0]
+            new_id = str(uuid.uuid4())
+            if full_url:
+                ids[full_url] = f"{type_name}/{new_id}"
+            return "write", Pending(type_name, new_id, {**resource, "id": new_id}, "POST")
+        if method == "PUT":
+            if query:
+                found = self.matches(type_name, query)
+                if len(found) > 1:
+                    raise PreconditionFailed(f"{where}: conditional update matched {len(found)}")
+                res_id = found[0].id if found else resource.get("id") or str(uuid.uuid4())
+            check_id(res_id)
+            if full_url:
+                ids[full_url] = f"{type_name}/{res_id}"
+            return "write", Pending(type_name, res_id, {**resource, "id": res_id}, "PUT", version)
+        # DELETE
+        if query:
+            found = self.matches(type_name, query)
+            if len(found) > 1:
+                raise PreconditionFailed(f"{where}: conditional delete matched {len(found)}")
+            if not found:
+                return "noop", None
+            res_id = found[0].id
+        return "write", Pending(type_name, check_id(res_id), None, "DELETE", version)
+
+    def _rewrite(self, value: Any, ids: dict[str, str]) -> None:
+        """Replace ``urn:uuid:`` (fullUrl) and conditional references with Type/id, in place."""
+        if isinstance(value, dict):
+            ref = value.get("reference")
+            if isinstance(ref, str):
+                if ref in ids:
+                    value["reference"] = ids[ref]
+                elif "?" in ref and not ref.startswith(("http:", "https:")):
+                    type_name, _, query = ref.partition("?")
+                    found = self.matches(type_name, query)
+                    if len(found) != 1:
+                        raise PreconditionFailed(
+                            f"conditional reference {ref!r} matched {len(found)} resources (need 1)"
+                        )
+                    value["reference"] = f"{type_name}/{found[0].id}"
+                    ids[ref] = value["reference"]
+            for item in value.values():
+                self._rewrite(item, ids)
+        elif isinstance(value, list):
+            for item in value:
+                self._rewrite(item, ids)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _transaction(self, entries: list[Any], base: str) -> dict[str, Any]:
+        ids: dict[str, str] = {}
+        plans = [self._plan(i, e, ids) for i, e in enumerate(entries)]
+        served = self.store.registry.types
+        writes: list[Pending] = []
+        for index, (kind, item) in enumerate(plans):
+            if kind == "write" and item.resource is not None:
+                self._rewrite(item.resource, ids)
+                try:
+                    validate_resource(item.resource, served, item.type)
+                except FhirError as exc:
+                    exc.issues = [
+                        (f"Bundle.entry[{index}].resource: {w}", m) for w, m in exc.issues
+                    ]
+                    raise
+            if kind == "write":
+                writes.append(item)
+        results = iter(self.store.write(writes))
+        response: list[dict[str, Any]] = []
+        for kind, item in plans:
+            if kind == "write":
+                response.append(self._written(next(results), item))
+            elif kind == "exists":
+                response.append(self._entry(200, item))
+            elif kind == "noop":
+                response.append({"response": {"status": "204 No Content"}})
+            else:
+                response.append(self._get(item, base))
+        return {"resourceType": "Bundle", "type": "transaction-response", "entry": response}
+
+    def _batch(self, entries: list[Any], base: str) -> dict[str, Any]:
+        response: list[dict[str, Any]] = []
+        for index, entry in enumerate(entries):
+            try:
+                ids: dict[str, str] = {}
+                kind, item = self._plan(index, entry, ids)
+                if kind == "write":
+                    if item.resource is not None:
+                        self._rewrite(item.resource, ids)
+                        validate_resource(item.resource, self.store.registry.types, item.type)
+                    response.append(self._written(self.store.write([item])[0], item))
+                elif kind == "exists":
+                    response.append(self._entry(200, item))
+                elif kind == "noop":
+                    response.append({"response": {"status": "204 No Content"}})
+                else:
+                    response.append(self._get(item, base))
+            except FhirError as exc:
+                response.append(
+                    {
+                        "response": {
+                            "status": str(exc.status),
+                            "outcome": outcome(exc.issues, exc.code),
+                        }
+                    }
+                )
+        return {"resourceType": "Bundle", "type": "batch-response", "entry": response}
+
+    @staticmethod
+    def _entry(status: int, stored: Stored) -> dict[str, Any]:
+        return {
+            "response": {
+                "status": _STATUS.get(status, str(status)),
+                "location": f"{stored.type}/{stored.id}/_history/{stored.version}",
+                "etag": stored.etag,
+                "lastModified": column_to_instant(stored.last_updated),
+            }
+        }
+
+    def _written(self, result: Any, item: Pending) -> dict[str, Any]:
+        if item.resource is None:
+            return {"response": {"status": "204 No Content"}}
+        return self._entry(201 if result.created else 200, result.stored)
+
+    def _get(self, item: tuple[str, str, str], base: str) -> dict[str, Any]:
+        import json
+
+        from fhir_store.shaping import bundle_text
+
+        type_name, res_id, query = item
+        try:
+            if res_id:
+                stored = self.store.read(type_name, res_id)
+                return {
+                    "resource": json.loads(stored.content),
+                    "response": {"status": "200 OK", "etag": stored.etag},
+                }
+            page = self.store.searching.search(type_name, parse_qsl(query, keep_blank_values=True))
+            text = bundle_text(base, f"{base}/{type_name}", page)
+            return {"resource": json.loads(text), "response": {"status": "200 OK"}}
+        except FhirError as exc:
+            return {
+                "response": {"status": str(exc.status), "outcome": outcome(exc.issues, exc.code)}
+            }

@@ -1,0 +1,113 @@
+"""The CapabilityStatement: generated from what the store and router actually implement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_store.searchparams import Registry
+
+INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+MODIFIERS_NOTE = (
+    "Search: token, string, date, reference, quantity, uri, number and composite parameters;"
+    " prefixes eq ne gt lt ge le sa eb ap; modifiers :missing :exact :contains :not :text"
+    " :identifier :of-type :[type] :below :above (uri); chaining and _has; _include and"
+    " _revinclude (:iterate); _sort (several keys, -desc); _count with _offset paging; _total;"
+    " _summary (true, text, data, count); _elements. Unknown parameters are ignored unless"
+    " Prefer: handling=strict."
+)
+
+
+def capability_statement(registry: Registry, base: str) -> dict[str, Any]:
+    """What this server supports, per resource type, with the spec's parameter definitions."""
+    resources = []
+    for type_name in registry.types:
+        params = registry.for_type(type_name)
+        references = [p.code for p in params.values() if p.type == "reference"]
+        entry: dict[str, Any] = {
+            "type": type_name,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{type_name}",
+            "interaction": [{"code": code} for code in INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "referencePolicy": ["literal", "logical"],
+            "searchInclude": [f"{type_name}:{code}" for code in references],
+            "searchRevInclude": sorted(
+                f"{other}:{p.code}"
+                for other in registry.types
+                for p in registry.for_type(other).values()
+                if p.type == "reference" and (type_name in p.targets)
+            ),
+            "searchParam": [
+                {
+                    "name": p.code,
+                    "definition": p.url,
+                    "type": p.type,
+                    "documentation": p.description,
+                }
+                for p in params.values()
+            ],
+        }
+        if type_name == "Patient":
+            entry["operation"] = [
+                {
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                }
+            ]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-25",
+        "kind": "instance",
+        "software": {"name": "caregraph"},
+        "implementation": {"description": "caregraph FHIR store", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": MODIFIERS_NOTE,
+                "resource": resources,
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
+                "searchParam": [
+                    {
+                        "name": "_id",
+                        "type": "token",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+                    },
+                    {
+                        "name": "_lastUpdated",
+                        "type": "date",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+                    },
+                ],
+                "operation": [
+                    {
+                        "name": "validate",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                    }
+                ],
+            }
+        ],
+    }

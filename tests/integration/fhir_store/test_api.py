@@ -1,0 +1,250 @@
+"""The REST API, black box over HTTP against a real uvicorn, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.fhir_store.conftest import Server
+
+pytestmark = pytest.mark.integration
+
+FHIR = {"Content-Type": "application/fhir+json"}
+
+
+def patient(family: str, mrn: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "name": [{"family": family}],
+        "identifier": [{"system": "urn:mrn", "value": mrn}],
+    }
+
+
+def assert_outcome(response: httpx.Response, status: int, needle: str = "") -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    if needle:
+        assert needle in response.text
+    return dict(body)
+
+
+def test_crud_versioning_and_headers(server: Server) -> None:
+    with httpx.Client(base_url=server.base) as c:
+        r = c.post("/Patient", json=patient("Doe", "1"), headers=FHIR)
+        assert r.status_code == 201
+        pid = r.json()["id"]
+        assert r.headers["location"].endswith(f"/fhir/Patient/{pid}/_history/1")
+        assert r.headers["etag"] == 'W/"1"'
+        assert "GMT" in r.headers["last-modified"]
+        body = c.get(f"/Patient/{pid}").json()
+        same = c.put(f"/Patient/{pid}", json=body, headers=FHIR)
+        assert same.status_code == 200 and same.headers["etag"] == 'W/"1"'
+        body["gender"] = "female"
+        r = c.put(f"/Patient/{pid}", json=body, headers={**FHIR, "If-Match": 'W/"1"'})
+        assert r.headers["etag"] == 'W/"2"'
+        stale = c.put(
+            f"/Patient/{pid}",
+            json={**body, "gender": "male"},
+            headers={**FHIR, "If-Match": 'W/"1"'},
+        )
+        assert_outcome(stale, 412, "stale")
+        assert c.get(f"/Patient/{pid}/_history/1").json()["meta"]["versionId"] == "1"
+        hist = c.get(f"/Patient/{pid}/_history").json()
+        assert hist["type"] == "history" and hist["total"] == 2
+        created = c.put(
+            "/Patient/client-id", json={**patient("X", "2"), "id": "client-id"}, headers=FHIR
+        )
+        assert created.status_code == 201
+        assert c.delete(f"/Patient/{pid}").status_code == 204
+        assert_outcome(c.get(f"/Patient/{pid}"), 410)
+        assert_outcome(c.get("/Patient/nope"), 404)
+        assert_outcome(c.get("/Alien/1"), 404)
+
+
+def test_bad_input_is_4xx_outcome_and_nothing_written(server: Server) -> None:
+    with httpx.Client(base_url=server.base) as c:
+        assert_outcome(
+            c.post("/Patient", content=b"{not json", headers=FHIR), 400, "not valid JSON"
+        )
+        assert_outcome(c.post("/Patient", json={"resourceType": "Observation"}, headers=FHIR), 400)
+        bad = c.post(
+            "/Patient", json={"resourceType": "Patient", "birthDate": "soon"}, headers=FHIR
+        )
+        out = assert_outcome(bad, 400)
+        assert out["issue"][0]["expression"] == ["Patient.birthDate"]
+        ref = {"resourceType": "Patient", "managingOrganization": {"reference": "no such ref"}}
+        assert_outcome(c.post("/Patient", json=ref, headers=FHIR), 400, "managingOrganization")
+        deep: Any = {}
+        for _ in range(5000):
+            deep = {"a": deep}
+        text = '{"resourceType":"Patient","extension":' + "[" * 3000 + "]" * 3000 + "}"
+        assert_outcome(c.post("/Patient", content=text.encode(), headers=FHIR), 400)
+        big = b'{"resourceType":"Patient","x":"' + b"a" * (3 * 1024 * 1024) + b'"}'
+        assert_outcome(c.post("/Patient", content=big, headers=FHIR), 413)
+        assert_outcome(c.get("/Patient", params={"birthdate": "notadate"}), 400, "birthdate")
+        assert_outcome(c.get("/Patient", params={"_count": "x"}), 400)
+        strict = c.get("/Patient", params={"nonsense": "1"}, headers={"Prefer": "handling=strict"})
+        assert_outcome(strict, 400, "nonsense")
+        lenient = c.get("/Patient", params={"nonsense": "1"})
+        assert lenient.status_code == 200
+        assert c.get("/Patient").json()["total"] == 0
+
+
+def test_search_paging_include_and_post_search(server: Server) -> None:
+    with httpx.Client(base_url=server.base) as c:
+        ids = []
+        for i in range(5):
+            r = c.post("/Patient", json=patient(f"Fam{i}", f"m{i}"), headers=FHIR)
+            ids.append(r.json()["id"])
+        obs = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": f"Patient/{ids[0]}"},
+            "effectiveDateTime": "2024-01-01T00:00:00Z",
+        }
+        c.post("/Observation", json=obs, headers=FHIR)
+        page = c.get("/Patient", params={"_count": "2", "_sort": "family"}).json()
+        assert page["total"] == 5
+        assert [e["resource"]["name"][0]["family"] for e in page["entry"]] == ["Fam0", "Fam1"]
+        seen = []
+        url: str | None = next(li["url"] for li in page["link"] if li["relation"] == "self")
+        while url:
+            page = c.get(url).json()
+            seen += [e["resource"]["id"] for e in page["entry"]]
+            url = next((li["url"] for li in page["link"] if li["relation"] == "next"), None)
+        assert len(seen) == 5 and set(seen) == set(ids)
+        found = c.post(
+            "/Observation/_search",
+            data={"code": "http://loinc.org|8867-4", "_include": "Observation:subject"},
+        )
+        kinds = [
+            (e["resource"]["resourceType"], e["search"]["mode"]) for e in found.json()["entry"]
+        ]
+        assert kinds == [("Observation", "match"), ("Patient", "include")]
+        summary = c.get("/Patient", params={"_summary": "count"}).json()
+        assert summary["total"] == 5 and summary["entry"] == []
+        elements = c.get("/Patient", params={"_elements": "identifier", "_count": "1"}).json()
+        res = elements["entry"][0]["resource"]
+        assert "name" not in res and "identifier" in res
+        everything = c.get(f"/Patient/{ids[0]}/$everything").json()
+        assert sorted(e["resource"]["resourceType"] for e in everything["entry"]) == [
+            "Observation",
+            "Patient",
+        ]
+
+
+def test_conditional_interactions_and_patch(server: Server) -> None:
+    with httpx.Client(base_url=server.base) as c:
+        first = c.post(
+            "/Patient",
+            json=patient("A", "c1"),
+            headers={**FHIR, "If-None-Exist": "identifier=urn:mrn|c1"},
+        )
+        again = c.post(
+            "/Patient",
+            json=patient("A", "c1"),
+            headers={**FHIR, "If-None-Exist": "identifier=urn:mrn|c1"},
+        )
+        assert first.status_code == 201 and again.status_code == 200
+        assert first.json()["id"] == again.json()["id"]
+        pid = first.json()["id"]
+        upd = c.put(
+            "/Patient",
+            params={"identifier": "urn:mrn|c1"},
+            json={**patient("B", "c1")},
+            headers=FHIR,
+        )
+        assert upd.status_code == 200 and upd.json()["id"] == pid
+        patch = [{"op": "replace", "path": "/name/0/family", "value": "Patched"}]
+        r = c.patch(
+            f"/Patient/{pid}", json=patch, headers={"Content-Type": "application/json-patch+json"}
+        )
+        assert r.status_code == 200 and r.json()["name"][0]["family"] == "Patched"
+        bad = [{"op": "replace", "path": "/nothing/here", "value": 1}]
+        assert_outcome(
+            c.patch(
+                f"/Patient/{pid}", json=bad, headers={"Content-Type": "application/json-patch+json"}
+            ),
+            422,
+        )
+        assert c.delete("/Patient", params={"identifier": "urn:mrn|c1"}).status_code == 204
+        assert_outcome(c.get(f"/Patient/{pid}"), 410)
+
+
+def test_transaction_is_atomic_and_rewrites_urn_references(server: Server) -> None:
+    tx = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:11111111-1111-1111-1111-111111111111",
+                "resource": patient("Tx", "t1"),
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "hr"},
+                    "subject": {"reference": "urn:uuid:11111111-1111-1111-1111-111111111111"},
+                },
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
+    with httpx.Client(base_url=server.base) as c:
+        r = c.post("", json=tx, headers=FHIR)
+        assert r.status_code == 200, r.text
+        locations = [e["response"]["location"] for e in r.json()["entry"]]
+        pid = locations[0].split("/")[1]
+        oid = locations[1].split("/")[1]
+        assert c.get(f"/Observation/{oid}").json()["subject"]["reference"] == f"Patient/{pid}"
+        broken = {
+            **tx,
+            "entry": [
+                tx["entry"][0],
+                {
+                    **tx["entry"][1],
+                    "resource": {
+                        "resourceType": "Observation",
+                        "status": "not-a-status-but-ok",
+                        "code": 5,
+                    },
+                },
+            ],
+        }
+        assert_outcome(c.post("", json=broken, headers=FHIR), 400, "Bundle.entry[1]")
+        assert c.get("/Patient", params={"identifier": "urn:mrn|t1"}).json()["total"] == 1
+        cond = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "resource": {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"text": "x"},
+                        "subject": {"reference": "Patient?identifier=urn:mrn|t1"},
+                    },
+                    "request": {"method": "POST", "url": "Observation"},
+                }
+            ],
+        }
+        r = c.post("", json=cond, headers=FHIR)
+        oid2 = r.json()["entry"][0]["response"]["location"].split("/")[1]
+        assert c.get(f"/Observation/{oid2}").json()["subject"]["reference"] == f"Patient/{pid}"
+
+
+def test_metadata_lists_what_is_supported(server: Server) -> None:
+    cap = httpx.get(f"{server.base}/metadata").json()
+    assert cap["fhirVersion"] == "4.0.1"
+    types = {r["type"]: r for r in cap["rest"][0]["resource"]}
+    assert len(types) == 15
+    params = {p["name"]: p["type"] for p in types["Observation"]["searchParam"]}
+    assert params["code-value-quantity"] == "composite" and params["patient"] == "reference"
+    assert "near" not in {p["name"] for p in types["Location"]["searchParam"]}

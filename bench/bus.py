@@ -1,0 +1,176 @@
+"""Bus throughput: publish then consume N messages of 1 KB, per bus, with a raw baseline.
+
+    python bench/bus.py [--messages N] [--size BYTES] [--batch B] [--bootstrap HOST:PORT]
+
+Prints messages/s for publishing (batches of B, each durable before the next: the
+``publish_many`` contract), for consuming in a group (poll B, commit after each batch),
+and for both together (N / (publish time + consume time)), for:
+
+- the embedded bus (SQLite WAL, fsync on every batch, in a temporary directory),
+- ``KafkaBus``,
+- raw kafka-python doing the same work with the same producer/consumer settings (send B,
+  flush, check every future; poll B, commit), the baseline for ``KafkaBus``.
+
+Kafka consume timings start at the first record, so the group join (~3 s on Tansu) is not
+counted. Without ``--bootstrap`` a Tansu broker is started on a free port and stopped after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a clone
+
+from bus.base import Bus, Record
+from bus.embedded import EmbeddedBus
+from bus.headers import make_headers
+from bus.kafka import KafkaBus
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    messages: int
+    publish_s: float
+    consume_s: float
+
+    @property
+    def total_rate(self) -> float:
+        return self.messages / (self.publish_s + self.consume_s)
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<22} publish {self.messages / self.publish_s:>9,.0f} msg/s   "
+            f"consume {self.messages / self.consume_s:>9,.0f} msg/s   "
+            f"publish+consume {self.total_rate:>9,.0f} msg/s"
+        )
+
+
+def records(topic: str, n: int, size: int) -> list[Record]:
+    """n distinct 1 KB values, keyed by 100 patients, with the five standard headers."""
+    pad = b"x" * size
+    return [
+        Record(
+            topic,
+            (b"%08d" % i + pad)[:size],
+            key=b"patient-%d" % (i % 100),
+            headers=make_headers("bench", f"m{i}", "application/octet-stream", trace_id="t"),
+        )
+        for i in range(n)
+    ]
+
+
+def bench_bus(name: str, bus: Bus, n: int, size: int, batch: int) -> Result:
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    bus.ensure_topics([topic])
+    data = records(topic, n, size)
+    start = time.perf_counter()
+    for i in range(0, n, batch):
+        bus.publish_many(data[i : i + batch])
+    publish_s = time.perf_counter() - start
+    with bus.subscribe(f"bench-{uuid.uuid4().hex[:8]}", [topic]) as consumer:
+        got = 0
+        first: float | None = None
+        while got < n:
+            messages = consumer.poll(timeout_s=1.0, max_records=batch)
+            if messages:
+                first = first or time.perf_counter()
+                consumer.commit(messages)
+                got += len(messages)
+        consume_s = time.perf_counter() - (first or time.perf_counter())
+    return Result(name, n, publish_s, consume_s)
+
+
+def bench_raw_kafka(bootstrap: str, n: int, size: int, batch: int) -> Result:
+    """kafka-python used directly, with KafkaBus's settings and the same semantics."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    probe = KafkaBus(bootstrap, partitions=6)
+    topic = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    probe.ensure_topics([topic])
+    data = [
+        (r.key, r.value, [(k, v.encode()) for k, v in r.headers.items()])
+        for r in records(topic, n, size)
+    ]
+    producer = KafkaProducer(**probe._producer_config)
+    start = time.perf_counter()
+    for i in range(0, n, batch):
+        futures = [
+            producer.send(topic, value=v, key=k, headers=h) for k, v, h in data[i : i + batch]
+        ]
+        producer.flush()
+        for future in futures:
+            future.get()
+    publish_s = time.perf_counter() - start
+    producer.close()
+
+    consumer = KafkaConsumer(
+        topic, group_id=f"bench-raw-{uuid.uuid4().hex[:8]}", **probe._consumer_config
+    )
+    got = 0
+    first: float | None = None
+    while got < n:
+        fetched = consumer.poll(timeout_ms=1000, max_records=batch)
+        count = sum(len(rs) for rs in fetched.values())
+        if count:
+            first = first or time.perf_counter()
+            consumer.commit()
+            got += count
+    consume_s = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    probe.close()
+    return Result("raw kafka-python", n, publish_s, consume_s)
+
+
+@contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    from tests.support.services import tansu_broker
+
+    with tansu_broker() as started:
+        yield started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--bootstrap", help="an existing Kafka; default: start a Tansu")
+    parser.add_argument("--skip-kafka", action="store_true")
+    args = parser.parse_args(argv)
+    n, size, batch = args.messages, args.size, args.batch
+    print(f"{n:,} messages of {size} B, batches of {batch}")
+
+    with (
+        tempfile.TemporaryDirectory(prefix="caregraph-bench-") as tmp,
+        EmbeddedBus(Path(tmp), fsync=True) as embedded,
+    ):
+        print(bench_bus("embedded (fsync)", embedded, n, size, batch).line(), flush=True)
+    if args.skip_kafka:
+        return
+    with broker(args.bootstrap) as bootstrap:
+        raw = bench_raw_kafka(bootstrap, n, size, batch)
+        print(raw.line(), flush=True)
+        with KafkaBus(bootstrap, partitions=6) as kafka_bus:
+            ours = bench_bus("KafkaBus", kafka_bus, n, size, batch)
+        print(ours.line())
+        print(
+            f"KafkaBus / raw: publish {raw.publish_s / ours.publish_s:.2f}, "
+            f"consume {raw.consume_s / ours.consume_s:.2f}, "
+            f"publish+consume {ours.total_rate / raw.total_rate:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -155,17 +155,15 @@ class Mpi:
             terms = [(name, getattr(f, name)) for name in TERM_FIELDS if getattr(f, name)]
             tf = _Frequencies(repo.term_counts(terms), total)
         found: list[Candidate] = []
-        for record in repo.get_records(ids):
-            link = memberships.get(record.source_id)
-            # Only confirmed members represent their golden record; a POSSIBLE_MATCH member
-            # might belong elsewhere and must not pull others after it.
-            if link is None or link.state != LinkState.MATCH:
-                continue
-            score = self.model.score(f, record.features, tf)
-            shared = sorted(set(f.identifiers) & set(record.features.identifiers))
+        # Only confirmed members represent their golden record; a POSSIBLE_MATCH member
+        # might belong elsewhere and must not pull others after it.
+        confirmed = {i: link for i, link in memberships.items() if link.state == LinkState.MATCH}
+        for source_id, features in repo.get_features(confirmed).items():
+            score = self.model.score(f, features, tf)
+            shared = sorted(set(f.identifiers) & set(features.identifiers))
             if shared:
                 score = replace(score, probability=1.0, rule=f"identifier:{shared[0]}")
-            found.append(Candidate(link.golden_id, record.source_id, score))
+            found.append(Candidate(confirmed[source_id].golden_id, source_id, score))
         return found
 
     def match(

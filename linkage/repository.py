@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from typing import Any
 
+from linkage.features import PatientFeatures
 from linkage.links import DuplicateFlag, DuplicateStatus, Golden, Link, LinkEvent, SourceRecord
 
 TERM_FIELDS: tuple[str, ...] = ("given", "family", "city", "postcode")
@@ -43,6 +44,10 @@ class LinkageRepository(ABC):
 
     @abstractmethod
     def get_records(self, source_ids: Iterable[str]) -> list[SourceRecord]: ...
+
+    @abstractmethod
+    def get_features(self, source_ids: Iterable[str]) -> dict[str, PatientFeatures]:
+        """Only the features: what scoring candidates needs, without the resources."""
 
     @abstractmethod
     def put_record(self, record: SourceRecord, keys: Sequence[str]) -> None:
@@ -164,6 +169,9 @@ class MemoryRepository(LinkageRepository):
 
     def get_records(self, source_ids: Iterable[str]) -> list[SourceRecord]:
         return [self._records[i] for i in source_ids if i in self._records]
+
+    def get_features(self, source_ids: Iterable[str]) -> dict[str, PatientFeatures]:
+        return {i: self._records[i].features for i in source_ids if i in self._records}
 
     def put_record(self, record: SourceRecord, keys: Sequence[str]) -> None:
         old = self._records.get(record.source_id)

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from adapters.serial import astm
+from adapters.serial import astm, intellivue
 from adapters.serial import headers as dh
 from adapters.serial.errors import UnknownProtocol, WireError
 from adapters.serial.measurement import Measurement
@@ -38,7 +38,20 @@ def _split_astm_frames(raw: bytes) -> list[bytes]:
     return frames
 
 
-DECODERS: dict[str, Decoder] = {astm.PROTOCOL: _astm}
+def _intellivue(
+    raw: bytes, headers: Mapping[str, str], device_id: str, message_id: str, received: datetime
+) -> list[Measurement]:
+    events = intellivue.Framer().feed(raw)
+    if len(events) != 1 or not isinstance(events[0], intellivue.Frame):
+        raise WireError("stored IntelliVue message is not one good frame")
+    anchor_text = headers.get(dh.TIME_ANCHOR)
+    anchor = intellivue.TimeAnchor.parse(anchor_text) if anchor_text else None
+    return intellivue.measurements(
+        events[0].user_data, device_id, message_id, received, anchor, raw
+    )
+
+
+DECODERS: dict[str, Decoder] = {astm.PROTOCOL: _astm, intellivue.PROTOCOL: _intellivue}
 
 
 def register(protocol: str, decoder: Decoder) -> None:

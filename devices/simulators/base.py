@@ -155,8 +155,10 @@ class Simulator(ABC):
         """The link was interrupted: forget session state."""
 
     def send(self, frame: bytes, *, corrupt: bool = False) -> bool:
-        """Send a frame, applying pending byte-level faults (drop, garbage)."""
+        """Send a frame, applying pending byte-level faults (drop, garbage); ``True`` if it
+        went out whole (garbage before it does not hurt it), i.e. the driver can decode it."""
         data = frame
+        intact = not corrupt
         if corrupt:
             self.log.corrupted += 1
         if self.faults.take("garbage"):
@@ -167,8 +169,9 @@ class Simulator(ABC):
             i = self.rng.randrange(1, len(data) - 2)
             data = data[:i] + data[i + 1 :]
             self.log.dropped += 1
+            intact = False
         self.log.frames_sent += 1
-        return self.port.write(data)
+        return self.port.write(data) and intact
 
     def send_raw(self, data: bytes) -> bool:
         """Send control bytes untouched by faults."""

@@ -1,0 +1,93 @@
+"""The linkage service's bus handler: FHIR Patients (and A40 merges) in, links out.
+
+Wire it with the consume loop, one consumer per database (the MPI is a single writer):
+
+    handler = PatientHandler(mpi)
+    run_consumer(bus, "linkage", [fhir_topic("Patient"), fhir_topic("Parameters")],
+                 handler, stop=stop)
+
+A ``Patient`` is ingested (idempotent: a redelivery changes nothing). A ``Parameters`` in
+the form of ``adapters.hl7v2.normalize.PatientMerge.as_parameters()`` (``source-patient``,
+``target-patient``) merges the golden records of the two source Patients; other Parameters
+are not for us and are skipped. Content that is not JSON or not a resource raises
+``InvalidPatient`` (a ``MappingError``), so the loop dead-letters it with its bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bus.base import Message
+from bus.headers import SOURCE
+from linkage.errors import InvalidPatient
+from linkage.links import LinkOutcome
+from linkage.mpi import Mpi
+
+log = logging.getLogger(__name__)
+
+OutcomeListener = Callable[[LinkOutcome], None]
+
+
+def _reference_id(reference: str) -> str:
+    """``Patient/123`` (or an absolute URL, or ``.../_history/n``) -> ``123``."""
+    parts = reference.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return parts[-1]
+
+
+def merge_request(resource: dict[str, Any]) -> tuple[str, str] | None:
+    """(merged source id, surviving source id) of a $merge-style Parameters, else None."""
+    refs: dict[str, str] = {}
+    for param in resource.get("parameter") or ():
+        ref = (param.get("valueReference") or {}).get("reference")
+        if param.get("name") in ("source-patient", "target-patient") and ref:
+            refs[param["name"]] = _reference_id(ref)
+    if "source-patient" in refs and "target-patient" in refs:
+        return refs["source-patient"], refs["target-patient"]
+    return None
+
+
+@dataclass
+class PatientHandler:
+    """Handles a batch in order; each Patient is one MPI transaction.
+
+    ``on_outcome`` (optional) hears every changed link outcome, e.g. to publish the golden
+    Patient to the store; its errors propagate, so the batch is retried.
+    """
+
+    mpi: Mpi
+    on_outcome: OutcomeListener | None = None
+
+    def __call__(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            self.handle(message)
+
+    def handle(self, message: Message) -> LinkOutcome | None:
+        try:
+            resource = json.loads(message.value)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidPatient(f"not JSON: {exc}", location=message.topic) from exc
+        if not isinstance(resource, dict):
+            raise InvalidPatient("not a FHIR resource", location=message.topic)
+        kind = resource.get("resourceType")
+        if kind == "Parameters":
+            pair = merge_request(resource)
+            if pair is not None:
+                self.mpi.merge_sources(pair[0], pair[1], actor=f"bus:{message.topic}")
+            return None
+        if kind != "Patient":
+            raise InvalidPatient(f"{kind!r} on {message.topic}", location="resourceType")
+        outcome = self.mpi.ingest(
+            resource, source=message.headers.get(SOURCE), actor=f"bus:{message.topic}"
+        )
+        if outcome.changed and self.on_outcome is not None:
+            self.on_outcome(outcome)
+        log.debug(
+            "Patient/%s -> %s (%s)", outcome.source_id, outcome.golden_id, outcome.state.value
+        )
+        return outcome

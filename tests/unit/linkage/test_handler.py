@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from bus.base import Message, Record
+from bus.deadletter import decode_deadletter
+from bus.memory import MemoryBus
+from bus.topics import DEADLETTER, fhir_topic
+from bus.worker import RetryPolicy, WorkerStats, run_consumer
+from linkage.errors import InvalidPatient
+from linkage.handler import PatientHandler, merge_request
+from linkage.links import LinkOutcome
+from linkage.mpi import Mpi
+
+from .factories import patient
+
+PATIENT = fhir_topic("Patient")
+
+
+def message(resource: Any, topic: str = PATIENT, offset: int = 0) -> Message:
+    value = resource if isinstance(resource, bytes) else json.dumps(resource).encode()
+    return Message(topic, 0, offset, None, value, {"source": "urn:his"}, 0)
+
+
+def test_patients_are_ingested_with_the_sending_source(mpi: Mpi) -> None:
+    heard: list[LinkOutcome] = []
+    handler = PatientHandler(mpi, on_outcome=heard.append)
+    handler([message(patient(pid="a1")), message(patient(pid="a2", given="Ana"), offset=1)])
+    assert heard[0].golden_id == heard[1].golden_id
+    assert mpi.repository.get_record("a1").source == "urn:his"  # type: ignore[union-attr]
+    assert mpi.history(source_id="a2")[0].actor == "bus:fhir.Patient"
+    handler([message(patient(pid="a1"))])  # a redelivery: nothing changes, nobody told
+    assert len(heard) == 2
+
+
+def test_a40_parameters_merge_the_golden_records(mpi: Mpi) -> None:
+    handler = PatientHandler(mpi)
+    a = handler.handle(message(patient(pid="a1")))
+    z = handler.handle(message(patient("Zygmunt", "Kowalski", "1951-12-30", pid="z1")))
+    assert a is not None and z is not None and a.golden_id != z.golden_id
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "target-patient", "valueReference": {"reference": "Patient/z1"}},
+            {"name": "source-patient", "valueReference": {"reference": "Patient/a1"}},
+        ],
+    }
+    handler.handle(message(params, topic=fhir_topic("Parameters")))
+    assert mpi.golden_of("a1").golden_id == z.golden_id
+
+
+def test_merge_request_reads_only_merge_parameters() -> None:
+    assert merge_request({"resourceType": "Parameters", "parameter": []}) is None
+    both = {
+        "parameter": [
+            {"name": "source-patient", "valueReference": {"reference": "http://x/Patient/1"}},
+            {"name": "target-patient", "valueReference": {"reference": "Patient/2/_history/3"}},
+        ]
+    }
+    assert merge_request(both) == ("1", "2")
+
+
+@pytest.mark.parametrize(
+    "value", [b"\xff not json", b"[1, 2]", json.dumps({"resourceType": "Observation"}).encode()]
+)
+def test_what_is_not_a_patient_is_refused(mpi: Mpi, value: bytes) -> None:
+    with pytest.raises(InvalidPatient):
+        PatientHandler(mpi).handle(message(value))
+
+
+def test_runs_in_the_consume_loop_and_dead_letters_bad_messages(mpi: Mpi) -> None:
+    bus = MemoryBus(partitions=2)
+    bus.publish_many(
+        [
+            Record(PATIENT, json.dumps(patient(pid="a1")).encode(), key=b"a"),
+            Record(PATIENT, b"garbage", key=b"b"),
+            Record(PATIENT, json.dumps(patient(pid="a2", given="Ana")).encode(), key=b"c"),
+        ]
+    )
+    stop, stats = threading.Event(), WorkerStats()
+    worker = threading.Thread(
+        target=run_consumer,
+        args=(bus, "linkage", [PATIENT], PatientHandler(mpi)),
+        kwargs={
+            "stop": stop,
+            "retry": RetryPolicy(max_attempts=2, base_delay_s=0.001, max_delay_s=0.002),
+            "poll_timeout_s": 0.01,
+            "stats": stats,
+        },
+    )
+    worker.start()
+    deadline = time.monotonic() + 10
+    while sum(bus.committed("linkage").values()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    worker.join(5)
+    assert mpi.golden_of("a1").golden_id == mpi.golden_of("a2").golden_id
+    [dead] = bus.snapshot(DEADLETTER)
+    letter = decode_deadletter(dead.value)
+    assert letter.value == b"garbage" and "InvalidPatient" in letter.error

@@ -14,7 +14,7 @@ from typing import Any
 
 from fhir_store.dates import HIGHEST, LOWEST, date_range
 from fhir_store.fhirpath import Collection, Node
-from fhir_store.searchparams import COLUMN_PARAMS, Registry, SearchParam
+from fhir_store.searchparams import COLUMN_PARAMS, Registry, SearchParam, element_keys
 
 Rows = dict[str, set[tuple[Any, ...]]]
 
@@ -135,8 +135,9 @@ class Indexer:
         out: Rows = into if into is not None else {}
         res_type = resource["resourceType"]
         res_id = resource["id"]
+        keys = element_keys(resource)
         for param in self.registry.for_type(res_type).values():
-            if param.code in COLUMN_PARAMS:
+            if param.code in COLUMN_PARAMS or not param.may_match(keys):
                 continue
             found = param.evaluate(resource)
             if found:

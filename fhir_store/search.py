@@ -68,10 +68,30 @@ _MODIFIERS = {
 
 @dataclass(slots=True)
 class Sql:
-    """A SQL fragment and its parameters."""
+    """A SQL fragment and its parameters.
+
+    A predicate on an index table also carries its correlated ``EXISTS`` form and a rank
+    (0 most selective): the search drives from the best-ranked predicate as ``IN (...)``
+    and probes the others with ``EXISTS``, so SQLite never materializes a large IN list
+    (say every heart-rate Observation) only to intersect it with one patient's.
+    """
 
     text: str
     params: list[Any] = field(default_factory=list)
+    exists: str | None = None
+    rank: int = 2
+
+
+def _sub(alias: str, negate: bool, key: str, body: str, params: list[Any], rank: int) -> Sql:
+    """``alias.res_id [NOT] IN (SELECT key FROM body)`` with its EXISTS twin."""
+    op = "NOT IN" if negate else "IN"
+    prefix = "NOT EXISTS" if negate else "EXISTS"
+    return Sql(
+        f"{alias}.res_id {op} (SELECT {key} FROM {body})",
+        params,
+        f"{prefix} (SELECT 1 FROM {body} AND {key} = {alias}.res_id)",
+        3 if negate else rank,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +253,7 @@ class QueryBuilder:
             if modifier == "missing":
                 return Sql("1 = 1" if raw == "false" else "1 = 0")
             marks = ", ".join("?" * len(values))
-            return Sql(f"{alias}.res_id IN ({marks})", values)
+            return Sql(f"{alias}.res_id IN ({marks})", values, rank=0)
         if code == "_lastUpdated":
             ors = [
                 self._date_range_sql(f"{alias}.last_updated", f"{alias}.last_updated", v, name)
@@ -251,33 +271,43 @@ class QueryBuilder:
                 expression=name,
             )
         table = _TABLE[param.type]
-        head = f"SELECT res_id FROM {table} WHERE res_type = ? AND param = ?"
+        head = f"{table} WHERE res_type = ? AND param = ?"
+        rank = {"reference": 0, "token": 1}.get(param.type, 2)
         if modifier == "missing":
             if raw not in ("true", "false"):
                 raise InvalidSearch(f"{name} must be true or false", expression=name)
-            op = "NOT IN" if raw == "true" else "IN"
-            return Sql(f"{alias}.res_id {op} ({head})", [type_name, code])
+            return _sub(alias, raw == "true", "res_id", head, [type_name, code], rank)
         values = split_values(raw)
         if any(v == "" for v in values):
             raise InvalidSearch(f"{name} has an empty value", expression=name)
         if param.type == "reference" and modifier == "identifier":
             inner = self._token_values(values, name)
-            return Sql(
-                f"{alias}.res_id IN (SELECT res_id FROM idx_token WHERE res_type = ? AND param = ?"
-                f" AND ({inner.text}))",
+            return _sub(
+                alias,
+                False,
+                "res_id",
+                f"idx_token WHERE res_type = ? AND param = ? AND ({inner.text})",
                 [type_name, f"{code}:identifier", *inner.params],
+                0,
             )
         if param.type == "token" and modifier == "of-type":
             inner = self._of_type_values(values, name)
-            return Sql(
-                f"{alias}.res_id IN (SELECT res_id FROM idx_token WHERE res_type = ? AND param = ?"
-                f" AND ({inner.text}))",
+            return _sub(
+                alias,
+                False,
+                "res_id",
+                f"idx_token WHERE res_type = ? AND param = ? AND ({inner.text})",
                 [type_name, f"{code}:of-type", *inner.params],
+                0,
             )
         inner = self._values(param, modifier, values, name)
-        op = "NOT IN" if modifier == "not" else "IN"
-        return Sql(
-            f"{alias}.res_id {op} ({head} AND ({inner.text}))", [type_name, code, *inner.params]
+        return _sub(
+            alias,
+            modifier == "not",
+            "res_id",
+            f"{head} AND ({inner.text})",
+            [type_name, code, *inner.params],
+            rank,
         )
 
     def _values(self, param: SearchParam, modifier: str, values: list[str], name: str) -> Sql:
@@ -503,10 +533,13 @@ class QueryBuilder:
                 expression=f"{code}.{rest}",
             )
         body = _or(ors)
-        return Sql(
-            f"{alias}.res_id IN (SELECT res_id FROM idx_reference WHERE res_type = ?"
-            f" AND param = ? AND ({body.text}))",
+        return _sub(
+            alias,
+            False,
+            "res_id",
+            f"idx_reference WHERE res_type = ? AND param = ? AND ({body.text})",
             [type_name, code, *body.params],
+            1,
         )
 
     def _has(self, type_name: str, alias: str, name: str, raw: str) -> Sql:
@@ -520,12 +553,16 @@ class QueryBuilder:
             raise InvalidSearch(f"{name}: {source}.{ref_param} is not a reference", expression=name)
         inner_alias = f"{alias}h"
         nested = self.condition(source, inner_alias, rest, raw)
-        return Sql(
-            f"{alias}.res_id IN (SELECT target_id FROM idx_reference WHERE res_type = ?"
-            f" AND param = ? AND target_type = ? AND res_id IN (SELECT {inner_alias}.res_id"
-            f" FROM resources {inner_alias} WHERE {inner_alias}.res_type = ?"
-            f" AND {inner_alias}.deleted = 0 AND {nested.text}))",
+        return _sub(
+            alias,
+            False,
+            "target_id",
+            f"idx_reference WHERE res_type = ? AND param = ? AND target_type = ?"
+            f" AND res_id IN (SELECT {inner_alias}.res_id FROM resources {inner_alias}"
+            f" WHERE {inner_alias}.res_type = ? AND {inner_alias}.deleted = 0"
+            f" AND {nested.text})",
             [source, ref_param, type_name, source, *nested.params],
+            1,
         )
 
     # -- sorting ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -40,6 +41,64 @@ class SearchParam:
     targets: tuple[str, ...]
     components: tuple[Component, ...]
     evaluate: Callable[..., Collection] = field(repr=False, compare=False)
+    #: Top-level elements the expression starts from; None when it needs the whole resource.
+    roots: tuple[str, ...] | None = None
+
+    def may_match(self, keys: frozenset[str] | set[str]) -> bool:
+        """False when the resource has none of the elements the expression reads.
+
+        ``keys`` are the resource's element names plus their choice stems (see
+        :func:`element_keys`). Most parameters are absent from any one resource, and
+        skipping them is most of the indexing cost saved on the hot path.
+        """
+        return self.roots is None or not keys.isdisjoint(self.roots)
+
+
+def element_keys(resource: Mapping[str, Any]) -> set[str]:
+    """Element names of a resource plus the stem of each choice element (valueX -> value)."""
+    keys = set(resource)
+    for key in resource:
+        match = _STEM.match(key)
+        if match and match.end() < len(key):
+            keys.add(match.group())
+    return keys
+
+
+_STEM = re.compile(r"[a-z]+")
+_PART = re.compile(r"^\(?[A-Z]\w*\.(\w+)(?:\s+as\s+(\w+)\))?$")
+_RELATIVE = re.compile(r"^(\w+)\.as\((\w+)\)$")
+
+
+def _choice(name: str, kind: str | None) -> str:
+    return name + kind[0].upper() + kind[1:] if kind else name
+
+
+def expression_roots(
+    expression: str, components: tuple[Component, ...] = ()
+) -> tuple[str, ...] | None:
+    """Top-level elements an expression starts from, or None when it needs all of it.
+
+    ``(Observation.value as Quantity)`` starts from ``valueQuantity``; a composite based on
+    the resource itself starts from where its value component starts.
+    """
+    roots: list[str] = []
+    for part in expression.split(" | "):
+        part = part.strip()
+        match = _PART.match(part)
+        if match:
+            roots.append(_choice(match.group(1), match.group(2)))
+            continue
+        if re.fullmatch(r"[A-Z]\w*", part) and len(components) == 2:
+            for piece in components[1].expression.split(" | "):
+                relative = _RELATIVE.match(piece.strip())
+                if not relative:
+                    return None
+                roots.append(_choice(relative.group(1), relative.group(2)))
+            continue
+        if not re.match(r"^\(?[A-Z]\w*\.\w+", part):
+            return None
+        roots.append(re.match(r"^\(?[A-Z]\w*\.(\w+)", part).group(1))  # type: ignore[union-attr]
+    return tuple(dict.fromkeys(roots))
 
 
 class Registry:
@@ -68,6 +127,10 @@ class Registry:
 
 
 def _param(raw: Mapping[str, Any]) -> SearchParam:
+    components = tuple(
+        Component(c["type"], c["expression"], compile_expression(c["expression"]))
+        for c in raw.get("components", ())
+    )
     return SearchParam(
         code=raw["code"],
         type=raw["type"],
@@ -75,11 +138,9 @@ def _param(raw: Mapping[str, Any]) -> SearchParam:
         url=raw["url"],
         description=raw.get("description", ""),
         targets=tuple(raw.get("target", ())),
-        components=tuple(
-            Component(c["type"], c["expression"], compile_expression(c["expression"]))
-            for c in raw.get("components", ())
-        ),
+        components=components,
         evaluate=compile_expression(raw["expression"]),
+        roots=expression_roots(raw["expression"], components),
     )
 
 

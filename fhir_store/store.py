@@ -367,9 +367,12 @@ class Searching:
         return self.run(query)
 
     def run(self, query: Query) -> SearchPage:
-        where = " AND ".join(["r.res_type = ?", "r.deleted = 0", *(w.text for w in query.where)])
+        # Drive from the most selective predicate; probe the rest (see search.Sql).
+        ordered = sorted(query.where, key=lambda w: w.rank)
+        parts = [w.text if i == 0 or w.exists is None else w.exists for i, w in enumerate(ordered)]
+        where = " AND ".join(["r.res_type = ?", "r.deleted = 0", *parts])
         params: list[Any] = [query.type]
-        for w in query.where:
+        for w in ordered:
             params.extend(w.params)
         with self.store.db.transaction(write=False) as tx:
             total = None

@@ -1,0 +1,212 @@
+"""The MSH header: decoding the bytes, reading who sent what, and deciding what is in scope.
+
+``peek_header`` is deliberately forgiving (it must find MSH-10 even in a message that will
+be rejected, so the ACK can name it); ``check_supported`` is the strict gate for AR.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+
+from adapters.hl7v2.er7 import Delimiters, Er7Message, parse_msh, unescape
+from adapters.hl7v2.errors import (
+    APPLICATION_ERROR,
+    UNSUPPORTED_EVENT_CODE,
+    UNSUPPORTED_MESSAGE_TYPE,
+    UNSUPPORTED_PROCESSING_ID,
+    UNSUPPORTED_VERSION_ID,
+    Hl7MappingError,
+    Hl7ParseError,
+    Location,
+    UnsupportedMessage,
+)
+
+SUPPORTED_VERSIONS = frozenset(
+    {"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2"}
+)
+ADT_EVENTS = frozenset(
+    {"A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31", "A40"}
+)
+SUPPORTED_TYPES: dict[str, frozenset[str]] = {"ADT": ADT_EVENTS, "ORU": frozenset({"R01"})}
+PROCESSING_IDS = frozenset({"P", "T", "D"})
+
+# MSH-18 values (HL7 table 0211) -> Python codecs. Empty means the sender did not say:
+# the standard's default is ASCII, but UTF-8 and then Latin-1 are tried so real feeds pass.
+CHARSETS: dict[str, str] = {
+    "ASCII": "ascii",
+    "8859/1": "latin-1",
+    "8859/2": "iso8859-2",
+    "8859/5": "iso8859-5",
+    "8859/7": "iso8859-7",
+    "8859/9": "iso8859-9",
+    "8859/15": "iso8859-15",
+    "UNICODE UTF-8": "utf-8",
+    "UTF-8": "utf-8",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What MSH says, unescaped. Empty strings for absent fields."""
+
+    delimiters: Delimiters
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+    message_time: str
+    message_type: str
+    trigger_event: str
+    control_id: str
+    processing_id: str
+    version: str
+    accept_ack_type: str
+    application_ack_type: str
+    charset: str
+    profiles: tuple[str, ...]
+    raw_fields: tuple[str, ...]
+
+    @property
+    def enhanced_mode(self) -> bool:
+        """Enhanced acknowledgement mode: the sender filled MSH-15 or MSH-16."""
+        return bool(self.accept_ack_type or self.application_ack_type)
+
+    @property
+    def dedup_key(self) -> str:
+        """Sender and control id: what makes a message "the same message again"."""
+        return "\x1f".join((self.sending_application, self.sending_facility, self.control_id))
+
+    @property
+    def is_pcd01(self) -> bool:
+        """IHE PCD-01 (Device Enterprise Communication) by its MSH-21 profile."""
+        return any("IHE_PCD_001" in p or "PCD_DEC_001" in p for p in self.profiles)
+
+
+def _fields_to_header(delimiters: Delimiters, fields: list[str]) -> Header:
+    def f(n: int) -> str:
+        return fields[n] if n < len(fields) else ""
+
+    def comp(n: int, c: int) -> str:
+        parts = f(n).split(delimiters.repetition)[0].split(delimiters.component)
+        return unescape(parts[c - 1], delimiters).strip() if c <= len(parts) else ""
+
+    def whole(n: int) -> str:
+        return unescape(f(n).split(delimiters.repetition)[0], delimiters).strip()
+
+    profiles = tuple(
+        unescape(p, delimiters) for p in f(21).split(delimiters.repetition) if p.strip()
+    )
+    return Header(
+        delimiters=delimiters,
+        sending_application=whole(3),
+        sending_facility=whole(4),
+        receiving_application=whole(5),
+        receiving_facility=whole(6),
+        message_time=comp(7, 1),
+        message_type=comp(9, 1).upper(),
+        trigger_event=comp(9, 2).upper(),
+        control_id=whole(10),
+        processing_id=comp(11, 1).upper(),
+        version=comp(12, 1),
+        accept_ack_type=comp(15, 1).upper(),
+        application_ack_type=comp(16, 1).upper(),
+        charset=comp(18, 1).upper(),
+        profiles=profiles,
+        raw_fields=tuple(fields),
+    )
+
+
+def header_of(message: Er7Message) -> Header:
+    """The header of a tokenized message."""
+    return _fields_to_header(message.delimiters, message.msh.fields)
+
+
+def _first_line(raw: bytes) -> bytes:
+    end = len(raw)
+    for sep in (b"\r", b"\n"):
+        i = raw.find(sep, 0, end)
+        if i >= 0:
+            end = i
+    return raw[:end]
+
+
+def peek_header(raw: bytes) -> Header | None:
+    """The header of ``raw`` if its first line looks like an MSH at all, else None.
+
+    Tolerates bad encoding characters (falls back to the default ones) so a rejected
+    message can still be answered with its own control id.
+    """
+    line = _first_line(raw[:65536]).decode("latin-1")
+    if not line.startswith("MSH") or len(line) < 5:
+        return None
+    try:
+        delimiters, fields = parse_msh(line)
+    except Hl7ParseError:
+        field_sep = line[3]
+        if field_sep.isalnum() or field_sep.isspace():
+            return None
+        delimiters = Delimiters(field=field_sep)
+        fields = ["MSH", field_sep, *line[4:].split(field_sep)]
+    return _fields_to_header(delimiters, fields)
+
+
+def decode(raw: bytes) -> str:
+    """The text of a message in the character set MSH-18 declares.
+
+    Raises:
+        UnsupportedMessage: MSH-18 names a character set caregraph does not read (AR).
+        Hl7MappingError: the bytes are not valid in the declared character set (AE).
+    """
+    header = peek_header(raw)
+    charset = header.charset if header else ""
+    if not charset:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")
+    codec = CHARSETS.get(charset)
+    if codec is None:
+        raise UnsupportedMessage(
+            f"character set {charset!r} is not supported",
+            Location("MSH", 1, 18),
+            APPLICATION_ERROR,
+        )
+    codecs.lookup(codec)
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise Hl7MappingError(
+            f"bytes not valid in {charset} at offset {exc.start}", Location("MSH", 1, 18)
+        ) from exc
+
+
+def check_supported(header: Header) -> None:
+    """Raise ``UnsupportedMessage`` (ACK AR) unless caregraph maps this kind of message."""
+    if header.version not in SUPPORTED_VERSIONS:
+        raise UnsupportedMessage(
+            f"HL7 version {header.version or '(empty)'} is not supported (2.3 to 2.8)",
+            Location("MSH", 1, 12),
+            UNSUPPORTED_VERSION_ID,
+        )
+    events = SUPPORTED_TYPES.get(header.message_type)
+    if events is None:
+        raise UnsupportedMessage(
+            f"message type {header.message_type or '(empty)'} is not supported",
+            Location("MSH", 1, 9, 1),
+            UNSUPPORTED_MESSAGE_TYPE,
+        )
+    if header.trigger_event not in events:
+        raise UnsupportedMessage(
+            f"event {header.message_type}^{header.trigger_event} is not supported",
+            Location("MSH", 1, 9, 2),
+            UNSUPPORTED_EVENT_CODE,
+        )
+    if header.processing_id and header.processing_id not in PROCESSING_IDS:
+        raise UnsupportedMessage(
+            f"processing id {header.processing_id!r} is not supported",
+            Location("MSH", 1, 11),
+            UNSUPPORTED_PROCESSING_ID,
+        )
+    if not header.control_id:
+        raise Hl7MappingError("MSH-10 (message control id) is empty", Location("MSH", 1, 10), "101")

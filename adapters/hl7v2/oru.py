@@ -1,0 +1,439 @@
+"""ORU^R01 results: lab (LOINC) and bedside devices per IHE PCD-01.
+
+PCD-01 rows carry an MDC code in OBX-3, the containment path ``MDS.VMD.Channel.Metric`` in
+OBX-4 and the device's EUI-64 in OBX-18. Rows with a shorter path describe the hierarchy
+(result status ``X``, no value) and become Devices as in the HL7 Point-of-Care Device IG:
+the MDS, its VMDs (``parent`` = MDS) and channels (``parent`` = VMD); a metric row becomes
+a DeviceMetric (``source`` = MDS, ``parent`` = channel) and, when it has a value, an
+Observation whose ``device`` is that DeviceMetric.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from adapters import fhir_build as fb
+from adapters.codes.loinc import LOINC, LOINC_SYSTEM
+from adapters.codes.mdc import MDC, MDC_BY_REFID, MDC_SYSTEM, MDC_UNITS, MDC_UNITS_BY_REFID
+from adapters.codes.systems import UCUM_SYSTEM, is_known_system
+from adapters.codes.ucum import UCUM_BY_TEXT
+from adapters.hl7v2.context import Context
+from adapters.hl7v2.datatypes import Coded, cwe, cwe_concept, parse_nm, parse_ts
+from adapters.hl7v2.er7 import Segment, unescape
+from adapters.hl7v2.errors import (
+    DATA_TYPE_ERROR,
+    REQUIRED_FIELD_MISSING,
+    TABLE_VALUE_NOT_FOUND,
+    Hl7MappingError,
+)
+from adapters.ids import deterministic_id
+
+Json = fb.Json
+
+EUI64_SYSTEM = "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680"
+MDC_UNIT_EXTENSION = "urn:caregraph:fhir:extension:mdc-unit"
+V2_0078 = "http://terminology.hl7.org/CodeSystem/v2-0078"
+V3_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+_V3_INTERPRETATION_CODES = frozenset(
+    {
+        *("<", ">", "A", "AA", "B", "D", "DET", "H", "HH", "HU", "I", "IE", "IND", "L", "LL"),
+        *("LU", "MS", "N", "ND", "NEG", "NR", "NS", "POS", "R", "RR", "S", "SDD", "U", "VS"),
+        *("W", "WR"),
+    }
+)
+
+# OBX-11 (table 0085) -> Observation.status, after the v2-to-FHIR mapping.
+_STATUS = {
+    "A": "amended",
+    "B": "amended",
+    "C": "corrected",
+    "D": "entered-in-error",
+    "F": "final",
+    "I": "registered",
+    "N": "cancelled",
+    "O": "registered",
+    "P": "preliminary",
+    "R": "preliminary",
+    "S": "preliminary",
+    "U": "final",
+    "V": "final",
+    "W": "entered-in-error",
+    "X": "cancelled",
+}
+_PATH = re.compile(r"\d+(\.\d+){0,3}\Z")
+_EUI64 = re.compile(r"[0-9A-Fa-f]{16}\Z")
+_COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+# --- codes ---------------------------------------------------------------------------
+
+
+def _check_known(ctx: Context, coded: Coded) -> None:
+    """Count a code caregraph's tables do not know; it still passes through as sent."""
+    name = coded.system_name.upper()
+    if name == "MDC":
+        known = coded.code.isdigit() and int(coded.code) in MDC
+    elif name in ("LN", "LOINC"):
+        known = coded.code in LOINC
+    else:
+        known = is_known_system(coded.system_name)
+    if not known:
+        ctx.unknown("unknown_code", f"{coded.system_name}|{coded.code}")
+
+
+def _observation_code(ctx: Context, obx: Segment) -> tuple[Json, list[Coded]]:
+    coded = cwe(obx, 3)
+    if not coded:
+        raise Hl7MappingError("OBX-3 (observation identifier) is empty", obx.where(3), "101")
+    codings = []
+    for c in coded:
+        _check_known(ctx, c)
+        display = c.display
+        if c.system_name.upper() == "MDC" and c.code.isdigit() and int(c.code) in MDC:
+            display = display or MDC[int(c.code)].reference_id
+        elif c.system_name.upper() in ("LN", "LOINC"):
+            display = LOINC.get(c.code, display)
+        codings.append(fb.coding(c.system, c.code, display))
+    text = next((c.display for c in coded if c.display), None)
+    return fb.codeable_concept(codings, text), coded
+
+
+def _unit(ctx: Context, obx: Segment) -> dict[str, Any]:
+    """Quantity unit fields from OBX-6: UCUM beside the MDC unit when the sender used MDC."""
+    coded = cwe(obx, 6)
+    if not coded:
+        return {}
+    unit = coded[0]
+    name = unit.system_name.upper()
+    if name == "MDC":
+        code = int(unit.code) if unit.code.isdigit() else MDC_UNITS_BY_REFID.get(unit.display)
+        mdc = MDC_UNITS.get(code) if code is not None else None
+        mdc_coding = fb.coding(MDC_SYSTEM, unit.code, unit.display)
+        ext = [fb.extension(MDC_UNIT_EXTENSION, "valueCoding", mdc_coding)]
+        if mdc is None:
+            ctx.unknown("unknown_unit", f"MDC|{unit.code}")
+            return {"unit": unit.display or unit.code, "extensions": ext}
+        return {
+            "unit": unit.display or mdc.reference_id,
+            "system": UCUM_SYSTEM,
+            "code": mdc.ucum,
+            "extensions": ext,
+        }
+    if name in ("UCUM", "ISO+"):
+        return {"unit": unit.display or unit.code, "system": UCUM_SYSTEM, "code": unit.code}
+    text = unit.code or unit.display
+    ucum = UCUM_BY_TEXT.get(text)
+    if ucum is None:
+        ctx.unknown("unknown_unit", f"{unit.system_name}|{text}")
+        return {"unit": unit.display or text}
+    return {"unit": text, "system": UCUM_SYSTEM, "code": ucum}
+
+
+def _simple_quantity(value: Decimal, unit: dict[str, Any]) -> Json:
+    return fb.quantity(
+        value, unit=unit.get("unit"), system=unit.get("system"), code=unit.get("code")
+    )
+
+
+# --- values --------------------------------------------------------------------------
+
+
+def _value(ctx: Context, obx: Segment, unit: dict[str, Any]) -> tuple[fb.ValueKey | None, Any]:
+    """The value[x] of an OBX by its value type (OBX-2): NM, SN, ST/TX/FT, CWE/CE/CNE,
+    TS/DTM/DT. Other types are refused rather than guessed (AE at OBX-2)."""
+    vtype = obx.component(2).strip().upper()
+    d = obx.delimiters
+    reps = obx.reps(5)
+    if not any(r.strip() for r in reps):
+        return None, None
+    if vtype == "NM":
+        return "valueQuantity", fb.quantity(
+            parse_nm(unescape(reps[0], d), obx, 5),
+            unit=unit.get("unit"),
+            system=unit.get("system"),
+            code=unit.get("code"),
+            extensions=unit.get("extensions", ()),
+        )
+    if vtype == "SN":
+        return _structured_numeric(obx, unit)
+    if vtype in ("ST", "TX", "FT"):
+        return "valueString", "\n".join(unescape(r, d) for r in reps)
+    if vtype in ("CWE", "CE", "CNE", "CF"):
+        return "valueCodeableConcept", cwe_concept(obx, 5)
+    if vtype in ("TS", "DTM", "DT"):
+        return "valueDateTime", parse_ts(obx, 5, ctx.options)
+    raise Hl7MappingError(
+        f"value type {vtype or '(empty)'} is not mapped (NM, SN, ST, TX, FT, CWE, CE, TS, DT)",
+        obx.where(2),
+        DATA_TYPE_ERROR,
+    )
+
+
+def _structured_numeric(obx: Segment, unit: dict[str, Any]) -> tuple[fb.ValueKey, Any]:
+    d = obx.delimiters
+    c = [unescape(x, d).strip() for x in obx.components(5)] + ["", "", "", ""]
+    comparator, num1, sep, num2 = c[0], c[1], c[2], c[3]
+    if comparator not in ("", "=") and comparator not in _COMPARATORS:
+        raise Hl7MappingError(f"SN comparator {comparator!r}", obx.where(5, 1), DATA_TYPE_ERROR)
+    if not sep and not num2:
+        value = fb.quantity(
+            parse_nm(num1, obx, 5),
+            unit=unit.get("unit"),
+            system=unit.get("system"),
+            code=unit.get("code"),
+            comparator=_COMPARATORS.get(comparator),
+            extensions=unit.get("extensions", ()),
+        )
+        return "valueQuantity", value
+    if comparator not in ("", "="):
+        raise Hl7MappingError(
+            "SN with both a comparator and a range", obx.where(5), DATA_TYPE_ERROR
+        )
+    low, high = parse_nm(num1, obx, 5), parse_nm(num2, obx, 5)
+    if sep == "-":
+        return "valueRange", {
+            "low": _simple_quantity(low, unit),
+            "high": _simple_quantity(high, unit),
+        }
+    if sep in (":", "/"):
+        return "valueRatio", {"numerator": fb.quantity(low), "denominator": fb.quantity(high)}
+    raise Hl7MappingError(f"SN separator {sep!r}", obx.where(5, 3), DATA_TYPE_ERROR)
+
+
+_RANGE = re.compile(r"\s*(?P<low>[+-]?[\d.]+)\s*-\s*(?P<high>[+-]?[\d.]+)\s*\Z")
+_BOUND = re.compile(r"\s*(?P<op>[<>]=?)\s*(?P<num>[+-]?[\d.]+)\s*\Z")
+
+
+def _reference_range(obx: Segment, unit: dict[str, Any]) -> list[Json]:
+    """OBX-7: ``low-high``, ``<x``/``<=x`` (high only), ``>x``/``>=x`` (low only), else text."""
+    text = unescape(obx.field(7), obx.delimiters).strip()
+    if not text:
+        return []
+    try:
+        m = _RANGE.match(text)
+        if m:
+            return [
+                fb.reference_range(
+                    low=_simple_quantity(Decimal(m["low"]), unit),
+                    high=_simple_quantity(Decimal(m["high"]), unit),
+                    text=text,
+                )
+            ]
+        m = _BOUND.match(text)
+        if m:
+            q = _simple_quantity(Decimal(m["num"]), unit)
+            if m["op"].startswith("<"):
+                return [fb.reference_range(high=q, text=text)]
+            return [fb.reference_range(low=q, text=text)]
+    except ArithmeticError:
+        pass
+    return [fb.reference_range(text=text)]
+
+
+def _interpretation(ctx: Context, obx: Segment) -> list[Json]:
+    out = []
+    for rep in range(len(obx.reps(8))):
+        code = unescape(obx.component(8, 1, rep), obx.delimiters).strip()
+        if not code:
+            continue
+        if code in _V3_INTERPRETATION_CODES:
+            out.append(fb.codeable_concept([fb.coding(V3_INTERPRETATION, code)]))
+        else:
+            ctx.unknown("unknown_code", f"HL70078|{code}")
+            out.append(fb.codeable_concept([fb.coding(V2_0078, code)]))
+    return out
+
+
+# --- devices -------------------------------------------------------------------------
+
+
+def _eui64(obx: Segment) -> tuple[str, str] | None:
+    """(system, value) of the equipment identifier in OBX-18: an EUI-64 when one is
+    marked or looks like one (written with hyphens, as the PoCD IG does), else the first
+    entity identifier with its namespace."""
+    d = obx.delimiters
+    candidates = []
+    for rep in range(len(obx.reps(18))):
+        c = [unescape(x, d).strip() for x in obx.components(18, rep)] + ["", "", "", ""]
+        if c[0]:
+            candidates.append(c)
+    for c in candidates:
+        marked = any("EUI-64" in x.upper() for x in c[1:4])
+        if marked or _EUI64.match(c[0]):
+            value = c[0].replace("-", "").replace(":", "")
+            if _EUI64.match(value):
+                value = "-".join(value[i : i + 2] for i in range(0, 16, 2)).upper()
+                return EUI64_SYSTEM, value
+            return EUI64_SYSTEM, c[0]
+    if candidates:
+        c = candidates[0]
+        return f"urn:caregraph:hl7v2:equipment:{c[1] or 'local'}", c[0]
+    return None
+
+
+class DeviceTree:
+    """The Devices of one PCD-01 message, built as rows arrive (hierarchy rows may come
+    before or not at all: missing levels are created without a type)."""
+
+    def __init__(self, ctx: Context, subject: Json | None, bed: Json | None) -> None:
+        self.ctx = ctx
+        self.subject = subject
+        self.bed = bed
+
+    def node(self, equipment: tuple[str, str], path: str, kind: Json | None) -> Json:
+        """The Device at ``path`` (``1``, ``1.2``, ``1.2.3``); parents made as needed."""
+        parts = path.split(".")
+        parent: Json | None = None
+        for depth in range(1, len(parts) + 1):
+            sub = ".".join(parts[:depth])
+            resource_id = deterministic_id("Device", *equipment, sub)
+            key = ("Device", resource_id)
+            if key in self.ctx.resources:
+                existing = self.ctx.resources[key]
+                if depth == len(parts) and kind and "type" not in existing:
+                    existing["type"] = kind
+                parent = fb.reference("Device", resource_id)
+                continue
+            is_mds = depth == 1
+            resource = fb.device(
+                resource_id,
+                identifiers=[fb.identifier(equipment[0], equipment[1])] if is_mds else [],
+                device_type=kind if depth == len(parts) else None,
+                parent=parent,
+                patient_=self.subject if is_mds else None,
+                location_=self.bed if is_mds else None,
+                source=self.ctx.source,
+            )
+            parent = self.ctx.add(resource)
+        assert parent is not None
+        return parent
+
+    def metric(
+        self, equipment: tuple[str, str], path: str, code: Json, unit: dict[str, Any]
+    ) -> Json:
+        """The DeviceMetric of a metric row (path with four levels, or fewer when a
+        sender flattens the tree: the metric then hangs under its deepest device)."""
+        parts = path.split(".")
+        device_path = ".".join(parts[:-1]) if len(parts) > 1 else parts[0]
+        channel = self.node(equipment, device_path, None)
+        mds = fb.reference("Device", deterministic_id("Device", *equipment, parts[0]))
+        ext = unit.get("extensions") or []
+        mdc_unit = ext[0]["valueCoding"] if ext else None
+        unit_concept = (
+            fb.codeable_concept([mdc_unit])
+            if mdc_unit
+            else (fb.codeable_concept([], unit.get("unit")) if unit.get("unit") else None)
+        )
+        code_key = code.get("coding", [{}])[0].get("code", "")
+        resource = fb.device_metric(
+            deterministic_id("DeviceMetric", *equipment, path, code_key),
+            metric_type=code,
+            unit=unit_concept or None,
+            source_device=mds,
+            parent=channel if device_path != parts[0] else None,
+            operational_status="on",
+            source=self.ctx.source,
+        )
+        return self.ctx.add(resource)
+
+
+# --- rows ----------------------------------------------------------------------------
+
+
+def results(
+    ctx: Context,
+    segments: list[Segment],
+    subject: Json | None,
+    encounter: Json | None,
+    bed: Json | None,
+) -> None:
+    """Map the OBR/OBX rows of one patient group."""
+    obr: Segment | None = None
+    tree = DeviceTree(ctx, subject, bed)
+    for seg in segments:
+        if seg.name == "OBR":
+            obr = seg
+        elif seg.name == "OBX":
+            _row(ctx, seg, obr, subject, encounter, tree)
+
+
+def _is_pcd_row(ctx: Context, obx: Segment, coded: list[Coded]) -> bool:
+    path = obx.field(4).strip()
+    return (
+        bool(path)
+        and bool(_PATH.match(path))
+        and (ctx.header.is_pcd01 or any(c.system_name.upper() == "MDC" for c in coded))
+    )
+
+
+def _row(
+    ctx: Context,
+    obx: Segment,
+    obr: Segment | None,
+    subject: Json | None,
+    encounter: Json | None,
+    tree: DeviceTree,
+) -> None:
+    code, coded = _observation_code(ctx, obx)
+    status_code = obx.component(11).strip().upper()
+    if status_code and status_code not in _STATUS:
+        raise Hl7MappingError(
+            f"result status {status_code!r} is not in table 0085",
+            obx.where(11),
+            TABLE_VALUE_NOT_FOUND,
+        )
+    has_value = any(r.strip() for r in obx.reps(5))
+    pcd = _is_pcd_row(ctx, obx, coded)
+    device_ref: Json | None = None
+    unit = _unit(ctx, obx)
+    if pcd:
+        path = obx.field(4).strip()
+        equipment = _eui64(obx) or (
+            "urn:caregraph:hl7v2:sender",
+            f"{ctx.facility}/{ctx.header.sending_application}",
+        )
+        depth = path.count(".") + 1
+        if depth < 4 and not has_value:
+            tree.node(equipment, path, code)  # MDS / VMD / channel description row
+            return
+        device_ref = tree.metric(equipment, path, code, unit)
+        if not has_value and status_code == "X":
+            return
+    if not has_value and not status_code:
+        raise Hl7MappingError(
+            "OBX has neither a value nor a status", obx.where(5), REQUIRED_FIELD_MISSING
+        )
+    value_key, value = _value(ctx, obx, unit)
+    effective = parse_ts(obx, 14, ctx.options)
+    if effective is None and obr is not None:
+        effective = parse_ts(obr, 7, ctx.options)
+    is_vital = pcd or any(c.system_name.upper() == "MDC" for c in coded)
+    observation = fb.observation(
+        ctx.message_scoped_id("Observation", "OBX", obx.occurrence),
+        status=_STATUS.get(status_code, "unknown"),
+        code=code,
+        value_key=value_key,
+        value=value,
+        categories=["vital-signs" if is_vital else "laboratory"],
+        subject=subject,
+        encounter_=encounter,
+        effective=effective,
+        issued=ctx.received_at,
+        interpretation=_interpretation(ctx, obx),
+        reference_ranges=_reference_range(obx, unit),
+        device=device_ref,
+        method=cwe_concept(obx, 17) or None,
+        data_absent_reason=None if value_key else "unknown",
+        source=ctx.source,
+    )
+    ctx.add(observation)
+
+
+def mdc_refid_code(reference_id: str) -> int | None:
+    """The numeric code of an MDC reference id, if the table knows it."""
+    return MDC_BY_REFID.get(reference_id)
+
+
+__all__ = ["EUI64_SYSTEM", "LOINC_SYSTEM", "MDC_UNIT_EXTENSION", "DeviceTree", "results"]

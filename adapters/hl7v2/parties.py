@@ -1,0 +1,257 @@
+"""Who and where: Organization (sending facility), Patient (PID), Practitioner (XCN),
+Location (PL, down to the bed) and Encounter (PV1).
+
+Entity resources get ids from their business identifiers (a patient's identifier within
+its authority, a bed within its ward), not from the message, so an A08 updates the Patient
+an A01 created; resources that exist only in one message use ``Context.message_scoped_id``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from adapters import fhir_build as fb
+from adapters.hl7v2.context import Context
+from adapters.hl7v2.datatypes import (
+    cx_identifiers,
+    hd_system,
+    parse_date,
+    parse_ts,
+    xad_addresses,
+    xcn_name,
+    xpn_names,
+    xtn_telecom,
+)
+from adapters.hl7v2.er7 import Segment, unescape
+from adapters.hl7v2.errors import REQUIRED_FIELD_MISSING, TABLE_VALUE_NOT_FOUND, Hl7MappingError
+from adapters.ids import deterministic_id
+
+Json = fb.Json
+
+
+def organization(ctx: Context) -> Json:
+    """The sending facility (MSH-4) as an Organization; reference returned."""
+    msh = ctx.message.msh
+    d = msh.delimiters
+    ns, uid, kind = ([unescape(p, d) for p in msh.components(4)] + ["", "", ""])[:3]
+    name = ns or ctx.header.sending_application or "unknown"
+    identifiers = []
+    if uid:
+        identifiers.append(fb.identifier(hd_system("", uid, kind, ctx.options), uid))
+    resource = fb.organization(
+        deterministic_id("Organization", ctx.facility),
+        name=name,
+        identifiers=identifiers,
+        source=ctx.source,
+    )
+    return ctx.add(resource)
+
+
+_GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "unknown"}
+
+
+def patient_identifiers(ctx: Context, pid: Segment) -> list[Json]:
+    return cx_identifiers(pid, 3, ctx.options, ctx.sender_system)
+
+
+def patient_id_for(identifiers: list[Json]) -> str | None:
+    """The Patient id for a set of identifiers: the medical record number if typed MR,
+    else the first; None when there is none."""
+    if not identifiers:
+        return None
+    chosen = next(
+        (i for i in identifiers if i.get("type", {}).get("coding", [{}])[0].get("code") == "MR"),
+        identifiers[0],
+    )
+    return deterministic_id("Patient", chosen.get("system", ""), chosen["value"])
+
+
+def patient(ctx: Context, pid: Segment, org: Json) -> Json | None:
+    """A Patient from PID; reference returned, None when PID names no identifier.
+
+    Raises:
+        Hl7MappingError: a date or code that cannot be read (location names the field).
+    """
+    identifiers = patient_identifiers(ctx, pid)
+    resource_id = patient_id_for(identifiers)
+    if resource_id is None:
+        return None
+    sex = pid.component(8).strip().upper()
+    gender = _GENDER.get(sex) if sex else None
+    if sex and gender is None:
+        raise Hl7MappingError(
+            f"administrative sex {sex!r} is not in table 0001", pid.where(8), TABLE_VALUE_NOT_FOUND
+        )
+    deceased: bool | str | None = None
+    death = parse_ts(pid, 29, ctx.options)
+    if death:
+        deceased = death
+    elif pid.field(30).strip().upper() in ("Y", "N"):
+        deceased = pid.field(30).strip().upper() == "Y"
+    resource = fb.patient(
+        resource_id,
+        identifiers=identifiers,
+        names=xpn_names(pid, 5),
+        gender=gender,
+        birth_date=parse_date(pid, 7, ctx.options),
+        addresses=xad_addresses(pid, 11),
+        telecom=xtn_telecom(pid, 13, "home") + xtn_telecom(pid, 14, "work"),
+        managing_organization=org,
+        deceased=deceased,
+        source=ctx.source,
+    )
+    return ctx.add(resource)
+
+
+def practitioner(ctx: Context, seg: Segment, n: int, rep: int = 0) -> Json | None:
+    """A Practitioner from an XCN field; reference returned, None when the field is empty."""
+    ident, ns, uid, name = xcn_name(seg, n, rep)
+    if not ident and not name:
+        return None
+    identifiers = []
+    if ident:
+        system = hd_system(ns, uid, "ISO" if uid else "", ctx.options) or ctx.sender_system
+        identifiers.append(fb.identifier(system, ident))
+        resource_id = deterministic_id("Practitioner", system, ident)
+    else:
+        resource_id = ctx.message_scoped_id("Practitioner", seg.name, seg.occurrence, n, rep)
+    resource = fb.practitioner(
+        resource_id, identifiers=identifiers, names=[name] if name else [], source=ctx.source
+    )
+    return ctx.add(resource)
+
+
+def location(ctx: Context, seg: Segment, n: int, org: Json) -> Json | None:
+    """Locations from a PL field (PV1-3): ward (PL.1), room (PL.2) and bed (PL.3), each
+    ``partOf`` the one above; the most specific reference is returned."""
+    d = seg.delimiters
+    comps = [unescape(c, d).strip() for c in seg.components(n)] + [""] * 9
+    ward, room, bed = comps[0], comps[1], comps[2]
+    facility = comps[3] or ctx.facility
+    parent: Json | None = None
+    path: list[str] = [facility]
+    for value, kind in ((ward, "wa"), (room, "ro"), (bed, "bd")):
+        if not value:
+            continue
+        path.append(f"{kind}:{value}")
+        resource = fb.location(
+            deterministic_id("Location", *path),
+            name=value if kind == "wa" else " ".join(p.split(":", 1)[1] for p in path[1:]),
+            physical_type=kind,
+            identifiers=[fb.identifier(_location_system(facility), "/".join(path[1:]))],
+            part_of=parent,
+            managing_organization=org,
+            source=ctx.source,
+        )
+        parent = ctx.add(resource)
+    return parent
+
+
+def _location_system(facility: str) -> str:
+    return "urn:caregraph:hl7v2:location:" + quote(facility, safe="")
+
+
+# PV1-2 (table 0004) -> v3 ActCode
+_CLASS = {
+    "I": "IMP",
+    "B": "IMP",
+    "O": "AMB",
+    "R": "AMB",
+    "C": "AMB",
+    "E": "EMER",
+    "P": "PRENC",
+}
+_CLASS_DISPLAY = {
+    "IMP": "inpatient encounter",
+    "AMB": "ambulatory",
+    "EMER": "emergency",
+    "PRENC": "pre-admission",
+}
+
+# Trigger event -> Encounter status (before looking at a discharge time).
+_STATUS = {
+    "A01": "in-progress",
+    "A02": "in-progress",
+    "A03": "finished",
+    "A04": "in-progress",
+    "A05": "planned",
+    "A08": "in-progress",
+    "A11": "cancelled",
+    "A13": "in-progress",
+}
+
+
+def encounter(
+    ctx: Context, pv1: Segment, subject: Json | None, org: Json
+) -> tuple[Json | None, Json | None]:
+    """The Encounter of a PV1 and its bed Location; (None, None) when PV1 says no visit
+    (class N, as A28/A31 send) or is empty.
+
+    Raises:
+        Hl7MappingError: a patient class not in table 0004, or an unreadable time.
+    """
+    patient_class = pv1.component(2).strip().upper()
+    if patient_class == "N" or (not patient_class and not pv1.field(19) and not pv1.field(3)):
+        return None, None
+    if patient_class and patient_class not in _CLASS and patient_class != "U":
+        raise Hl7MappingError(
+            f"patient class {patient_class!r} is not in table 0004",
+            pv1.where(2),
+            TABLE_VALUE_NOT_FOUND,
+        )
+    act = _CLASS.get(patient_class)
+    class_code = (
+        fb.coding(fb.ACT_CODE_SYSTEM, act, _CLASS_DISPLAY[act])
+        if act
+        else fb.coding("http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "UNK", "unknown")
+    )
+    visit_ids = cx_identifiers(pv1, 19, ctx.options, ctx.sender_system)
+    if visit_ids:
+        first = visit_ids[0]
+        resource_id = deterministic_id("Encounter", first.get("system", ""), first["value"])
+    elif subject is not None:
+        # No visit number: one encounter per patient, admission time and sender.
+        resource_id = deterministic_id(
+            "Encounter", ctx.facility, subject["reference"], pv1.component(44)
+        )
+    else:
+        raise Hl7MappingError(
+            "PV1 has neither a visit number (PV1-19) nor a patient",
+            pv1.where(19),
+            REQUIRED_FIELD_MISSING,
+        )
+    start = parse_ts(pv1, 44, ctx.options)
+    end = parse_ts(pv1, 45, ctx.options)
+    status = _STATUS.get(ctx.header.trigger_event, "in-progress")
+    if ctx.header.message_type == "ORU":
+        status = "in-progress"
+    if end and status == "in-progress" and ctx.header.trigger_event not in ("A13",):
+        status = "finished"
+    if ctx.header.trigger_event == "A13":
+        end = None
+    bed = location(ctx, pv1, 3, org)
+    participants: list[tuple[str, Json]] = []
+    for n, code in ((7, "ATND"), (17, "ADM"), (8, "REF")):
+        for rep in range(len(pv1.reps(n))):
+            who = practitioner(ctx, pv1, n, rep)
+            if who is not None:
+                participants.append((code, who))
+    locations: list[tuple[Json, str | None]] = []
+    if bed is not None:
+        locations.append((bed, "completed" if status == "finished" else "active"))
+    prior = location(ctx, pv1, 6, org) if ctx.header.trigger_event == "A02" else None
+    if prior is not None and prior != bed:
+        locations.append((prior, "completed"))
+    resource = fb.encounter(
+        resource_id,
+        status=status,
+        class_code=class_code,
+        identifiers=visit_ids,
+        subject=subject,
+        period_=fb.period(start, end) or None,
+        locations=locations,
+        participants=participants,
+        service_provider=org,
+        source=ctx.source,
+    )
+    return ctx.add(resource), bed

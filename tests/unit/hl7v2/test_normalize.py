@@ -1,0 +1,314 @@
+"""HL7 v2 -> FHIR: ADT, lab and PCD-01 results, merges, errors with locations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from adapters.codes.mdc import MDC_SYSTEM
+from adapters.hl7v2 import (
+    Hl7MappingError,
+    Hl7ParseError,
+    Normalized,
+    Options,
+    UnsupportedMessage,
+    normalize,
+)
+from adapters.hl7v2.oru import EUI64_SYSTEM, MDC_UNIT_EXTENSION
+from tests.unit.hl7v2 import corpus
+from tests.unit.hl7v2.fhir_valid import assert_valid
+
+RECEIVED = datetime(2024, 3, 5, 7, 30, 5, tzinfo=UTC)
+
+
+def run(raw: bytes, **kwargs: Any) -> Normalized:
+    return normalize(raw, received_at=RECEIVED, **kwargs)
+
+
+def of_type(result: Normalized, resource_type: str) -> list[dict[str, Any]]:
+    return [r for r in result.resources if r["resourceType"] == resource_type]
+
+
+def one(result: Normalized, resource_type: str) -> dict[str, Any]:
+    found = of_type(result, resource_type)
+    assert len(found) == 1, [r["resourceType"] for r in result.resources]
+    return found[0]
+
+
+@pytest.mark.parametrize("raw", corpus.CORPUS, ids=lambda r: r.split(b"|")[9].decode())
+def test_every_resource_validates_against_fhir_r4b(raw: bytes) -> None:
+    result = run(raw)
+    assert result.resources
+    for resource in result.resources:
+        assert_valid(resource)
+    for merge in result.merges:
+        assert_valid(merge.as_parameters())
+
+
+def test_ids_are_deterministic_and_unique() -> None:
+    first, again = run(corpus.ORU_LAB), run(corpus.ORU_LAB)
+    assert [r["id"] for r in first.resources] == [r["id"] for r in again.resources]
+    keys = [(r["resourceType"], r["id"]) for r in first.resources]
+    assert len(keys) == len(set(keys))
+    other = run(corpus.ORU_LAB.replace(b"LAB0001", b"LAB0002"))
+    assert {o["id"] for o in of_type(first, "Observation")}.isdisjoint(
+        o["id"] for o in of_type(other, "Observation")
+    )
+    # the patient is the same entity in both messages
+    assert one(first, "Patient")["id"] == one(other, "Patient")["id"]
+
+
+def test_adt_a01_patient_encounter_bed_and_staff() -> None:
+    result = run(corpus.ADT_A01)
+    patient = one(result, "Patient")
+    mrn = patient["identifier"][0]
+    assert mrn["system"] == "urn:oid:1.2.840.99999.1.2" and mrn["value"] == "MRN12345"
+    assert mrn["type"]["coding"][0]["code"] == "MR"
+    assert patient["identifier"][1]["system"] == "urn:caregraph:hl7v2:authority:SSA"
+    assert patient["name"][0] == {
+        "use": "official",
+        "family": "Smith",
+        "given": ["Anna", "Maria"],
+        "prefix": ["Dr"],
+        "suffix": ["Jr"],
+    }
+    assert patient["birthDate"] == "1980-02-14" and patient["gender"] == "female"
+    assert patient["address"][0]["city"] == "Springfield"
+    assert patient["address"][0]["use"] == "home"
+    telecom = {(t["system"], t["value"], t.get("use")) for t in patient["telecom"]}
+    assert ("phone", "(217)555-0101", "home") in telecom
+    assert ("email", "anna@example.org", "home") in telecom
+    assert ("phone", "(217)555-0199", "work") in telecom
+
+    encounter = one(result, "Encounter")
+    assert encounter["status"] == "in-progress"
+    assert encounter["class"]["code"] == "IMP"
+    assert encounter["identifier"][0]["value"] == "V0001"
+    assert encounter["period"] == {"start": "2024-03-05T08:00:00+01:00"}
+    assert encounter["subject"] == {"reference": f"Patient/{patient['id']}"}
+    roles = {p["type"][0]["coding"][0]["code"] for p in encounter["participant"]}
+    assert roles == {"ATND", "ADM", "REF"}
+
+    locations = {
+        loc["physicalType"]["coding"][0]["code"]: loc for loc in of_type(result, "Location")
+    }
+    assert set(locations) == {"wa", "ro", "bd"}
+    bed, room, ward = locations["bd"], locations["ro"], locations["wa"]
+    assert bed["partOf"] == {"reference": f"Location/{room['id']}"}
+    assert room["partOf"] == {"reference": f"Location/{ward['id']}"}
+    assert encounter["location"][0]["location"] == {"reference": f"Location/{bed['id']}"}
+
+    house = next(p for p in of_type(result, "Practitioner") if p["name"][0]["family"] == "House")
+    assert house["identifier"][0] == {"system": "urn:oid:1.2.840.99999.1.3", "value": "1234"}
+    org = one(result, "Organization")
+    assert org["name"] == "NORTH"
+    assert patient["managingOrganization"] == {"reference": f"Organization/{org['id']}"}
+
+
+@pytest.mark.parametrize(
+    ("event", "status"),
+    [
+        ("A01", "in-progress"),
+        ("A02", "in-progress"),
+        ("A03", "finished"),
+        ("A04", "in-progress"),
+        ("A05", "planned"),
+        ("A08", "in-progress"),
+        ("A11", "cancelled"),
+        ("A13", "in-progress"),
+    ],
+)
+def test_adt_events_set_encounter_status(event: str, status: str) -> None:
+    result = run(corpus.ADT_ALL[event])
+    assert one(result, "Encounter")["status"] == status
+
+
+def test_a02_keeps_the_prior_bed_as_completed() -> None:
+    encounter = one(run(corpus.ADT_A02), "Encounter")
+    assert [loc["status"] for loc in encounter["location"]] == ["active", "completed"]
+
+
+@pytest.mark.parametrize("event", ["A28", "A31"])
+def test_person_updates_create_no_encounter(event: str) -> None:
+    result = run(corpus.ADT_ALL[event])
+    assert of_type(result, "Encounter") == []
+    assert one(result, "Patient")["identifier"][0]["value"] == "MRN12345"
+
+
+def test_a40_is_a_merge_instruction_not_an_overwrite() -> None:
+    result = run(corpus.ADT_A40)
+    assert len(result.merges) == 1
+    merge = result.merges[0]
+    patients = of_type(result, "Patient")
+    assert [p["id"] for p in patients] == [merge.surviving["reference"].split("/")[1]]
+    assert merge.merged_identifiers[0]["value"] == "MRN99999"
+    assert merge.merged != merge.surviving
+    params = {p["name"]: p for p in merge.as_parameters()["parameter"]}
+    assert params["source-patient"]["valueReference"] == merge.merged
+
+
+def test_lab_results() -> None:
+    result = run(corpus.ORU_LAB)
+    obs = {o["code"]["coding"][0]["code"]: o for o in of_type(result, "Observation")}
+    glucose = obs["2345-7"]
+    assert glucose["code"]["coding"][0] == {
+        "system": "http://loinc.org",
+        "code": "2345-7",
+        "display": "Glucose [Mass/volume] in Serum or Plasma",
+    }
+    assert glucose["valueQuantity"] == {
+        "value": 105,
+        "unit": "mg/dL",
+        "system": "http://unitsofmeasure.org",
+        "code": "mg/dL",
+    }
+    assert glucose["referenceRange"][0]["low"]["value"] == 70
+    assert glucose["referenceRange"][0]["high"]["value"] == 99
+    assert glucose["interpretation"][0]["coding"][0]["code"] == "H"
+    assert glucose["effectiveDateTime"] == "2024-03-05T07:15:00+01:00"  # OBX-14
+    assert obs["2951-2"]["effectiveDateTime"] == "2024-03-05T07:00:00+01:00"  # OBR-7
+    assert glucose["issued"] == "2024-03-05T07:30:05+00:00"  # receipt
+    assert glucose["category"][0]["coding"][0]["code"] == "laboratory"
+    assert obs["2160-0"]["valueQuantity"]["comparator"] == "<"
+    assert obs["8251-1"]["valueString"] == "Sample slightly haemolysed & re-run"
+    assert obs["5778-6"]["valueCodeableConcept"]["coding"][0]["code"] == "YEL"
+    assert obs["5130-0"]["valueRatio"]["denominator"]["value"] == 128
+    assert obs["5130-0"]["status"] == "preliminary"
+    assert obs["18769-0"]["valueDateTime"] == "2024-03-05T06:55:00+00:00"
+    local = obs["99999-9"]
+    assert local["status"] == "corrected"
+    assert local["code"]["coding"][0]["system"] == "urn:caregraph:hl7v2:coding-system:99LOC"
+    assert local["valueQuantity"] == {"value": 7.5, "unit": "zz/hh"}
+    # LOINC codes outside caregraph's table are counted too (and pass through unchanged)
+    assert sorted(result.unknown_codes) == ["99LOC|99999-9", "LN|18769-0", "LN|5130-0", "|zz/hh"]
+    assert result.counters == {"unknown_code": 3, "unknown_unit": 1}
+
+
+def test_default_timezone_applies_to_times_without_offset() -> None:
+    from zoneinfo import ZoneInfo
+
+    result = run(corpus.ORU_LAB, options=Options(default_tz=ZoneInfo("Europe/Paris")))
+    obs = {o["code"]["coding"][0]["code"]: o for o in of_type(result, "Observation")}
+    assert obs["18769-0"]["valueDateTime"] == "2024-03-05T06:55:00+01:00"
+
+
+def test_authority_systems_option() -> None:
+    options = Options(authority_systems={"SSA": "http://hl7.org/fhir/sid/us-ssn"})
+    patient = one(run(corpus.ADT_A01, options=options), "Patient")
+    assert patient["identifier"][1]["system"] == "http://hl7.org/fhir/sid/us-ssn"
+
+
+def test_pcd01_devices_metrics_and_observations() -> None:
+    result = run(corpus.pcd01("PCD9", 10))
+    devices = of_type(result, "Device")
+    assert len(devices) == 3  # MDS, VMD, channel
+    mds = next(d for d in devices if "parent" not in d)
+    assert mds["identifier"] == [{"system": EUI64_SYSTEM, "value": "01-23-45-67-89-AB-CD-EF"}]
+    assert mds["type"]["coding"][0]["code"] == "69965"
+    vmd = next(d for d in devices if d.get("parent") == {"reference": f"Device/{mds['id']}"})
+    chan = next(d for d in devices if d.get("parent") == {"reference": f"Device/{vmd['id']}"})
+    assert chan["type"]["coding"][0]["code"] == "69643"
+    assert mds["patient"]["reference"].startswith("Patient/")
+    assert mds["location"]["reference"].startswith("Location/")
+
+    metrics = of_type(result, "DeviceMetric")
+    observations = of_type(result, "Observation")
+    assert len(metrics) == 10 and len(observations) == 10
+    spo2 = next(o for o in observations if o["code"]["coding"][0]["code"] == "150456")
+    assert spo2["code"]["coding"][0]["system"] == MDC_SYSTEM
+    assert spo2["valueQuantity"]["code"] == "%"
+    assert spo2["valueQuantity"]["system"] == "http://unitsofmeasure.org"
+    assert spo2["valueQuantity"]["extension"] == [
+        {
+            "url": MDC_UNIT_EXTENSION,
+            "valueCoding": {"system": MDC_SYSTEM, "code": "262688", "display": "MDC_DIM_PERCENT"},
+        }
+    ]
+    assert spo2["effectiveDateTime"] == "2024-03-05T08:30:00.123+01:00"  # device time
+    assert spo2["issued"] == "2024-03-05T07:30:05+00:00"  # receipt time
+    assert spo2["category"][0]["coding"][0]["code"] == "vital-signs"
+    metric = next(m for m in metrics if spo2["device"] == {"reference": f"DeviceMetric/{m['id']}"})
+    assert metric["source"] == {"reference": f"Device/{mds['id']}"}
+    assert metric["parent"] == {"reference": f"Device/{chan['id']}"}
+    temp = next(o for o in observations if o["code"]["coding"][0]["code"] == "150364")
+    assert temp["valueQuantity"]["code"] == "Cel" and temp["valueQuantity"]["value"] == 36.8
+    assert result.counters == {}
+
+
+def test_pcd01_unknown_codes_pass_through_and_are_counted() -> None:
+    raw = (
+        corpus.pcd01("PCD10", 1)
+        .replace(b"150456^MDC_PULS_OXIM_SAT_O2^MDC", b"199999^MDC_VENDOR_THING^MDC")
+        .replace(b"262688^MDC_DIM_PERCENT", b"262999^MDC_DIM_ODD")
+    )
+    result = run(raw)
+    observation = one(result, "Observation")
+    assert observation["code"]["coding"][0] == {
+        "system": MDC_SYSTEM,
+        "code": "199999",
+        "display": "MDC_VENDOR_THING",
+    }
+    assert observation["valueQuantity"]["unit"] == "MDC_DIM_ODD"
+    assert result.counters == {"unknown_code": 1, "unknown_unit": 1}
+
+
+def test_provenance_points_at_the_source_message() -> None:
+    result = run(corpus.ORU_PCD)
+    provenance = one(result, "Provenance")
+    assert provenance["recorded"] == "2024-03-05T07:30:05+00:00"
+    assert provenance["occurredDateTime"] == "2024-03-05T08:30:00+01:00"
+    entity = provenance["entity"][0]["what"]["identifier"]
+    assert entity == {"system": "urn:caregraph:hl7v2:message", "value": "ICU-NORTH|PCD0001"}
+    others = {f"{r['resourceType']}/{r['id']}" for r in result.resources} - {
+        f"Provenance/{provenance['id']}"
+    }
+    assert {t["reference"] for t in provenance["target"]} == others
+
+
+def test_patient_key_is_the_authority_and_mrn() -> None:
+    assert run(corpus.ADT_A01).patient_key == "NORTH&1.2.840.99999.1.2&ISO|MRN12345"
+    assert run(corpus.ORU_PCD).patient_key == run(corpus.ADT_A01).patient_key
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "location", "code"),
+    [
+        (corpus.adt("A01", "E1", version="2.2"), UnsupportedMessage, "MSH[1]-12", "203"),
+        (
+            corpus.ADT_A01.replace(b"ADT^A01^ADT_A01", b"ADT^A99"),
+            UnsupportedMessage,
+            "MSH[1]-9.2",
+            "201",
+        ),
+        (
+            corpus.ADT_A01.replace(b"ADT^A01^ADT_A01", b"SIU^S12"),
+            UnsupportedMessage,
+            "MSH[1]-9.1",
+            "200",
+        ),
+        (corpus.ORU_LAB.replace(b"|105|", b"|1O5|"), Hl7MappingError, "OBX[1]-5", "102"),
+        (corpus.ORU_LAB.replace(b"NM|2951-2", b"ED|2951-2"), Hl7MappingError, "OBX[2]-2", "102"),
+        (corpus.ORU_LAB.replace(b"H|||F|||", b"H|||Q|||"), Hl7MappingError, "OBX[1]-11", "103"),
+        (corpus.ADT_A01.replace(b"19800214|F", b"19801314|F"), Hl7MappingError, "PID[1]-7", "102"),
+        (corpus.ADT_A01.replace(b"19800214|F", b"19800214|Q"), Hl7MappingError, "PID[1]-8", "103"),
+        (corpus.ADT_A01.replace(b"PV1|1|I|", b"PV1|1|Z|"), Hl7MappingError, "PV1[1]-2", "103"),
+        (corpus.ADT_A01.replace(b"ADT0001", b""), Hl7MappingError, "MSH[1]-10", "101"),
+        (corpus.ADT_A01.replace(b"\rPV1", b"\rpv1"), Hl7ParseError, "pv1[4]", "100"),
+        (b"\x00\x01garbage", Hl7ParseError, "MSH[1]", "100"),
+    ],
+)
+def test_errors_name_segment_field_and_code(
+    raw: bytes, error: type[Exception], location: str, code: str
+) -> None:
+    with pytest.raises(error) as info:
+        run(raw)
+    assert isinstance(info.value, Hl7MappingError)
+    assert info.value.location == location
+    assert info.value.code == code
+
+
+def test_received_at_must_be_aware() -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        normalize(corpus.ADT_A01, received_at=datetime(2024, 1, 1))

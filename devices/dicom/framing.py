@@ -1,0 +1,142 @@
+"""Is a received data set complete? A pure walk over its element framing (PS3.5 7.1).
+
+pydicom reads a data set whose last value is cut short without complaint (it returns the
+bytes there are), so a truncated file such as pydicom's ``MR_truncated.dcm`` would be
+stored and acknowledged as if whole. This walk checks only lengths: every element's value
+fits in the buffer, every undefined-length sequence or encapsulated pixel data ends with
+its delimiter, nesting stays within a sane depth. It never builds values, so it costs a
+small fraction of a parse, and it raises instead of guessing.
+
+Deflated transfer syntaxes are inflated first (bounded) and the zlib stream must end.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from caregraph.errors import MappingError
+
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+DEFLATED = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"})
+
+# Explicit VRs with a reserved 2 bytes and a 4-byte length (PS3.5 Table 7.1-1).
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+MAX_DEPTH = 32
+
+
+class IncompleteDataset(MappingError):
+    """The data set's framing says more bytes should follow than were received."""
+
+
+def check_complete(data: bytes, transfer_syntax: str, *, max_inflated: int = 1 << 30) -> None:
+    """Raise ``IncompleteDataset`` unless ``data`` (a data set, no file meta) is whole.
+
+    A deflated data set is inflated (refused beyond ``max_inflated`` bytes: a few KB of
+    zlib can claim gigabytes) and its content walked as explicit VR little endian.
+    """
+    if transfer_syntax in DEFLATED:
+        data = _inflate(data, max_inflated)
+        transfer_syntax = "1.2.840.10008.1.2.1"
+    explicit = transfer_syntax != IMPLICIT_VR_LITTLE_ENDIAN
+    little = transfer_syntax != EXPLICIT_VR_BIG_ENDIAN
+    if explicit and len(data) >= 6 and not _looks_like_vr(data[4:6]):
+        # Some writers encode implicit VR under an explicit transfer syntax; pydicom reads
+        # such data sets (it checks the first element the same way), so they are walked
+        # as what they are rather than refused as broken.
+        explicit = False
+    _Walker(data, explicit, little).elements(0, len(data), 0, stop_at=None)
+
+
+def _looks_like_vr(two: bytes) -> bool:
+    return all(0x41 <= b <= 0x5A for b in two)
+
+
+def _inflate(data: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    try:
+        out += inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise IncompleteDataset(f"deflated data set is corrupt: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise IncompleteDataset(f"deflated data set inflates beyond {limit} bytes")
+    if not inflater.eof:
+        raise IncompleteDataset("deflated data set ends before its zlib stream does")
+    return bytes(out)
+
+
+class _Walker:
+    def __init__(self, data: bytes, explicit: bool, little: bool) -> None:
+        self.data = data
+        self.explicit = explicit
+        self.u16 = struct.Struct("<H" if little else ">H")
+        self.u32 = struct.Struct("<I" if little else ">I")
+        self.tag = struct.Struct("<HH" if little else ">HH")
+
+    def _need(self, pos: int, size: int, end: int, what: str) -> None:
+        if pos + size > end:
+            raise IncompleteDataset(f"{what} at byte {pos} needs {size} bytes, {end - pos} left")
+
+    def _read_tag(self, pos: int) -> int:
+        group, elem = self.tag.unpack_from(self.data, pos)
+        return int(group) << 16 | int(elem)
+
+    def elements(self, pos: int, end: int, depth: int, stop_at: int | None) -> int:
+        """Walk elements from ``pos``; return the position after ``stop_at`` (a delimiter
+        tag) or ``end``."""
+        if depth > MAX_DEPTH:
+            raise IncompleteDataset(f"sequences nested deeper than {MAX_DEPTH}")
+        while pos < end:
+            self._need(pos, 8, end, "element header")
+            tag = self._read_tag(pos)
+            if stop_at is not None and tag == stop_at:
+                return pos + 8
+            if tag >> 16 == 0xFFFE:
+                raise IncompleteDataset(
+                    f"unexpected delimiter ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+                )
+            explicit = self.explicit
+            vr = self.data[pos + 4 : pos + 6]
+            if explicit and vr in _LONG_VRS:
+                self._need(pos, 12, end, "element header")
+                length = int(self.u32.unpack_from(self.data, pos + 8)[0])
+                pos += 12
+            elif explicit:
+                length = int(self.u16.unpack_from(self.data, pos + 6)[0])
+                pos += 8
+            else:
+                length = int(self.u32.unpack_from(self.data, pos + 4)[0])
+                pos += 8
+            if length == _UNDEFINED:
+                # An undefined-length UN holds implicit VR little endian (PS3.5 6.2.2).
+                nested = self if not (explicit and vr == b"UN") else _Walker(self.data, False, True)
+                pos = nested.items(pos, end, depth + 1)
+            else:
+                self._need(pos, length, end, f"value of ({tag >> 16:04X},{tag & 0xFFFF:04X})")
+                pos += length
+        if stop_at is not None:
+            raise IncompleteDataset("data ends before the item or sequence delimiter")
+        return pos
+
+    def items(self, pos: int, end: int, depth: int) -> int:
+        """Walk the items of an undefined-length sequence (or pixel data fragments)."""
+        while True:
+            self._need(pos, 8, end, "item header")
+            tag = self._read_tag(pos)
+            length = int(self.u32.unpack_from(self.data, pos + 4)[0])
+            pos += 8
+            if tag == _SEQ_END:
+                return pos
+            if tag != _ITEM:
+                raise IncompleteDataset(f"expected an item, found tag {tag:08X}")
+            if length == _UNDEFINED:
+                pos = self.elements(pos, end, depth + 1, stop_at=_ITEM_END)
+            else:
+                self._need(pos, length, end, "item value")
+                pos += length

@@ -1,0 +1,106 @@
+"""Content-addressed, durable file storage for received instances.
+
+A file's name is the SHA-256 of its bytes (``objects/ab/cd/abcd...``); nothing from the
+data set ever becomes part of a path, so ``../`` in a UID or PatientID cannot escape the
+data dir, and the same file sent twice is stored once.
+
+Durability: bytes go to a fresh temporary file in ``tmp/`` (same file system), which is
+fsynced and then hard-linked into place, and the directory is fsynced: after ``put``
+returns the file survives a crash, and a crash before that leaves at most a stray file in
+``tmp/`` (swept by the next start), never a half-written object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from devices.dicom.status import GatewayError
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class StorageFailed(GatewayError):
+    """The instance could not be made durable (disk full, permissions, I/O error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """Where an instance's bytes are, and whether they were there already."""
+
+    sha256: str
+    size: int
+    path: Path
+    existed: bool
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ObjectStore:
+    """Files by content hash under ``root``; safe to use from many threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._objects = root / "objects"
+        self._tmp = root / "tmp"
+        try:
+            self._objects.mkdir(parents=True, exist_ok=True)
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            for stray in self._tmp.iterdir():  # left by a crash mid-write
+                stray.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageFailed(f"cannot prepare {root}: {exc}") from exc
+
+    def path_for(self, sha256: str) -> Path:
+        """The path of an object; ``ValueError`` unless ``sha256`` is 64 lowercase hex."""
+        if not _HEX64.fullmatch(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
+        return self._objects / sha256[:2] / sha256[2:4] / sha256
+
+    def put(self, data: bytes, *, sha256: str | None = None) -> StoredObject:
+        """Store ``data`` durably; raises ``StorageFailed`` (and leaves nothing behind).
+
+        ``sha256`` saves hashing twice when the caller already has the digest of ``data``.
+        """
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        final = self.path_for(sha256)
+        if final.exists():
+            return StoredObject(sha256, len(data), final, existed=True)
+        tmp_name: str | None = None
+        try:
+            if not final.parent.is_dir():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                # New fan-out directories must be durable entries of their parents too.
+                _fsync_dir(final.parent.parent)
+                _fsync_dir(self._objects)
+            fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="in-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp_name, final)
+                existed = False
+            except FileExistsError:  # another association stored the same bytes
+                existed = True
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise StorageFailed(f"cannot store object {sha256[:12]}: {exc}") from exc
+        finally:
+            if tmp_name is not None:
+                Path(tmp_name).unlink(missing_ok=True)
+        return StoredObject(sha256, len(data), final, existed=existed)
+
+    def read(self, sha256: str) -> bytes:
+        """The bytes of a stored object; ``FileNotFoundError`` if there is none."""
+        return self.path_for(sha256).read_bytes()

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import struct
+import zlib
+from io import BytesIO
+
+import pydicom
+import pytest
+from pydicom.filereader import _read_file_meta_info, read_preamble
+
+from devices.dicom.framing import IncompleteDataset, check_complete
+from tests.unit.dicom.helpers import BUNDLED, bundled_path
+
+
+def dataset_bytes(name: str) -> tuple[bytes, str]:
+    """The data set part of a bundled file (file meta stripped) and its transfer syntax."""
+    with open(bundled_path(name), "rb") as fh:
+        raw = fh.read()
+    fp = BytesIO(raw)
+    read_preamble(fp, False)
+    meta = _read_file_meta_info(fp)
+    return raw[fp.tell() :], str(meta.TransferSyntaxUID)
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_whole_bundled_files_pass(name: str) -> None:
+    data, ts = dataset_bytes(name)
+    check_complete(data, ts)
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [("MR_truncated.dcm", "(7FE0,0010)"), ("rtplan_truncated.dcm", "(300A,00B0)")],
+)
+def test_pydicoms_truncated_files_are_caught(name: str, where: str) -> None:
+    data, ts = dataset_bytes(name)
+    # pydicom itself reads this file without complaint: that is why the check exists.
+    assert pydicom.dcmread(BytesIO(data), force=True) is not None
+    with pytest.raises(IncompleteDataset, match=rf"{where[1:5]},{where[6:10]}"):
+        check_complete(data, ts)
+
+
+@pytest.mark.parametrize("cut", [1, 7, 100])
+def test_any_cut_of_a_whole_file_is_caught(cut: int) -> None:
+    data, ts = dataset_bytes("CT_small.dcm")
+    with pytest.raises(IncompleteDataset):
+        check_complete(data[:-cut], ts)
+
+
+def test_encapsulated_pixel_data_needs_its_sequence_delimiter() -> None:
+    data, ts = dataset_bytes("JPEG2000.dcm")
+    assert data.endswith(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    with pytest.raises(IncompleteDataset):
+        check_complete(data[:-8], ts)
+
+
+def test_deflated_stream_must_end_and_is_bounded() -> None:
+    data, ts = dataset_bytes("image_dfl.dcm")
+    with pytest.raises(IncompleteDataset, match="ends before"):
+        check_complete(data[: len(data) // 2], ts)
+    with pytest.raises(IncompleteDataset, match="beyond"):
+        check_complete(data, ts, max_inflated=1000)
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    payload = bomb.compress(b"\0" * (8 << 20)) + bomb.flush()
+    assert len(payload) < 20_000
+    with pytest.raises(IncompleteDataset, match="beyond"):
+        check_complete(payload, ts, max_inflated=1 << 20)
+
+
+def test_nesting_depth_is_bounded() -> None:
+    # (0008,1115) SQ undefined length, one undefined-length item, repeated 40 deep.
+    opener = struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
+    opener += struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    with pytest.raises(IncompleteDataset, match="deeper"):
+        check_complete(opener * 40, "1.2.840.10008.1.2.1")
+
+
+def test_stray_delimiter_is_refused() -> None:
+    with pytest.raises(IncompleteDataset, match="unexpected delimiter"):
+        check_complete(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0), "1.2.840.10008.1.2")

@@ -93,6 +93,7 @@ class KafkaBus(Bus):
             "max_request_size": max_message_bytes,
             "max_block_ms": request_timeout_ms,
             "request_timeout_ms": request_timeout_ms,
+            "bootstrap_timeout_ms": request_timeout_ms,
             **(producer_config or {}),
         }
         self._consumer_config: dict[str, Any] = {
@@ -103,6 +104,7 @@ class KafkaBus(Bus):
             "max_poll_interval_ms": max_poll_interval_ms,
             "session_timeout_ms": session_timeout_ms,
             "heartbeat_interval_ms": heartbeat_interval_ms,
+            "bootstrap_timeout_ms": request_timeout_ms,
             "fetch_max_bytes": max(52428800, max_message_bytes),
             "max_partition_fetch_bytes": max(1048576, max_message_bytes),
             **(consumer_config or {}),
@@ -139,6 +141,7 @@ class KafkaBus(Bus):
         if not wanted:
             raise ValueError("subscribe needs at least one topic")
         self._check_open()
+        self._reachable()
         try:
             consumer = KafkaConsumer(*wanted, group_id=group, **self._consumer_config)
         except KafkaError as exc:
@@ -171,7 +174,6 @@ class KafkaBus(Bus):
 
     def ping(self) -> None:
         self._check_open()
-        self._reachable()
         self._admin(bootstrap_timeout_ms=3000).close()
 
     def close(self) -> None:
@@ -194,6 +196,7 @@ class KafkaBus(Bus):
         with self._lock:
             self._check_open()
             if self._producer is None:
+                self._reachable()
                 try:
                     self._producer = KafkaProducer(**self._producer_config)
                 except KafkaError as exc:
@@ -201,6 +204,7 @@ class KafkaBus(Bus):
             return self._producer
 
     def _admin(self, bootstrap_timeout_ms: int | None = None) -> KafkaAdminClient:
+        self._reachable()
         try:
             return KafkaAdminClient(
                 bootstrap_servers=self.bootstrap,
@@ -217,8 +221,12 @@ class KafkaBus(Bus):
         )
 
     def _reachable(self) -> None:
-        """A TCP connect to each bootstrap address: the clearest reason in the least time
-        (kafka-python would retry quietly until its bootstrap timeout)."""
+        """A TCP connect to the bootstrap addresses before any kafka-python client is built.
+
+        It gives the clearest reason in the least time (kafka-python retries, logging each
+        attempt, until its bootstrap timeout), and it avoids a leak: a kafka-python 3.0
+        client whose constructor fails to bootstrap leaves its sockets and I/O thread open.
+        """
         reasons = []
         for address in self.bootstrap.split(","):
             host, _, port = address.strip().rpartition(":")

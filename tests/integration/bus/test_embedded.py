@@ -1,0 +1,139 @@
+"""What only the embedded bus does: files, reopening, groups of processes, expiry, pruning."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bus.base import Message, Record
+from bus.embedded import DB_NAME, EmbeddedBus
+from bus.errors import CommitFailed
+from caregraph.errors import BusUnavailable
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def drain(bus: EmbeddedBus, group: str, topic: str) -> list[Message]:
+    got: list[Message] = []
+    with bus.subscribe(group, [topic]) as consumer:
+        while batch := consumer.poll(timeout_s=0.2):
+            got.extend(batch)
+    return got
+
+
+def test_unusable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(BusUnavailable) as caught:
+        EmbeddedBus(blocker / "bus")
+    assert "\n" not in str(caught.value) and "CAREGRAPH_DATA_DIR" in str(caught.value)
+
+
+def test_messages_and_commits_survive_reopening(tmp_path: Path) -> None:
+    with EmbeddedBus(tmp_path) as bus:
+        bus.publish_many([Record("t", b"%d" % i, key=b"k") for i in range(5)])
+        with bus.subscribe("g", ["t"]) as consumer:
+            consumer.commit(consumer.poll(timeout_s=1.0, max_records=2))
+    with EmbeddedBus(tmp_path) as bus:
+        assert [m.value for m in drain(bus, "g", "t")] == [b"2", b"3", b"4"]
+        assert len(drain(bus, "other", "t")) == 5
+
+
+def test_a_topic_keeps_the_partition_count_it_was_created_with(tmp_path: Path) -> None:
+    with EmbeddedBus(tmp_path, partitions=2) as bus:
+        bus.ensure_topics(["t"])
+    with EmbeddedBus(tmp_path, partitions=5) as bus:
+        bus.publish_many([Record("t", b"x", key=b"%d" % i) for i in range(50)])
+        assert {m.partition for m in drain(bus, "g", "t")} == {0, 1}
+
+
+def test_a_silent_member_loses_its_partitions_after_the_session_timeout(tmp_path: Path) -> None:
+    with EmbeddedBus(tmp_path, partitions=4, session_timeout_s=0.6) as bus:
+        bus.publish_many([Record("t", b"x", key=b"%d" % i) for i in range(40)])
+        silent = bus.subscribe("g", ["t"])
+        taken = silent.poll(timeout_s=1.0)
+        assert len(silent.assignment()) == 4
+        other = bus.subscribe("g", ["t"])
+        other.poll(timeout_s=0.01)
+        assert len(other.assignment()) == 2
+        deadline = time.monotonic() + 5
+        while len(other.assignment()) < 4:
+            assert time.monotonic() < deadline, "the silent member was never expired"
+            other.poll(timeout_s=0.1)
+        with pytest.raises(CommitFailed):
+            silent.commit(taken)
+        other.close()
+        silent.close()
+
+
+def test_prune_drops_only_what_every_group_committed(tmp_path: Path) -> None:
+    with EmbeddedBus(tmp_path, partitions=1) as bus:
+        bus.publish_many([Record("t", b"%d" % i) for i in range(10)])
+        with bus.subscribe("g", ["t"]) as consumer:
+            consumer.commit(consumer.poll(timeout_s=1.0, max_records=6))
+        assert bus.prune(keep_s=3600) == 0  # all too young
+        assert bus.prune(keep_s=0) == 6
+        assert [m.offset for m in drain(bus, "new", "t")] == [6, 7, 8, 9]
+        bus.publish("t", b"10")
+        assert [m.offset for m in drain(bus, "g", "t")][-1] == 10
+
+
+def test_processes_in_one_group_share_the_partitions(tmp_path: Path) -> None:
+    data_dir = tmp_path / "bus"
+    with EmbeddedBus(data_dir, partitions=6) as bus:
+        bus.ensure_topics(["t"])
+        outs = [tmp_path / "a.txt", tmp_path / "b.txt"]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.support.bus_consumer",
+                    "--data-dir",
+                    str(data_dir),
+                    "--group",
+                    "g",
+                    "--topic",
+                    "t",
+                    "--out",
+                    str(out),
+                ],
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+            for out in outs
+        ]
+        try:
+            members = sqlite3.connect(data_dir / DB_NAME)
+            deadline = time.monotonic() + 30
+            while members.execute("SELECT count(*) FROM members").fetchone()[0] < 2:
+                assert time.monotonic() < deadline, "the consumers never joined"
+                time.sleep(0.05)
+            members.close()
+            time.sleep(0.5)  # let both poll once with both members present
+            values = [b"%d" % i for i in range(600)]
+            bus.publish_many([Record("t", v, key=v) for v in values])
+            deadline = time.monotonic() + 30
+            while sum(len(o.read_bytes().splitlines()) for o in outs if o.exists()) < 600:
+                assert time.monotonic() < deadline, "not everything was handled"
+                time.sleep(0.05)
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(15)
+        assert [proc.returncode for proc in procs] == [0, 0]
+        partition_of = {m.value: m.partition for m in drain(bus, "check", "t")}
+    handled = [o.read_bytes().splitlines() for o in outs]
+    assert sorted(handled[0] + handled[1]) == sorted(values)
+    parts = [{partition_of[v] for v in h} for h in handled]
+    assert parts[0] and parts[1] and not parts[0] & parts[1]

@@ -1,0 +1,112 @@
+"""The gateway against dcmtk's echoscu, storescu and findscu, with pydicom's bundled files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from adapters.dicom import DicomNormalizer, RawInstance
+from tests.integration.dicom.conftest import AE_TITLE, Dcmtk, Running
+from tests.unit.dicom.helpers import bundled_path, validate
+
+pytestmark = pytest.mark.integration
+
+# File -> the storescu option that proposes its transfer syntax (-R: only what is needed).
+FILES = {
+    "CT_small.dcm": [],
+    "MR_small.dcm": [],
+    "rtplan.dcm": [],
+    "JPEG2000.dcm": ["-xw"],
+    "SC_rgb_rle.dcm": ["-xr"],
+    "image_dfl.dcm": ["-xd"],
+}
+
+
+def test_echo(running: Running, dcmtk: Dcmtk) -> None:
+    result = dcmtk.run("echoscu", "-aec", AE_TITLE, "127.0.0.1", running.port)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_store_is_durable_published_and_maps(running: Running, dcmtk: Dcmtk, name: str) -> None:
+    path = bundled_path(name)
+    result = dcmtk.run(
+        "storescu", "-R", *FILES[name], "-aec", AE_TITLE, "127.0.0.1", running.port, path
+    )
+    assert result.returncode == 0, result.stderr
+    (message,) = running.raw_messages()
+    raw = RawInstance.decode(message.value)
+    original = pydicom.dcmread(path, stop_before_pixels=True)
+    assert raw.transfer_syntax == original.file_meta.TransferSyntaxUID
+    # The PatientID keys the partition; image_dfl.dcm has none, so its study does.
+    assert message.key == str(original.PatientID or original.StudyInstanceUID).encode()
+    assert message.headers["message-id"] == raw.sha256
+    assert "7FE00010" not in raw.header
+
+    (stored,) = [p for p in running.files() if "objects" in p.parts]
+    assert stored.name == raw.sha256 == hashlib.sha256(stored.read_bytes()).hexdigest()
+    again = pydicom.dcmread(stored)
+    assert again.SOPInstanceUID == original.SOPInstanceUID
+    assert again.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+
+    records = DicomNormalizer().normalize([message])
+    for record in records:
+        validate(json.loads(record.value))
+    assert running.gateway.stats.stored == 1
+
+
+def test_find_at_patient_study_and_series_level(
+    running: Running, dcmtk: Dcmtk, tmp_path: Path
+) -> None:
+    names = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm"]
+    stored = dcmtk.run(
+        "storescu",
+        "-R",
+        "-aec",
+        AE_TITLE,
+        "127.0.0.1",
+        running.port,
+        *[bundled_path(n) for n in names],
+    )
+    assert stored.returncode == 0, stored.stderr
+
+    def find(model: str, *keys: str) -> list[pydicom.Dataset]:
+        out = tmp_path / f"find-{model}-{len(list(tmp_path.iterdir()))}"
+        out.mkdir()
+        args = [model, "-X", "-od", str(out), "-aec", AE_TITLE]
+        for key in keys:
+            args += ["-k", key]
+        result = dcmtk.run("findscu", *args, "127.0.0.1", running.port)
+        assert result.returncode == 0, result.stderr
+        return [pydicom.dcmread(p) for p in sorted(out.iterdir())]
+
+    patients = find("-P", "QueryRetrieveLevel=PATIENT", "PatientID=4MR1", "PatientName")
+    assert [(str(p.PatientID), str(p.PatientName)) for p in patients] == [
+        ("4MR1", "CompressedSamples^MR1")
+    ]
+    studies = find(
+        "-S",
+        "QueryRetrieveLevel=STUDY",
+        "StudyInstanceUID",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedInstances",
+        "StudyDate=20030101-20041231",
+    )
+    assert sorted(str(s.ModalitiesInStudy) for s in studies) == ["CT", "MR", "RTPLAN"]
+    assert all(int(s.NumberOfStudyRelatedInstances) == 1 for s in studies)
+    ct = pydicom.dcmread(bundled_path("CT_small.dcm"), stop_before_pixels=True)
+    series = find(
+        "-S",
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={ct.StudyInstanceUID}",
+        "SeriesInstanceUID",
+        "Modality",
+    )
+    assert [(str(s.SeriesInstanceUID), str(s.Modality)) for s in series] == [
+        (str(ct.SeriesInstanceUID), "CT")
+    ]
+    assert find("-S", "QueryRetrieveLevel=STUDY", "PatientName=Nobody*") == []

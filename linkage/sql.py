@@ -35,6 +35,7 @@ from linkage.links import (
 from linkage.repository import TERM_FIELDS, LinkageRepository, duplicate_key
 
 _COUNTER = ("*", "*")  # the linkage_term row that counts records
+_MEMBER_STATES = (LinkState.MATCH.value, LinkState.POSSIBLE_MATCH.value)
 
 
 def _schema(dialect: str) -> list[tuple[int, list[str]]]:
@@ -266,10 +267,13 @@ class SqlRepository(LinkageRepository):
     def term_counts(self, terms: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         if not terms:
             return {}
+        # Two IN lists (both index columns) rather than row values, which SQLite scans.
+        fields = sorted({f for f, _ in terms})
+        values = sorted({v for _, v in terms})
         rows = self._tx.execute(
-            "SELECT field, value, n FROM linkage_term WHERE (field, value) IN "
-            f"({', '.join(['(?, ?)'] * len(terms))})",
-            [x for term in terms for x in term],
+            f"SELECT field, value, n FROM linkage_term WHERE field IN ({_marks(len(fields))}) "
+            f"AND value IN ({_marks(len(values))})",
+            [*fields, *values],
         ).fetchall()
         found = {(r[0], r[1]): int(r[2]) for r in rows}
         return {t: found.get(t, 0) for t in terms}
@@ -289,20 +293,20 @@ class SqlRepository(LinkageRepository):
         ids = list(source_ids)
         if not ids:
             return {}
+        # States are filtered here, not in SQL: with "state IN (...)" SQLite's planner may
+        # pick the state index and scan every MATCH link instead of the primary key.
         rows = self._tx.execute(
-            f"SELECT {_LINK_COLUMNS} FROM linkage_link WHERE source_id IN ({_marks(len(ids))}) "
-            "AND state IN ('MATCH', 'POSSIBLE_MATCH')",
+            f"SELECT {_LINK_COLUMNS} FROM linkage_link WHERE source_id IN ({_marks(len(ids))})",
             ids,
         ).fetchall()
-        return {r[0]: _link(r) for r in rows}
+        return {r[0]: _link(r) for r in rows if r[2] in _MEMBER_STATES}
 
     def members(self, golden_id: str) -> list[Link]:
         rows = self._tx.execute(
-            f"SELECT {_LINK_COLUMNS} FROM linkage_link WHERE golden_id = ? "
-            "AND state IN ('MATCH', 'POSSIBLE_MATCH') ORDER BY source_id",
+            f"SELECT {_LINK_COLUMNS} FROM linkage_link WHERE golden_id = ? ORDER BY source_id",
             (golden_id,),
         ).fetchall()
-        return [_link(r) for r in rows]
+        return [_link(r) for r in rows if r[2] in _MEMBER_STATES]
 
     def links_in_state(self, state: str) -> list[Link]:
         rows = self._tx.execute(

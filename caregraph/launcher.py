@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import typer
 
@@ -13,7 +13,7 @@ from caregraph.preflight import ensure_loopback_unless_insecure, ensure_writable
 from caregraph.roles import AVAILABLE_ROLES, build_services
 from caregraph.runtime import Service, run_services
 from caregraph.settings import Settings
-from caregraph.wiring import open_context
+from caregraph.wiring import Context, open_context
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def up(
     roles: Sequence[str] | None,
     *,
     insecure: bool = False,
-    extra: Sequence[Service] = (),
+    extra: Callable[[Context], Sequence[Service]] | None = None,
     stop: threading.Event | None = None,
 ) -> None:
     """Check everything that can be checked before starting, then run the roles."""
@@ -39,7 +39,7 @@ def up(
         )
     ctx = open_context(settings)
     try:
-        services = [*build_services(ctx, chosen), *extra]
+        services = [*build_services(ctx, chosen), *(extra(ctx) if extra else ())]
         log.info("caregraph up: %s", ", ".join(s.name for s in services))
         if "api" in chosen:
             base = f"http://{settings.http_host}:{settings.http_port}"
@@ -56,4 +56,6 @@ def demo(settings: Settings, *, seconds: float | None = None) -> None:
         timer = threading.Timer(seconds, stop.set)
         timer.daemon = True
         timer.start()
-    up(settings, None, stop=stop)
+    from caregraph.demo import sources
+
+    up(settings, None, stop=stop, extra=sources)

@@ -1,0 +1,76 @@
+"""``caregraph demo`` as a newcomer runs it: data from simulated sources becomes searchable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.serial.observation import device_resource_id
+from tests.support.services import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _count(client: httpx.Client, query: str) -> int:
+    response = client.get(query, params={"_summary": "count"})
+    if response.status_code != 200:
+        return -1
+    return int(response.json().get("total", -1))
+
+
+def test_demo_makes_data_flow_end_to_end(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("http", "mllp", "dicom")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREGRAPH_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "caregraph.cli",
+            "demo",
+            "--data-dir",
+            str(tmp_path),
+            "--http-port",
+            str(ports["http"]),
+            "--mllp-port",
+            str(ports["mllp"]),
+            "--dicom-port",
+            str(ports["dicom"]),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: dict[str, int] = {}
+    wanted = {
+        f"Observation?device=Device/{device_resource_id(device)}": 1
+        for device in ("demo-icu-monitor-1", "demo-or-monitor-1")
+    }
+    try:
+        base = f"http://127.0.0.1:{ports['http']}/fhir"
+        deadline = time.monotonic() + 90
+        with httpx.Client(base_url=base, timeout=5) as client:
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    seen = {q: _count(client, "/" + q) for q in wanted}
+                except httpx.TransportError:
+                    seen = {}
+                if seen and all(seen[q] >= n for q, n in wanted.items()):
+                    break
+                time.sleep(1)
+        assert proc.poll() is None, proc.communicate()
+        assert seen and all(seen[q] >= n for q, n in wanted.items()), seen
+        time.sleep(4)  # at least one tally line (every 3 s)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stored:" in out

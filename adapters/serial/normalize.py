@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from adapters.serial import astm, intellivue
+from adapters.serial import astm, datex, intellivue
 from adapters.serial import headers as dh
 from adapters.serial.errors import UnknownProtocol, WireError
 from adapters.serial.measurement import Measurement
@@ -51,7 +51,21 @@ def _intellivue(
     )
 
 
-DECODERS: dict[str, Decoder] = {astm.PROTOCOL: _astm, intellivue.PROTOCOL: _intellivue}
+def _datex(
+    raw: bytes, headers: Mapping[str, str], device_id: str, message_id: str, received: datetime
+) -> list[Measurement]:
+    events = datex.Framer().feed(raw)
+    if len(events) != 1 or not isinstance(events[0], datex.Frame):
+        raise WireError("stored Datex message is not one good frame")
+    tz = astm.local_zone(int(headers.get(dh.UTC_OFFSET, "0") or 0))
+    return datex.measurements(events[0].record, device_id, message_id, received, tz, raw)
+
+
+DECODERS: dict[str, Decoder] = {
+    astm.PROTOCOL: _astm,
+    intellivue.PROTOCOL: _intellivue,
+    datex.PROTOCOL: _datex,
+}
 
 
 def register(protocol: str, decoder: Decoder) -> None:

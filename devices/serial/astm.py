@@ -54,7 +54,7 @@ class AstmDriver(SerialDriver):
         expected = 1
         last_activity = monotonic()
         while not stop.is_set():
-            data = link.read(0.1)
+            data = link.read()
             now = monotonic()
             if data:
                 self.stats.bytes_in += len(data)

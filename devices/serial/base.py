@@ -106,6 +106,9 @@ class SerialDriver(ABC):
                 self.stats.silences += 1
                 self.stats.last_error = str(exc)
                 log.warning("%s %s: %s", self.protocol, self.device_id, exc)
+            except Exception as exc:  # the thread's edge: a bug must not end the driver
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s %s: session failed", self.protocol, self.device_id)
             finally:
                 self.stats.connected = False
                 self.close_session(link)

@@ -58,8 +58,8 @@ class IntelliVueDriver(SerialDriver):
         else:
             self.stats.garbage_bytes += len(fault.raw)
 
-    def _read(self, link: Link, framer: iv.Framer, timeout_s: float) -> list[iv.Frame]:
-        data = link.read(timeout_s)
+    def _read(self, link: Link, framer: iv.Framer) -> list[iv.Frame]:
+        data = link.read()
         if data:
             self.stats.bytes_in += len(data)
             events = framer.feed(data)
@@ -80,7 +80,7 @@ class IntelliVueDriver(SerialDriver):
         while not stop.is_set():
             if monotonic() > deadline:
                 raise DeviceSilent("no association response" if not accepted else "no MDS create")
-            for frame in self._read(link, framer, 0.1):
+            for frame in self._read(link, framer):
                 kind = iv.session_type(frame.user_data)
                 if kind == iv.AC_SPDU:
                     accepted = True
@@ -121,7 +121,7 @@ class IntelliVueDriver(SerialDriver):
                 link.write(iv.encode_frame(iv.poll_request(self._invoke, poll_number)))
                 self.polls_sent += 1
                 next_poll = now + self.poll_interval_s
-            for frame in self._read(link, framer, min(0.1, max(0.0, next_poll - now))):
+            for frame in self._read(link, framer):
                 self._on_frame(link, frame)
             self.check_silence()
 

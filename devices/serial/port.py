@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import termios
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,43 +32,48 @@ class Link:
         self._port = port
 
     @classmethod
-    def open(cls, path: str, line: LineSettings) -> Link:
-        """Open ``path`` with ``line``.
+    def open(cls, path: str, line: LineSettings, read_timeout_s: float = 0.05) -> Link:
+        """Open ``path`` with ``line``; reads wait at most ``read_timeout_s``.
+
+        A pseudo-terminal cannot do parity (``tcsetattr`` answers EINVAL), so on a pty the
+        parity falls back to none: the simulators' bytes carry no parity bit anyway.
 
         Raises:
             LinkLost: the port does not exist or cannot be configured.
         """
+        parity = line.parity
+        if parity != "N" and os.path.realpath(path).startswith("/dev/pts/"):
+            parity = "N"
         try:
             port = serial.Serial(
                 path,
                 baudrate=line.baudrate,
                 bytesize=line.bytesize,
-                parity=line.parity,
+                parity=parity,
                 stopbits=line.stopbits,
                 rtscts=line.rtscts,
-                timeout=0,
+                timeout=read_timeout_s,
                 write_timeout=2.0,
                 exclusive=True,
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             raise LinkLost(f"cannot open {path}: {exc}") from exc
         return cls(port)
 
-    def read(self, timeout_s: float) -> bytes:
-        """Bytes available now, or the first bytes that arrive within ``timeout_s``.
+    def read(self) -> bytes:
+        """Bytes available now, or the first bytes that arrive within the read timeout.
 
         Raises:
             LinkLost: the port errored (on a pty: the other side hung up).
         """
         try:
             port = self._port
-            port.timeout = timeout_s
             first: bytes = port.read(1)
             if not first:
                 return b""
             waiting = port.in_waiting
             return first + (port.read(waiting) if waiting else b"")
-        except (serial.SerialException, OSError, TypeError) as exc:
+        except (serial.SerialException, OSError, TypeError, termios.error) as exc:
             # pyserial raises TypeError when the fd was closed under it.
             raise LinkLost(f"read failed: {exc}") from exc
 
@@ -78,7 +85,7 @@ class Link:
         """
         try:
             self._port.write(data)
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
             raise LinkLost(f"write failed: {exc}") from exc
 
     def close(self) -> None:

@@ -101,7 +101,7 @@ class Vitals:
         self._walk[name] = w
         wave = 0.3 * spread * math.sin(time.monotonic() / 7.0 + hash(name) % 10)
         v = max(lo, min(hi, base + w + wave))
-        return Decimal(str(round(v, decimals)))
+        return Decimal(str(round(v, decimals))) if decimals else Decimal(round(v))
 
 
 class Simulator(ABC):

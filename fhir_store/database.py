@@ -64,6 +64,24 @@ class Transaction:
         except (sqlite3.Error, psycopg.Error) as exc:
             raise self._db.wrap_error(exc) from exc
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
+        """Bulk-load rows: PostgreSQL's COPY (several times faster than INSERT there),
+        a multi-row INSERT on SQLite (where that is already the fast path)."""
+        if not rows:
+            return
+        if self._db.dialect != "postgresql":
+            self.insert_rows(table, columns, rows)
+            return
+        try:
+            with (
+                self._raw.cursor() as cur,
+                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+        except (sqlite3.Error, psycopg.Error) as exc:
+            raise self._db.wrap_error(exc) from exc
+
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Params], suffix: str = ""
     ) -> None:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,22 +223,21 @@ class FhirStore:
     ) -> dict[tuple[str, str], tuple[int, str, bool, str, str]]:
         """Current (version, hash, deleted, last_updated, content) for the keys, locked on PG."""
         lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
-        keys = list(dict.fromkeys(keys))
         found: dict[tuple[str, str], tuple[int, str, bool, str, str]] = {}
-        for start in range(0, len(keys), _KEYS_PER_SELECT):
-            part = keys[start : start + _KEYS_PER_SELECT]
-            marks = ", ".join(["(?, ?)"] * len(part))
+        for type_name, ids in by_type(keys):
             rows = tx.execute(
-                "SELECT res_type, res_id, version, content_hash, deleted, last_updated, content"
-                f" FROM resources WHERE (res_type, res_id) IN ({marks}){lock}",
-                [v for key in part for v in key],
+                "SELECT res_id, version, content_hash, deleted, last_updated, content"
+                f" FROM resources WHERE res_type = ? AND res_id IN ({', '.join('?' * len(ids))})"
+                f"{lock}",
+                [type_name, *ids],
             ).fetchall()
             for r in rows:
-                found[(r[0], r[1])] = (int(r[2]), r[3], bool(r[4]), r[5], r[6])
+                found[(type_name, r[0])] = (int(r[1]), r[2], bool(r[3]), r[4], r[5])
         return found
 
     def _write_batch(self, tx: Transaction, items: Sequence[Pending]) -> list[WriteResult]:
         current = self._current(tx, ((i.type, i.id) for i in items))
+        in_db = set(current)
         column, instant = now_instant()
         results: list[WriteResult] = []
         upserts: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -303,42 +302,60 @@ class FhirStore:
         for rows in key_rows.values():
             for table, part in rows.items():
                 index_rows.setdefault(table, set()).update(part)
-        self._flush(tx, list(upserts.values()), history, reindex, index_rows)
+        self._flush(tx, upserts, in_db, history, reindex, index_rows)
         return results
 
     def _flush(
         self,
         tx: Transaction,
-        upserts: list[tuple[Any, ...]],
+        upserts: dict[tuple[str, str], tuple[Any, ...]],
+        in_db: set[tuple[str, str]],
         history: list[tuple[Any, ...]],
         reindex: set[tuple[str, str]],
         index_rows: Rows,
     ) -> None:
         if not upserts:
             return
-        if reindex:
-            keys = sorted(reindex)
-            for start in range(0, len(keys), _KEYS_PER_SELECT):
-                part = keys[start : start + _KEYS_PER_SELECT]
-                marks = ", ".join(["(?, ?)"] * len(part))
-                flat = [v for key in part for v in key]
-                for table in INDEX_TABLES:
-                    tx.execute(f"DELETE FROM {table} WHERE (res_type, res_id) IN ({marks})", flat)
-        tx.insert_rows(
+        for type_name, ids in by_type(reindex):
+            marks = ", ".join("?" * len(ids))
+            for table in INDEX_TABLES:
+                tx.execute(
+                    f"DELETE FROM {table} WHERE res_type = ? AND res_id IN ({marks})",
+                    [type_name, *ids],
+                )
+        # New resources are bulk-copied (a concurrent creator of the same id makes the
+        # primary key refuse, and the batch is retried); existing ones are updated in place.
+        tx.copy_rows(
             "resources",
             ("res_type", "res_id", "version", "last_updated", "deleted", "content_hash", "content"),
-            upserts,
-            suffix=" ON CONFLICT (res_type, res_id) DO UPDATE SET version = excluded.version,"
-            " last_updated = excluded.last_updated, deleted = excluded.deleted,"
-            " content_hash = excluded.content_hash, content = excluded.content",
+            [row for key, row in upserts.items() if key not in in_db],
         )
-        tx.insert_rows(
+        tx.executemany(
+            "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, content_hash = ?,"
+            " content = ? WHERE res_type = ? AND res_id = ?",
+            [(*row[2:], row[0], row[1]) for key, row in upserts.items() if key in in_db],
+        )
+        tx.copy_rows(
             "history",
             ("res_type", "res_id", "version", "last_updated", "deleted", "method", "content"),
             history,
         )
         for table, rows in index_rows.items():
-            tx.insert_rows(table, COLUMNS[table], list(rows))
+            tx.copy_rows(table, COLUMNS[table], list(rows))
+
+
+def by_type(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """(type, ids) groups of at most ``_KEYS_PER_SELECT`` ids, for ``res_id IN (...)`` lists.
+
+    One type per statement keeps the predicate on the primary key's prefix, which both
+    engines answer from the index (row-value IN lists are not always planned that way).
+    """
+    grouped: dict[str, list[str]] = {}
+    for type_name, res_id in dict.fromkeys(keys):
+        grouped.setdefault(type_name, []).append(res_id)
+    for type_name, ids in grouped.items():
+        for start in range(0, len(ids), _KEYS_PER_SELECT):
+            yield type_name, ids[start : start + _KEYS_PER_SELECT]
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,29 +463,27 @@ class Searching:
     def _reverse(
         tx: Transaction, source: str, param: str, target: str | None, keys: list[tuple[str, str]]
     ) -> list[tuple[str, str]]:
-        wanted = [k for k in keys if target is None or k[0] == target]
-        if not wanted:
-            return []
-        marks = ", ".join(["(?, ?)"] * len(wanted))
-        rows = tx.execute(
-            "SELECT DISTINCT res_type, res_id FROM idx_reference WHERE res_type = ? AND param = ?"
-            f" AND (target_type, target_id) IN ({marks})",
-            [source, param, *(v for k in wanted for v in k)],
-        ).fetchall()
-        return [(r[0], r[1]) for r in rows]
+        out: list[tuple[str, str]] = []
+        for type_name, ids in by_type(k for k in keys if target is None or k[0] == target):
+            rows = tx.execute(
+                "SELECT DISTINCT res_type, res_id FROM idx_reference WHERE res_type = ?"
+                " AND param = ? AND target_type = ?"
+                f" AND target_id IN ({', '.join('?' * len(ids))})",
+                [source, param, type_name, *ids],
+            ).fetchall()
+            out.extend((r[0], r[1]) for r in rows)
+        return out
 
     @staticmethod
     def _load(tx: Transaction, keys: list[tuple[str, str]]) -> list[Stored]:
         out: list[Stored] = []
-        for start in range(0, len(keys), _KEYS_PER_SELECT):
-            part = keys[start : start + _KEYS_PER_SELECT]
-            marks = ", ".join(["(?, ?)"] * len(part))
+        for type_name, ids in by_type(keys):
             rows = tx.execute(
-                "SELECT res_type, res_id, version, last_updated, content FROM resources"
-                f" WHERE deleted = 0 AND (res_type, res_id) IN ({marks})",
-                [v for k in part for v in k],
+                "SELECT res_id, version, last_updated, content FROM resources"
+                f" WHERE deleted = 0 AND res_type = ? AND res_id IN ({', '.join('?' * len(ids))})",
+                [type_name, *ids],
             ).fetchall()
-            out.extend(Stored(r[0], r[1], int(r[2]), r[3], False, r[4]) for r in rows)
+            out.extend(Stored(type_name, r[0], int(r[1]), r[2], False, r[3]) for r in rows)
         return out
 
     def everything(self, patient_id: str, params: Sequence[tuple[str, str]]) -> SearchPage:

@@ -27,9 +27,10 @@ class Unit:
 class Measurement:
     """One reading of one device.
 
-    Exactly one of ``value`` and ``absent_reason`` is set. ``absent_reason`` is a code of the
-    FHIR ``data-absent-reason`` system (``positive-infinity`` for over range, ``error`` for a
-    sensor not calibrated, ...), so a sentinel is never stored as a number.
+    Exactly one of ``value``, ``text`` (a device alarm's phrase) and ``absent_reason`` is
+    set. ``absent_reason`` is a code of the FHIR ``data-absent-reason`` system
+    (``positive-infinity`` for over range, ``error`` for a sensor not calibrated, ...), so a
+    sentinel is never stored as a number.
     """
 
     device_id: str
@@ -50,11 +51,13 @@ class Measurement:
     category: str = "vital-signs"
     specimen_id: str | None = None
     patient_hint: str | None = None
+    text: str | None = None
     raw: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
-        if (self.value is None) == (self.absent_reason is None):
-            raise ValueError("a measurement has either a value or an absent_reason, not both")
+        given = sum(x is not None for x in (self.value, self.absent_reason, self.text))
+        if given != 1:
+            raise ValueError("a measurement has exactly one of value, text, absent_reason")
         if self.received_at.tzinfo is None:
             raise ValueError("received_at must be timezone-aware")
         if self.device_time is not None and self.device_time.tzinfo is None:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from adapters.serial import astm, datex, intellivue
+from adapters.serial import astm, datex, intellivue, medibus
 from adapters.serial import headers as dh
 from adapters.serial.errors import UnknownProtocol, WireError
 from adapters.serial.measurement import Measurement
@@ -61,7 +61,19 @@ def _datex(
     return datex.measurements(events[0].record, device_id, message_id, received, tz, raw)
 
 
+def _medibus(
+    raw: bytes, headers: Mapping[str, str], device_id: str, message_id: str, received: datetime
+) -> list[Measurement]:
+    events = medibus.Framer().feed(raw)
+    if len(events) != 1 or not isinstance(events[0], medibus.Message):
+        raise WireError("stored Medibus message is not one good message")
+    device_text = headers.get(dh.DEVICE_TIME)
+    device_time = datetime.fromisoformat(device_text) if device_text else None
+    return medibus.measurements(events[0], device_id, message_id, received, device_time)
+
+
 DECODERS: dict[str, Decoder] = {
+    medibus.PROTOCOL: _medibus,
     astm.PROTOCOL: _astm,
     intellivue.PROTOCOL: _intellivue,
     datex.PROTOCOL: _datex,

@@ -20,6 +20,21 @@ LOINC_SYSTEM = "http://loinc.org"
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 ABSENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
+# Device alarms are no category of HL7's table; they get caregraph's own.
+LOCAL_CATEGORY_SYSTEM = "urn:caregraph:observation-category"
+_HL7_CATEGORIES = frozenset(
+    {
+        "social-history",
+        "vital-signs",
+        "imaging",
+        "laboratory",
+        "procedure",
+        "survey",
+        "exam",
+        "therapy",
+        "activity",
+    }
+)
 VENDOR_SYSTEM_PREFIX = "urn:caregraph:device-code:"
 READING_ID_SYSTEM = "urn:caregraph:device-reading"
 DEVICE_ID_SYSTEM = "urn:caregraph:device"
@@ -52,7 +67,18 @@ def observation_from_measurement(m: Measurement) -> dict[str, Any]:
         "id": observation_id(m),
         "identifier": [{"system": READING_ID_SYSTEM, "value": f"{m.message_id}#{m.position}"}],
         "status": m.status,
-        "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": m.category}]}],
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": CATEGORY_SYSTEM
+                        if m.category in _HL7_CATEGORIES
+                        else LOCAL_CATEGORY_SYSTEM,
+                        "code": m.category,
+                    }
+                ]
+            }
+        ],
         "code": {"coding": coding, "text": m.label},
         "effectiveDateTime": _instant(m.device_time or m.received_at),
         "issued": _instant(m.received_at),
@@ -71,6 +97,8 @@ def observation_from_measurement(m: Measurement) -> dict[str, Any]:
                 quantity["system"] = UCUM_SYSTEM
                 quantity["code"] = m.unit.ucum
         obs["valueQuantity"] = quantity
+    elif m.text is not None:
+        obs["valueString"] = m.text
     else:
         reason = m.absent_reason or "unknown"
         obs["dataAbsentReason"] = {"coding": [{"system": ABSENT_SYSTEM, "code": reason}]}

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from bus.base import Message, Record
 from bus.embedded import DB_NAME, EmbeddedBus
 from bus.errors import CommitFailed
-from caregraph.errors import BusUnavailable
+from caregraph.errors import BusError, BusUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +138,35 @@ def test_processes_in_one_group_share_the_partitions(tmp_path: Path) -> None:
     assert sorted(handled[0] + handled[1]) == sorted(values)
     parts = [{partition_of[v] for v in h} for h in handled]
     assert parts[0] and parts[1] and not parts[0] & parts[1]
+
+
+def test_concurrent_publishers_share_commits_and_keep_per_key_order(tmp_path: Path) -> None:
+    with EmbeddedBus(tmp_path, partitions=3) as bus:
+        bus.ensure_topics(["t"])
+
+        def publish(thread: int) -> None:
+            for i in range(100):
+                bus.publish("t", b"%d" % i, key=b"thread-%d" % thread)
+
+        threads = [threading.Thread(target=publish, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got = drain(bus, "g", "t")
+    assert len(got) == 800
+    for n in range(8):
+        assert [int(m.value) for m in got if m.key == b"thread-%d" % n] == list(range(100))
+
+
+def test_bad_topics_and_a_closed_bus_are_refused(tmp_path: Path) -> None:
+    bus = EmbeddedBus(tmp_path)
+    with pytest.raises(BusError, match="not a topic name"):
+        bus.publish("", b"x")
+    with pytest.raises(BusError, match="not a topic name"):
+        bus.ensure_topics([""])
+    bus.close()
+    with pytest.raises(BusError, match="closed"):
+        bus.publish("t", b"x")
+    with pytest.raises(BusUnavailable):
+        bus.ping()

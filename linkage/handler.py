@@ -9,7 +9,8 @@ Wire it with the consume loop, one consumer per database (the MPI is a single wr
 A ``Patient`` is ingested (idempotent: a redelivery changes nothing). A ``Parameters`` in
 the form of ``adapters.hl7v2.normalize.PatientMerge.as_parameters()`` (``source-patient``,
 ``target-patient``) merges the golden records of the two source Patients; other Parameters
-are not for us and are skipped. Content that is not JSON or not a resource raises
+are not for us and are skipped, and so are golden Patients (the MPI's own output, if it is
+published on the same topic for the store). Content that is not JSON or not a resource raises
 ``InvalidPatient`` (a ``MappingError``), so the loop dead-letters it with its bytes.
 """
 
@@ -26,6 +27,7 @@ from bus.headers import SOURCE
 from linkage.errors import InvalidPatient
 from linkage.links import LinkOutcome
 from linkage.mpi import Mpi
+from linkage.survivorship import is_golden
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ class PatientHandler:
             return None
         if kind != "Patient":
             raise InvalidPatient(f"{kind!r} on {message.topic}", location="resourceType")
+        if is_golden(resource):
+            return None  # our own output, published for the store: not a source
         outcome = self.mpi.ingest(
             resource, source=message.headers.get(SOURCE), actor=f"bus:{message.topic}"
         )

@@ -12,8 +12,10 @@ consumer per database (the bus keys keep its input ordered), see ARCHITECTURE.md
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +39,7 @@ from linkage.links import (
 from linkage.model import FellegiSunterModel, Score, starting_model
 from linkage.repository import TERM_FIELDS, LinkageRepository
 from linkage.rules import Decision, Thresholds, best_per_golden, decide
-from linkage.survivorship import build_golden
+from linkage.survivorship import build_golden, is_golden
 from linkage.training import SessionResult, train
 
 AUTO_ACTOR = "mpi"
@@ -102,8 +104,17 @@ def match_grade(candidate: Candidate, thresholds: Thresholds) -> str:
     return "possible"
 
 
+GoldenListener = Callable[[list[Golden]], None]
+"""Hears the golden records a write changed, after it committed (e.g. to put them in the
+FHIR store). Its errors propagate to the caller; an idempotent re-ingest calls it again, so
+a bus redelivery retries a failed listener."""
+
+
 class Mpi:
-    """The master patient index over a repository (see ``linkage.sql.SqlRepository``)."""
+    """The master patient index over a repository (see ``linkage.sql.SqlRepository``).
+
+    ``golden_listeners`` hear every golden record a write changed, once it is committed.
+    """
 
     def __init__(
         self,
@@ -113,8 +124,11 @@ class Mpi:
         *,
         clock: Callable[[], datetime] = _utcnow,
         new_golden_id: Callable[[], str] = _new_golden_id,
+        golden_listeners: Sequence[GoldenListener] = (),
     ) -> None:
         self.repository = repository
+        self.golden_listeners = list(golden_listeners)
+        self._local = threading.local()
         self.settings = settings or MpiSettings()
         self._clock = clock
         self._new_golden_id = new_golden_id
@@ -197,14 +211,19 @@ class Mpi:
         """
         f = self._features(patient)
         source_id = patient.get("id")
+        if is_golden(patient):
+            raise InvalidPatient("a golden record is not a source Patient", location="meta.tag")
         if not source_id:
             raise InvalidPatient("a Patient needs an id to be linked", location="Patient.id")
         repo = self.repository
-        with repo.transaction():
+        with self._write():
             now = self._clock()
             old = repo.get_record(source_id)
             current = repo.memberships([source_id]).get(source_id)
             if old is not None and current is not None and old.resource == dict(patient):
+                golden = repo.get_golden(current.golden_id)
+                if golden is not None:
+                    self._touched(golden)  # a redelivery retries a listener that failed
                 return self._outcome(current, changed=False)
             record = SourceRecord(source_id, dict(patient), f, source or source_of(patient), now)
             repo.put_record(record, blocking_keys(f))
@@ -320,7 +339,7 @@ class Mpi:
         (the golden record was merged away: link to the one it was merged into).
         """
         repo = self.repository
-        with repo.transaction():
+        with self._write():
             now = self._clock()
             current = self._membership(source_id)
             golden = self._active_golden(golden_id)
@@ -352,7 +371,7 @@ class Mpi:
         Raises LinkageNotFound, InvalidLinkOperation (not linked to that golden record).
         """
         repo = self.repository
-        with repo.transaction():
+        with self._write():
             now = self._clock()
             current = self._membership(source_id)
             if current.golden_id != golden_id:
@@ -380,7 +399,7 @@ class Mpi:
         Raises LinkageNotFound, InvalidLinkOperation (same record, or already merged).
         """
         repo = self.repository
-        with repo.transaction():
+        with self._write():
             now = self._clock()
             if from_golden == into_golden:
                 raise InvalidLinkOperation("cannot merge a golden record into itself")
@@ -438,7 +457,7 @@ class Mpi:
         Raises LinkageNotFound, InvalidLinkOperation (not merged).
         """
         repo = self.repository
-        with repo.transaction():
+        with self._write():
             now = self._clock()
             golden = repo.get_golden(from_golden)
             if golden is None:
@@ -518,7 +537,7 @@ class Mpi:
     def mark_not_duplicate(self, golden_a: str, golden_b: str, actor: str) -> None:
         """A person says two flagged golden records are different people."""
         repo = self.repository
-        with repo.transaction():
+        with self._write():
             now = self._clock()
             repo.put_duplicate(DuplicateFlag(golden_a, golden_b, DuplicateStatus.NOT_DUPLICATE))
             self._event(now, actor, "not-duplicate", None, golden_id=golden_a, previous=golden_b)
@@ -585,6 +604,25 @@ class Mpi:
             )
         return golden
 
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction; afterwards the listeners hear the golden records changed."""
+        changed: dict[str, Golden] = {}
+        self._local.changed = changed
+        try:
+            with self.repository.transaction():
+                yield
+        finally:
+            self._local.changed = None
+        if changed:
+            for listener in self.golden_listeners:
+                listener(list(changed.values()))
+
+    def _touched(self, golden: Golden) -> None:
+        changed: dict[str, Golden] | None = getattr(self._local, "changed", None)
+        if changed is not None:
+            changed[golden.golden_id] = golden
+
     def _rebuild(self, golden_id: str) -> None:
         """Rebuild a golden record from its confirmed members (survivorship)."""
         repo = self.repository
@@ -598,9 +636,11 @@ class Mpi:
                 "valueString": ",".join(f"{k}={v}" for k, v in sorted(view.provenance.items())),
             }
         ]
-        repo.put_golden(
-            Golden(golden_id, view.resource, bool(members) and replaced_by is None, replaced_by)
+        golden = Golden(
+            golden_id, view.resource, bool(members) and replaced_by is None, replaced_by
         )
+        repo.put_golden(golden)
+        self._touched(golden)
 
     def _golden_resource(self, golden_id: str) -> dict[str, Any] | None:
         golden = self.repository.get_golden(golden_id)

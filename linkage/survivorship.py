@@ -19,6 +19,13 @@ from linkage.links import SourceRecord
 GOLDEN_TAG_SYSTEM = "https://caregraph.dev/fhir/CodeSystem/linkage"
 GOLDEN_TAG = {"system": GOLDEN_TAG_SYSTEM, "code": "golden", "display": "Golden record"}
 
+
+def is_golden(resource: Mapping[str, Any]) -> bool:
+    """True for a golden Patient (tagged so): it must never be ingested as a source."""
+    tags = (resource.get("meta") or {}).get("tag") or ()
+    return any(t.get("system") == GOLDEN_TAG_SYSTEM and t.get("code") == "golden" for t in tags)
+
+
 SURVIVING_FIELDS: tuple[str, ...] = (
     "name",
     "gender",

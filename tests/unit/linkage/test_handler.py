@@ -103,3 +103,11 @@ def test_runs_in_the_consume_loop_and_dead_letters_bad_messages(mpi: Mpi) -> Non
     [dead] = bus.snapshot(DEADLETTER)
     letter = decode_deadletter(dead.value)
     assert letter.value == b"garbage" and "InvalidPatient" in letter.error
+
+
+def test_golden_patients_on_the_topic_are_skipped(mpi: Mpi) -> None:
+    handler = PatientHandler(mpi)
+    out = handler.handle(message(patient(pid="a1")))
+    assert out is not None and out.golden is not None
+    assert handler.handle(message(out.golden)) is None
+    assert len(mpi.history()) == 1

@@ -333,3 +333,33 @@ def test_match_ranks_golden_records_with_grades(mpi: Mpi) -> None:
     assert mpi.match(unsure_anna("q"), only_certain=True) == []
     assert len(mpi.match(unsure_anna("q"))) == 1
     assert mpi.match(anna("q"), count=0) == []
+
+
+def test_listeners_hear_changed_golden_records_after_commit(mpi: Mpi) -> None:
+    heard: list[list[str]] = []
+    mpi.golden_listeners.append(lambda goldens: heard.append([g.golden_id for g in goldens]))
+    a = mpi.ingest(anna("a1"))
+    z = mpi.ingest(other("z1"))
+    mpi.merge(a.golden_id, z.golden_id, actor="clerk")
+    assert heard[0] == [a.golden_id] and heard[1] == [z.golden_id]
+    assert sorted(heard[2]) == sorted([a.golden_id, z.golden_id])
+    mpi.ingest(anna("a1"))  # a redelivery tells again, so a failed listener gets retried
+    assert heard[3] == [z.golden_id]
+
+
+def test_a_failing_listener_does_not_undo_the_link(mpi: Mpi) -> None:
+    def fail(goldens: object) -> None:
+        raise RuntimeError("store down")
+
+    mpi.golden_listeners.append(fail)
+    with pytest.raises(RuntimeError):
+        mpi.ingest(anna("a1"))
+    mpi.golden_listeners.clear()
+    assert mpi.golden_of("a1").state == LinkState.MATCH
+
+
+def test_golden_records_are_not_ingested_as_sources(mpi: Mpi) -> None:
+    a = mpi.ingest(anna("a1"))
+    golden, _ = mpi.golden(a.golden_id)
+    with pytest.raises(InvalidPatient):
+        mpi.ingest(golden.resource)

@@ -16,7 +16,9 @@ referenced resource type), which is what ``as``/``is`` test.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,23 +64,65 @@ def _type_matches(node_type: str | None, wanted: str) -> bool:
     return node_type is not None and node_type.lower() == wanted.lower()
 
 
+_local = threading.local()
+_STEM = re.compile(r"[a-z][a-z0-9]*")
+
+
+@contextmanager
+def shared_evaluation() -> Iterator[None]:
+    """Within the block, evaluations share work on the same JSON objects (one resource).
+
+    Indexing evaluates some 40 expressions per resource, many of them over the same
+    elements (``code`` for six Observation parameters) and many of them probing choice
+    elements (``value[x]``). The cache keeps results by object identity, and holds each
+    object so that no identity is reused while the block runs; it is per thread.
+    """
+    outer = getattr(_local, "cache", None)
+    _local.cache = {}
+    try:
+        yield
+    finally:
+        _local.cache = outer
+
+
+def _choices(value: dict[str, Any]) -> dict[str, list[str]]:
+    """Choice stem -> keys of a dict (``valueQuantity`` under ``value``)."""
+    stems: dict[str, list[str]] = {}
+    for key in value:
+        match = _STEM.match(key)
+        if match and match.end() < len(key) and key[match.end()].isupper():
+            stems.setdefault(match.group(), []).append(key)
+    return stems
+
+
+def _choice_keys(value: dict[str, Any], name: str) -> list[str]:
+    cache: dict[Any, Any] | None = getattr(_local, "cache", None)
+    if cache is None:
+        return _choices(value).get(name, [])
+    entry = cache.get(id(value))
+    if entry is None:
+        entry = cache[id(value)] = (value, _choices(value))
+    keys: list[str] = entry[1].get(name, [])
+    return keys
+
+
 def _children(node: Node, name: str) -> Collection:
     value = node.value
     if not isinstance(value, dict):
         return []
     if name in value:
         found = value[name]
-        items = found if isinstance(found, list) else [found]
-        return [Node(item) for item in items]
+        if isinstance(found, list):
+            return [Node(item) for item in found]
+        return [Node(found)]
     # A choice element: ``value`` matches ``valueQuantity``, typed ``Quantity``.
     out: Collection = []
-    for key, found in value.items():
-        if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():
-            suffix = key[len(name) :]
-            kind = suffix if suffix[0:1].isupper() and suffix not in _PRIMITIVE_CAPS else None
-            kind = _PRIMITIVE_CAPS.get(suffix, kind)
-            items = found if isinstance(found, list) else [found]
-            out.extend(Node(item, kind) for item in items)
+    for key in _choice_keys(value, name):
+        suffix = key[len(name) :]
+        kind = _PRIMITIVE_CAPS.get(suffix, suffix)
+        found = value[key]
+        items = found if isinstance(found, list) else [found]
+        out.extend(Node(item, kind) for item in items)
     return out
 
 
@@ -325,7 +369,15 @@ def compile_expression(text: str) -> Callable[[Any], Collection]:
     evaluator = _Parser(text).parse()
 
     def evaluate(resource: Any, start: Node | None = None) -> Collection:
-        root = Node(resource)
-        return evaluator([start or root], root)
+        cache: dict[Any, Any] | None = getattr(_local, "cache", None)
+        if cache is None:
+            root = Node(resource)
+            return evaluator([start or root], root)
+        key = (text, id(resource), id(start.value) if start else None)
+        hit = cache.get(key)
+        if hit is None:
+            root = Node(resource)
+            hit = cache[key] = ((resource, start), evaluator([start or root], root))
+        return list(hit[1])
 
     return evaluate

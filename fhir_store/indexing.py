@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fhir_store.dates import HIGHEST, LOWEST, date_range
-from fhir_store.fhirpath import Collection, Node
+from fhir_store.fhirpath import Collection, Node, shared_evaluation
 from fhir_store.searchparams import COLUMN_PARAMS, Registry, SearchParam, element_keys
 
 Rows = dict[str, set[tuple[Any, ...]]]
@@ -136,12 +136,13 @@ class Indexer:
         res_type = resource["resourceType"]
         res_id = resource["id"]
         keys = element_keys(resource)
-        for param in self.registry.for_type(res_type).values():
-            if param.code in COLUMN_PARAMS or not param.may_match(keys):
-                continue
-            found = param.evaluate(resource)
-            if found:
-                self._add(out, res_type, res_id, param, found)
+        with shared_evaluation():
+            for param in self.registry.for_type(res_type).values():
+                if param.code in COLUMN_PARAMS or not param.may_match(keys):
+                    continue
+                found = param.evaluate(resource)
+                if found:
+                    self._add(out, res_type, res_id, param, found)
         return out
 
     def _add(

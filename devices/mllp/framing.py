@@ -167,6 +167,8 @@ class MllpDecoder:
     def _fail(self, problem: FramingProblem) -> FramingError:
         event = FramingError(problem, bytes(self._buf[:HEAD_BYTES]), self._size)
         self._reset()
+        # what follows a broken end, up to the next start block, belongs to this error
+        self._in_junk = problem is FramingProblem.BAD_END
         return event
 
     def _reset(self) -> None:

@@ -1,0 +1,90 @@
+"""The ACKs already given for accepted messages, so a repeated MSH-10 gets the same ACK and
+is not published again.
+
+Choice: a bounded LRU in memory (``capacity`` entries, 100,000 by default: hours of a busy
+feed), optionally backed by a SQLite file so it survives a restart of the listener. Keys
+are sending application + sending facility + MSH-10. Only AA is remembered: an AE or AR is
+recomputed from the content (the same content gives the same answer) and a sender that
+resends after an outage must get a fresh try.
+
+What it does not guarantee, and why that is enough: an entry evicted or lost (a crash
+between the publish and the write here) lets one repeat through to ``raw.hl7v2`` again;
+the normalizer's deterministic resource ids then upsert the same resources, so the store
+still holds no duplicate.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class AckCache:
+    """Thread-safe bounded map: dedup key -> ACK bytes (see the module docstring)."""
+
+    def __init__(self, capacity: int = 100_000, path: Path | None = None) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS acks (key TEXT PRIMARY KEY, ack BLOB, at REAL)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS acks_at ON acks(at)")
+            rows = self._db.execute(
+                "SELECT key, ack FROM acks ORDER BY at DESC LIMIT ?", (capacity,)
+            ).fetchall()
+            for key, ack in reversed(rows):
+                self._entries[key] = bytes(ack)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            ack = self._entries.get(key)
+            if ack is not None:
+                self._entries.move_to_end(key)
+            return ack
+
+    def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Remember ACKs, in one transaction when backed by a file."""
+        items = list(items)
+        if not items:
+            return
+        with self._lock:
+            for key, ack in items:
+                self._entries[key] = ack
+                self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+            if self._db is not None:
+                now = time.time()
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO acks (key, ack, at) VALUES (?, ?, ?)",
+                    [(k, a, now) for k, a in items],
+                )
+                self._db.execute(
+                    "DELETE FROM acks WHERE at < (SELECT at FROM acks ORDER BY at DESC"
+                    " LIMIT 1 OFFSET ?)",
+                    (self.capacity - 1,),
+                )
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -1,0 +1,28 @@
+"""The ACK cache: bounded, least recently used out first, optionally kept in a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from devices.mllp.dedup import AckCache
+
+
+def test_bounded_lru() -> None:
+    cache = AckCache(capacity=3)
+    cache.put_many([("a", b"1"), ("b", b"2"), ("c", b"3")])
+    assert cache.get("a") == b"1"  # a is now the most recent
+    cache.put_many([("d", b"4")])
+    assert cache.get("b") is None and cache.get("a") == b"1" and len(cache) == 3
+
+
+def test_file_backed_cache_survives_and_stays_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "acks.sqlite3"
+    cache = AckCache(capacity=100, path=path)
+    for i in range(250):
+        cache.put_many([(f"k{i}", f"ack{i}".encode())])
+    cache.close()
+    reopened = AckCache(capacity=100, path=path)
+    assert reopened.get("k249") == b"ack249"
+    assert reopened.get("k0") is None
+    assert len(reopened) == 100
+    reopened.close()

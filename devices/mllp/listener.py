@@ -247,9 +247,7 @@ class MllpListener:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.settimeout(self.idle_timeout_s)
             if self.tls is not None:
-                stream = self.tls.wrap_socket(
-                    conn, server_side=True, do_handshake_on_connect=False
-                )
+                stream = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
                 with self._lock:
                     self._conns[key] = stream
                 stream.do_handshake()

@@ -1,0 +1,280 @@
+"""The linkage REST API: FHIR ``Patient/$match`` and the JSON ``/linkage/...`` routes.
+
+The composition root mounts it *before* the store's router (whose catch-all would answer
+``$match`` otherwise):
+
+    app.include_router(build_router(mpi, authorize))
+
+``/linkage`` is JSON, documented in the OpenAPI schema: a patient's golden record with its
+members, scores and explanations; the review queue; manual link, unlink, merge, unmerge and
+"not a duplicate"; the link history. Who made a manual decision is ``actor_of(request)``:
+by default the ``X-Caregraph-Actor`` header, until the API has real authentication.
+
+Handlers are sync (FastAPI runs them in its thread pool): the database seam is sync.
+"""
+
+# No ``from __future__ import annotations``: FastAPI reads the handlers' annotations.
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+
+from caregraph.errors import MappingError, StoreError, StoreUnavailable
+from linkage.errors import LinkageError
+from linkage.links import Candidate, Golden, Link
+from linkage.mpi import Mpi, match_grade
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+MATCH_GRADE_URL = "http://hl7.org/fhir/StructureDefinition/match-grade"
+ACTOR_HEADER = "X-Caregraph-Actor"
+
+
+def _status_of(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, LinkageError):
+        return exc.status, str(exc)
+    if isinstance(exc, MappingError):
+        return 400, str(exc)
+    if isinstance(exc, StoreUnavailable):
+        return 503, str(exc)
+    return 500, f"internal error: {type(exc).__name__}"
+
+
+def _operation_outcome(text: str, code: str) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": text}],
+    }
+
+
+class LinkageRoute(APIRoute):
+    """Errors leave as JSON ``{"detail": ...}`` with the status the error carries, or as an
+    OperationOutcome on the FHIR routes (those under ``/fhir``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return _error(request, 422, "; ".join(e["msg"] for e in exc.errors()))
+            except (LinkageError, MappingError, StoreError) as exc:
+                status, text = _status_of(exc)
+                return _error(request, status, text)
+            except Exception as exc:
+                log.exception("unexpected error in %s %s", request.method, request.url.path)
+                status, text = _status_of(exc)
+                return _error(request, status, text)
+
+        return route
+
+
+def _error(request: Request, status: int, text: str) -> Response:
+    if "/linkage/" in request.url.path:
+        return Response(json.dumps({"detail": text}), status, media_type="application/json")
+    code = {400: "invalid", 404: "not-found", 409: "conflict", 503: "transient"}.get(
+        status, "exception"
+    )
+    return Response(json.dumps(_operation_outcome(text, code)), status, media_type=FHIR_JSON)
+
+
+class LinkRequest(BaseModel):
+    source_id: str = Field(description="the source Patient's id")
+    golden_id: str = Field(description="the golden record's id")
+    reason: str | None = None
+
+
+class MergeRequest(BaseModel):
+    from_golden: str = Field(description="the golden record that goes away")
+    into_golden: str = Field(description="the golden record that survives")
+    reason: str | None = None
+
+
+class UnmergeRequest(BaseModel):
+    golden_id: str = Field(description="the golden record that was merged away")
+    reason: str | None = None
+
+
+class NotDuplicateRequest(BaseModel):
+    golden_a: str
+    golden_b: str
+
+
+def header_actor(request: Request) -> str:
+    """Who decides: the ``X-Caregraph-Actor`` header, else "api"."""
+    return request.headers.get(ACTOR_HEADER, "").strip() or "api"
+
+
+def _link_json(link: Link) -> dict[str, Any]:
+    return link.to_json()
+
+
+def _golden_json(golden: Golden, members: list[Link]) -> dict[str, Any]:
+    return {
+        "golden_id": golden.golden_id,
+        "active": golden.active,
+        "replaced_by": golden.replaced_by,
+        "resource": golden.resource,
+        "members": [_link_json(m) for m in members],
+    }
+
+
+def _candidate_json(mpi: Mpi, c: Candidate) -> dict[str, Any]:
+    return {
+        "golden_id": c.golden_id,
+        "best_source_id": c.source_id,
+        "probability": c.probability,
+        "grade": match_grade(c, mpi.settings.thresholds),
+        "explanation": c.score.to_json(),
+    }
+
+
+def parse_match_parameters(body: Any) -> tuple[dict[str, Any], int, bool]:
+    """``resource``, ``count`` and ``onlyCertainMatches`` of a $match Parameters body.
+
+    Raises MappingError (400) when the body is not a Parameters with a Patient resource.
+    """
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise MappingError("the body must be a Parameters resource", location="resourceType")
+    resource, count, certain = None, 10, False
+    for param in body.get("parameter") or ():
+        name = param.get("name")
+        if name == "resource":
+            resource = param.get("resource")
+        elif name == "count":
+            count = param.get("valueInteger", count)
+        elif name == "onlyCertainMatches":
+            certain = bool(param.get("valueBoolean", False))
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
+        raise MappingError("parameter 'resource' must hold a Patient", location="resource")
+    if not isinstance(count, int) or count < 1:
+        raise MappingError("parameter 'count' must be a positive integer", location="count")
+    return resource, count, certain
+
+
+def build_router(
+    mpi: Mpi,
+    authorize: Callable[..., Any],
+    *,
+    fhir_prefix: str = "/fhir",
+    actor_of: Callable[[Request], str] = header_actor,
+) -> APIRouter:
+    """The linkage routes; every route depends on ``authorize``."""
+    router = APIRouter(route_class=LinkageRoute, dependencies=[Depends(authorize)])
+
+    @router.post(f"{fhir_prefix}/Patient/$match", tags=["fhir"], response_class=Response)
+    def patient_match(request: Request, body: dict[str, Any]) -> Response:
+        """FHIR ``Patient/$match``: golden records ranked, with ``search.score`` and grade."""
+        resource, count, certain = parse_match_parameters(body)
+        found = mpi.match(resource, count=count, only_certain=certain)
+        base = str(request.base_url).rstrip("/") + fhir_prefix
+        entries = []
+        for c in found:
+            golden, _ = mpi.golden(c.golden_id)
+            entries.append(
+                {
+                    "fullUrl": f"{base}/Patient/{c.golden_id}",
+                    "resource": golden.resource,
+                    "search": {
+                        "mode": "match",
+                        "score": round(c.probability, 6),
+                        "extension": [
+                            {
+                                "url": MATCH_GRADE_URL,
+                                "valueCode": match_grade(c, mpi.settings.thresholds),
+                            }
+                        ],
+                    },
+                }
+            )
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(entries),
+            "entry": entries,
+        }
+        return Response(json.dumps(bundle), 200, media_type=FHIR_JSON)
+
+    @router.post("/linkage/match", tags=["linkage"])
+    def linkage_match(
+        patient: dict[str, Any], count: int = Query(10, ge=1), only_certain: bool = False
+    ) -> list[dict[str, Any]]:
+        """Candidates for a Patient, each with the per-field weights that explain it."""
+        return [_candidate_json(mpi, c) for c in mpi.match(patient, count, only_certain)]
+
+    @router.get("/linkage/patients/{source_id}", tags=["linkage"])
+    def patient_record(source_id: str) -> dict[str, Any]:
+        """A source Patient's golden record, with every member, score and explanation, and
+        this source's own links (including NO_MATCH decisions)."""
+        link = mpi.golden_of(source_id)
+        golden, members = mpi.golden(link.golden_id)
+        return {
+            "source_id": source_id,
+            "link": _link_json(link),
+            "links": [_link_json(x) for x in mpi.links_of(source_id)],
+            "golden": _golden_json(golden, members),
+        }
+
+    @router.get("/linkage/golden/{golden_id}", tags=["linkage"])
+    def golden_record(golden_id: str) -> dict[str, Any]:
+        """A golden record and its members."""
+        golden, members = mpi.golden(golden_id)
+        return _golden_json(golden, members)
+
+    @router.get("/linkage/review", tags=["linkage"])
+    def review_queue() -> list[dict[str, Any]]:
+        """Possible matches, then golden records flagged as possible duplicates."""
+        return [
+            {
+                "kind": item.kind,
+                "golden_id": item.golden_id,
+                "source_id": item.source_id,
+                "other_golden_id": item.other_golden_id,
+                "score": item.score,
+                "explanation": item.explanation,
+            }
+            for item in mpi.review_queue()
+        ]
+
+    @router.post("/linkage/links", tags=["linkage"])
+    def link(request: Request, body: LinkRequest) -> dict[str, Any]:
+        """Manual link (also confirms a possible match): MATCH, MANUAL."""
+        return _link_json(mpi.link(body.source_id, body.golden_id, actor_of(request), body.reason))
+
+    @router.post("/linkage/unlinks", tags=["linkage"])
+    def unlink(request: Request, body: LinkRequest) -> dict[str, Any]:
+        """Manual unlink: the source gets its own golden record and a NO_MATCH to the old."""
+        return _link_json(
+            mpi.unlink(body.source_id, body.golden_id, actor_of(request), body.reason)
+        )
+
+    @router.post("/linkage/merges", tags=["linkage"])
+    def merge(request: Request, body: MergeRequest) -> dict[str, Any]:
+        """Merge two golden records; returns the history event that ``unmerge`` undoes."""
+        event_id = mpi.merge(body.from_golden, body.into_golden, actor_of(request), body.reason)
+        return {"event_id": event_id}
+
+    @router.post("/linkage/unmerges", tags=["linkage"])
+    def unmerge(request: Request, body: UnmergeRequest) -> dict[str, Any]:
+        """Undo the last merge of a golden record, restoring its members' links exactly."""
+        return {"event_id": mpi.unmerge(body.golden_id, actor_of(request), body.reason)}
+
+    @router.post("/linkage/not-duplicates", tags=["linkage"])
+    def not_duplicate(request: Request, body: NotDuplicateRequest) -> dict[str, Any]:
+        """Two flagged golden records are different people."""
+        mpi.mark_not_duplicate(body.golden_a, body.golden_b, actor_of(request))
+        return {"golden_a": body.golden_a, "golden_b": body.golden_b}
+
+    @router.get("/linkage/history", tags=["linkage"])
+    def history(source_id: str | None = None, golden_id: str | None = None) -> list[dict[str, Any]]:
+        """The link history of a source Patient or a golden record, oldest first."""
+        return [e.to_json() for e in mpi.history(source_id=source_id, golden_id=golden_id)]
+
+    return router

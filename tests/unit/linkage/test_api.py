@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from linkage.api import MATCH_GRADE_URL, build_router
+from linkage.mpi import Mpi
+
+from .factories import patient
+
+
+def allow() -> None:
+    return None
+
+
+class TestClient:
+    """Requests straight into the ASGI app (httpx's ASGI transport), answered in-process."""
+
+    __test__ = False
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            headers = {"X-Caregraph-Actor": "nurse.kim"}
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://test", headers=headers
+            ) as client:
+                return await client.request(method, url, **kwargs)
+
+        return asyncio.run(send())
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+
+@pytest.fixture
+def client(mpi: Mpi) -> TestClient:
+    app = FastAPI()
+    app.include_router(build_router(mpi, allow))
+    return TestClient(app)
+
+
+def params(resource: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    parameter: list[dict[str, Any]] = [{"name": "resource", "resource": resource}]
+    if "count" in extra:
+        parameter.append({"name": "count", "valueInteger": extra["count"]})
+    if "certain" in extra:
+        parameter.append({"name": "onlyCertainMatches", "valueBoolean": extra["certain"]})
+    return {"resourceType": "Parameters", "parameter": parameter}
+
+
+def test_patient_match_returns_a_searchset_with_scores_and_grades(
+    mpi: Mpi, client: TestClient
+) -> None:
+    a = mpi.ingest(patient(pid="a1"))
+    mpi.ingest(patient("Zygmunt", "Kowalski", "1951-12-30", pid="z1", city="Basel"))
+    r = client.post("/fhir/Patient/$match", json=params(patient(given="Ana"), count=5))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/fhir+json"
+    bundle = r.json()
+    assert bundle["type"] == "searchset" and bundle["total"] == 1
+    [entry] = bundle["entry"]
+    assert entry["fullUrl"].endswith(f"/fhir/Patient/{a.golden_id}")
+    assert entry["resource"]["id"] == a.golden_id
+    assert entry["search"]["mode"] == "match" and entry["search"]["score"] > 0.99
+    assert entry["search"]["extension"] == [{"url": MATCH_GRADE_URL, "valueCode": "certain"}]
+
+
+def test_patient_match_refuses_what_is_not_parameters_with_a_patient(client: TestClient) -> None:
+    r = client.post("/fhir/Patient/$match", json={"resourceType": "Patient"})
+    assert r.status_code == 400
+    assert r.json()["resourceType"] == "OperationOutcome"
+    r = client.post("/fhir/Patient/$match", json=params(patient(), count=0))
+    assert r.status_code == 400
+
+
+def test_review_link_and_history_over_http(mpi: Mpi, client: TestClient) -> None:
+    a = mpi.ingest(patient(pid="a1"))
+    mpi.ingest(patient(pid="a2", birth_date="1975-11-23", postcode="3999"))
+    [item] = client.get("/linkage/review").json()
+    assert (item["kind"], item["source_id"]) == ("possible_match", "a2")
+    assert item["explanation"]["fields"]
+    r = client.post("/linkage/links", json={"source_id": "a2", "golden_id": a.golden_id})
+    assert r.status_code == 200 and r.json()["origin"] == "MANUAL"
+    assert client.get("/linkage/review").json() == []
+    record = client.get("/linkage/patients/a2").json()
+    assert record["golden"]["golden_id"] == a.golden_id
+    assert {m["source_id"] for m in record["golden"]["members"]} == {"a1", "a2"}
+    events = client.get("/linkage/history", params={"source_id": "a2"}).json()
+    assert [e["action"] for e in events] == ["auto-link", "link"]
+    assert events[-1]["actor"] == "nurse.kim"
+
+
+def test_merge_and_unmerge_over_http(mpi: Mpi, client: TestClient) -> None:
+    a = mpi.ingest(patient(pid="a1"))
+    z = mpi.ingest(patient("Zygmunt", "Kowalski", "1951-12-30", pid="z1", city="Basel"))
+    body = {"from_golden": a.golden_id, "into_golden": z.golden_id, "reason": "A40 by hand"}
+    assert client.post("/linkage/merges", json=body).status_code == 200
+    assert client.get(f"/linkage/golden/{a.golden_id}").json()["replaced_by"] == z.golden_id
+    r = client.post("/linkage/unmerges", json={"golden_id": a.golden_id})
+    assert r.status_code == 200
+    assert client.get(f"/linkage/golden/{a.golden_id}").json()["active"] is True
+
+
+def test_errors_carry_their_status(mpi: Mpi, client: TestClient) -> None:
+    a = mpi.ingest(patient(pid="a1"))
+    assert client.get("/linkage/patients/nobody").status_code == 404
+    r = client.post("/linkage/unlinks", json={"source_id": "a1", "golden_id": "other"})
+    assert r.status_code == 409 and "not other" in r.json()["detail"]
+    r = client.post("/linkage/merges", json={"from_golden": a.golden_id})
+    assert r.status_code == 422
+
+
+def test_json_match_explains_each_candidate(mpi: Mpi, client: TestClient) -> None:
+    mpi.ingest(patient(pid="a1"))
+    [c] = client.post("/linkage/match", json=patient(given="Ana")).json()
+    assert c["grade"] == "certain" and c["best_source_id"] == "a1"
+    comparisons = {f["comparison"] for f in c["explanation"]["fields"]}
+    assert {"given_name", "family_name", "birth_date"} <= comparisons
+
+
+def test_openapi_documents_the_linkage_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/linkage/review", "/linkage/merges", "/fhir/Patient/$match"} <= set(paths)

@@ -60,15 +60,20 @@ PULSE_RATE = Metric(mdc(PART_SCADA, 18458), "MDC_PULS_OXIM_PULS_RATE", "Pulse ra
 NIBP_SYS = Metric(mdc(PART_SCADA, 18949), "MDC_PRESS_BLD_NONINV_SYS", "NIBP systolic", "8480-6")
 NIBP_DIA = Metric(mdc(PART_SCADA, 18950), "MDC_PRESS_BLD_NONINV_DIA", "NIBP diastolic", "8462-4")
 NIBP_MEAN = Metric(mdc(PART_SCADA, 18951), "MDC_PRESS_BLD_NONINV_MEAN", "NIBP mean", "8478-0")
+# 150037.. as in public PCD-01 samples (Philips NOM_PRESS_BLD_ART_ABP_* + partition 2); the
+# shared table's 150033..35 are the MDC_PRESS_BLD_ART_* terms without ABP.
 ABP_SYS = Metric(mdc(PART_SCADA, 18965), "MDC_PRESS_BLD_ART_ABP_SYS", "ABP systolic", "76215-3")
 ABP_DIA = Metric(mdc(PART_SCADA, 18966), "MDC_PRESS_BLD_ART_ABP_DIA", "ABP diastolic", "76213-8")
 ABP_MEAN = Metric(mdc(PART_SCADA, 18967), "MDC_PRESS_BLD_ART_ABP_MEAN", "ABP mean", "76214-6")
 RESP_RATE = Metric(mdc(PART_SCADA, 20490), "MDC_RESP_RATE", "Respiratory rate", "9279-1")
+# Philips' NOM_AWAY_RESP_RATE (20498) and NOM_AWAY_CO2_ET (20656) differ from the RTMMS terms
+# the shared table (adapters/codes/mdc.py) lists; we emit the RTMMS codes, the vendor id
+# stays in the vendor coding.
 AWAY_RESP_RATE = Metric(
-    mdc(PART_SCADA, 20498), "MDC_AWAY_RESP_RATE", "Airway respiratory rate", "9279-1"
+    mdc(PART_SCADA, 20522), "MDC_AWAY_RESP_RATE", "Airway respiratory rate", "9279-1"
 )
 TEMP = Metric(mdc(PART_SCADA, 19272), "MDC_TEMP", "Temperature", "8310-5")
-ETCO2 = Metric(mdc(PART_SCADA, 20656), "MDC_AWAY_CO2_ET", "End-tidal CO2", "19889-5")
+ETCO2 = Metric(mdc(PART_SCADA, 20636), "MDC_AWAY_CO2_ET", "End-tidal CO2", "19889-5")
 FIO2 = Metric(mdc(PART_SCADA, 21124), "MDC_CONC_AWAY_O2_INSP", "Inspired O2", "3150-0")
 PEAK_PRESSURE = Metric(
     mdc(PART_SCADA, 20745), "MDC_PRESS_AWAY_INSP_MAX", "Peak airway pressure", "76531-3"

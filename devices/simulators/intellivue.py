@@ -27,6 +27,8 @@ class IntelliVueMonitor(Simulator):
         rel_start_ticks: int = 123_456,
         association_timeout_s: float = 10.0,
         system_id: bytes = b"\x00\x09\xfb\x12\x34\x56",
+        flood_bytes_per_s: float | None = None,
+        flood_objects: int = 8,
     ) -> None:
         super().__init__(port, seed=seed)
         self.rel_start_ticks = rel_start_ticks
@@ -40,6 +42,13 @@ class IntelliVueMonitor(Simulator):
         self._now = 0.0
         self.polls_answered = 0
         self.absent_sent = 0
+        # Benchmarks: once associated, send poll results unasked, paced to this many bytes
+        # per second (11,520 is a saturated 115200-baud 8N1 line).
+        self.flood_bytes_per_s = flood_bytes_per_s
+        self.flood_objects = flood_objects
+        self._flood_start = 0.0
+        self._flood_sent = 0
+        self.flood_frames = 0
 
     def rel_ticks(self) -> int:
         elapsed = (self.clock.now() - self._boot).total_seconds()
@@ -53,6 +62,18 @@ class IntelliVueMonitor(Simulator):
         self._now = now
         if self._state != "idle" and now - self._last_rx > self.association_timeout_s:
             self._state = "idle"  # the monitor drops an association nobody polls
+        if self.flood_bytes_per_s and self._state == "associated":
+            if not self._flood_start:
+                self._flood_start = now
+            budget = self.flood_bytes_per_s * (now - self._flood_start) - self._flood_sent
+            while budget > 0:
+                self._invoke = (self._invoke + 1) & 0xFFFF
+                frame = iv.encode_frame(self._poll_result(self._invoke, self.flood_frames)[0])
+                if not self.port.write(frame):
+                    break
+                self._flood_sent += len(frame)
+                budget -= len(frame)
+                self.flood_frames += 1
 
     def on_bytes(self, data: bytes) -> None:
         for ev in self._framer.feed(data):
@@ -102,6 +123,13 @@ class IntelliVueMonitor(Simulator):
                 self._answer_poll(op.invoke_id, poll_number)
 
     def _answer_poll(self, invoke_id: int, poll_number: int) -> None:
+        reply, values = self._poll_result(invoke_id, poll_number)
+        self.polls_answered += 1
+        self._send(reply, values)
+
+    def _poll_result(
+        self, invoke_id: int, poll_number: int
+    ) -> tuple[bytes, list[tuple[str, Decimal]]]:
         v = self.vitals
         hr = v.value("hr", 78, 8, 30, 200)
         spo2 = v.value("spo2", 97, 2, 80, 100)
@@ -160,9 +188,9 @@ class IntelliVueMonitor(Simulator):
         else:
             values.append(("0x4B48", temp))
         now: datetime = self.clock.now()
+        objects = objects[: self.flood_objects] if self.flood_bytes_per_s else objects
         reply = iv.poll_reply(invoke_id, poll_number, self.rel_ticks(), now, objects)
-        self.polls_answered += 1
-        self._send(reply, values)
+        return reply, values
 
 
 def _nu(physio_id: int, unit: int, value: Decimal) -> iv.NuObs:

@@ -166,6 +166,13 @@ class QueryBuilder:
         """Raises ``InvalidSearch`` for unreadable values (and unknown names when strict)."""
         query = Query(type_name, [], [], DEFAULT_COUNT, 0, "accurate", None, None, [], [], [], [])
         for name, raw in params:
+            base, _, modifier = name.partition(":")
+            if base in ("_include", "_revinclude") and modifier in ("iterate", "recurse"):
+                spec = self._include_spec(raw, name)
+                target = query.includes if base == "_include" else query.revincludes
+                target.append((*spec[:3], True))
+                query.used.append((name, raw))
+                continue
             if name in RESULT_PARAMS:
                 self._result_param(query, name, raw)
                 query.used.append((name, raw))
@@ -225,10 +232,7 @@ class QueryBuilder:
             (query.includes if name == "_include" else query.revincludes).append(spec)
 
     def _include_spec(self, raw: str, name: str) -> tuple[str, str, str | None, bool]:
-        iterate = False
         parts = raw.split(":")
-        if parts and parts[0] in ("iterate", "recurse"):
-            parts, iterate = parts[1:], True
         if len(parts) not in (2, 3):
             raise InvalidSearch(f"{name}={raw!r}: use Type:param[:TargetType]", expression=name)
         param = self.registry.get(parts[0], parts[1])
@@ -236,7 +240,7 @@ class QueryBuilder:
             raise InvalidSearch(
                 f"{name}: {parts[0]}:{parts[1]} is not a reference parameter", expression=name
             )
-        return parts[0], parts[1], parts[2] if len(parts) == 3 else None, iterate
+        return parts[0], parts[1], parts[2] if len(parts) == 3 else None, False
 
     # -- filters ----------------------------------------------------------------------------
 

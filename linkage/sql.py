@@ -35,6 +35,7 @@ from linkage.links import (
 from linkage.repository import TERM_FIELDS, LinkageRepository, duplicate_key
 
 _COUNTER = ("*", "*")  # the linkage_term row that counts records
+_WRITE_LOCK = 0x6C696E6B  # "link": the advisory lock key of MPI writes on PostgreSQL
 _MEMBER_STATES = (LinkState.MATCH.value, LinkState.POSSIBLE_MATCH.value)
 
 
@@ -157,6 +158,11 @@ class SqlRepository(LinkageRepository):
             yield
             return
         with self.db.transaction(write=write) as tx:
+            if write and self.db.dialect == "postgresql":
+                # One MPI writer at a time, across processes: linking reads candidates and
+                # then writes links, which READ COMMITTED alone would let two writers
+                # interleave. SQLite's BEGIN IMMEDIATE already serializes writers.
+                tx.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
             self._local.tx = tx
             try:
                 yield

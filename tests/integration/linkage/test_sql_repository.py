@@ -88,3 +88,56 @@ def test_database_errors_are_store_errors(database_url: str) -> None:
             repo.get_record("a")
     finally:
         db.close()
+
+
+def test_writers_are_serialized_across_connections(database_url: str) -> None:
+    """Two MPIs on one database ingest the same new person at the same moment, 15 times:
+    without serialized writers both see no candidate and found two golden records."""
+    import threading
+
+    from linkage.mpi import Mpi
+
+    people = [
+        ("Anna", "Meier"),
+        ("Marc", "Keller"),
+        ("Lea", "Weber"),
+        ("Noah", "Huber"),
+        ("Mia", "Schmid"),
+        ("Luca", "Brunner"),
+        ("Emma", "Baumann"),
+        ("Elias", "Frei"),
+        ("Lina", "Moser"),
+        ("Ben", "Graf"),
+        ("Sara", "Roth"),
+        ("Jan", "Vogel"),
+        ("Nina", "Kunz"),
+        ("Tim", "Bucher"),
+        ("Ida", "Stucki"),
+    ]
+    dbs = [open_database(database_url) for _ in range(2)]
+    try:
+        mpis = [Mpi(SqlRepository.open(db)) for db in dbs]
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def ingest(k: int) -> None:
+            try:
+                for n, (given, family) in enumerate(people):
+                    barrier.wait()
+                    birth = f"19{50 + n}-0{1 + n % 9}-1{n % 9}"
+                    mpis[k].ingest(patient(given, family, birth, pid=f"p{n}-{k}"))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+                barrier.abort()
+
+        threads = [threading.Thread(target=ingest, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        for n in range(len(people)):
+            assert mpis[0].golden_of(f"p{n}-0").golden_id == mpis[0].golden_of(f"p{n}-1").golden_id
+    finally:
+        for db in dbs:
+            db.close()

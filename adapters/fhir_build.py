@@ -33,7 +33,7 @@ ValueKey = Literal[
 ]
 
 _WS = re.compile(r"\s+")
-_ID_BAD = re.compile(r"[^A-Za-z0-9\-.]")
+_ID_OK = re.compile(r"[A-Za-z0-9\-.]{1,64}\Z")
 
 
 # --- primitives -------------------------------------------------------------------------
@@ -41,31 +41,42 @@ _ID_BAD = re.compile(r"[^A-Za-z0-9\-.]")
 
 def fhir_string(value: str | None) -> str | None:
     """``value`` stripped, or None when nothing is left."""
-    if value is None:
+    if not value:
         return None
     value = value.strip()
     return value or None
 
 
+_CODE_OK = re.compile(r"\S+( \S+)*\Z")
+
+
 def fhir_code(value: str | None) -> str | None:
     """A FHIR ``code``: no leading/trailing whitespace and single inner spaces."""
-    if value is None:
+    if not value:
         return None
+    if _CODE_OK.match(value):
+        return value
     value = _WS.sub(" ", value).strip()
     return value or None
 
 
+_URI_SAFE = "".join(chr(c) for c in range(33, 127))
+_URI_OK = re.compile(r"[!-~]+\Z")
+
+
 def fhir_uri(value: str | None) -> str | None:
     """A FHIR ``uri`` (no whitespace): whitespace is percent-encoded, not dropped."""
-    value = fhir_string(value)
     if value is None:
         return None
-    return quote(value, safe="".join(chr(c) for c in range(33, 127)))
+    if _URI_OK.match(value):
+        return value
+    value = value.strip()
+    return quote(value, safe=_URI_SAFE) if value else None
 
 
 def fhir_id(value: str) -> str:
     """A FHIR ``id`` (``[A-Za-z0-9\\-.]{1,64}``); raises ValueError when ``value`` is not one."""
-    if not 1 <= len(value) <= 64 or _ID_BAD.search(value):
+    if not _ID_OK.match(value):
         raise ValueError(f"not a FHIR id: {value!r}")
     return value
 
@@ -118,21 +129,38 @@ def clean(value: Any) -> Any:
 
 def coding(system: str | None, code: str | None, display: str | None = None) -> Json:
     """A Coding; empty when neither code nor display is present."""
-    return compact(
-        {"system": fhir_uri(system), "code": fhir_code(code), "display": fhir_string(display)}
-    )
+    out: Json = {}
+    system = fhir_uri(system)
+    if system:
+        out["system"] = system
+    code = fhir_code(code)
+    if code:
+        out["code"] = code
+    display = fhir_string(display)
+    if display:
+        out["display"] = display
+    return out
 
 
 def codeable_concept(codings: Iterable[Json] = (), text: str | None = None) -> Json:
     """A CodeableConcept from codings (empty ones are dropped) and text."""
-    return compact({"coding": [c for c in codings if c], "text": fhir_string(text)})
+    out: Json = {}
+    kept = [c for c in codings if c]
+    if kept:
+        out["coding"] = kept
+    text = fhir_string(text)
+    if text:
+        out["text"] = text
+    return out
 
 
 def reference(resource_type: str, resource_id: str, display: str | None = None) -> Json:
     """A literal reference ``Type/id``."""
-    return compact(
-        {"reference": f"{resource_type}/{fhir_id(resource_id)}", "display": fhir_string(display)}
-    )
+    out: Json = {"reference": f"{resource_type}/{fhir_id(resource_id)}"}
+    display = fhir_string(display)
+    if display:
+        out["display"] = display
+    return out
 
 
 def identifier(
@@ -221,19 +249,25 @@ def quantity(
 ) -> Json:
     """A Quantity. ``system`` and ``code`` go together (FHIR qty-3): a code without a system
     is kept only as ``unit`` text."""
-    if system is None or fhir_code(code) is None:
+    code = fhir_code(code)
+    system = fhir_uri(system)
+    if system is None or code is None:
         unit = unit or code
         system = code = None
-    return compact(
-        {
-            "extension": list(extensions),
-            "value": fhir_decimal(value) if value is not None else None,
-            "comparator": comparator,
-            "unit": fhir_string(unit),
-            "system": fhir_uri(system),
-            "code": fhir_code(code),
-        }
-    )
+    out: Json = {}
+    if extensions:
+        out["extension"] = list(extensions)
+    if value is not None:
+        out["value"] = fhir_decimal(value)
+    if comparator:
+        out["comparator"] = comparator
+    unit = fhir_string(unit)
+    if unit:
+        out["unit"] = unit
+    if system and code:
+        out["system"] = system
+        out["code"] = code
+    return out
 
 
 def period(start: datetime | str | None = None, end: datetime | str | None = None) -> Json:
@@ -250,12 +284,26 @@ def _meta(source: str | None, profiles: Sequence[str] = ()) -> Json:
     return compact({"source": fhir_uri(source), "profile": list(profiles)})
 
 
+_EMPTY: tuple[Any, ...] = (None, "", [], {})
+
+
+def _shallow(body: Json) -> Json:
+    """Drop empty members and empty list items one level deep: the nested values come from
+    the builders here, which never return empty members."""
+    out: Json = {}
+    for key, value in body.items():
+        if isinstance(value, list):
+            value = [v for v in value if v not in _EMPTY]
+        if value not in _EMPTY:
+            out[key] = value
+    return out
+
+
 def _resource(resource_type: str, resource_id: str, source: str | None, body: Json) -> Json:
     out: Json = {"resourceType": resource_type, "id": fhir_id(resource_id)}
-    meta = _meta(source)
-    if meta:
-        out["meta"] = meta
-    out.update(compact(body))
+    if source:
+        out["meta"] = {"source": fhir_uri(source)}
+    out.update(_shallow(body))
     return out
 
 

@@ -281,6 +281,14 @@ class DeviceTree:
         self.ctx = ctx
         self.subject = subject
         self.bed = bed
+        self._ids: dict[tuple[str, str, str], str] = {}
+
+    def device_id(self, equipment: tuple[str, str], path: str) -> str:
+        key = (*equipment, path)
+        found = self._ids.get(key)
+        if found is None:
+            found = self._ids[key] = deterministic_id("Device", *equipment, path)
+        return found
 
     def node(self, equipment: tuple[str, str], path: str, kind: Json | None) -> Json:
         """The Device at ``path`` (``1``, ``1.2``, ``1.2.3``); parents made as needed."""
@@ -288,7 +296,7 @@ class DeviceTree:
         parent: Json | None = None
         for depth in range(1, len(parts) + 1):
             sub = ".".join(parts[:depth])
-            resource_id = deterministic_id("Device", *equipment, sub)
+            resource_id = self.device_id(equipment, sub)
             key = ("Device", resource_id)
             if key in self.ctx.resources:
                 existing = self.ctx.resources[key]
@@ -318,7 +326,7 @@ class DeviceTree:
         parts = path.split(".")
         device_path = ".".join(parts[:-1]) if len(parts) > 1 else parts[0]
         channel = self.node(equipment, device_path, None)
-        mds = fb.reference("Device", deterministic_id("Device", *equipment, parts[0]))
+        mds = fb.reference("Device", self.device_id(equipment, parts[0]))
         ext = unit.get("extensions") or []
         mdc_unit = ext[0]["valueCoding"] if ext else None
         unit_concept = (

@@ -1,0 +1,195 @@
+"""HL7 v2 over MLLP into caregraph on the embedded defaults: messages/s, Observations/s,
+ACK latency, and time until every Observation is searchable in the store.
+
+    python bench/hl7.py                       # 2,000 ORU^R01 (10 OBX each), 8 connections
+    python bench/hl7.py --messages 5000 --connections 16 --no-fsync --no-store
+
+Phases, each printed:
+1. parse+map on one core: ``adapters.hl7v2.normalize`` per message (and hl7apy's parse of
+   the same message, the reference, for scale);
+2. MLLP ingest: C client threads, each sending its share one message at a time and waiting
+   for the ACK (as MLLP senders do) into ``MllpListener`` over ``EmbeddedBus`` (durable:
+   AA only after the raw message is committed, fsync'd unless ``--no-fsync``);
+3. end to end (unless ``--no-store``): the normalizer (raw.hl7v2 -> fhir.*) and the store
+   writer (fhir.* -> SQLite) run as consumers during the ingest; the clock stops when a
+   search counts every Observation.
+
+Everything runs in this one process (the GIL is shared by clients, listener, consumers and
+store), on loopback: figures are a floor for one machine, not a ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from adapters.hl7v2 import normalize
+from adapters.hl7v2.normalizer import Hl7v2Normalizer
+from bus.embedded import EmbeddedBus
+from bus.topics import RAW_HL7V2, fhir_topic
+from bus.worker import run_consumer
+from devices.mllp.client import MllpClient
+from devices.mllp.listener import MllpListener
+from tests.unit.hl7v2.corpus import pcd01
+
+STORE_TYPES = (
+    "Observation",
+    "Patient",
+    "Encounter",
+    "Location",
+    "Organization",
+    "Device",
+    "DeviceMetric",
+    "Provenance",
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_parse(obx: int) -> None:
+    message = pcd01("PARSE1", obx)
+    now = datetime.now(UTC)
+    n = 500
+    started = time.perf_counter()
+    for _ in range(n):
+        normalize(message, received_at=now)
+    per = (time.perf_counter() - started) / n
+    print(
+        f"[1] normalize, ORU^R01 with {obx} OBX: {per * 1e3:.3f} ms/msg"
+        f" = {1 / per:,.0f} msg/s per core"
+    )
+    try:
+        from hl7apy.consts import VALIDATION_LEVEL
+        from hl7apy.parser import parse_message
+
+        text = message.decode()
+        started = time.perf_counter()
+        for _ in range(3):
+            parse_message(text, find_groups=True, validation_level=VALIDATION_LEVEL.TOLERANT)
+        ref = (time.perf_counter() - started) / 3
+        print(f"    hl7apy parse_message of the same message (reference): {ref * 1e3:.1f} ms")
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--obx", type=int, default=10)
+    parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--no-store", action="store_true")
+    args = parser.parse_args()
+
+    bench_parse(args.obx)
+    per_conn = args.messages // args.connections
+    total = per_conn * args.connections
+    payloads = [
+        [pcd01(f"B{c}-{i}", args.obx, eui64=f"{c:016X}") for i in range(per_conn)]
+        for c in range(args.connections)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        bus = EmbeddedBus(Path(tmp) / "bus", fsync=not args.no_fsync)
+        stop = threading.Event()
+        consumers: list[threading.Thread] = []
+        store = None
+        if not args.no_store:
+            from fhir_store.database import open_database
+            from fhir_store.store import FhirStore
+            from fhir_store.writer import handle_fhir_batch
+
+            store = FhirStore(open_database(f"sqlite:///{tmp}/store.sqlite3"))
+            consumers.append(
+                threading.Thread(
+                    target=run_consumer,
+                    args=(bus, "hl7v2-normalizer", [RAW_HL7V2], Hl7v2Normalizer(bus)),
+                    kwargs={"stop": stop, "poll_timeout_s": 0.05},
+                    daemon=True,
+                )
+            )
+            consumers.append(
+                threading.Thread(
+                    target=run_consumer,
+                    args=(
+                        bus,
+                        "store-writer",
+                        [fhir_topic(t) for t in STORE_TYPES],
+                        handle_fhir_batch(store),
+                    ),
+                    kwargs={"stop": stop, "poll_timeout_s": 0.05, "batch_size": 2000},
+                    daemon=True,
+                )
+            )
+            bus.ensure_topics([RAW_HL7V2, *(fhir_topic(t) for t in STORE_TYPES)])
+            for t in consumers:
+                t.start()
+
+        latencies: list[float] = []
+        lock = threading.Lock()
+        failures: list[str] = []
+        with MllpListener("127.0.0.1", 0, bus) as listener:
+            host, port = listener.address
+
+            def sender(batch: list[bytes]) -> None:
+                mine = []
+                with MllpClient(host, port) as client:
+                    for message in batch:
+                        t0 = time.perf_counter()
+                        ack = client.send(message)
+                        mine.append(time.perf_counter() - t0)
+                        if b"MSA|CA|" not in ack and b"MSA|AA|" not in ack:
+                            failures.append(ack.decode(errors="replace")[:200])
+                with lock:
+                    latencies.extend(mine)
+
+            threads = [threading.Thread(target=sender, args=(p,)) for p in payloads]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            ingest = time.perf_counter() - started
+        fsync = "off" if args.no_fsync else "on"
+        p50, p99 = percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3
+        print(
+            f"[2] MLLP ingest, {args.connections} connections, fsync={fsync}: "
+            f"{total} msgs in {ingest:.2f} s = {total / ingest:,.0f} msg/s, "
+            f"{total * args.obx / ingest:,.0f} Observations/s; ACK latency "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+            f"mean {statistics.fmean(latencies) * 1e3:.1f} ms; non-AA: {len(failures)}"
+        )
+        if store is not None:
+            expected = total * args.obx
+            deadline = time.perf_counter() + 120
+            count = 0
+            while time.perf_counter() < deadline:
+                page = store.searching.search("Observation", [("_summary", "count")])
+                count = page.total or 0
+                if count >= expected:
+                    break
+                time.sleep(0.2)
+            e2e = time.perf_counter() - started
+            ok = "" if count >= expected else f" (INCOMPLETE: {count}/{expected} after 120 s)"
+            print(
+                f"[3] end to end until searchable: {count} Observations in {e2e:.2f} s = "
+                f"{total / e2e:,.0f} msg/s, {count / e2e:,.0f} Observations/s{ok}"
+            )
+            stop.set()
+            for t in consumers:
+                t.join(10)
+        bus.close()
+
+
+if __name__ == "__main__":
+    main()

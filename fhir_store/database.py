@@ -204,14 +204,15 @@ class Database(ABC):
             raise StoreUnavailable(self.unreachable(exc)) from exc
 
     @final
-    def migrate(self) -> int:
-        """Apply the migrations this database has not seen yet; return the schema version."""
+    def migrate(self, upto: int | None = None) -> int:
+        """Apply the migrations this database has not seen yet (up to ``upto``, for tests of
+        upgrades); return the schema version."""
         with self.transaction() as tx:
             tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = tx.execute("SELECT MAX(version) FROM schema_version").fetchone()
             current = int(row[0]) if row and row[0] is not None else 0
             for version, statements in MIGRATIONS:
-                if version <= current:
+                if version <= current or (upto is not None and version > upto):
                     continue
                 for statement in statements:
                     tx.execute(statement)

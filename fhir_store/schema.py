@@ -65,6 +65,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX idx_composite_res ON idx_composite (res_id, res_type)",
         ],
     ),
+    (
+        # When each resource was first created: search pages filter on it, so the pages of
+        # one search (its ``_snapshot``) do not shift while new resources stream in.
+        2,
+        [
+            "ALTER TABLE resources ADD COLUMN first_created TEXT",
+            "UPDATE resources SET first_created = (SELECT MIN(h.last_updated) FROM history h"
+            " WHERE h.res_type = resources.res_type AND h.res_id = resources.res_id)",
+        ],
+    ),
 ]
 
 INDEX_TABLES = (

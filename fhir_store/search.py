@@ -13,6 +13,7 @@ Errors: a value the server cannot read, or an unknown parameter under
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,8 +41,10 @@ RESULT_PARAMS = frozenset(
         "_pretty",
         "_since",
         "_type",
+        "_snapshot",
     }
 )
+_SNAPSHOT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}")
 MAX_COUNT = 1000
 DEFAULT_COUNT = 50
 _TABLE = {
@@ -116,6 +119,8 @@ class Query:
     revincludes: list[tuple[str, str, str | None, bool]]
     used: list[tuple[str, str]]  # the parameters honoured, for the self link
     ignored: list[str]
+    #: Resources first created after this instant are not in this search's pages.
+    snapshot: str | None = None
 
 
 def split_values(raw: str) -> list[str]:
@@ -195,6 +200,11 @@ class QueryBuilder:
 
     def _result_param(self, query: Query, name: str, raw: str) -> None:
         if name in ("_format", "_pretty", "_since", "_type"):
+            return
+        if name == "_snapshot":
+            if not _SNAPSHOT.fullmatch(raw):
+                raise InvalidSearch("_snapshot is not one this server issued", expression=name)
+            query.snapshot = raw
             return
         if name in ("_count", "_offset"):
             try:

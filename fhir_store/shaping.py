@@ -64,25 +64,19 @@ def shape(
 def bundle_text(base: str, self_path: str, page: SearchPage) -> str:
     """A searchset Bundle (JSON text) with self/next/previous links built from the query."""
     query = page.query
-    used = [(k, v) for k, v in query.used if k != "_offset"]
-    links = [
-        {"relation": "self", "url": f"{self_path}?{urlencode([*used, ('_offset', query.offset)])}"}
-    ]
+    used = [(k, v) for k, v in query.used if k not in ("_offset", "_snapshot")]
+    if query.snapshot:
+        # Later pages see the resources the first page saw (see search.Query.snapshot).
+        used.append(("_snapshot", query.snapshot))
+
+    def at(offset: int) -> str:
+        return f"{self_path}?{urlencode([*used, ('_offset', offset)])}"
+
+    links = [{"relation": "self", "url": at(query.offset)}]
     if page.has_next:
-        links.append(
-            {
-                "relation": "next",
-                "url": f"{self_path}?{urlencode([*used, ('_offset', query.offset + query.count)])}",
-            }
-        )
+        links.append({"relation": "next", "url": at(query.offset + query.count)})
     if query.offset:
-        previous = max(0, query.offset - query.count)
-        links.append(
-            {
-                "relation": "previous",
-                "url": f"{self_path}?{urlencode([*used, ('_offset', previous)])}",
-            }
-        )
+        links.append({"relation": "previous", "url": at(max(0, query.offset - query.count))})
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         head["total"] = page.total

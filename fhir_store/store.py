@@ -327,8 +327,17 @@ class FhirStore:
         # primary key refuse, and the batch is retried); existing ones are updated in place.
         tx.copy_rows(
             "resources",
-            ("res_type", "res_id", "version", "last_updated", "deleted", "content_hash", "content"),
-            [row for key, row in upserts.items() if key not in in_db],
+            (
+                "res_type",
+                "res_id",
+                "version",
+                "last_updated",
+                "deleted",
+                "content_hash",
+                "content",
+                "first_created",
+            ),
+            [(*row, row[3]) for key, row in upserts.items() if key not in in_db],
         )
         tx.executemany(
             "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, content_hash = ?,"
@@ -387,8 +396,10 @@ class Searching:
         # Drive from the most selective predicate; probe the rest (see search.Sql).
         ordered = sorted(query.where, key=lambda w: w.rank)
         parts = [w.text if i == 0 or w.exists is None else w.exists for i, w in enumerate(ordered)]
-        where = " AND ".join(["r.res_type = ?", "r.deleted = 0", *parts])
-        params: list[Any] = [query.type]
+        if query.snapshot is None:
+            query.snapshot = now_instant()[0]
+        where = " AND ".join(["r.res_type = ?", "r.deleted = 0", "r.first_created <= ?", *parts])
+        params: list[Any] = [query.type, query.snapshot]
         for w in ordered:
             params.extend(w.params)
         with self.store.db.transaction(write=False) as tx:

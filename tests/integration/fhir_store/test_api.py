@@ -248,3 +248,97 @@ def test_metadata_lists_what_is_supported(server: Server) -> None:
     params = {p["name"]: p["type"] for p in types["Observation"]["searchParam"]}
     assert params["code-value-quantity"] == "composite" and params["patient"] == "reference"
     assert "near" not in {p["name"] for p in types["Location"]["searchParam"]}
+
+
+def test_next_links_stay_correct_while_writes_go_on(server: Server) -> None:
+    with httpx.Client(base_url=server.base) as c:
+        for i in range(6):
+            c.put(f"/Device/m{i}", json={"resourceType": "Device", "id": f"m{i}"}, headers=FHIR)
+        page = c.get("/Device", params={"_count": "2"}).json()
+        seen = [e["resource"]["id"] for e in page["entry"]]
+        # New devices whose ids sort before every page, arriving while the client pages.
+        for i in range(3):
+            c.put(f"/Device/a{i}", json={"resourceType": "Device", "id": f"a{i}"}, headers=FHIR)
+        url = next((li["url"] for li in page["link"] if li["relation"] == "next"), None)
+        while url:
+            page = c.get(url).json()
+            seen += [e["resource"]["id"] for e in page["entry"]]
+            assert page["total"] == 6
+            url = next((li["url"] for li in page["link"] if li["relation"] == "next"), None)
+        assert seen == [f"m{i}" for i in range(6)]
+        assert c.get("/Device").json()["total"] == 9
+
+
+def test_history_levels_since_and_count(server: Server) -> None:
+    with httpx.Client(base_url=server.base) as c:
+        c.put("/Device/h1", json={"resourceType": "Device", "id": "h1"}, headers=FHIR)
+        c.put(
+            "/Device/h1",
+            json={"resourceType": "Device", "id": "h1", "status": "active"},
+            headers=FHIR,
+        )
+        c.put(
+            "/Endpoint/e1",
+            json={
+                "resourceType": "Endpoint",
+                "id": "e1",
+                "status": "active",
+                "connectionType": {"code": "hl7-fhir-rest"},
+                "payloadType": [{"text": "any"}],
+                "address": "http://x",
+            },
+            headers=FHIR,
+        )
+        system = c.get("/_history").json()
+        assert system["total"] == 3
+        assert [e["request"]["method"] for e in system["entry"]] == ["POST", "PUT", "POST"][::-1]
+        device = c.get("/Device/_history", params={"_count": "1"}).json()
+        assert device["total"] == 2 and len(device["entry"]) == 1
+        assert any(li["relation"] == "next" for li in device["link"])
+        assert c.get("/_history", params={"_since": "2999-01-01"}).json()["total"] == 0
+        assert_outcome(c.get("/_history", params={"_since": "whenever"}), 400, "_since")
+
+
+def test_summary_and_read_shaping(server: Server) -> None:
+    with httpx.Client(base_url=server.base) as c:
+        body = {
+            **patient("Sum", "s1"),
+            "text": {
+                "status": "generated",
+                "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>',
+            },
+            "communication": [{"language": {"text": "de"}}],
+        }
+        pid = c.post("/Patient", json=body, headers=FHIR).json()["id"]
+        summary = c.get(f"/Patient/{pid}", params={"_summary": "true"}).json()
+        assert "name" in summary and "communication" not in summary and "text" not in summary
+        assert summary["meta"]["tag"][0]["code"] == "SUBSETTED"
+        data = c.get("/Patient", params={"_summary": "data"}).json()["entry"][0]["resource"]
+        assert "text" not in data and "communication" in data
+        full = c.get(f"/Patient/{pid}")
+        assert "communication" in full.json()
+        assert (
+            c.get(f"/Patient/{pid}", headers={"If-None-Match": full.headers["etag"]}).status_code
+            == 304
+        )
+
+
+def test_concurrent_if_match_updates_have_one_winner(server: Server) -> None:
+    import concurrent.futures
+
+    with httpx.Client(base_url=server.base) as c:
+        c.put("/Device/race", json={"resourceType": "Device", "id": "race"}, headers=FHIR)
+
+    def attempt(n: int) -> int:
+        with httpx.Client(base_url=server.base) as c:
+            return c.put(
+                "/Device/race",
+                json={"resourceType": "Device", "id": "race", "manufacturer": f"w{n}"},
+                headers={**FHIR, "If-Match": 'W/"1"'},
+            ).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        codes = sorted(pool.map(attempt, range(6)))
+    assert codes == [200] + [412] * 5
+    hist = httpx.get(f"{server.base}/Device/race/_history").json()
+    assert sorted(int(e["resource"]["meta"]["versionId"]) for e in hist["entry"]) == [1, 2]

@@ -76,3 +76,27 @@ def test_unopenable_sqlite_is_unavailable(tmp_path: Path) -> None:
 def test_unsupported_scheme_is_config_error() -> None:
     with pytest.raises(ConfigError, match="unsupported database URL scheme 'mysql'"):
         open_database("mysql://localhost/db")
+
+
+def test_upgrade_from_version_1_keeps_data_and_backfills(db_url: str) -> None:
+    old = open_database(db_url, migrate=False)
+    assert old.migrate(upto=1) == 1
+    with old.transaction() as tx:
+        tx.execute(
+            "INSERT INTO resources (res_type, res_id, version, last_updated, deleted,"
+            " content_hash, content) VALUES ('Patient', 'p', 2, '2021-01-01T00:00:00.000000',"
+            " 0, 'h', '{}')"
+        )
+        for version, when in ((1, "2020-01-01T00:00:00.000000"), (2, "2021-01-01T00:00:00.000000")):
+            tx.execute(
+                "INSERT INTO history (res_type, res_id, version, last_updated, deleted, method,"
+                " content) VALUES ('Patient', 'p', ?, ?, 0, 'PUT', '{}')",
+                (version, when),
+            )
+    old.close()
+    new = open_database(db_url)
+    with new.transaction(write=False) as tx:
+        row = tx.execute("SELECT version, first_created FROM resources").fetchone()
+        assert tx.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 2
+    new.close()
+    assert tuple(row) == (2, "2020-01-01T00:00:00.000000")

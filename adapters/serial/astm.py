@@ -27,6 +27,8 @@ MAX_TEXT = 240
 # Longest frame on the wire: STX FN 240 text ETX C1 C2 CR LF.
 MAX_FRAME = MAX_TEXT + 7
 PROTOCOL = "astm"
+# E1381: these never occur in frame text (CR does: it ends each record).
+_FORBIDDEN = frozenset({STX, ETX, ETB, LF, ENQ, ACK, NAK, EOT})
 CONTENT_TYPE = "application/x-astm-e1381"
 
 
@@ -39,6 +41,8 @@ def encode_frame(number: int, text: bytes, final: bool) -> bytes:
     """One frame; ``number`` is taken modulo 8 (1..7, 0, 1, ...)."""
     if len(text) > MAX_TEXT:
         raise ValueError(f"frame text is {len(text)} bytes, at most {MAX_TEXT}")
+    if any(b in _FORBIDDEN for b in text):
+        raise ValueError("frame text holds a link control character (STX, ETX, ETB, LF, ...)")
     body = bytes([0x30 + number % 8]) + text + bytes([ETX if final else ETB])
     return bytes([STX]) + body + checksum(body) + b"\r\n"
 

@@ -112,6 +112,10 @@ class Registry:
             table.update((p["code"], _param(p)) for p in params)
             self._by_type[type_name] = table
         self.not_supported: tuple[str, ...] = tuple(data.get("notSupported", ()))
+        #: Per type, the reference parameters that put a resource in a patient's compartment.
+        self.patient_compartment: dict[str, tuple[str, ...]] = {
+            t: tuple(p) for t, p in data.get("patientCompartment", {}).items()
+        }
 
     @property
     def types(self) -> tuple[str, ...]:

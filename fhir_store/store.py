@@ -498,18 +498,24 @@ class Searching:
         return out
 
     def everything(self, patient_id: str, params: Sequence[tuple[str, str]]) -> SearchPage:
-        """``Patient/[id]/$everything``: the patient and every resource that references it.
+        """``Patient/[id]/$everything``: the patient and its compartment (the spec's
+        CompartmentDefinition: e.g. Observations whose subject or performer is the patient).
 
         ``_type`` (comma list), ``_since`` (lastUpdated), ``_count`` and ``_offset`` page it.
         """
         query = Query("Patient", [], [], DEFAULT_COUNT, 0, "accurate", None, None, [], [], [], [])
+        # The spec's patient compartment: per type, the parameters that link to the patient.
+        links: list[str] = []
+        args: list[Any] = [patient_id, patient_id]
+        for type_name, codes in self.store.registry.patient_compartment.items():
+            links.append(f"(x.res_type = ? AND x.param IN ({', '.join('?' * len(codes))}))")
+            args.extend([type_name, *codes])
         conds = [
             "r.deleted = 0",
             "((r.res_type = 'Patient' AND r.res_id = ?) OR r.res_id IN (SELECT res_id FROM"
             " idx_reference x WHERE x.res_type = r.res_type AND x.target_type = 'Patient'"
-            " AND x.target_id = ?))",
+            f" AND x.target_id = ? AND ({' OR '.join(links)})))",
         ]
-        args: list[Any] = [patient_id, patient_id]
         for name, raw in params:
             if name == "_type":
                 types = [t for t in raw.split(",") if t]

@@ -1,6 +1,7 @@
-"""Derive ``fhir_store/data/search_parameters.json`` from the spec's search-parameters.json.
+"""Derive ``fhir_store/data/search_parameters.json`` from the spec's definitions.
 
-Run: ``python -m fhir_store.tools.derive_search_params /path/to/search-parameters.json``.
+Run: ``python -m fhir_store.tools.derive_search_params /path/to/fhir-r4`` (the folder with
+``search-parameters.json`` and ``compartmentdefinition-patient.json``).
 
 Why a derived file: the spec's bundle (2 MB, 1,378 parameters over 146 resource types) mixes
 every resource's expression into one ``a | b | c`` string per shared parameter. The store
@@ -67,8 +68,9 @@ def _own_part(expression: str, resource_type: str) -> str:
     return " | ".join(p for p in _split_union(expression) if own.match(p))
 
 
-def derive(spec: dict[str, Any]) -> dict[str, Any]:
-    """The shipped structure: per served type, its search parameters in spec order."""
+def derive(spec: dict[str, Any], compartment: dict[str, Any]) -> dict[str, Any]:
+    """The shipped structure: per served type, its search parameters in spec order, and
+    which of them put a resource in a patient's compartment (for ``$everything``)."""
     by_url = {e["resource"]["url"]: e["resource"] for e in spec["entry"]}
     out: dict[str, list[dict[str, Any]]] = {t: [] for t in SERVED_TYPES}
     common: list[dict[str, Any]] = []
@@ -96,6 +98,11 @@ def derive(spec: dict[str, Any]) -> dict[str, Any]:
         "common": common,
         "resources": out,
         "notSupported": sorted(s for s in skipped if s.split(".")[0] in SERVED_TYPES),
+        "patientCompartment": {
+            r["code"]: r["param"]
+            for r in compartment["resource"]
+            if r["code"] in SERVED_TYPES and r.get("param")
+        },
     }
 
 
@@ -121,8 +128,12 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    spec = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
-    derived = derive(spec)
+    folder = Path(argv[1])
+    spec = json.loads((folder / "search-parameters.json").read_text(encoding="utf-8"))
+    compartment = json.loads(
+        (folder / "compartmentdefinition-patient.json").read_text(encoding="utf-8")
+    )
+    derived = derive(spec, compartment)
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     OUTPUT.write_text(json.dumps(derived, indent=1, sort_keys=False) + "\n", encoding="utf-8")
     count = sum(len(v) for v in derived["resources"].values())

@@ -161,3 +161,24 @@ def test_unknown_parameters_strict_or_lenient(loaded: FhirStore) -> None:
         loaded.searching.search("Patient", [("shoe-size", "9")], strict=True)
     page = loaded.searching.search("Patient", [("shoe-size", "9")])
     assert page.query.ignored == ["shoe-size"] and len(page.matches) == 2
+
+
+def test_everything_is_the_patient_compartment(loaded: FhirStore) -> None:
+    page = loaded.searching.everything("pat1", [])
+    got = sorted(f"{m.type}/{m.id}" for m in page.matches)
+    assert got == [
+        "AuditEvent/aud1",
+        "DeviceUseStatement/dus1",
+        "Encounter/enc1",
+        "ImagingStudy/img1",
+        "Observation/obs1",
+        "Observation/obs2",
+        "Patient/pat1",
+        "Provenance/prov1",
+    ]
+    assert page.total == 8
+    typed = loaded.searching.everything("pat1", [("_type", "Observation,Encounter")])
+    assert sorted(m.id for m in typed.matches) == ["enc1", "obs1", "obs2"]
+    paged = loaded.searching.everything("pat1", [("_count", "3"), ("_offset", "6")])
+    assert len(paged.matches) == 2 and not paged.has_next
+    assert loaded.searching.everything("pat1", [("_since", "2999")]).total == 0

@@ -13,14 +13,19 @@ from fhir_store.searchparams import default_registry
 from fhir_store.tools.derive_search_params import OUTPUT, SERVED_TYPES, derive
 
 # The spec's files sit in shared/ beside the repository (on developers' machines and in CI).
-SPEC = Path(__file__).resolve().parents[3].parent / "shared/fhir-r4/search-parameters.json"
+FOLDER = Path(__file__).resolve().parents[3].parent / "shared/fhir-r4"
+SPEC = FOLDER / "search-parameters.json"
+COMPARTMENT = FOLDER / "compartmentdefinition-patient.json"
 
 
 @pytest.mark.skipif(
     not SPEC.exists(), reason="the spec's search-parameters.json is not beside the repo"
 )
 def test_shipped_data_is_what_the_script_derives() -> None:
-    derived = derive(json.loads(SPEC.read_text(encoding="utf-8")))
+    derived = derive(
+        json.loads(SPEC.read_text(encoding="utf-8")),
+        json.loads(COMPARTMENT.read_text(encoding="utf-8")),
+    )
     assert json.loads(OUTPUT.read_text(encoding="utf-8")) == derived
 
 
@@ -87,3 +92,10 @@ def test_tokens_of_each_shape() -> None:
     assert tokens(Node({"coding": [{"system": "s", "code": "c", "display": "Héart"}]})) == [
         ("s", "c", "heart")
     ]
+
+
+def test_patient_compartment_is_the_specs() -> None:
+    compartment = default_registry().patient_compartment
+    assert compartment["Observation"] == ("subject", "performer")
+    assert compartment["Patient"] == ("link",)
+    assert "Device" not in compartment

@@ -90,6 +90,11 @@ def main() -> None:
     parser.add_argument("--obx", type=int, default=10)
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--no-store", action="store_true")
+    parser.add_argument(
+        "--structure-only",
+        action="store_true",
+        help="listener checks scope and structure only (map_content=False)",
+    )
     args = parser.parse_args()
 
     bench_parse(args.obx)
@@ -138,7 +143,7 @@ def main() -> None:
         latencies: list[float] = []
         lock = threading.Lock()
         failures: list[str] = []
-        with MllpListener("127.0.0.1", 0, bus) as listener:
+        with MllpListener("127.0.0.1", 0, bus, map_content=not args.structure_only) as listener:
             host, port = listener.address
 
             def sender(batch: list[bytes]) -> None:
@@ -163,7 +168,8 @@ def main() -> None:
         fsync = "off" if args.no_fsync else "on"
         p50, p99 = percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3
         print(
-            f"[2] MLLP ingest, {args.connections} connections, fsync={fsync}: "
+            f"[2] MLLP ingest, {args.connections} connections, fsync={fsync}, "
+            f"intake={'structure' if args.structure_only else 'full mapping'}: "
             f"{total} msgs in {ingest:.2f} s = {total / ingest:,.0f} msg/s, "
             f"{total * args.obx / ingest:,.0f} Observations/s; ACK latency "
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, "

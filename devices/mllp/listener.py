@@ -132,6 +132,10 @@ class MllpListener:
     ``port`` 0 picks a free port (read it from ``address`` after ``start``). ``tls`` is a
     server-side context, e.g. ``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` with
     a certificate loaded (and ``verify_mode = CERT_REQUIRED`` for mutual TLS).
+    ``map_content`` (default True) maps every message before AA so unmappable content gets
+    AE; False checks scope and structure only (about 30x cheaper per message) and leaves
+    content errors to the normalizer's dead letters. ``ack_cache`` with a ``path`` keeps
+    the repeat detection across restarts.
     """
 
     def __init__(
@@ -148,6 +152,7 @@ class MllpListener:
         idle_timeout_s: float = 300.0,
         publish_timeout_s: float = 30.0,
         source: str = "mllp",
+        map_content: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.host = host
@@ -161,6 +166,7 @@ class MllpListener:
         self.idle_timeout_s = idle_timeout_s
         self.publish_timeout_s = publish_timeout_s
         self.source = source
+        self.map_content = map_content
         self.clock = clock
         self.stats = ListenerStats()
         self._server: socket.socket | None = None
@@ -309,7 +315,11 @@ class MllpListener:
                 self._count("AA")
                 return cached if ack_wanted(header, "AA") else None
         verdict = judge(
-            raw, received_at=received_at, options=self.options, max_bytes=self.max_frame
+            raw,
+            received_at=received_at,
+            options=self.options,
+            max_bytes=self.max_frame,
+            map_content=self.map_content,
         )
         if verdict.outcome != "AA" or verdict.header is None:
             if verdict.outcome == "AE":

@@ -285,3 +285,19 @@ def test_durable_on_the_embedded_bus_and_dedup_survives_restart(tmp_path: Path) 
         assert [m.value for m in got] == [corpus.ORU_LAB]
     finally:
         bus.close()
+
+
+def test_structure_only_intake_leaves_content_errors_to_the_normalizer(
+    memory_bus: MemoryBus,
+) -> None:
+    from adapters.hl7v2.normalizer import Hl7v2Normalizer
+    from bus.topics import DEADLETTER
+
+    bad = corpus.ORU_LAB.replace(b"|105|", b"|abc|")
+    with MllpListener("127.0.0.1", 0, memory_bus, map_content=False) as server:
+        assert msa(send_once(server, bad))[1] == "AA"
+        assert msa(send_once(server, corpus.adt("A01", "V22", version="2.2")))[1] == "AR"
+    (raw,) = memory_bus.snapshot(RAW_HL7V2)
+    Hl7v2Normalizer(memory_bus)([raw])
+    (dead,) = memory_bus.snapshot(DEADLETTER)
+    assert b"OBX[1]-5" in dead.value

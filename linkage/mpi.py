@@ -36,10 +36,10 @@ from linkage.links import (
     ReviewItem,
     SourceRecord,
 )
-from linkage.model import FellegiSunterModel, Score, starting_model
+from linkage.model import FellegiSunterModel, Score, TermFrequencies, starting_model
 from linkage.repository import TERM_FIELDS, LinkageRepository
 from linkage.rules import Decision, Thresholds, best_per_golden, decide
-from linkage.survivorship import build_golden, is_golden
+from linkage.survivorship import GoldenView, build_golden, is_golden
 from linkage.training import SessionResult, train
 
 AUTO_ACTOR = "mpi"
@@ -93,6 +93,19 @@ def source_of(patient: Mapping[str, Any]) -> str:
         if ident.get("system"):
             return str(ident["system"])
     return "unknown"
+
+
+def updated_at(patient: Mapping[str, Any], received: datetime) -> datetime:
+    """When the source last changed the Patient (``meta.lastUpdated``), else when we got it:
+    survivorship's "most recent" is about the data, not about our queue."""
+    text = (patient.get("meta") or {}).get("lastUpdated")
+    if isinstance(text, str):
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return received
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return received
 
 
 def match_grade(candidate: Candidate, thresholds: Thresholds) -> str:
@@ -157,28 +170,41 @@ class Mpi:
         return extract(patient)
 
     def _candidates(self, f: PatientFeatures, exclude: str | None) -> list[Candidate]:
+        total = self.repository.count_records()
+        tf = None
+        if total >= self.settings.tf_min_records:
+            terms = [(name, getattr(f, name)) for name in TERM_FIELDS if getattr(f, name)]
+            tf = _Frequencies(self.repository.term_counts(terms), total)
+        return self.candidates_in_index(f, exclude, tf)
+
+    def candidates_in_index(
+        self, f: PatientFeatures, exclude: str | None, tf: TermFrequencies | None
+    ) -> list[Candidate]:
+        """Scored candidates from the index: confirmed members sharing a blocking key."""
         repo = self.repository
         ids = repo.candidate_ids(blocking_keys(f), self.settings.limit_per_key)
         ids.discard(exclude or "")
         if not ids:
             return []
         memberships = repo.memberships(ids)
-        total = repo.count_records()
-        tf = None
-        if total >= self.settings.tf_min_records:
-            terms = [(name, getattr(f, name)) for name in TERM_FIELDS if getattr(f, name)]
-            tf = _Frequencies(repo.term_counts(terms), total)
-        found: list[Candidate] = []
         # Only confirmed members represent their golden record; a POSSIBLE_MATCH member
         # might belong elsewhere and must not pull others after it.
         confirmed = {i: link for i, link in memberships.items() if link.state == LinkState.MATCH}
-        for source_id, features in repo.get_features(confirmed).items():
-            score = self.model.score(f, features, tf)
-            shared = sorted(set(f.identifiers) & set(features.identifiers))
+        return [
+            Candidate(confirmed[source_id].golden_id, source_id, self.score_pair(f, features, tf))
+            for source_id, features in repo.get_features(confirmed).items()
+        ]
+
+    def score_pair(
+        self, f: PatientFeatures, other: PatientFeatures, tf: TermFrequencies | None
+    ) -> Score:
+        """The model's score, or certainty by the identifier rule (same system and value)."""
+        score = self.model.score(f, other, tf)
+        if f.identifiers and other.identifiers:
+            shared = sorted(set(f.identifiers) & set(other.identifiers))
             if shared:
-                score = replace(score, probability=1.0, rule=f"identifier:{shared[0]}")
-            found.append(Candidate(confirmed[source_id].golden_id, source_id, score))
-        return found
+                return replace(score, probability=1.0, rule=f"identifier:{shared[0]}")
+        return score
 
     def match(
         self, patient: Mapping[str, Any], count: int = 10, only_certain: bool = False
@@ -225,7 +251,9 @@ class Mpi:
                 if golden is not None:
                     self._touched(golden)  # a redelivery retries a listener that failed
                 return self._outcome(current, changed=False)
-            record = SourceRecord(source_id, dict(patient), f, source or source_of(patient), now)
+            record = SourceRecord(
+                source_id, dict(patient), f, source or source_of(patient), updated_at(patient, now)
+            )
             repo.put_record(record, blocking_keys(f))
             if current is not None and current.origin == LinkOrigin.MANUAL:
                 # A person decided where this record belongs; an update does not overrule.
@@ -587,6 +615,35 @@ class Mpi:
         with self.repository.transaction(write=False):
             return self.repository.links_of(source_id)
 
+    # for batch linkage ---------------------------------------------------------------
+    def now(self) -> datetime:
+        return self._clock()
+
+    def new_golden_id(self) -> str:
+        return self._new_golden_id()
+
+    def with_provenance(self, view: GoldenView) -> dict[str, Any]:
+        """The golden resource, with which source gave each field in ``meta.extension``."""
+        view.resource["meta"]["extension"] = [
+            {
+                "url": "https://caregraph.dev/fhir/StructureDefinition/survivorship",
+                "valueString": ",".join(f"{k}={v}" for k, v in sorted(view.provenance.items())),
+            }
+        ]
+        return view.resource
+
+    def notify(self, goldens: list[Golden]) -> None:
+        """Tell the listeners about golden records written outside ``_write``."""
+        if goldens:
+            for listener in self.golden_listeners:
+                listener(goldens)
+
+    def rebuild(self, golden_ids: Iterable[str]) -> None:
+        """Rebuild golden records from their members (after a bulk write added some)."""
+        with self._write():
+            for golden_id in golden_ids:
+                self._rebuild(golden_id)
+
     # internals -----------------------------------------------------------------------
     def _membership(self, source_id: str) -> Link:
         link = self.repository.memberships([source_id]).get(source_id)
@@ -630,15 +687,8 @@ class Mpi:
         existing = repo.get_golden(golden_id)
         replaced_by = existing.replaced_by if existing else None
         view = build_golden(golden_id, repo.get_records(members), self.settings.trust, replaced_by)
-        view.resource["meta"]["extension"] = [
-            {
-                "url": "https://caregraph.dev/fhir/StructureDefinition/survivorship",
-                "valueString": ",".join(f"{k}={v}" for k, v in sorted(view.provenance.items())),
-            }
-        ]
-        golden = Golden(
-            golden_id, view.resource, bool(members) and replaced_by is None, replaced_by
-        )
+        resource = self.with_provenance(view)
+        golden = Golden(golden_id, resource, bool(members) and replaced_by is None, replaced_by)
         repo.put_golden(golden)
         self._touched(golden)
 

@@ -119,6 +119,26 @@ class LinkageRepository(ABC):
     @abstractmethod
     def get_event(self, event_id: int) -> LinkEvent | None: ...
 
+    # bulk (batch linkage) -------------------------------------------------------------
+    # Written once here on top of the single-row methods; a backend overrides them with
+    # multi-row statements when it can (the SQL one does).
+    def add_new_records(self, items: Sequence[tuple[SourceRecord, Sequence[str]]]) -> None:
+        """Records known not to be in the index yet, with their blocking keys."""
+        for record, keys in items:
+            self.put_record(record, keys)
+
+    def put_links(self, links: Sequence[Link]) -> None:
+        for link in links:
+            self.put_link(link)
+
+    def put_goldens(self, goldens: Sequence[Golden]) -> None:
+        for golden in goldens:
+            self.put_golden(golden)
+
+    def add_events(self, events: Sequence[LinkEvent]) -> None:
+        for event in events:
+            self.add_event(event)
+
     # model ----------------------------------------------------------------------------
     @abstractmethod
     def load_model(self) -> dict[str, Any] | None: ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -439,6 +440,109 @@ class SqlRepository(LinkageRepository):
             f"SELECT {_EVENT_COLUMNS} FROM linkage_event WHERE id = ?", (event_id,)
         ).fetchone()
         return _event(row) if row else None
+
+    # bulk -----------------------------------------------------------------------------
+    def add_new_records(self, items: Sequence[tuple[SourceRecord, Sequence[str]]]) -> None:
+        tx = self._tx
+        terms: Counter[tuple[str, str]] = Counter()
+        rows: list[tuple[str, str, str, str, str]] = []
+        blocks: list[tuple[str, str]] = []
+        for record, keys in items:
+            rows.append(
+                (
+                    record.source_id,
+                    record.source,
+                    record.updated_at.isoformat(),
+                    json.dumps(record.resource, separators=(",", ":")),
+                    json.dumps(record.features.to_json(), separators=(",", ":")),
+                )
+            )
+            blocks.extend((k, record.source_id) for k in dict.fromkeys(keys))
+            for f in TERM_FIELDS:
+                value = getattr(record.features, f)
+                if value:
+                    terms[(f, value)] += 1
+        terms[_COUNTER] += len(rows)
+        tx.insert_rows(
+            "linkage_record", ("source_id", "source", "updated_at", "resource", "features"), rows
+        )
+        tx.insert_rows("linkage_block", ("key", "source_id"), blocks)
+        tx.insert_rows(
+            "linkage_term",
+            ("field", "value", "n"),
+            [(f, v, n) for (f, v), n in sorted(terms.items())],
+            " ON CONFLICT (field, value) DO UPDATE SET n = linkage_term.n + excluded.n",
+        )
+
+    def put_links(self, links: Sequence[Link]) -> None:
+        self._tx.insert_rows(
+            "linkage_link",
+            tuple(c.strip() for c in _LINK_COLUMNS.split(",")),
+            [
+                (
+                    x.source_id,
+                    x.golden_id,
+                    x.state.value,
+                    x.origin.value,
+                    x.score,
+                    json.dumps(x.explanation) if x.explanation is not None else None,
+                    x.updated_at.isoformat() if x.updated_at else None,
+                )
+                for x in links
+            ],
+            " ON CONFLICT (source_id, golden_id) DO UPDATE SET state = excluded.state, "
+            "origin = excluded.origin, score = excluded.score, "
+            "explanation = excluded.explanation, updated_at = excluded.updated_at",
+        )
+
+    def put_goldens(self, goldens: Sequence[Golden]) -> None:
+        self._tx.insert_rows(
+            "linkage_golden",
+            ("golden_id", "resource", "active", "replaced_by"),
+            [
+                (
+                    g.golden_id,
+                    json.dumps(g.resource, separators=(",", ":")),
+                    int(g.active),
+                    g.replaced_by,
+                )
+                for g in goldens
+            ],
+            " ON CONFLICT (golden_id) DO UPDATE SET resource = excluded.resource, "
+            "active = excluded.active, replaced_by = excluded.replaced_by",
+        )
+
+    def add_events(self, events: Sequence[LinkEvent]) -> None:
+        self._tx.insert_rows(
+            "linkage_event",
+            (
+                "at",
+                "actor",
+                "action",
+                "source_id",
+                "golden_id",
+                "previous_golden_id",
+                "state",
+                "origin",
+                "score",
+                "detail",
+            ),
+            [
+                (
+                    e.at.isoformat(),
+                    e.actor,
+                    e.action,
+                    e.source_id,
+                    e.golden_id,
+                    e.previous_golden_id,
+                    e.state.value if e.state else None,
+                    e.origin.value if e.origin else None,
+                    e.score,
+                    json.dumps(e.detail),
+                )
+                for e in events
+            ],
+        )
 
     # model ----------------------------------------------------------------------------
     def load_model(self) -> dict[str, Any] | None:

@@ -363,3 +363,10 @@ def test_golden_records_are_not_ingested_as_sources(mpi: Mpi) -> None:
     golden, _ = mpi.golden(a.golden_id)
     with pytest.raises(InvalidPatient):
         mpi.ingest(golden.resource)
+
+
+def test_most_recent_means_the_sources_last_update_not_arrival(mpi: Mpi) -> None:
+    a = mpi.ingest(anna("a1", line="1 New Road", last_updated="2025-06-01T10:00:00Z"))
+    mpi.ingest(anna("a2", line="1 Old Road", last_updated="2019-01-01T10:00:00Z"))
+    golden, _ = mpi.golden(a.golden_id)
+    assert golden.resource["address"][0]["line"] == ["1 New Road"]

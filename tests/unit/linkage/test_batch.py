@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+import pytest
+
+from linkage.batch import link_batch
+from linkage.errors import InvalidPatient
+from linkage.mpi import Mpi, MpiSettings
+from linkage.repository import LinkageRepository, MemoryRepository
+
+from .conftest import Clock
+from .factories import patient
+from .test_training import FAMILY, GIVEN, typo
+
+
+def population(n: int, seed: int) -> list[dict[str, Any]]:
+    """People registered once or twice (typos, another institution), some placeholders."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for person in range(n):
+        given = rng.choice(GIVEN) + rng.choice(["", "a", "o"])
+        family = rng.choice(FAMILY) + rng.choice(["", "er", "li"])
+        dob = f"{rng.randint(1930, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        pc = str(rng.randint(3000, 3020))
+        out.append(patient(given, family, dob, pid=f"p{person}", postcode=pc, line=None))
+        if person % 3 == 0:
+            out.append(patient(typo(rng, given), family, dob, pid=f"q{person}", postcode=pc))
+        if person % 50 == 0:
+            out.append(patient("John", "Doe", None, pid=f"doe{person}"))
+    rng.shuffle(out)
+    return out
+
+
+def make(repository: LinkageRepository, **settings: Any) -> Mpi:
+    counter = itertools.count(1)
+    return Mpi(
+        repository,
+        settings=MpiSettings(**settings),
+        clock=Clock(),
+        new_golden_id=lambda: f"golden-{next(counter)}",
+    )
+
+
+def state(mpi: Mpi, ids: list[str]) -> dict[str, tuple[str, str]]:
+    with mpi.repository.transaction(write=False):
+        links = mpi.repository.memberships(ids)
+    return {i: (link.golden_id, link.state.value) for i, link in links.items()}
+
+
+def test_batch_decides_exactly_as_one_at_a_time() -> None:
+    people = population(300, seed=5)
+    ids = [p["id"] for p in people]
+    one_by_one = make(MemoryRepository(), tf_min_records=100)
+    for p in people:
+        one_by_one.ingest(p)
+    batch = make(MemoryRepository(), tf_min_records=100)
+    report = link_batch(batch, people, chunk=70)
+    expected = state(one_by_one, ids)
+    assert state(batch, ids) == expected
+    assert report.records == len(people)
+    assert report.new_goldens == len({g for g, _ in expected.values()})
+    assert report.matched > 50  # the scenario links people, it is not all singletons
+    for gid in {g for g, _ in expected.values()}:
+        assert batch.golden(gid)[0].resource == one_by_one.golden(gid)[0].resource
+    assert len(batch.history()) == len(people)
+
+
+def test_batch_links_against_what_the_index_holds(mpi: Mpi) -> None:
+    first = mpi.ingest(patient(pid="a1"))
+    report = link_batch(mpi, [patient(pid="a2", given="Ana"), patient(pid="a1", phone="031")])
+    assert report.records == 1 and report.updates == 1 and report.new_goldens == 0
+    assert mpi.golden_of("a2").golden_id == first.golden_id
+    golden, members = mpi.golden(first.golden_id)
+    assert {m.source_id for m in members} == {"a1", "a2"}
+    assert golden.resource["telecom"][0]["value"] == "031"  # the update went through ingest
+
+
+def test_batch_refuses_bad_input_before_writing(mpi: Mpi) -> None:
+    with pytest.raises(InvalidPatient):
+        link_batch(mpi, [patient(pid="a1"), {"resourceType": "Patient"}])
+    assert mpi.history() == []

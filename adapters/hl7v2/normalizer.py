@@ -15,7 +15,9 @@ Replaying ``raw.hl7v2`` produces the same ids, so the store upserts instead of d
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,30 +91,75 @@ def records_for(
     return records, failures
 
 
+# Resources that exist once per message; everything else is an entity (Patient, Device...)
+# that most messages repeat unchanged.
+MESSAGE_SCOPED_TOPICS = frozenset(
+    {fhir_topic("Observation"), fhir_topic("Provenance"), fhir_topic("Parameters")}
+)
+
+
 class Hl7v2Normalizer:
     """``run_consumer`` handler: normalize a batch, publish records and dead letters at once.
 
     A message that does not map is dead-lettered here (original bytes, error with its
     segment/field location) rather than raised, so its neighbours in the batch are not
     retried for nothing; bus errors propagate, so the consume loop retries the batch.
+
+    Entity resources (a monitor's Devices and DeviceMetrics, the Patient, the bed) repeat
+    in every message of a feed; one byte-identical to a record this handler already
+    published (the last ``remember`` distinct ones) is not published again. That only
+    saves work downstream: a new handler (restart, replay) publishes each entity once more,
+    and the store treats an identical resource as no change anyway.
     """
 
     def __init__(
-        self, bus: Bus, *, group: str = "hl7v2-normalizer", options: Options = DEFAULT_OPTIONS
+        self,
+        bus: Bus,
+        *,
+        group: str = "hl7v2-normalizer",
+        options: Options = DEFAULT_OPTIONS,
+        remember: int = 50_000,
     ) -> None:
         self.bus = bus
         self.group = group
         self.options = options
+        self.remember = remember
+        self._published: OrderedDict[bytes, None] = OrderedDict()
+        self.skipped = 0
+
+    def _digest(self, record: Record) -> bytes:
+        return hashlib.blake2b(
+            record.topic.encode() + b"\0" + record.value, digest_size=16
+        ).digest()
 
     def __call__(self, messages: list[Message]) -> None:
         records, failures = records_for(messages, options=self.options)
+        fresh: list[Record] = []
+        digests: dict[bytes, None] = {}
+        for record in records:
+            if record.topic not in MESSAGE_SCOPED_TOPICS and self.remember:
+                digest = self._digest(record)
+                if digest in self._published:
+                    self._published.move_to_end(digest)
+                    self.skipped += 1
+                    continue
+                if digest in digests:
+                    self.skipped += 1
+                    continue
+                digests[digest] = None
+            fresh.append(record)
         for failure in failures:
             error = describe(failure.error)
             if failure.error.location:
                 error += f" at {failure.error.location}"
-            records.append(deadletter_record(failure.message, self.group, error, attempts=1))
-        if records:
-            self.bus.publish_many(records)
+            fresh.append(deadletter_record(failure.message, self.group, error, attempts=1))
+        if fresh:
+            self.bus.publish_many(fresh)
+        # only what is durable on the bus may be skipped next time
+        for digest in digests:
+            self._published[digest] = None
+        while len(self._published) > self.remember:
+            self._published.popitem(last=False)
 
 
 __all__ = ["Failure", "Hl7v2Normalizer", "records_for"]

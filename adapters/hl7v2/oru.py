@@ -317,7 +317,7 @@ class DeviceTree:
                 parent=parent,
                 patient_=self.subject if is_mds else None,
                 location_=self.bed if is_mds else None,
-                source=self.ctx.source,
+                source=None,  # entities: the Provenance names the message
             )
             parent = self.ctx.add(resource)
         assert parent is not None
@@ -347,7 +347,7 @@ class DeviceTree:
             source_device=mds,
             parent=channel if device_path != parts[0] else None,
             operational_status="on",
-            source=self.ctx.source,
+            source=None,
         )
         return self.ctx.add(resource)
 

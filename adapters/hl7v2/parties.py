@@ -4,6 +4,8 @@ Location (PL, down to the bed) and Encounter (PV1).
 Entity resources get ids from their business identifiers (a patient's identifier within
 its authority, a bed within its ward), not from the message, so an A08 updates the Patient
 an A01 created; resources that exist only in one message use ``Context.message_scoped_id``.
+Entities carry no ``meta.source`` (the message's Provenance targets them instead), so the
+same Patient or bed sent again is byte-identical and the store adds no version.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ def organization(ctx: Context) -> Json:
         deterministic_id("Organization", ctx.facility),
         name=name,
         identifiers=identifiers,
-        source=ctx.source,
     )
     return ctx.add(resource)
 
@@ -98,7 +99,6 @@ def patient(ctx: Context, pid: Segment, org: Json) -> Json | None:
         telecom=xtn_telecom(pid, 13, "home") + xtn_telecom(pid, 14, "work"),
         managing_organization=org,
         deceased=deceased,
-        source=ctx.source,
     )
     return ctx.add(resource)
 
@@ -116,7 +116,9 @@ def practitioner(ctx: Context, seg: Segment, n: int, rep: int = 0) -> Json | Non
     else:
         resource_id = ctx.message_scoped_id("Practitioner", seg.name, seg.occurrence, n, rep)
     resource = fb.practitioner(
-        resource_id, identifiers=identifiers, names=[name] if name else [], source=ctx.source
+        resource_id,
+        identifiers=identifiers,
+        names=[name] if name else [],
     )
     return ctx.add(resource)
 
@@ -141,7 +143,6 @@ def location(ctx: Context, seg: Segment, n: int, org: Json) -> Json | None:
             identifiers=[fb.identifier(_location_system(facility), "/".join(path[1:]))],
             part_of=parent,
             managing_organization=org,
-            source=ctx.source,
         )
         parent = ctx.add(resource)
     return parent
@@ -252,6 +253,5 @@ def encounter(
         locations=locations,
         participants=participants,
         service_provider=org,
-        source=ctx.source,
     )
     return ctx.add(resource), bed

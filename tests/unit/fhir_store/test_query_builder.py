@@ -1,0 +1,45 @@
+"""The SQL a search becomes: IN lists, not OR chains; values always bound, never inlined."""
+
+from __future__ import annotations
+
+from fhir_store.search import QueryBuilder, split_values
+from fhir_store.searchparams import default_registry
+
+
+def build(type_name: str, params: list[tuple[str, str]]) -> str:
+    query = QueryBuilder(default_registry()).build(type_name, params)
+    return " AND ".join(w.text for w in query.where)
+
+
+def test_token_or_values_become_in_lists() -> None:
+    codes = ",".join(f"c{i}" for i in range(50))
+    sql = build("Observation", [("code", codes)])
+    assert sql.count("code IN (") == 1 and " OR " not in sql
+    pairs = ",".join(f"s|c{i}" for i in range(20))
+    sql = build("Observation", [("code", pairs)])
+    assert sql.count("(system, code) IN (") == 1 and " OR " not in sql
+
+
+def test_values_are_bound_parameters() -> None:
+    query = QueryBuilder(default_registry()).build("Patient", [("family", "O'Brien; DROP")])
+    assert "O'Brien" not in query.where[0].text
+    assert "o'brien; drop%" in query.where[0].params
+
+
+def test_repetition_is_and() -> None:
+    query = QueryBuilder(default_registry()).build(
+        "Observation", [("date", "ge2020"), ("date", "lt2021")]
+    )
+    assert len(query.where) == 2
+
+
+def test_escaped_commas() -> None:
+    assert split_values(r"a\,b,c") == ["a,b", "c"]
+
+
+def test_ranks_drive_from_references() -> None:
+    query = QueryBuilder(default_registry()).build(
+        "Observation", [("date", "ge2020"), ("code", "x"), ("patient", "Patient/1")]
+    )
+    assert [w.rank for w in query.where] == [2, 1, 0]
+    assert all(w.exists and w.exists.startswith("EXISTS") for w in query.where)

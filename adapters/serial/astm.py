@@ -14,7 +14,7 @@ component ``^``, escape ``&`` by default (``H|\\^&|...``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 from adapters.serial import codes
@@ -361,8 +361,3 @@ def _result(
         patient_hint=patient,
         raw=raw,
     )
-
-
-def local_zone(offset_minutes: int) -> timezone:
-    """The fixed zone an analyzer's clock is set to (ASTM timestamps carry no offset)."""
-    return timezone(timedelta(minutes=offset_minutes))

@@ -278,6 +278,11 @@ def encode_phdb_record(time_s: int, values: dict[str, int], groups: dict[int, in
     return encode_header(len(sub), DRI_MT_PHDB, [(0, DRI_PH_DISPL)], time_s) + sub
 
 
+def device_time_of(time_s: int, tz: timezone = UTC) -> datetime:
+    """A Datex time (Unix seconds counted on the monitor's local wall clock) as aware time."""
+    return datetime.fromtimestamp(time_s, UTC).replace(tzinfo=tz)
+
+
 def _value(raw: int, scale: Decimal) -> tuple[Decimal | None, str | None]:
     if raw <= DATA_INVALID_LIMIT:
         return None, SENTINELS.get(raw, "unknown")
@@ -312,7 +317,7 @@ def measurements(
         cls = (struct.unpack_from("<H", sub, 276)[0] >> 8) & 0x0F
         if cls != 0:
             continue  # only the basic class is mapped
-        device_time = datetime.fromtimestamp(time_s, UTC).replace(tzinfo=None).replace(tzinfo=tz)
+        device_time = device_time_of(time_s, tz)
         phys = sub[4 : 4 + BASIC_LEN]
         for f in BASIC_FIELDS:
             status = struct.unpack_from("<I", phys, f.group_offset)[0]

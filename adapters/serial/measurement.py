@@ -10,7 +10,7 @@ ids; the raw frame, for replay and audit).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 
@@ -62,3 +62,8 @@ class Measurement:
             raise ValueError("received_at must be timezone-aware")
         if self.device_time is not None and self.device_time.tzinfo is None:
             raise ValueError("device_time must be timezone-aware")
+
+
+def local_zone(offset_minutes: int) -> timezone:
+    """The fixed zone a device clock is set to (ASTM and Datex times carry no offset)."""
+    return timezone(timedelta(minutes=offset_minutes))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from adapters.serial import astm, datex, intellivue, medibus
 from adapters.serial import headers as dh
 from adapters.serial.errors import UnknownProtocol, WireError
-from adapters.serial.measurement import Measurement
+from adapters.serial.measurement import Measurement, local_zone
 from adapters.serial.observation import observation_from_measurement
 from bus import headers as bh
 from bus.base import Message, Record
@@ -25,7 +25,7 @@ Decoder = Callable[[bytes, Mapping[str, str], str, str, datetime], list[Measurem
 def _astm(
     raw: bytes, headers: Mapping[str, str], device_id: str, message_id: str, received: datetime
 ) -> list[Measurement]:
-    tz = astm.local_zone(int(headers.get(dh.UTC_OFFSET, "0") or 0))
+    tz = local_zone(int(headers.get(dh.UTC_OFFSET, "0") or 0))
     frames = _split_astm_frames(raw)
     return astm.measurements(frames, device_id, message_id, received, tz)
 
@@ -57,7 +57,7 @@ def _datex(
     events = datex.Framer().feed(raw)
     if len(events) != 1 or not isinstance(events[0], datex.Frame):
         raise WireError("stored Datex message is not one good frame")
-    tz = astm.local_zone(int(headers.get(dh.UTC_OFFSET, "0") or 0))
+    tz = local_zone(int(headers.get(dh.UTC_OFFSET, "0") or 0))
     return datex.measurements(events[0].record, device_id, message_id, received, tz, raw)
 
 

@@ -42,6 +42,8 @@ class DriverStats:
     published: int = 0
     publish_errors: int = 0
     last_frame_at: datetime | None = None
+    # Device clock minus host clock at the last reading, where the protocol tells it.
+    clock_offset_s: float | None = None
     last_error: str = ""
 
     def snapshot(self) -> dict[str, object]:
@@ -130,6 +132,11 @@ class SerialDriver(ABC):
 
     def close_session(self, link: Link) -> None:  # noqa: B027 - optional hook
         """Say goodbye to the device if the protocol has a way (best effort)."""
+
+    @property
+    def clock_offset_s(self) -> float | None:
+        """How far the device clock is ahead of ours (seconds), if the protocol tells."""
+        return self.stats.clock_offset_s
 
     # -- helpers for sessions ------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import ClassVar
 from adapters.serial import datex
 from adapters.serial import headers as dh
 from adapters.serial.errors import WireError
+from adapters.serial.measurement import local_zone
 from bus.base import Bus
 from devices.serial.base import SerialDriver
 from devices.serial.errors import LinkLost
@@ -74,9 +75,12 @@ class DatexDriver(SerialDriver):
         self.good_frame()
         if head.r_maintype != datex.DRI_MT_PHDB:
             return
+        received = datetime.now(UTC)
+        device = datex.device_time_of(head.r_time, local_zone(self.utc_offset_minutes))
+        self.stats.clock_offset_s = (device - received).total_seconds()
         self.publish_raw(
             frame.raw,
-            received_at=datetime.now(UTC),
+            received_at=received,
             extra={dh.UTC_OFFSET: str(self.utc_offset_minutes)},
         )
 

@@ -44,7 +44,6 @@ class IntelliVueDriver(SerialDriver):
         self.association_timeout_s = association_timeout_s
         self.anchor: iv.TimeAnchor | None = None
         self.system_id = b""
-        self.clock_offset_s: float | None = None
         self.associations = 0
         self.refusals = 0
         self.polls_sent = 0
@@ -144,7 +143,7 @@ class IntelliVueDriver(SerialDriver):
         self.good_frame()
         extra = {dh.TIME_ANCHOR: self.anchor.header()} if self.anchor else {}
         if self.anchor is not None:
-            self.clock_offset_s = (self.anchor.at(reply.rel_ticks) - received).total_seconds()
+            self.stats.clock_offset_s = (self.anchor.at(reply.rel_ticks) - received).total_seconds()
         self.publish_raw(frame.raw, received_at=received, extra=extra)
 
     def close_session(self, link: Link) -> None:

@@ -51,15 +51,14 @@ class MedibusDriver(SerialDriver):
         self.clock_every_s = clock_every_s
         self.utc_offset_minutes = utc_offset_minutes
         self.device_identity = ""
-        self.clock_offset_s: float | None = None
         self.timeouts = 0
         self.keepalives_answered = 0
         self.commands_sent = 0
 
     def _device_now(self) -> datetime | None:
-        if self.clock_offset_s is None:
+        if self.stats.clock_offset_s is None:
             return None
-        return datetime.now(UTC) + timedelta(seconds=self.clock_offset_s)
+        return datetime.now(UTC) + timedelta(seconds=self.stats.clock_offset_s)
 
     def session(self, link: Link, stop: threading.Event) -> None:
         framer = mb.Framer()
@@ -127,7 +126,7 @@ class MedibusDriver(SerialDriver):
                 self.stats.framing_errors += 1
                 return
             device = mb.to_utc(local, self.utc_offset_minutes)
-            self.clock_offset_s = (device - received).total_seconds()
+            self.stats.clock_offset_s = (device - received).total_seconds()
         elif msg.cmd in (mb.MEASURED_CP1, mb.ALARMS_CP1):
             device_now = self._device_now()
             extra = {dh.DEVICE_TIME: device_now.isoformat()} if device_now else {}

@@ -66,3 +66,17 @@ def test_faults_counted_silence_and_cable_recovered(rig: Any) -> None:
     assert s.checksum_errors + s.framing_errors >= 3 + 3
     assert s.garbage_bytes > 0
     _assert_no_wrong_value(r)
+
+
+def test_drifting_clock_shows_in_device_time(rig: Any) -> None:
+    r = rig("datex", {"interval_s": 0.05}, **FAST)
+    sim, driver = _parts(r)
+    wait_for(lambda: driver.clock_offset_s is not None, 10, "first record")
+    sim.drift_clock(3.0)  # the monitor's clock runs four times too fast
+    wait_for(
+        lambda: driver.clock_offset_s is not None and driver.clock_offset_s > 3, 20, "drift seen"
+    )
+    _settle(r)
+    latest = max(r.measurements(), key=lambda m: m.received_at)
+    assert latest.device_time is not None
+    assert (latest.device_time - latest.received_at).total_seconds() > 2

@@ -9,6 +9,7 @@ import pytest
 
 from adapters.serial import astm
 from adapters.serial.errors import WireError
+from adapters.serial.measurement import local_zone
 
 # <STX>1H|\^&|||ANALYZER^1|||||||P|1<CR><ETX>AF<CR><LF> (PROTOCOLS.md; sum of '1'..ETX = 0xAF)
 GOLDEN = bytes.fromhex(
@@ -100,7 +101,7 @@ MESSAGE = [
 
 def test_records_to_measurements() -> None:
     frames = astm.encode_message(MESSAGE)
-    ms = astm.measurements(frames, "bg-1", "msg-1", RECEIVED, astm.local_zone(60))
+    ms = astm.measurements(frames, "bg-1", "msg-1", RECEIVED, local_zone(60))
     assert [m.vendor_code for m in ms] == ["pH", "pCO2", "Lac", "XYZ", "Na"]
     ph, pco2, lac, xyz, na = ms
     assert ph.value == Decimal("7.41") and ph.loinc == "2744-1" and ph.unit is not None

@@ -342,3 +342,54 @@ def test_concurrent_if_match_updates_have_one_winner(server: Server) -> None:
     assert codes == [200] + [412] * 5
     hist = httpx.get(f"{server.base}/Device/race/_history").json()
     assert sorted(int(e["resource"]["meta"]["versionId"]) for e in hist["entry"]) == [1, 2]
+
+
+def _valid(body: dict[str, Any]) -> None:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    get_fhir_model_class(body["resourceType"]).model_validate(body)
+
+
+def test_batch_reports_each_entry_and_responses_are_valid_fhir(server: Server) -> None:
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": patient("Ok", "b1"), "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": {"resourceType": "Patient", "birthDate": "bad"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {"request": {"method": "GET", "url": "Patient?identifier=urn:mrn|b1"}},
+            {"request": {"method": "DELETE", "url": "Patient/none-such"}},
+            {"request": {"method": "GET", "url": "Patient/none-such"}},
+        ],
+    }
+    with httpx.Client(base_url=server.base) as c:
+        r = c.post("", json=batch, headers=FHIR)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        _valid(body)
+        statuses = [e["response"]["status"] for e in body["entry"]]
+        assert statuses[0] == "201 Created" and statuses[1] == "400"
+        assert statuses[2] == "200 OK" and statuses[3] == "204 No Content" and statuses[4] == "404"
+        assert body["entry"][2]["resource"]["total"] == 1
+        assert "Patient.birthDate" in str(body["entry"][1]["response"]["outcome"])
+        _valid(c.get("/metadata").json())
+        _valid(c.get("/Patient", params={"_count": "1"}).json())
+        _valid(c.get("/_history").json())
+        ok = c.post("/Patient/$validate", json=patient("V", "v1"), headers=FHIR).json()
+        assert ok["issue"][0]["severity"] == "information"
+        bad = c.post(
+            "/Patient/$validate", json={"resourceType": "Patient", "gender": 3}, headers=FHIR
+        ).json()
+        assert bad["issue"][0]["severity"] == "error" and bad["issue"][0]["expression"] == [
+            "Patient.gender"
+        ]
+        assert c.get("/Patient", params={"identifier": "urn:mrn|v1"}).json()["total"] == 0
+        assert_outcome(
+            c.post("", json={"resourceType": "Bundle", "type": "collection"}, headers=FHIR),
+            400,
+            "transaction or batch",
+        )
+        assert_outcome(c.get("/no/such/interaction/here"), 404)

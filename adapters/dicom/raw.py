@@ -11,7 +11,7 @@ re-sent identical file is the same message).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from caregraph.errors import MappingError
@@ -35,7 +35,10 @@ class RawInstance:
 
     def encode(self) -> bytes:
         """Compact UTF-8 JSON."""
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False).encode()
+        # Not dataclasses.asdict: it deep-copies the header, which costs more than the
+        # encoding itself (about 2 ms for a CT header).
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
     def decode(cls, value: bytes) -> RawInstance:

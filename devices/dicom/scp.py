@@ -1,4 +1,4 @@
-"""The DICOM gateway: a pynetdicom SCP for C-ECHO, C-STORE and C-FIND.
+"""The DICOM gateway: an SCP for C-ECHO, C-STORE and C-FIND on pynetdicom's protocol code.
 
 A C-STORE is answered with success only after, in this order: the data set was checked
 complete and readable, the file was stored content-addressed and fsynced
@@ -7,38 +7,31 @@ complete and readable, the file was stored content-addressed and fsynced
 status of ``devices.dicom.status`` (0xA700 when it cannot be stored or published, 0xC000
 when it cannot be understood, 0xA900 when the data set is not of the announced SOP class).
 
-Threads: ``start`` runs pynetdicom's server in one daemon thread; each association gets
-pynetdicom's two threads (association and DUL). Handlers run in the association thread;
-the object store and index are safe to share between them.
+Threads: ``start`` runs an accept loop in one daemon thread and each association in a
+thread of its own (``devices.dicom.ul``); the object store and index are shared by them.
 
 Defences at the edge: calling AE titles (and their hosts) can be allowlisted; every PDU's
 announced length is checked before its body is read, and a data set cannot grow past
-``max_message_bytes`` (``devices.dicom.pdu_guard``); idle and silent peers time out.
+``max_message_bytes`` (``devices.dicom.pdu_guard``); silent peers time out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import socket
-import socketserver
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.events import EventHandlerType
-from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE
-from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
+from pydicom.uid import UID
+from pynetdicom.dsutils import create_file_meta
 
 from adapters.dicom.dataset import header_json
 from adapters.dicom.raw import CONTENT_TYPE, RawInstance
@@ -49,21 +42,19 @@ from bus.topics import RAW_DICOM
 from caregraph.errors import ConfigError, MappingError
 from devices.dicom.framing import check_complete
 from devices.dicom.index import COUNTS, IndexedInstance, InstanceIndex
-from devices.dicom.pdu_guard import P_DATA_TF, PduGuard, PduRefused
 from devices.dicom.status import (
-    CANCEL,
+    CANNOT_UNDERSTAND,
     PENDING,
+    SUCCESS,
     SopClassMismatch,
     failure,
     status_for,
 )
 from devices.dicom.storage import ObjectStore
+from devices.dicom.ul import Listener, Peer, StoreRequest
 
 log = logging.getLogger(__name__)
 
-VERIFICATION = "1.2.840.10008.1.1"
-PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 DEFAULT_MAX_PDU = 131072  # dcmtk's largest receive size; fewer PDUs per image than 16 KiB
 
 
@@ -86,64 +77,6 @@ def _text(ds: Dataset, keyword: str) -> str:
     if isinstance(value, MultiValue):
         return "\\".join(str(v) for v in value)
     return str(value).strip()
-
-
-def _abort_and_close(sock: socket.socket | None) -> None:
-    """Send an A-ABORT (service provider, invalid PDU parameter) and close the socket."""
-    if sock is None:
-        return
-    abort = A_ABORT_RQ()
-    abort.source = 0x02
-    abort.reason_diagnostic = 0x06
-    try:
-        sock.sendall(abort.encode())
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # the peer may already be gone; closing is all that is left to do
-
-
-def _guard_socket(assoc: Any, guard: PduGuard, on_refused: Callable[[], None]) -> None:
-    """Wrap the association socket's ``recv`` with the PDU guard.
-
-    pynetdicom's DUL reads a PDU as ``recv(6)`` (type, reserved, length) and then
-    ``recv(length)``; the wrapper checks the length after the first call and the P-DATA
-    fragments after the second. A refused PDU aborts the association, and ``recv``
-    returns nothing, which the DUL treats as the connection closing (nothing allocated).
-    """
-    wrapped = assoc.dul.socket
-    original = wrapped.recv
-    state: dict[str, int | None] = {"body_of": None}
-
-    def recv(nr_bytes: int) -> bytearray:
-        body_of = state["body_of"]
-        if body_of is None and nr_bytes == 6:
-            header = cast(bytearray, original(6))
-            if len(header) == 6:
-                try:
-                    guard.body_limit(bytes(header))
-                except PduRefused as exc:
-                    log.warning("aborting association from %s: %s", wrapped_address(), exc)
-                    on_refused()
-                    _abort_and_close(wrapped.socket)
-                    return bytearray()
-                state["body_of"] = header[0]
-            return header
-        data = cast(bytearray, original(nr_bytes))
-        state["body_of"] = None
-        if body_of == P_DATA_TF:
-            try:
-                guard.on_p_data(bytes(data))
-            except PduRefused as exc:
-                log.warning("aborting association from %s: %s", wrapped_address(), exc)
-                on_refused()
-                _abort_and_close(wrapped.socket)
-                return bytearray()
-        return data
-
-    def wrapped_address() -> str:
-        return str(assoc.requestor.address)
-
-    wrapped.recv = recv
 
 
 class DicomGateway:
@@ -193,8 +126,7 @@ class DicomGateway:
         self.topic = topic
         self.stats = GatewayStats()
         self._stats_lock = threading.Lock()
-        self._server: ThreadedAssociationServer | None = None
-        self._thread: threading.Thread | None = None
+        self._listener: Listener | None = None
         self._store: ObjectStore | None = None
         self._index: InstanceIndex | None = None
 
@@ -203,66 +135,39 @@ class DicomGateway:
     @property
     def port(self) -> int:
         """The bound port (the OS's pick when constructed with 0), once started."""
-        if self._server is None:
-            return self._port
-        return int(self._server.server_address[1])
+        return self._listener.port if self._listener is not None else self._port
 
     def start(self) -> None:
         """Open the store and index and start listening; returns once the port is bound."""
-        if self._server is not None:
+        if self._listener is not None:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._store = ObjectStore(self.data_dir)
         self._index = InstanceIndex(self.data_dir / "index.sqlite3")
-        ae = AE(ae_title=self.ae_title)
-        ae.maximum_pdu_size = self.max_pdu
-        ae.maximum_associations = self.max_associations
-        ae.network_timeout = self.timeout_s
-        ae.acse_timeout = self.timeout_s
-        ae.dimse_timeout = self.timeout_s
-        for context in AllStoragePresentationContexts:
-            if context.abstract_syntax is not None:
-                # Every transfer syntax pynetdicom knows, compressed ones included: the
-                # gateway stores the bytes as received and never decodes pixel data.
-                ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        for sop_class in (VERIFICATION, PATIENT_ROOT_FIND, STUDY_ROOT_FIND):
-            ae.add_supported_context(sop_class)
-        handlers: list[EventHandlerType] = [
-            (evt.EVT_REQUESTED, self._on_requested),
-            (evt.EVT_C_STORE, self._on_c_store),
-            (evt.EVT_C_FIND, self._on_c_find),
-        ]
         try:
-            server = ae.make_server(
-                (self.host, self._port),
-                evt_handlers=handlers,
-                server_class=ThreadedAssociationServer,
-                request_handler=self._request_handler_class(),
+            self._listener = Listener(
+                self,
+                ae_title=self.ae_title,
+                host=self.host,
+                port=self._port,
+                max_pdu=self.max_pdu,
+                max_message_bytes=self.max_message_bytes,
+                max_associations=self.max_associations,
+                timeout_s=self.timeout_s,
+                on_refused_pdu=lambda: self._count("aborted_pdus"),
             )
         except OSError as exc:
             self._index.close()
+            self._index = None
             raise ConfigError(f"cannot listen on {self.host}:{self._port}: {exc}") from exc
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name=f"dicom-gateway:{self.port}", daemon=True
-        )
-        self._thread.start()
+        self._listener.start()
         log.info("DICOM gateway %s listening on %s:%d", self.ae_title, self.host, self.port)
 
     def stop(self) -> None:
-        """Stop listening, end open associations, close the index."""
-        server, self._server = self._server, None
-        if server is not None:
-            # pynetdicom's own ``shutdown`` also unregisters the server from the AE's list
-            # of servers it started, where ``make_server`` never put it; stop the loop with
-            # socketserver's and close the socket ourselves.
-            socketserver.BaseServer.shutdown(server)
-            server.server_close()
-            for assoc in server.active_associations:
-                assoc.abort()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        """Stop listening, close open associations, close the index."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -278,67 +183,63 @@ class DicomGateway:
         with self._stats_lock:
             setattr(self.stats, field, getattr(self.stats, field) + 1)
 
-    def _request_handler_class(self) -> type[RequestHandler]:
-        gateway = self
+    # -- ul.Services -----------------------------------------------------------------------
 
-        class GuardedRequestHandler(RequestHandler):
-            """pynetdicom's handler plus TCP_NODELAY and the PDU guard on each socket."""
-
-            def _create_association(self) -> Any:
-                assoc = super()._create_association()
-                sock = self.request
-                if isinstance(sock, socket.socket):
-                    # Nagle's algorithm would hold back each small response PDU for the
-                    # peer's delayed ACK, capping loopback throughput at tens of files/s.
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                guard = PduGuard(gateway.max_pdu, gateway.max_message_bytes)
-                _guard_socket(assoc, guard, lambda: gateway._count("aborted_pdus"))
-                return assoc
-
-        return GuardedRequestHandler
-
-    # -- association -----------------------------------------------------------------------
-
-    def _on_requested(self, event: evt.Event) -> None:
-        """Reject callers outside the allowlist (calling AE title not recognised)."""
+    def allow(self, peer: Peer) -> bool:
+        """Callers outside the allowlist are rejected (calling AE title not recognised)."""
         if self.allowed_callers is None:
-            return
-        primitive = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
-        calling = str(primitive.calling_ae_title).strip()
-        host = str(event.assoc.requestor.address)
-        hosts = self.allowed_callers.get(calling)
-        if hosts is None or (hosts and host not in hosts):
-            log.warning("rejecting association from %s at %s: not allowed", calling, host)
+            return True
+        hosts = self.allowed_callers.get(peer.calling_ae)
+        if hosts is None or (hosts and peer.host not in hosts):
+            log.warning(
+                "rejecting association from %s at %s: not allowed", peer.calling_ae, peer.host
+            )
             self._count("rejected_associations")
-            event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+            return False
+        return True
 
-    # -- C-STORE ---------------------------------------------------------------------------
-
-    def _on_c_store(self, event: evt.Event) -> int | Dataset:
+    def store(self, request: StoreRequest) -> Dataset:
+        """Answer one C-STORE: success only once the instance is durable (module doc)."""
         try:
-            existed = self._store_instance(event)
+            existed = self._store_instance(request)
         except Exception as exc:  # the edge: every error becomes a status for the peer
             code = status_for(exc)
-            log.warning(
-                "C-STORE from %s refused 0x%04X: %s", event.assoc.requestor.ae_title, code, exc
-            )
-            if code == 0xC000 and not isinstance(exc, MappingError):
+            log.warning("C-STORE from %s refused 0x%04X: %s", request.peer.calling_ae, code, exc)
+            if code == CANNOT_UNDERSTAND and not isinstance(exc, MappingError):
                 log.exception("unexpected error in C-STORE")
             self._count("failed")
             return failure(exc)
         self._count("duplicates" if existed else "stored")
-        return 0x0000
+        status = Dataset()
+        status.Status = SUCCESS
+        return status
 
-    def _store_instance(self, event: evt.Event) -> bool:
+    def _file_bytes(self, request: StoreRequest) -> bytes:
+        """The Part 10 file for a received data set: preamble, file meta, data set as is."""
+        meta = create_file_meta(
+            sop_class_uid=UID(request.sop_class_uid),
+            sop_instance_uid=UID(request.sop_instance_uid),
+            transfer_syntax=UID(request.transfer_syntax),
+        )
+        meta.SourceApplicationEntityTitle = request.peer.calling_ae or "UNKNOWN"
+        buffer = DicomBytesIO()
+        buffer.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(buffer, meta, enforce_standard=True)
+        buffer.write(request.data_set)
+        return buffer.getvalue()
+
+    def _store_instance(self, request: StoreRequest) -> bool:
         """Check, store, publish, index one instance; True if the file was there already."""
         assert self._store is not None and self._index is not None
-        request = cast(C_STORE, event.request)
-        transfer_syntax = str(event.context.transfer_syntax)
-        raw = request.DataSet.getvalue() if request.DataSet is not None else b""
-        if not raw:
+        if not request.data_set:
             raise MappingError("C-STORE request without a data set")
-        check_complete(raw, transfer_syntax, max_inflated=self.max_message_bytes)
-        data = event.encoded_dataset(include_meta=True)
+        # The command's UIDs go into the file meta: check them before anything else.
+        uid(request.sop_class_uid, "Affected SOP Class UID")
+        uid(request.sop_instance_uid, "Affected SOP Instance UID")
+        check_complete(
+            request.data_set, request.transfer_syntax, max_inflated=self.max_message_bytes
+        )
+        data = self._file_bytes(request)
         try:
             ds = dcmread(BytesIO(data), stop_before_pixels=True)
         except Exception as exc:  # pydicom's many parse errors: all mean "cannot understand"
@@ -346,9 +247,9 @@ class DicomGateway:
 
         sop_class = uid(_text(ds, "SOPClassUID"), "(0008,0016)")
         sop_instance = uid(_text(ds, "SOPInstanceUID"), "(0008,0018)")
-        if sop_class != str(request.AffectedSOPClassUID):
-            raise SopClassMismatch(f"SOP Class {sop_class} is not {request.AffectedSOPClassUID}")
-        if sop_instance != str(request.AffectedSOPInstanceUID):
+        if sop_class != request.sop_class_uid:
+            raise SopClassMismatch(f"SOP Class {sop_class} is not {request.sop_class_uid}")
+        if sop_instance != request.sop_instance_uid:
             raise MappingError(f"SOP Instance {sop_instance} is not the one announced")
         study = uid(_text(ds, "StudyInstanceUID"), "(0020,000D)")
         series = uid(_text(ds, "SeriesInstanceUID"), "(0020,000E)")
@@ -358,23 +259,22 @@ class DicomGateway:
         sha256 = hashlib.sha256(data).hexdigest()
         header = header_json(ds, sha256)
         stored = self._store.put(data, sha256=sha256)
-        calling = str(event.assoc.requestor.ae_title).strip()
         message = RawInstance(
             sha256=stored.sha256,
             size=stored.size,
-            transfer_syntax=transfer_syntax,
+            transfer_syntax=request.transfer_syntax,
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
-            calling_ae=calling,
+            calling_ae=request.peer.calling_ae,
             called_ae=self.ae_title,
-            peer_host=str(event.assoc.requestor.address),
+            peer_host=request.peer.host,
             header=header,
         )
         patient_id = _text(ds, "PatientID")
         # The PatientID keys the partition (a patient's instances stay in order); without
         # one the study does, which keeps the study's instances together all the same.
         key = (patient_id or study).encode()
-        headers = make_headers(f"dicom:{calling}", stored.sha256, CONTENT_TYPE)
+        headers = make_headers(f"dicom:{request.peer.calling_ae}", stored.sha256, CONTENT_TYPE)
         self.bus.publish(self.topic, message.encode(), key=key, headers=headers)
         self._index.add(
             IndexedInstance(
@@ -399,17 +299,15 @@ class DicomGateway:
                 patient_sex=_text(ds, "PatientSex"),
                 sha256=stored.sha256,
                 size=stored.size,
-                transfer_syntax=transfer_syntax,
+                transfer_syntax=request.transfer_syntax,
             )
         )
         return stored.existed
 
-    # -- C-FIND ----------------------------------------------------------------------------
-
-    def _on_c_find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
+    def find(self, peer: Peer, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
+        """C-FIND over the index: pending responses, or one failure status."""
         assert self._index is not None
         try:
-            identifier = event.identifier
             level = _text(identifier, "QueryRetrieveLevel")
             keys = {
                 elem.keyword: _text(identifier, elem.keyword)
@@ -418,15 +316,12 @@ class DicomGateway:
             }
             matches = self._index.find(level, keys, returned=set(keys))
         except Exception as exc:  # the edge: an identifier we cannot answer gets a status
-            log.warning("C-FIND refused: %s", exc)
+            log.warning("C-FIND from %s refused: %s", peer.calling_ae, exc)
             yield status_for(exc), None
             return
         for match in matches:
-            if event.is_cancelled:
-                yield CANCEL, None
-                return
-            yield PENDING, _response(level, keys, match)
             self._count("found")
+            yield PENDING, _response(level, keys, match)
 
 
 def _response(level: str, keys: Mapping[str, str], match: Mapping[str, str | int]) -> Dataset:

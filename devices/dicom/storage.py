@@ -1,6 +1,7 @@
 """Content-addressed, durable file storage for received instances.
 
-A file's name is the SHA-256 of its bytes (``objects/ab/cd/abcd...``); nothing from the
+A file's name is the SHA-256 of its bytes (``objects/ab/abcd...``; 256 directories, so
+after warm-up no store creates a directory); nothing from the
 data set ever becomes part of a path, so ``../`` in a UID or PatientID cannot escape the
 data dir, and the same file sent twice is stored once.
 
@@ -65,7 +66,7 @@ class ObjectStore:
         """The path of an object; ``ValueError`` unless ``sha256`` is 64 lowercase hex."""
         if not _HEX64.fullmatch(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
-        return self._objects / sha256[:2] / sha256[2:4] / sha256
+        return self._objects / sha256[:2] / sha256
 
     def put(self, data: bytes, *, sha256: str | None = None) -> StoredObject:
         """Store ``data`` durably; raises ``StorageFailed`` (and leaves nothing behind).
@@ -80,8 +81,7 @@ class ObjectStore:
         try:
             if not final.parent.is_dir():
                 final.parent.mkdir(parents=True, exist_ok=True)
-                # New fan-out directories must be durable entries of their parents too.
-                _fsync_dir(final.parent.parent)
+                # A new fan-out directory must be a durable entry of its parent too.
                 _fsync_dir(self._objects)
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="in-")
             with os.fdopen(fd, "wb") as fh:

@@ -179,7 +179,7 @@ def test_path_characters_in_patient_id_are_only_data(
     (message,) = running.raw_messages()
     assert message.key == b"../../../../etc/passwd"
     (stored,) = running.files()
-    assert stored.parent.parent.parent == running.data_dir / "objects"
+    assert stored.parent.parent == running.data_dir / "objects"
     assert "passwd" not in str(stored)
 
 

@@ -23,7 +23,7 @@ def test_store_is_content_addressed_and_idempotent(tmp_path: Path) -> None:
     store = ObjectStore(tmp_path)
     first = store.put(b"hello")
     assert first.sha256 == hashlib.sha256(b"hello").hexdigest() and not first.existed
-    assert first.path == tmp_path / "objects" / first.sha256[:2] / first.sha256[2:4] / first.sha256
+    assert first.path == tmp_path / "objects" / first.sha256[:2] / first.sha256
     assert store.put(b"hello").existed
     assert store.read(first.sha256) == b"hello"
     assert list((tmp_path / "tmp").iterdir()) == []

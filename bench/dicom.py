@@ -1,0 +1,154 @@
+"""C-STORE throughput: caregraph's DICOM gateway vs dcmtk's storescp, same files, same run.
+
+    python bench/dicom.py [--files 300] [--bus embedded|memory] [--rounds 1]
+
+Makes ``--files`` copies of pydicom's ``CT_small.dcm`` (39 KB, one study and series, new SOP
+Instance UIDs), then sends them with dcmtk's ``storescu`` over one association on loopback,
+first into ``storescp`` and then into ``DicomGateway`` (file fsynced, header published to
+the bus, indexed, before each success). Prints files/s for both and the ratio; the issue's
+target is >= 0.5. ``TCP_NODELAY=1`` is set for the dcmtk tools (the gateway sets it on its
+side): with Nagle on, both sides crawl at 10-20 files/s and the ratio means nothing.
+
+Fairness: storescp writes each file without fsync; the gateway fsyncs the file and its
+directory, and with ``--bus embedded`` (the default, as deployed on one machine) the bus
+fsyncs its log too. ``--bus memory`` shows the gateway's cost without the bus's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from bus.base import Bus
+from bus.embedded import EmbeddedBus
+from bus.memory import MemoryBus
+from devices.dicom import DicomGateway
+
+AE_TITLE = "CAREGRAPH"
+ENV = dict(os.environ, TCP_NODELAY="1")
+
+
+def dcmtk(tool: str) -> str:
+    """The dcmtk binary (a virtualenv may shadow the names with pynetdicom's apps)."""
+    found = shutil.which(tool, path="/usr/bin:/usr/local/bin")
+    if found is None:
+        sys.exit(f"{tool} not found: apt-get install -y dcmtk")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on port {port}")
+
+
+def make_files(directory: Path, count: int) -> None:
+    path = get_testdata_file("CT_small.dcm")
+    assert path is not None
+    ds = pydicom.dcmread(path)
+    for i in range(count):
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        ds.save_as(directory / f"{i:05d}.dcm", enforce_file_format=True)
+
+
+def send(port: int, files: Path) -> float:
+    """Seconds storescu takes to send every file in ``files`` over one association."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [dcmtk("storescu"), "-aec", AE_TITLE, "+sd", "127.0.0.1", str(port), str(files)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"storescu failed: {result.stderr[-500:]}")
+    return elapsed
+
+
+def into_storescp(files: Path, work: Path, count: int) -> float:
+    out = work / "storescp"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        [dcmtk("storescp"), "-aet", AE_TITLE, "-od", str(out), str(port)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        elapsed = send(port, files)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+    stored = len(list(out.iterdir()))
+    if stored != count:
+        sys.exit(f"storescp stored {stored} of {count} files")
+    return elapsed
+
+
+def into_gateway(files: Path, work: Path, count: int, bus_kind: str) -> float:
+    bus: Bus = EmbeddedBus(work / "bus") if bus_kind == "embedded" else MemoryBus()
+    gateway = DicomGateway(work / "dicom", bus, ae_title=AE_TITLE, host="127.0.0.1", port=0)
+    try:
+        gateway.start()
+        elapsed = send(gateway.port, files)
+        if gateway.stats.stored != count:
+            sys.exit(f"the gateway stored {gateway.stats.stored} of {count} files")
+    finally:
+        gateway.stop()
+        bus.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=300)
+    parser.add_argument("--bus", choices=("embedded", "memory"), default="embedded")
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="caregraph-bench-dicom-") as tmp:
+        files = Path(tmp) / "files"
+        files.mkdir()
+        make_files(files, args.files)
+        for n in range(args.rounds):
+            work = Path(tmp) / f"round{n}"
+            work.mkdir()
+            dcmtk_s = into_storescp(files, work, args.files)
+            ours_s = into_gateway(files, work, args.files, args.bus)
+            dcmtk_rate, ours_rate = args.files / dcmtk_s, args.files / ours_s
+            print(
+                f"{args.files} x CT_small.dcm (39 KB): storescp {dcmtk_rate:7.1f} files/s, "
+                f"caregraph ({args.bus} bus) {ours_rate:7.1f} files/s, "
+                f"ratio {ours_rate / dcmtk_rate:.2f} (target >= 0.5)"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,477 @@
+"""The DICOM upper layer for the gateway: blocking, one thread per association.
+
+Why not pynetdicom's ``AE`` server: its DUL and association reactors poll (each sleeps a
+millisecond when idle, and every C-STORE crosses both), so a pynetdicom SCP that only
+writes files reaches about a quarter to a third of dcmtk's ``storescp`` on loopback (see
+``DESIGN.md`` and ``bench/dicom.py``), below the issue's target before any real work is
+done. This module keeps pynetdicom for everything that is protocol knowledge - PDU
+encoding and decoding (``pynetdicom.pdu``), presentation context negotiation
+(``pynetdicom.presentation``), DIMSE message assembly and encoding
+(``pynetdicom.dimse_messages``) - and replaces only the transport loop: read a PDU with a
+blocking ``recv``, act, answer. Nothing waits on a timer.
+
+Scope, as the gateway needs it: association acceptance (with the allowlist and a limit on
+concurrent associations), P-DATA reassembly, C-ECHO, C-STORE and C-FIND (answered through
+the ``Services`` the gateway passes in), release and abort. Every PDU length is checked by
+``PduGuard`` before its body is read. A C-CANCEL is honoured between C-FIND responses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Protocol
+
+from pydicom.dataset import Dataset
+from pynetdicom import ALL_TRANSFER_SYNTAXES, PYNETDICOM_IMPLEMENTATION_UID
+from pynetdicom.dimse_messages import (
+    C_ECHO_RSP,
+    C_FIND_RSP,
+    C_STORE_RSP,
+    DIMSEMessage,
+)
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
+from pynetdicom.dsutils import decode as decode_dataset
+from pynetdicom.dsutils import encode as encode_dataset
+from pynetdicom.pdu import (
+    A_ABORT_RQ,
+    A_ASSOCIATE_AC,
+    A_ASSOCIATE_RJ,
+    A_ASSOCIATE_RQ,
+    A_RELEASE_RP,
+    P_DATA_TF,
+)
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import (
+    AllStoragePresentationContexts,
+    PresentationContext,
+    build_context,
+    negotiate_as_acceptor,
+)
+
+from devices.dicom.pdu_guard import P_DATA_TF as P_DATA_TYPE
+from devices.dicom.pdu_guard import PduGuard, PduRefused
+
+log = logging.getLogger(__name__)
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+IMPLEMENTATION_VERSION = "CAREGRAPH_01"
+VERIFICATION = "1.2.840.10008.1.1"
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+C_STORE_RQ, C_ECHO_RQ, C_FIND_RQ, C_CANCEL_RQ = 0x0001, 0x0030, 0x0020, 0x0FFF
+NO_DATA_SET = 0x0101
+_PDU_TYPES = frozenset({0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07})
+
+
+class Closed(Exception):
+    """The peer closed the connection, or it was aborted; the association is over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is on the other end of an association."""
+
+    calling_ae: str
+    called_ae: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    """A complete C-STORE request: the data set bytes as received, in ``transfer_syntax``."""
+
+    peer: Peer
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    data_set: bytes
+
+
+class Services(Protocol):
+    """What the gateway answers; the upper layer only moves messages."""
+
+    def allow(self, peer: Peer) -> bool:
+        """May this peer associate?"""
+
+    def store(self, request: StoreRequest) -> Dataset:
+        """Handle a C-STORE; return the status data set (Status, maybe ErrorComment)."""
+
+    def find(self, peer: Peer, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
+        """Yield (status, identifier) C-FIND responses; the last one is final."""
+
+
+def supported_contexts() -> list[PresentationContext]:
+    """Every storage SOP class with every transfer syntax (the gateway stores bytes as
+    received and never decodes pixel data), verification, and the two C-FIND models."""
+    out = [
+        build_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        for cx in AllStoragePresentationContexts
+        if cx.abstract_syntax is not None
+    ]
+    out += [build_context(uid) for uid in (VERIFICATION, PATIENT_ROOT_FIND, STUDY_ROOT_FIND)]
+    return out
+
+
+class Callable0(Protocol):
+    """A callback without arguments."""
+
+    def __call__(self) -> None: ...
+
+
+class Listener:
+    """Accepts connections on ``(host, port)`` and runs one association per thread."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        ae_title: str,
+        host: str,
+        port: int,
+        max_pdu: int,
+        max_message_bytes: int,
+        max_associations: int,
+        timeout_s: float,
+        on_refused_pdu: Callable0,
+    ) -> None:
+        self.services = services
+        self.ae_title = ae_title
+        self.max_pdu = max_pdu
+        self.max_message_bytes = max_message_bytes
+        self.timeout_s = timeout_s
+        self.on_refused_pdu = on_refused_pdu
+        self.contexts = supported_contexts()
+        self._slots = threading.BoundedSemaphore(max_associations)
+        self._stop = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._sock = socket.create_server((host, port), reuse_port=False, backlog=64)
+        self.port = int(self._sock.getsockname()[1])
+        self._thread = threading.Thread(target=self._accept_loop, name=f"dicom-ul:{self.port}")
+        self._thread.daemon = True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, close open connections, wait for the accept thread."""
+        self._stop.set()
+        self._sock.close()
+        with self._lock:
+            for conn in list(self._connections):
+                _close(conn)
+        self._thread.join(timeout=5)
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([self._sock], [], [], 0.2)
+                if not ready:
+                    continue
+                conn, address = self._sock.accept()
+            except OSError:
+                return  # closed by stop()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(self.timeout_s)
+            with self._lock:
+                self._connections.add(conn)
+            worker = threading.Thread(
+                target=self._serve, args=(conn, str(address[0])), name="dicom-association"
+            )
+            worker.daemon = True
+            worker.start()
+
+    def _serve(self, conn: socket.socket, host: str) -> None:
+        try:
+            _Association(self, conn, host).run()
+        except Closed:
+            pass
+        except Exception:  # one association's bug must not take the listener down
+            log.exception("association from %s failed", host)
+            _send_abort(conn)
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+            _close(conn)
+
+
+def _close(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RDWR)
+    conn.close()
+
+
+def _send_abort(conn: socket.socket, source: int = 0x02, reason: int = 0x00) -> None:
+    """A-ABORT from the service provider (PS3.8 9.3.8); best effort, the peer may be gone."""
+    pdu = A_ABORT_RQ()
+    pdu.source = source
+    pdu.reason_diagnostic = reason
+    with contextlib.suppress(OSError):
+        conn.sendall(pdu.encode())
+
+
+class _Association:
+    def __init__(self, listener: Listener, conn: socket.socket, host: str) -> None:
+        self.listener = listener
+        self.conn = conn
+        self.host = host
+        self.guard = PduGuard(listener.max_pdu, listener.max_message_bytes)
+        self.peer = Peer("", "", host)
+        self.peer_max_pdu = 0
+        self.contexts: dict[int, PresentationContext] = {}
+        self.header = bytearray(6)
+
+    # -- PDU I/O ---------------------------------------------------------------------------
+
+    def _recv_exactly(self, size: int) -> bytearray:
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            try:
+                n = self.conn.recv_into(view[got:], size - got)
+            except (TimeoutError, OSError) as exc:
+                raise Closed(f"receive failed: {exc}") from exc
+            if n == 0:
+                raise Closed("peer closed the connection")
+            got += n
+        return buf
+
+    def read_pdu(self) -> tuple[int, bytes]:
+        """The next PDU as (type, whole PDU bytes); aborts on an unknown type or a length
+        the guard refuses, before reading the body."""
+        header = bytes(self._recv_exactly(6))
+        pdu_type = header[0]
+        if pdu_type not in _PDU_TYPES:
+            log.warning("not a DICOM PDU from %s (first bytes %r): abort", self.host, header)
+            _send_abort(self.conn, 0x02, 0x01)  # unrecognized PDU
+            raise Closed("unrecognised PDU")
+        try:
+            length = self.guard.body_limit(header)
+        except PduRefused as exc:
+            log.warning("aborting association from %s: %s", self.host, exc)
+            self.listener.on_refused_pdu()
+            _send_abort(self.conn, 0x02, 0x06)  # invalid PDU parameter value
+            raise Closed(str(exc)) from exc
+        body = self._recv_exactly(length)
+        if pdu_type == P_DATA_TYPE:
+            try:
+                self.guard.on_p_data(bytes(body))
+            except PduRefused as exc:
+                log.warning("aborting association from %s: %s", self.host, exc)
+                self.listener.on_refused_pdu()
+                _send_abort(self.conn, 0x02, 0x06)
+                raise Closed(str(exc)) from exc
+        return pdu_type, header + body
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.conn.sendall(data)
+        except OSError as exc:
+            raise Closed(f"send failed: {exc}") from exc
+
+    # -- association -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        pdu_type, data = self.read_pdu()
+        if pdu_type != 0x01:
+            _send_abort(self.conn, 0x02, 0x02)  # unexpected PDU
+            raise Closed("expected A-ASSOCIATE-RQ")
+        rq = A_ASSOCIATE_RQ()
+        rq.decode(data)
+        request = rq.to_primitive()
+        if not self.listener._slots.acquire(blocking=False):
+            self._reject(0x02, 0x03, 0x02)  # transient, provider (presentation), local limit
+            return
+        try:
+            if not self._accept(request):
+                return
+            self._serve_messages()
+        finally:
+            self.listener._slots.release()
+
+    def _reject(self, result: int, source: int, diagnostic: int) -> None:
+        primitive = A_ASSOCIATE()
+        primitive.result = result
+        primitive.result_source = source
+        primitive.diagnostic = diagnostic
+        pdu = A_ASSOCIATE_RJ()
+        pdu.from_primitive(primitive)
+        self.send(pdu.encode())
+
+    def _accept(self, request: A_ASSOCIATE) -> bool:
+        self.peer = Peer(
+            request.calling_ae_title.strip(), request.called_ae_title.strip(), self.host
+        )
+        if not self.listener.services.allow(self.peer):
+            self._reject(0x01, 0x01, 0x03)  # permanent, user, calling AE not recognised
+            return False
+        roles: dict[str, tuple[bool | None, bool | None]] = {}
+        for item in request.user_information:
+            if isinstance(item, MaximumLengthNotification):
+                self.peer_max_pdu = item.maximum_length_received
+            elif isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.sop_class_uid:
+                roles[str(item.sop_class_uid)] = (item.scu_role, item.scp_role)
+        results, reply_roles = negotiate_as_acceptor(
+            request.presentation_context_definition_list,
+            self.listener.contexts,
+            roles or None,  # type: ignore[arg-type]
+        )
+        self.contexts = {
+            int(cx.context_id): cx for cx in results if cx.result == 0 and cx.context_id
+        }
+        accept = A_ASSOCIATE()
+        accept.application_context_name = APPLICATION_CONTEXT
+        accept.calling_ae_title = request.calling_ae_title
+        accept.called_ae_title = request.called_ae_title
+        accept.result = 0x00
+        accept.result_source = 0x01
+        accept.presentation_context_definition_results_list = results
+        max_length = MaximumLengthNotification()
+        max_length.maximum_length_received = self.listener.max_pdu
+        implementation = ImplementationClassUIDNotification()
+        implementation.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+        version = ImplementationVersionNameNotification()
+        version.implementation_version_name = IMPLEMENTATION_VERSION
+        accept.user_information = [max_length, implementation, version, *reply_roles]
+        pdu = A_ASSOCIATE_AC()
+        pdu.from_primitive(accept)
+        self.send(pdu.encode())
+        return True
+
+    def _serve_messages(self) -> None:
+        message = DIMSEMessage()
+        while True:
+            pdu_type, data = self.read_pdu()
+            if pdu_type == 0x04:
+                p_data = P_DATA_TF()
+                p_data.decode(data)
+                if message.decode_msg(p_data.to_primitive()):
+                    self._dispatch(message)
+                    message = DIMSEMessage()
+            elif pdu_type == 0x05:  # A-RELEASE-RQ
+                self.send(A_RELEASE_RP().encode())
+                return
+            elif pdu_type == 0x07:  # A-ABORT
+                raise Closed("peer aborted")
+            else:
+                _send_abort(self.conn, 0x02, 0x02)  # unexpected PDU
+                raise Closed(f"unexpected PDU type 0x{pdu_type:02X}")
+
+    # -- DIMSE -----------------------------------------------------------------------------
+
+    def _respond(self, message: DIMSEMessage, context_id: int) -> None:
+        for p_data in message.encode_msg(context_id, self.peer_max_pdu):
+            pdu = P_DATA_TF()
+            pdu.from_primitive(p_data)
+            self.send(pdu.encode())
+
+    def _dispatch(self, message: DIMSEMessage) -> None:
+        command = message.command_set
+        field = int(command.CommandField)
+        context_id = int(message.context_id or 0)
+        context = self.contexts.get(context_id)
+        if context is None:
+            _send_abort(self.conn, 0x02, 0x06)
+            raise Closed(f"message on a presentation context not accepted: {context_id}")
+        if field == C_ECHO_RQ:
+            reply = C_ECHO()
+            reply.MessageIDBeingRespondedTo = command.MessageID
+            reply.AffectedSOPClassUID = command.AffectedSOPClassUID
+            reply.Status = 0x0000
+            self._send_primitive(C_ECHO_RSP(), reply, context_id)
+        elif field == C_STORE_RQ:
+            self._store(message, context)
+        elif field == C_FIND_RQ:
+            self._find(message, context)
+        elif field == C_CANCEL_RQ:
+            pass  # nothing pending to cancel: C-FIND answers before the next read
+        else:
+            log.warning("unsupported DIMSE command 0x%04X from %s: abort", field, self.host)
+            _send_abort(self.conn, 0x02, 0x00)
+            raise Closed(f"unsupported command 0x{field:04X}")
+
+    def _send_primitive(self, message: DIMSEMessage, primitive: object, context_id: int) -> None:
+        message.primitive_to_message(primitive)  # type: ignore[arg-type]
+        self._respond(message, context_id)
+
+    def _store(self, message: DIMSEMessage, context: PresentationContext) -> None:
+        command = message.command_set
+        data = message.data_set.getvalue() if message.data_set is not None else b""
+        request = StoreRequest(
+            peer=self.peer,
+            sop_class_uid=str(command.AffectedSOPClassUID),
+            sop_instance_uid=str(command.AffectedSOPInstanceUID),
+            transfer_syntax=str(context.transfer_syntax[0]),
+            data_set=data,
+        )
+        status = self.listener.services.store(request)
+        reply = C_STORE()
+        reply.MessageIDBeingRespondedTo = command.MessageID
+        reply.AffectedSOPClassUID = command.AffectedSOPClassUID
+        reply.AffectedSOPInstanceUID = command.AffectedSOPInstanceUID
+        reply.Status = int(status.Status)
+        if "ErrorComment" in status:
+            # pynetdicom annotates the attribute as None, though it sends str values.
+            reply.ErrorComment = str(status.ErrorComment)  # type: ignore[assignment]
+        self._send_primitive(C_STORE_RSP(), reply, int(message.context_id or 0))
+
+    def _find(self, message: DIMSEMessage, context: PresentationContext) -> None:
+        command = message.command_set
+        transfer_syntax = context.transfer_syntax[0]
+        implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
+        context_id = int(message.context_id or 0)
+        data = message.data_set.getvalue() if message.data_set is not None else b""
+        identifier = decode_dataset(BytesIO(data), implicit, little)
+        for status, result in self.listener.services.find(self.peer, identifier):
+            reply = C_FIND()
+            reply.MessageIDBeingRespondedTo = command.MessageID
+            reply.AffectedSOPClassUID = command.AffectedSOPClassUID
+            reply.Status = status
+            if result is not None:
+                encoded = encode_dataset(result, implicit, little)
+                reply.Identifier = BytesIO(encoded or b"")
+            self._send_primitive(C_FIND_RSP(), reply, context_id)
+            if status not in (0xFF00, 0xFF01):
+                return
+            if self._cancelled():
+                reply = C_FIND()
+                reply.MessageIDBeingRespondedTo = command.MessageID
+                reply.AffectedSOPClassUID = command.AffectedSOPClassUID
+                reply.Status = 0xFE00
+                self._send_primitive(C_FIND_RSP(), reply, context_id)
+                return
+        final = C_FIND()
+        final.MessageIDBeingRespondedTo = command.MessageID
+        final.AffectedSOPClassUID = command.AffectedSOPClassUID
+        final.Status = 0x0000
+        self._send_primitive(C_FIND_RSP(), final, context_id)
+
+    def _cancelled(self) -> bool:
+        """True if the peer has sent something (a C-CANCEL) while responses stream out."""
+        ready, _, _ = select.select([self.conn], [], [], 0)
+        if not ready:
+            return False
+        pdu_type, data = self.read_pdu()
+        if pdu_type != 0x04:
+            raise Closed(f"PDU type 0x{pdu_type:02X} during C-FIND")
+        cancel = DIMSEMessage()
+        p_data = P_DATA_TF()
+        p_data.decode(data)
+        return (
+            cancel.decode_msg(p_data.to_primitive())
+            and int(cancel.command_set.CommandField) == C_CANCEL_RQ
+        )

@@ -111,6 +111,7 @@ class KafkaBus(Bus):
         }
         self._lock = threading.Lock()
         self._producer: KafkaProducer | None = None
+        self._tracked: set[str] = set()
         self._closed = False
 
     # -- Bus ---------------------------------------------------------------------------
@@ -119,6 +120,7 @@ class KafkaBus(Bus):
         if not records:
             return
         producer = self._get_producer()
+        self._track_topics(producer, records)
         try:
             futures = [
                 producer.send(
@@ -202,6 +204,26 @@ class KafkaBus(Bus):
                 except KafkaError as exc:
                     raise self._unavailable(exc) from exc
             return self._producer
+
+    def _track_topics(self, producer: KafkaProducer, records: Sequence[Record]) -> None:
+        """Make the producer track, in its metadata, every topic it publishes to.
+
+        kafka-python 3.0 adds a topic to its tracked set only when its partitions are not
+        yet known. Tansu answers a metadata request for no topics with every topic, so the
+        first topics look known and are never tracked; the first really new topic then
+        narrows the metadata to itself, the earlier topics lose their leaders, and the
+        producer's I/O thread spins at 100% CPU ("Unknown leaders exist") for good.
+        ``test_kafka.py::test_producer_does_not_spin_after_new_topics`` guards this.
+        """
+        new = {r.topic for r in records} - self._tracked
+        if not new:
+            return
+        sender = getattr(producer, "_sender", None)
+        add_topic = getattr(sender, "add_topic", None)
+        if add_topic is not None:
+            for topic in sorted(new):
+                add_topic(topic)
+        self._tracked |= new
 
     def _admin(self, bootstrap_timeout_ms: int | None = None) -> KafkaAdminClient:
         self._reachable()

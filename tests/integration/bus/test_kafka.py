@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 
+from bus.base import Record
 from bus.kafka import KafkaBus
 from caregraph.errors import BusError, BusUnavailable
 from tests.support.services import free_port
@@ -78,3 +79,17 @@ def test_subscribe_and_ensure_topics_on_an_unreachable_broker_fail_clearly() -> 
     bus.close()
     with pytest.raises(BusError, match="closed"):
         bus.publish("t", b"x")
+
+
+def test_producer_does_not_spin_after_new_topics(kafka_bootstrap: str) -> None:
+    """Regression: kafka-python's producer thread busy-looped once a second topic appeared."""
+    first, second = f"spin-a-{uuid.uuid4().hex[:8]}", f"spin-b-{uuid.uuid4().hex[:8]}"
+    with KafkaBus(kafka_bootstrap) as bus:
+        bus.ensure_topics([first])
+        bus.publish_many([Record(first, b"x", key=b"%d" % i) for i in range(100)])
+        bus.ensure_topics([second])
+        bus.publish_many([Record(second, b"x", key=b"%d" % i) for i in range(100)])
+        time.sleep(0.5)  # let the metadata refresh settle
+        cpu = time.process_time()
+        time.sleep(1.0)
+        assert time.process_time() - cpu < 0.3, "a Kafka client thread is busy while idle"

@@ -106,6 +106,8 @@ def link_batch(
     updates = [p for p, _ in items if p["id"] in known]
     items = [(p, f) for p, f in items if p["id"] not in known]
 
+    keys_of = [blocking_keys(f) for _, f in items]
+    sources = [source_of(p) for p, _ in items]
     counts = _Counts(mpi, base_total)
     blocks: dict[str, list[int]] = defaultdict(list)
     golden_of: list[str] = []
@@ -116,7 +118,7 @@ def link_batch(
     with repo.transaction(write=False):
         for j, (patient, f) in enumerate(items):
             counts.add(f)
-            keys = blocking_keys(f)
+            keys = keys_of[j]
             tf = counts if counts.total >= settings.tf_min_records else None
             candidates: list[Candidate] = []
             if not f.placeholder:
@@ -156,8 +158,8 @@ def link_batch(
             patient, f = items[j]
             state, best, created = decisions[j]
             score = best.score if best else None
-            record = SourceRecord(patient["id"], patient, f, source_of(patient), received[j])
-            records.append((record, blocking_keys(f)))
+            record = SourceRecord(patient["id"], patient, f, sources[j], received[j])
+            records.append((record, keys_of[j]))
             link = Link(
                 patient["id"],
                 golden_of[j],
@@ -195,7 +197,7 @@ def link_batch(
     for j, (patient, f) in enumerate(items):
         if decisions[j][0] == LinkState.MATCH:
             members[golden_of[j]].append(
-                SourceRecord(patient["id"], patient, f, source_of(patient), received[j])
+                SourceRecord(patient["id"], patient, f, sources[j], received[j])
             )
     new_ids = {golden_of[j] for j in range(len(items)) if decisions[j][2]}
     old_ids = sorted({golden_of[j] for j in range(len(items))} - new_ids)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import jellyfish
@@ -108,7 +108,8 @@ class PatientFeatures:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict, stored beside the record so candidates need no re-extraction."""
-        data = asdict(self)
+        # Not dataclasses.asdict: it deep-copies every field, a third of a batch's time.
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["identifiers"] = list(self.identifiers)
         return data
 
@@ -117,6 +118,9 @@ class PatientFeatures:
         values = dict(data)
         values["identifiers"] = tuple(values.get("identifiers", ()))
         return cls(**values)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(PatientFeatures))
 
 
 def _official_name(names: Iterable[Mapping[str, Any]]) -> Mapping[str, Any]:

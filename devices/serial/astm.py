@@ -4,9 +4,12 @@ The analyzer is the sender: it bids with ENQ, we answer ACK; each frame is answe
 NAK when its checksum, trailer or frame number is wrong (the analyzer retransmits it). A
 message (H ... L) is published to ``raw.device`` as its raw frames before the frame that
 carries the L record is acknowledged, so an analyzer never sees an ACK for a result that is
-not durable. Analyzers are silent between samples, so there is no silence restart; a pulled
-cable shows as a port error, or as a transfer that stops, which the 30 s receiver timeout of
-E1381 abandons.
+not durable. A transfer that ends before its L record (EOT, a new ENQ, the receiver timeout)
+is dropped and counted: the analyzer sends the whole message again.
+
+Analyzers are silent between samples, so there is no silence restart; a pulled cable shows
+as a port error, or as a transfer that stops, which the 30 s receiver timeout of E1381
+abandons.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class AstmDriver(SerialDriver):
         self.utc_offset_minutes = utc_offset_minutes
         self.messages = 0
         self.timeouts = 0
+        self.abandoned = 0
         self.duplicates = 0
 
     def session(self, link: Link, stop: threading.Event) -> None:
@@ -52,6 +56,7 @@ class AstmDriver(SerialDriver):
         frames: list[bytes] = []
         receiving = False
         expected = 1
+        completed = 0  # messages finished (L record) in this transfer
         last_activity = monotonic()
         while not stop.is_set():
             data = link.read()
@@ -66,18 +71,20 @@ class AstmDriver(SerialDriver):
                 if receiving and now - last_activity > self.receive_timeout_s:
                     # E1381 receiver timeout: the sender vanished mid-transfer.
                     self.timeouts += 1
-                    self._flush(frames)
+                    self._abandon(frames, completed)
                     frames, receiving = [], False
             if events:
                 last_activity = now
             for ev in events:
                 if isinstance(ev, astm.Control):
                     if ev.byte == astm.ENQ:
-                        self._flush(frames)
-                        frames, receiving, expected = [], True, 1
+                        if receiving:
+                            self._abandon(frames, completed)
+                        frames, receiving, expected, completed = [], True, 1, 0
                         link.write(bytes([astm.ACK]))
                     elif ev.byte == astm.EOT:
-                        self._flush(frames)
+                        if receiving:
+                            self._abandon(frames, completed)
                         frames, receiving = [], False
                 elif isinstance(ev, astm.Frame):
                     if not receiving:
@@ -88,9 +95,16 @@ class AstmDriver(SerialDriver):
                         frames.append(ev.raw)
                         expected = (expected + 1) % 8
                         if ev.final and ev.text[:1] in (b"L", b"l"):
-                            ok = self._flush(frames)
-                            frames = []
-                            link.write(bytes([astm.ACK if ok else astm.NAK]))
+                            if self._flush(frames):
+                                frames, completed = [], completed + 1
+                                link.write(bytes([astm.ACK]))
+                            else:
+                                # Not durable: refuse the last frame; its retransmission
+                                # must count as new, not as a duplicate of an ACKed one.
+                                frames.pop()
+                                expected = ev.number
+                                self.stats.naks_sent += 1
+                                link.write(bytes([astm.NAK]))
                         else:
                             link.write(bytes([astm.ACK]))
                     elif ev.number == (expected - 1) % 8:
@@ -117,6 +131,13 @@ class AstmDriver(SerialDriver):
                     if receiving:
                         self.stats.naks_sent += 1
                         link.write(bytes([astm.NAK]))
+
+    def _abandon(self, frames: list[bytes], completed: int) -> None:
+        """Count a transfer that ended inside a message, or before any message, and drop
+        its frames. E1381 makes the sender resend the whole message later; publishing the
+        fragment would store its results twice."""
+        if frames or completed == 0:
+            self.abandoned += 1
 
     def _flush(self, frames: list[bytes]) -> bool:
         """Publish the frames of one message (if any); ``False`` if the bus refused."""

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from adapters.serial.normalize import measurements_from_message
+from bus.base import Record
+from bus.memory import MemoryBus
+from bus.topics import RAW_DEVICE
+from caregraph.errors import BusUnavailable
 from devices.serial.astm import AstmDriver
+from devices.simulators import start_simulator
 from devices.simulators.astm import AstmAnalyzer
 from tests.integration.serial.conftest import wait_for
 
@@ -76,3 +85,54 @@ def test_pulled_cable_reconnects(rig: Any) -> None:
     wait_for(lambda: driver.messages >= sim.messages_acked, 5, "driver to publish")
     assert sim.log.unplugs == 1
     _assert_no_wrong_value(r)
+
+
+def test_aborted_transfer_is_dropped_not_half_stored(rig: Any) -> None:
+    r = rig("astm", {"interval_s": 0.2})
+    sim, driver = _parts(r)
+    wait_for(lambda: sim.messages_acked >= 1, 10, "first message")
+    sim.faults.add("corrupt_checksum", 7)  # one frame NAKed 7 times: the analyzer gives up
+    wait_for(lambda: sim.aborted >= 1, 20, "the analyzer to abort")
+    acked = sim.messages_acked
+    wait_for(lambda: sim.messages_acked >= acked + 1, 20, "next message")
+    sim.go_silent(60)
+    wait_for(lambda: driver.messages >= sim.messages_acked, 5, "driver to publish")
+    assert driver.abandoned >= 1
+    _assert_no_wrong_value(r)
+
+
+class _FlakyBus(MemoryBus):
+    """Refuses the first ``failures`` publishes, as a broker that is briefly down."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(partitions=1)
+        self.failures = failures
+
+    def publish_many(self, records: Sequence[Record]) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BusUnavailable("broker down (test)")
+        super().publish_many(records)
+
+
+def test_result_not_durable_is_nakd_and_stored_after_retransmission(tmp_path: Path) -> None:
+    path, handle = start_simulator("astm", tmp_path / "tty", interval_s=0.2)
+    sim = handle.simulator
+    assert isinstance(sim, AstmAnalyzer)
+    bus = _FlakyBus(failures=2)
+    driver = AstmDriver(path, "bg-flaky", bus)
+    stop = threading.Event()
+    thread = threading.Thread(target=driver.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: sim.messages_acked >= 2, 20, "messages after the outage")
+        sim.go_silent(60)
+        wait_for(lambda: driver.messages >= sim.messages_acked, 5, "driver to publish")
+    finally:
+        stop.set()
+        thread.join(10)
+        handle.stop()
+    assert driver.stats.publish_errors == 2
+    assert driver.stats.naks_sent >= 2
+    stored = [m for msg in bus.snapshot(RAW_DEVICE) for m in measurements_from_message(msg)]
+    assert Counter((m.vendor_code, m.value) for m in stored) == Counter(sim.log.values)

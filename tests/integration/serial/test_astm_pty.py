@@ -74,7 +74,9 @@ def test_corrupt_dropped_and_garbage_frames_are_nakd_and_resent(rig: Any) -> Non
 
 
 def test_pulled_cable_reconnects(rig: Any) -> None:
-    r = rig("astm", {"interval_s": 0.2}, reconnect_delay_s=0.1)
+    # An ENQ sent while the cable is out goes unanswered: the analyzer waits its reply
+    # timeout (15 s in E1381; 1 s here) before it bids again.
+    r = rig("astm", {"interval_s": 0.2, "reply_timeout_s": 1.0}, reconnect_delay_s=0.1)
     sim, driver = _parts(r)
     wait_for(lambda: sim.messages_acked >= 1, 10, "first message")
     sim.unplug(0.8)

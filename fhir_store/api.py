@@ -279,13 +279,11 @@ def build_router(
         return history_response(request, served_type(type_name), None)
 
     @router.post("/{type_name}/_search")
-    async def search_post(request: Request, type_name: str) -> Response:
+    def search_post(request: Request, type_name: str, body: Body) -> Response:
         served_type(type_name)
-        form = (await request.body()).decode("utf-8", errors="replace")
+        form = body.decode("utf-8", errors="replace")
         params = list(request.query_params.multi_items()) + parse_qsl(form, keep_blank_values=True)
-        from starlette.concurrency import run_in_threadpool
-
-        return await run_in_threadpool(search_response, request, type_name, params)
+        return search_response(request, type_name, params)
 
     @router.get("/{type_name}/{res_id}/_history/{version}")
     def vread(request: Request, type_name: str, res_id: str, version: str) -> Response:

@@ -262,6 +262,8 @@ class QueryBuilder:
         code, _, modifier = code.partition(":")
         if rest:
             return self._chain(type_name, alias, code, modifier, rest, raw)
+        if code in ("_id", "_lastUpdated") and modifier not in ("", "missing"):
+            raise InvalidSearch(f"modifier :{modifier} is not supported on {code}", expression=name)
         if code == "_id":
             values = split_values(raw)
             if modifier == "missing":
@@ -269,6 +271,8 @@ class QueryBuilder:
             marks = ", ".join("?" * len(values))
             return Sql(f"{alias}.res_id IN ({marks})", values, rank=0)
         if code == "_lastUpdated":
+            if modifier == "missing":
+                return Sql("1 = 1" if raw == "false" else "1 = 0")
             ors = [
                 self._date_range_sql(f"{alias}.last_updated", f"{alias}.last_updated", v, name)
                 for v in split_values(raw)

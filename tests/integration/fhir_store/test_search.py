@@ -182,3 +182,9 @@ def test_everything_is_the_patient_compartment(loaded: FhirStore) -> None:
     paged = loaded.searching.everything("pat1", [("_count", "3"), ("_offset", "6")])
     assert len(paged.matches) == 2 and not paged.has_next
     assert loaded.searching.everything("pat1", [("_since", "2999")]).total == 0
+
+
+def test_id_and_last_updated_refuse_other_modifiers(loaded: FhirStore) -> None:
+    with pytest.raises(InvalidSearch, match=":not"):
+        loaded.searching.search("Patient", [("_id:not", "pat1")])
+    assert len(loaded.searching.search("Patient", [("_lastUpdated:missing", "false")]).matches) == 2

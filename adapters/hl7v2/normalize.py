@@ -250,11 +250,14 @@ def _oru(ctx: Context, org: Json) -> None:
     if not any(s.name == "OBX" for _, segs in groups for s in segs):
         raise Hl7MappingError("ORU^R01 without any OBX", Location("OBX"), SEGMENT_SEQUENCE_ERROR)
     for pid, segs in groups:
-        subject = parties.patient(ctx, pid, org) if pid is not None else None
+        subject = None
+        if pid is not None:
+            subject = parties.patient(ctx, pid, org, scope=parties.RESULTS_SCOPE)
         pv1 = next((s for s in segs if s.name == "PV1"), None)
         encounter, bed = (None, None)
         if pv1 is not None:
-            encounter, bed = parties.encounter(ctx, pv1, subject, org)
+            encounter = parties.encounter_reference(ctx, pv1)
+            bed = parties.location(ctx, pv1, 3, org)
         oru.results(ctx, segs, subject, encounter, bed)
 
 

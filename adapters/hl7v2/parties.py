@@ -55,7 +55,11 @@ def patient_identifiers(ctx: Context, pid: Segment) -> list[Json]:
     return cx_identifiers(pid, 3, ctx.options, ctx.sender_system)
 
 
-def patient_id_for(identifiers: list[Json]) -> str | None:
+RESULTS_SCOPE = "results"
+"""The id scope of Patients read from result messages (ORU), see ``patient``."""
+
+
+def patient_id_for(identifiers: list[Json], scope: str | None = None) -> str | None:
     """The Patient id for a set of identifiers: the medical record number if typed MR,
     else the first; None when there is none."""
     if not identifiers:
@@ -64,17 +68,23 @@ def patient_id_for(identifiers: list[Json]) -> str | None:
         (i for i in identifiers if i.get("type", {}).get("coding", [{}])[0].get("code") == "MR"),
         identifiers[0],
     )
-    return deterministic_id("Patient", chosen.get("system", ""), chosen["value"])
+    parts = ("Patient", scope) if scope else ("Patient",)
+    return deterministic_id(*parts, chosen.get("system", ""), chosen["value"])
 
 
-def patient(ctx: Context, pid: Segment, org: Json) -> Json | None:
+def patient(ctx: Context, pid: Segment, org: Json, *, scope: str | None = None) -> Json | None:
     """A Patient from PID; reference returned, None when PID names no identifier.
+
+    ``scope`` separates source records: result feeds (ORU) carry a thin PID (often just the
+    MRN and a name), so their Patient gets its own id (``scope="results"``) instead of
+    overwriting the demographics an ADT feed keeps current; linkage joins both to one
+    golden record through the shared identifier.
 
     Raises:
         Hl7MappingError: a date or code that cannot be read (location names the field).
     """
     identifiers = patient_identifiers(ctx, pid)
-    resource_id = patient_id_for(identifiers)
+    resource_id = patient_id_for(identifiers, scope)
     if resource_id is None:
         return None
     sex = pid.component(8).strip().upper()
@@ -182,6 +192,21 @@ _STATUS = {
 }
 
 
+def encounter_reference(ctx: Context, pv1: Segment) -> Json | None:
+    """The Encounter a result belongs to, by visit number (PV1-19), without emitting it:
+    the ADT feed owns the Encounter's status and period, and a result message restating
+    them would undo a discharge. None without a visit number."""
+    visit_ids = cx_identifiers(pv1, 19, ctx.options, ctx.sender_system)
+    if not visit_ids:
+        return None
+    first = visit_ids[0]
+    return fb.reference("Encounter", _encounter_id(first))
+
+
+def _encounter_id(visit: Json) -> str:
+    return deterministic_id("Encounter", visit.get("system", ""), visit["value"])
+
+
 def encounter(
     ctx: Context, pv1: Segment, subject: Json | None, org: Json
 ) -> tuple[Json | None, Json | None]:
@@ -208,8 +233,7 @@ def encounter(
     )
     visit_ids = cx_identifiers(pv1, 19, ctx.options, ctx.sender_system)
     if visit_ids:
-        first = visit_ids[0]
-        resource_id = deterministic_id("Encounter", first.get("system", ""), first["value"])
+        resource_id = _encounter_id(visit_ids[0])
     elif subject is not None:
         # No visit number: one encounter per patient, admission time and sender.
         resource_id = deterministic_id(
@@ -224,8 +248,6 @@ def encounter(
     start = parse_ts(pv1, 44, ctx.options)
     end = parse_ts(pv1, 45, ctx.options)
     status = _STATUS.get(ctx.header.trigger_event, "in-progress")
-    if ctx.header.message_type == "ORU":
-        status = "in-progress"
     if end and status == "in-progress" and ctx.header.trigger_event not in ("A13",):
         status = "finished"
     if ctx.header.trigger_event == "A13":

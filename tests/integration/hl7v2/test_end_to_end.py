@@ -89,7 +89,10 @@ def test_adt_and_pcd01_become_searchable(pipeline: tuple[MllpListener, FhirStore
         assert b"MSA|CA|PCD0007" in client.send(corpus.pcd01("PCD0007", 10))
         assert b"MSA|CA|PCD0007" in client.send(corpus.pcd01("PCD0007", 10))  # a repeat
 
-    (patient,) = wait_for(store, "Patient", 1, ("identifier", "urn:oid:1.2.840.99999.1.2|MRN12345"))
+    # two source records for one MRN: the ADT feed's and the result feed's (linkage joins them)
+    patients = wait_for(store, "Patient", 2, ("identifier", "urn:oid:1.2.840.99999.1.2|MRN12345"))
+    adt_patient = next(p for p in patients if "address" in p)
+    patient = next(p for p in patients if "address" not in p)
     observations = wait_for(store, "Observation", 10, ("subject", f"Patient/{patient['id']}"))
     assert len(observations) == 10  # the repeat added nothing
     (spo2,) = search(store, "Observation", ("code", "urn:iso:std:iso:11073:10101|150456"))
@@ -100,5 +103,5 @@ def test_adt_and_pcd01_become_searchable(pipeline: tuple[MllpListener, FhirStore
         ("identifier", "urn:oid:1.2.840.10004.1.1.1.0.0.1.0.0.1.2680|01-23-45-67-89-AB-CD-EF"),
     )
     assert mds["patient"] == {"reference": f"Patient/{patient['id']}"}
-    wait_for(store, "Encounter", 1, ("subject", f"Patient/{patient['id']}"))
+    wait_for(store, "Encounter", 1, ("subject", f"Patient/{adt_patient['id']}"))
     wait_for(store, "Provenance", 2)

@@ -312,3 +312,23 @@ def test_errors_name_segment_field_and_code(
 def test_received_at_must_be_aware() -> None:
     with pytest.raises(ValueError, match="timezone"):
         normalize(corpus.ADT_A01, received_at=datetime(2024, 1, 1))
+
+
+def test_results_do_not_overwrite_adt_demographics_or_encounter_status() -> None:
+    adt = run(corpus.ADT_A03)  # discharged
+    oru_raw = corpus.msg(
+        corpus.msh("ORU^R01^ORU_R01", "LAB9", app="LIS", facility="LAB"),
+        "PID|1||MRN12345^^^NORTH&1.2.840.99999.1.2&ISO^MR||Smith^Anna",
+        corpus.PV1,  # with the visit number
+        "OBR|1|||2345-7^Glucose^LN|||20240305070000+0100",
+        "OBX|1|NM|2345-7^Glucose^LN||105|mg/dL|||||F",
+    )
+    result = run(oru_raw)
+    assert of_type(result, "Encounter") == []  # the ADT feed owns status and period
+    encounter = one(adt, "Encounter")
+    assert encounter["status"] == "finished"
+    observation = one(result, "Observation")
+    assert observation["encounter"] == {"reference": f"Encounter/{encounter['id']}"}
+    # a separate source Patient, same identifier: the ADT one keeps its address
+    assert one(result, "Patient")["id"] != one(adt, "Patient")["id"]
+    assert one(result, "Patient")["identifier"][0] == one(adt, "Patient")["identifier"][0]

@@ -100,11 +100,12 @@ def test_unchanged_entities_are_published_once_per_handler() -> None:
     assert len(bus.snapshot("fhir.DeviceMetric")) == 10  # the same monitor three times
     assert len(bus.snapshot("fhir.Device")) == 3
     assert len(bus.snapshot("fhir.Patient")) == 1
-    assert handler.skipped == 2 * 19  # Organization, Patient, 3 Locations, Encounter, 13 devices
+    assert handler.skipped == 2 * 18  # Organization, Patient, 3 Locations, 13 devices
     # a changed entity is published again
     moved = corpus.pcd01("E4", 10).replace(b"PV1||I|ICU^101^B", b"PV1||I|ICU^102^A")
     handler([raw_message(moved, 3)])
     assert len(bus.snapshot("fhir.Device")) == 4  # the MDS now has another location
+    assert len(bus.snapshot("fhir.Location")) == 5  # room 102 and its bed A are new
     # a new handler (restart, replay) publishes each entity once more
     Hl7v2Normalizer(bus)([raw_message(corpus.pcd01("E5", 10), 4)])
     assert len(bus.snapshot("fhir.DeviceMetric")) == 20

@@ -109,3 +109,58 @@ def test_stop_during_backoff_leaves_the_batch_uncommitted() -> None:
     slow = RetryPolicy(max_attempts=3, base_delay_s=5.0, max_delay_s=5.0)
     run_until(bus, handler, lambda: len(calls) >= 1, retry=slow)
     assert bus.committed("g") == {} and bus.snapshot(DEADLETTER) == []
+
+
+def test_deadletters_go_to_the_configured_topic() -> None:
+    bus = MemoryBus(partitions=1)
+    bus.publish("t", b"bad")
+
+    def handler(batch: list[Message]) -> None:
+        raise ValueError("no")
+
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_consumer,
+        args=(bus, "g", ["t"], handler),
+        kwargs={"stop": stop, "retry": FAST, "poll_timeout_s": 0.01, "deadletter_topic": "dl.x"},
+    )
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not bus.snapshot("dl.x") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    stop.set()
+    worker.join(5)
+    assert [decode_deadletter(m.value).value for m in bus.snapshot("dl.x")] == [b"bad"]
+    assert bus.snapshot(DEADLETTER) == []
+
+
+def test_a_commit_refused_after_a_rebalance_is_counted_and_the_loop_goes_on() -> None:
+    bus = MemoryBus(partitions=2)
+    bus.publish_many([Record("t", b"%d" % i, key=b"%d" % i) for i in range(10)])
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def handler(batch: list[Message]) -> None:
+        calls.append(len(batch))
+        entered.set()
+        release.wait(5)
+
+    stop, stats = threading.Event(), WorkerStats()
+    worker = threading.Thread(
+        target=run_consumer,
+        args=(bus, "g", ["t"], handler),
+        kwargs={"stop": stop, "retry": FAST, "poll_timeout_s": 0.01, "stats": stats},
+    )
+    worker.start()
+    assert entered.wait(5)
+    newcomer = bus.subscribe("g", ["t"])  # takes a partition while the batch is in hand
+    release.set()
+    deadline = time.monotonic() + 10
+    while stats.commit_failures == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)
+    stop.set()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert stats.commit_failures == 1
+    assert len(newcomer.poll(timeout_s=0.01)) > 0  # the newcomer gets its share again

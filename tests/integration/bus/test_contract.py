@@ -138,11 +138,15 @@ def test_members_of_a_group_share_partitions(bus: Bus, topic: str) -> None:
     b.start()
     try:
         every = frozenset((topic, p) for p in range(PARTITIONS))
+        # Each member reports after its own poll, so wait for a consistent picture: both
+        # have partitions, none has one twice, all are owned. It never comes if sharing
+        # is broken, and the wait fails.
         wait_for(
-            lambda: bool(a.owned) and bool(b.owned) and a.owned | b.owned == every,
-            "both members to get partitions",
+            lambda: (
+                bool(a.owned and b.owned) and not a.owned & b.owned and a.owned | b.owned == every
+            ),
+            "the two members to split the partitions between them",
         )
-        assert not a.owned & b.owned
         bus.publish_many([Record(topic, b"%d" % i, key=b"%d" % i) for i in range(80)])
         wait_for(lambda: len(a.messages) + len(b.messages) >= 80, "all messages")
         # Look before stopping: a member leaving hands its partitions to the other.

@@ -62,6 +62,9 @@ CASES: list[tuple[str, list[tuple[str, str]], list[str]]] = [
     ("Patient", [("_has:Observation:patient:code", "72166-2")], ["pat2"]),
     ("Device", [("_has:Provenance:agent:_has:AuditEvent:entity:type", "110100")], []),
     ("Patient", [("general-practitioner:Practitioner.identifier", "urn:gln|76010")], ["pat1"]),
+    ("Encounter", [("participant:identifier", "urn:gln|999")], ["enc1"]),
+    ("Encounter", [("participant:identifier", "urn:gln|76010")], []),
+    ("Encounter", [("practitioner", "prac1")], ["enc1"]),
     # quantity and number-like, composites
     ("Observation", [("value-quantity", "72")], ["obs1"]),
     ("Observation", [("value-quantity", "ge70|http://unitsofmeasure.org|/min")], ["obs1"]),

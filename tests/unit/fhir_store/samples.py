@@ -84,7 +84,10 @@ SAMPLES: list[dict[str, Any]] = [
         "period": {"start": "2024-01-01T08:00:00Z"},
         "length": {"value": 3, "unit": "d", "system": UCUM, "code": "d"},
         "location": [{"location": {"reference": "Location/loc1"}}],
-        "participant": [{"individual": {"reference": "Practitioner/prac1"}}],
+        "participant": [
+            {"individual": {"reference": "Practitioner/prac1"}},
+            {"individual": {"identifier": {"system": "urn:gln", "value": "999"}}},
+        ],
     },
     {
         "resourceType": "Device",

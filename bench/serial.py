@@ -196,6 +196,7 @@ def bench_fleet(devices: int, seconds: float) -> None:
         store = FhirStore(open_database(f"sqlite:///{tmp}/store.db"))
         write = handle_fhir_batch(store)
         latencies: list[float] = []
+        to_bus: list[float] = []
         stored = [0]
         measuring = [False]
 
@@ -204,8 +205,9 @@ def bench_fleet(devices: int, seconds: float) -> None:
             now = datetime.now(UTC)
             if measuring[0]:
                 for m in batch:
-                    eff = json.loads(m.value)["effectiveDateTime"]
-                    latencies.append((now - datetime.fromisoformat(eff)).total_seconds())
+                    eff = datetime.fromisoformat(json.loads(m.value)["effectiveDateTime"])
+                    latencies.append((now - eff).total_seconds())
+                    to_bus.append(m.timestamp_ms / 1000 - eff.timestamp())
                 stored[0] += len(batch)
 
         stop = threading.Event()
@@ -245,9 +247,10 @@ def bench_fleet(devices: int, seconds: float) -> None:
         bus.close()
     wall = w1 - w0
     latencies.sort()
+    to_bus.sort()
 
-    def p(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+    def p(q: float, xs: list[float] = latencies) -> float:
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
 
     connected = sum(d.stats.published > 0 for d in drivers)
     print(
@@ -262,6 +265,11 @@ def bench_fleet(devices: int, seconds: float) -> None:
             f"(mean {1000 * statistics.fmean(latencies):.0f} ms)"
         )
     per = [b - a for a, b in zip(per0, per1, strict=True)]
+    if to_bus:
+        print(
+            f"  of which device time -> Observation on the bus (driver + normalizer): "
+            f"p50 {1000 * p(0.5, to_bus):.0f} ms, p99 {1000 * p(0.99, to_bus):.0f} ms"
+        )
     print(
         f"  CPU of drivers + normalizer + store writer: {(cpu1 - cpu0) / wall:.2f} cores "
         f"(driver threads {sum(per[:devices]) / wall:.2f}, normalizer {per[devices] / wall:.2f}, "

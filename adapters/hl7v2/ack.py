@@ -149,7 +149,8 @@ def build_ack(
     segments = [d.field.join(msh), d.field.join(msa)]
     if error is not None:
         segments.append(_err(error, version, d))
-    return ("\r".join(segments) + "\r").encode("utf-8")
+    codec = header.text_codec if header is not None else "utf-8"
+    return ("\r".join(segments) + "\r").encode(codec, errors="replace")
 
 
 def _err(error: AckError, version: str, d: Delimiters) -> str:

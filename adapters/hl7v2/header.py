@@ -66,6 +66,9 @@ class Header:
     charset: str
     profiles: tuple[str, ...]
     raw_fields: tuple[str, ...]
+    text_codec: str = "utf-8"
+    """How the header line was decoded; replies are encoded the same way, so fields echoed
+    back (MSH-3..6, MSH-10) are byte for byte what the sender wrote."""
 
     @property
     def enhanced_mode(self) -> bool:
@@ -83,7 +86,9 @@ class Header:
         return any("IHE_PCD_001" in p or "PCD_DEC_001" in p for p in self.profiles)
 
 
-def _fields_to_header(delimiters: Delimiters, fields: list[str]) -> Header:
+def _fields_to_header(
+    delimiters: Delimiters, fields: list[str], text_codec: str = "utf-8"
+) -> Header:
     def f(n: int) -> str:
         return fields[n] if n < len(fields) else ""
 
@@ -114,6 +119,7 @@ def _fields_to_header(delimiters: Delimiters, fields: list[str]) -> Header:
         charset=comp(18, 1).upper(),
         profiles=profiles,
         raw_fields=tuple(fields),
+        text_codec=text_codec,
     )
 
 
@@ -137,7 +143,11 @@ def peek_header(raw: bytes) -> Header | None:
     Tolerates bad encoding characters (falls back to the default ones) so a rejected
     message can still be answered with its own control id.
     """
-    line = _first_line(raw[:65536]).decode("latin-1")
+    first = _first_line(raw[:65536])
+    try:
+        line, codec = first.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        line, codec = first.decode("latin-1"), "latin-1"  # every byte is a character
     if not line.startswith("MSH") or len(line) < 5:
         return None
     try:
@@ -148,7 +158,7 @@ def peek_header(raw: bytes) -> Header | None:
             return None
         delimiters = Delimiters(field=field_sep)
         fields = ["MSH", field_sep, *line[4:].split(field_sep)]
-    return _fields_to_header(delimiters, fields)
+    return _fields_to_header(delimiters, fields, codec)
 
 
 def decode(raw: bytes) -> str:

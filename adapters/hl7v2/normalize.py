@@ -14,7 +14,7 @@ be mapped. Both are ``caregraph.errors.MappingError``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from adapters import fhir_build as fb
@@ -109,7 +109,7 @@ def parse(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Header, Er
         raise Hl7ParseError("not an HL7 v2 message: no MSH segment", Location("MSH"), "100")
     check_supported(peeked)
     message = tokenize(decode(raw))
-    return header_of(message), message
+    return replace(header_of(message), text_codec=peeked.text_codec), message
 
 
 def patient_key(message: Er7Message, header: Header | None = None) -> str | None:

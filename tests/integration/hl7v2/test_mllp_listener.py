@@ -301,3 +301,13 @@ def test_structure_only_intake_leaves_content_errors_to_the_normalizer(
     Hl7v2Normalizer(memory_bus)([raw])
     (dead,) = memory_bus.snapshot(DEADLETTER)
     assert b"OBX[1]-5" in dead.value
+
+
+def test_latin1_sender_gets_its_own_bytes_back(listener: MllpListener) -> None:
+    raw = (
+        "MSH|^~\\&|APP|Klinikum Süd|CG|H|20240101||ADT^A28^ADT_A05|Ü7|P|2.5||||||8859/1\r"
+        "EVN|A28\rPID|||4711^^^KS^MR||Müller^Jörg\rPV1|1|N\r"
+    ).encode("latin-1")
+    ack = send_once(listener, raw)
+    assert "MSA|AA|Ü7".encode("latin-1") in ack
+    assert "|Klinikum Süd|".encode("latin-1") in ack

@@ -118,3 +118,11 @@ def test_sender_delimiters_are_reused() -> None:
     ack = build_ack(raw, "AE", AckError("x#y"), at=AT).decode()
     assert ack.startswith("MSH#*@!$#CG#H#APP#FAC#")
     assert "MSA#AE#C1" in ack and "x!F!y" in ack
+
+
+@pytest.mark.parametrize("codec", ["utf-8", "latin-1"])
+def test_echoed_fields_keep_their_bytes(codec: str) -> None:
+    raw = "MSH|^~\\&|APP|Klinikum Süd|CG|H|20240101||ADT^A08|Ü1|P|2.5\rPID|||1\r".encode(codec)
+    ack = build_ack(raw, "AA", at=AT)
+    assert "|Klinikum Süd|".encode(codec) in ack
+    assert "MSA|AA|Ü1".encode(codec) in ack

@@ -28,8 +28,11 @@ transaction, so a member that lost a partition cannot overwrite the new owner's 
 Members heartbeat when they poll or commit: a handler that runs longer than the session
 timeout loses its partitions (as Kafka's ``max.poll.interval.ms``), and its commit fails.
 
-Not provided: retention (the log grows until ``prune`` is called), compaction, transactions
-across topics, use over a network file system (SQLite locking needs a local disk).
+Retention is opt-in and conservative: ``prune`` (or ``retention_s``) deletes old messages
+only once every group that reads the partition has committed past them.
+
+Not provided: compaction, transactions across topics, use over a network file system
+(SQLite locking needs a local disk).
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ class EmbeddedBus(Bus):
     ``partitions`` is used for topics this process creates (explicitly or by publishing to
     them); a topic keeps the count it was created with. ``session_timeout_s`` is how long a
     silent group member keeps its partitions. Raises ``BusUnavailable`` if the file cannot be
-    opened.
+    opened. With ``retention_s``, publishing prunes (see ``prune``) at most once a minute.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class EmbeddedBus(Bus):
         *,
         fsync: bool = True,
         session_timeout_s: float = 10.0,
+        retention_s: float | None = None,
     ) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, not {partitions}")
@@ -125,6 +129,8 @@ class EmbeddedBus(Bus):
         self.partitions = partitions
         self.fsync = fsync
         self.session_timeout_s = session_timeout_s
+        self.retention_s = retention_s
+        self._last_prune = time.monotonic()
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -190,6 +196,9 @@ class EmbeddedBus(Bus):
             raise BusError(f"embedded bus: publish failed: {ticket.error}") from ticket.error
         with self._published:
             self._published.notify_all()
+        if self.retention_s is not None and time.monotonic() - self._last_prune > 60.0:
+            self._last_prune = time.monotonic()  # one thread prunes; the others go on
+            self.prune(self.retention_s)
 
     def _append(self, records: list[Record]) -> None:
         now_ms = int(time.time() * 1000)
@@ -246,22 +255,36 @@ class EmbeddedBus(Bus):
     def prune(self, keep_s: float) -> int:
         """Delete messages older than ``keep_s`` seconds that every group has committed.
 
-        Returns how many were deleted. Offsets are never reused: a partition's next offset
-        continues after the highest ever written, which stays in the log (see ``_next_off``).
+        Conservative, unlike Kafka's time-based retention: a message no group has committed
+        is kept however old, so nothing unread is lost (a group that stopped for good holds
+        its topic's log; drop its rows from ``offsets`` to release it). The last message of
+        each partition stays, so offsets are never reused. Returns how many were deleted;
+        works partition by partition, so each delete is an index range scan.
         """
         cutoff = int((time.time() - keep_s) * 1000)
+        deleted = 0
         with self._lock:
             self._check_open()
-            with _write(self._conn) as conn:
-                cur = conn.execute(
-                    "DELETE FROM messages AS m WHERE ts_ms < ?"
-                    " AND off < (SELECT max(off) FROM messages AS x"
-                    "  WHERE x.topic_id = m.topic_id AND x.part = m.part)"
-                    " AND off < coalesce((SELECT min(o.off) FROM offsets AS o"
-                    "  WHERE o.topic_id = m.topic_id AND o.part = m.part), 0)",
-                    (cutoff,),
-                )
-                return cur.rowcount
+            try:
+                with _write(self._conn) as conn:
+                    bounds = conn.execute(
+                        "SELECT o.topic_id, o.part, min(o.off),"
+                        " (SELECT max(m.off) FROM messages AS m"
+                        "  WHERE m.topic_id = o.topic_id AND m.part = o.part)"
+                        " FROM offsets AS o GROUP BY o.topic_id, o.part"
+                    ).fetchall()
+                    for topic_id, part, committed, last in bounds:
+                        if last is None:
+                            continue
+                        deleted += conn.execute(
+                            "DELETE FROM messages WHERE topic_id = ? AND part = ?"
+                            " AND off < ? AND ts_ms < ?",
+                            (topic_id, part, min(committed, last), cutoff),
+                        ).rowcount
+            except sqlite3.Error as exc:
+                raise BusError(f"embedded bus: prune failed: {exc}") from exc
+        self._last_prune = time.monotonic()
+        return deleted
 
     # -- internals -----------------------------------------------------------------------
 

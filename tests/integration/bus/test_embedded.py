@@ -86,6 +86,13 @@ def test_prune_drops_only_what_every_group_committed(tmp_path: Path) -> None:
         assert [m.offset for m in drain(bus, "new", "t")] == [6, 7, 8, 9]
         bus.publish("t", b"10")
         assert [m.offset for m in drain(bus, "g", "t")][-1] == 10
+        with bus.subscribe("slow", ["t"]) as slow:
+            slow.commit(slow.poll(timeout_s=1.0, max_records=1))  # read 6, commits 7
+        assert bus.prune(keep_s=0) == 0  # "g" is still at 6
+        with bus.subscribe("g", ["t"]) as consumer:
+            consumer.commit(consumer.poll(timeout_s=1.0))  # read 6..10, commits 11
+        assert bus.prune(keep_s=0) == 1  # 6: below both; "slow" holds 7 onwards
+        assert [m.offset for m in drain(bus, "new2", "t")] == [7, 8, 9, 10]
 
 
 def test_processes_in_one_group_share_the_partitions(tmp_path: Path) -> None:

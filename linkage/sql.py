@@ -23,6 +23,7 @@ from typing import Any
 
 from fhir_store.database import Database, Transaction
 from linkage.features import PatientFeatures
+from linkage.identity import EntityKeys, EntityLink, IdentityRepository
 from linkage.links import (
     DuplicateFlag,
     DuplicateStatus,
@@ -82,7 +83,26 @@ def _schema(dialect: str) -> list[tuple[int, list[str]]]:
                 """CREATE TABLE linkage_model (
                     name TEXT PRIMARY KEY, params TEXT NOT NULL)""",
             ],
-        )
+        ),
+        (
+            2,
+            [
+                """CREATE TABLE linkage_entity_link (
+                    resource_type TEXT NOT NULL, source_id TEXT NOT NULL,
+                    entity_id TEXT NOT NULL, state TEXT NOT NULL, rule TEXT NOT NULL,
+                    PRIMARY KEY (resource_type, source_id))""",
+                "CREATE INDEX linkage_entity_link_entity ON linkage_entity_link "
+                "(resource_type, entity_id)",
+                """CREATE TABLE linkage_entity_key (
+                    resource_type TEXT NOT NULL, key TEXT NOT NULL, source_id TEXT NOT NULL,
+                    strong INTEGER NOT NULL, PRIMARY KEY (resource_type, key, source_id))""",
+                "CREATE INDEX linkage_entity_key_source ON linkage_entity_key "
+                "(resource_type, source_id)",
+                """CREATE TABLE linkage_entity_flag (
+                    resource_type TEXT NOT NULL, entity_a TEXT NOT NULL, entity_b TEXT NOT NULL,
+                    PRIMARY KEY (resource_type, entity_a, entity_b))""",
+            ],
+        ),
     ]
 
 
@@ -140,18 +160,13 @@ def _event(row: Sequence[Any]) -> LinkEvent:
     )
 
 
-class SqlRepository(LinkageRepository):
-    """``LinkageRepository`` on the store's database. Call ``migrate(db)`` once first
-    (``open`` does). One transaction per thread; nested ``transaction()`` joins the open one."""
+class _SqlTransactions:
+    """One transaction per thread on the store's database; a nested ``transaction()``
+    joins the open one."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._local = threading.local()
-
-    @classmethod
-    def open(cls, db: Database) -> SqlRepository:
-        migrate(db)
-        return cls(db)
 
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[None]:
@@ -174,8 +189,18 @@ class SqlRepository(LinkageRepository):
     def _tx(self) -> Transaction:
         tx: Transaction | None = getattr(self._local, "tx", None)
         if tx is None:
-            raise RuntimeError("SqlRepository used outside transaction()")
+            raise RuntimeError("SQL repository used outside transaction()")
         return tx
+
+
+class SqlRepository(_SqlTransactions, LinkageRepository):
+    """``LinkageRepository`` on the store's database. Call ``migrate(db)`` once first
+    (``open`` does)."""
+
+    @classmethod
+    def open(cls, db: Database) -> SqlRepository:
+        migrate(db)
+        return cls(db)
 
     # records --------------------------------------------------------------------------
     def get_record(self, source_id: str) -> SourceRecord | None:
@@ -557,3 +582,91 @@ class SqlRepository(LinkageRepository):
             "ON CONFLICT (name) DO UPDATE SET params = excluded.params",
             ("patient", json.dumps(params)),
         )
+
+
+class SqlIdentityRepository(_SqlTransactions, IdentityRepository):
+    """``IdentityRepository`` on the store's database (tables ``linkage_entity_*``)."""
+
+    @classmethod
+    def open(cls, db: Database) -> SqlIdentityRepository:
+        migrate(db)
+        return cls(db)
+
+    def get_link(self, resource_type: str, source_id: str) -> EntityLink | None:
+        row = self._tx.execute(
+            "SELECT entity_id, state, rule FROM linkage_entity_link "
+            "WHERE resource_type = ? AND source_id = ?",
+            (resource_type, source_id),
+        ).fetchone()
+        if row is None:
+            return None
+        return EntityLink(resource_type, source_id, row[0], LinkState(row[1]), row[2])
+
+    def put(self, link: EntityLink, keys: EntityKeys) -> None:
+        tx = self._tx
+        tx.execute(
+            "INSERT INTO linkage_entity_link (resource_type, source_id, entity_id, state, rule) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (resource_type, source_id) DO UPDATE SET "
+            "entity_id = excluded.entity_id, state = excluded.state, rule = excluded.rule",
+            (link.resource_type, link.source_id, link.entity_id, link.state.value, link.rule),
+        )
+        tx.execute(
+            "DELETE FROM linkage_entity_key WHERE resource_type = ? AND source_id = ?",
+            (link.resource_type, link.source_id),
+        )
+        tx.insert_rows(
+            "linkage_entity_key",
+            ("resource_type", "key", "source_id", "strong"),
+            [(link.resource_type, k, link.source_id, 1) for k in keys.strong]
+            + [(link.resource_type, k, link.source_id, 0) for k in keys.weak],
+        )
+
+    def hits(
+        self, resource_type: str, keys: Sequence[str], exclude_source: str
+    ) -> dict[str, set[str]]:
+        if not keys:
+            return {}
+        rows = self._tx.execute(
+            "SELECT k.key, l.entity_id FROM linkage_entity_key k JOIN linkage_entity_link l "
+            "ON l.resource_type = k.resource_type AND l.source_id = k.source_id "
+            f"WHERE k.resource_type = ? AND k.key IN ({_marks(len(keys))}) "
+            "AND k.source_id <> ?",
+            [resource_type, *keys, exclude_source],
+        ).fetchall()
+        found: dict[str, set[str]] = {}
+        for key, entity in rows:
+            found.setdefault(key, set()).add(entity)
+        return found
+
+    def keys_of_entity(self, resource_type: str, entity_id: str) -> set[str]:
+        rows = self._tx.execute(
+            "SELECT k.key FROM linkage_entity_key k JOIN linkage_entity_link l "
+            "ON l.resource_type = k.resource_type AND l.source_id = k.source_id "
+            "WHERE l.resource_type = ? AND l.entity_id = ? AND k.strong = 1",
+            (resource_type, entity_id),
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def members(self, resource_type: str, entity_id: str) -> list[EntityLink]:
+        rows = self._tx.execute(
+            "SELECT source_id, state, rule FROM linkage_entity_link "
+            "WHERE resource_type = ? AND entity_id = ? ORDER BY source_id",
+            (resource_type, entity_id),
+        ).fetchall()
+        return [EntityLink(resource_type, r[0], entity_id, LinkState(r[1]), r[2]) for r in rows]
+
+    def flag(self, resource_type: str, a: str, b: str) -> None:
+        a, b = duplicate_key(a, b)
+        self._tx.execute(
+            "INSERT INTO linkage_entity_flag (resource_type, entity_a, entity_b) "
+            "VALUES (?, ?, ?) ON CONFLICT (resource_type, entity_a, entity_b) DO NOTHING",
+            (resource_type, a, b),
+        )
+
+    def flags(self, resource_type: str) -> list[tuple[str, str]]:
+        rows = self._tx.execute(
+            "SELECT entity_a, entity_b FROM linkage_entity_flag WHERE resource_type = ? "
+            "ORDER BY entity_a, entity_b",
+            (resource_type,),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]

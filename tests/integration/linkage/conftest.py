@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from fhir_store.database import open_database
+from linkage.identity import IdentityRepository
 from linkage.repository import LinkageRepository
-from linkage.sql import SqlRepository
-from tests.unit.linkage.conftest import make_mpi, mpi
+from linkage.sql import SqlIdentityRepository, SqlRepository
+from tests.unit.linkage.conftest import identity, make_mpi, mpi
 
-__all__ = ["make_mpi", "mpi"]
+__all__ = ["identity", "make_mpi", "mpi"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,5 +29,14 @@ def repository(database_url: str) -> Iterator[LinkageRepository]:
     db = open_database(database_url)
     try:
         yield SqlRepository.open(db)
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def identity_repository(database_url: str) -> Iterator[IdentityRepository]:
+    db = open_database(database_url)
+    try:
+        yield SqlIdentityRepository.open(db)
     finally:
         db.close()

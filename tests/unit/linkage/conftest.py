@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from linkage.identity import IdentityIndex, IdentityRepository, MemoryIdentityRepository
 from linkage.mpi import Mpi, MpiSettings
 from linkage.repository import LinkageRepository, MemoryRepository
 
@@ -26,6 +27,17 @@ class Clock:
 @pytest.fixture
 def repository() -> LinkageRepository:
     return MemoryRepository()
+
+
+@pytest.fixture
+def identity_repository() -> IdentityRepository:
+    return MemoryIdentityRepository()
+
+
+@pytest.fixture
+def identity(identity_repository: IdentityRepository) -> IdentityIndex:
+    counter = itertools.count(1)
+    return IdentityIndex(identity_repository, lambda: f"entity-{next(counter)}")
 
 
 @pytest.fixture

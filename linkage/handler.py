@@ -25,9 +25,13 @@ from typing import Any
 from bus.base import Message
 from bus.headers import SOURCE
 from linkage.errors import InvalidPatient
+from linkage.identity import RESOURCE_TYPES as IDENTITY_TYPES
+from linkage.identity import EntityOutcome, IdentityIndex
 from linkage.links import LinkOutcome
 from linkage.mpi import Mpi
 from linkage.survivorship import is_golden
+
+__all__ = ["IDENTITY_TYPES", "IdentityHandler", "PatientHandler", "merge_request"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +99,29 @@ class PatientHandler:
             "Patient/%s -> %s (%s)", outcome.source_id, outcome.golden_id, outcome.state.value
         )
         return outcome
+
+
+@dataclass
+class IdentityHandler:
+    """Handles ``fhir.Practitioner``, ``fhir.Organization`` and ``fhir.Device`` messages:
+
+        run_consumer(bus, "linkage-identity",
+                     [fhir_topic(t) for t in IDENTITY_TYPES], IdentityHandler(index), stop=stop)
+
+    Raises InvalidPatient (a MappingError: dead-lettered) for content it cannot resolve.
+    """
+
+    index: IdentityIndex
+
+    def __call__(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            self.handle(message)
+
+    def handle(self, message: Message) -> EntityOutcome:
+        try:
+            resource = json.loads(message.value)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidPatient(f"not JSON: {exc}", location=message.topic) from exc
+        if not isinstance(resource, dict):
+            raise InvalidPatient("not a FHIR resource", location=message.topic)
+        return self.index.ingest(resource)

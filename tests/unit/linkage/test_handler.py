@@ -13,7 +13,8 @@ from bus.memory import MemoryBus
 from bus.topics import DEADLETTER, fhir_topic
 from bus.worker import RetryPolicy, WorkerStats, run_consumer
 from linkage.errors import InvalidPatient
-from linkage.handler import PatientHandler, merge_request
+from linkage.handler import IdentityHandler, PatientHandler, merge_request
+from linkage.identity import IdentityIndex
 from linkage.links import LinkOutcome
 from linkage.mpi import Mpi
 
@@ -111,3 +112,17 @@ def test_golden_patients_on_the_topic_are_skipped(mpi: Mpi) -> None:
     assert out is not None and out.golden is not None
     assert handler.handle(message(out.golden)) is None
     assert len(mpi.history()) == 1
+
+
+def test_identity_handler_resolves_staff_and_devices(identity: IdentityIndex) -> None:
+    handler = IdentityHandler(identity)
+    pumps = [
+        {"resourceType": "Device", "id": f"d{k}", "udiCarrier": [{"deviceIdentifier": "0188"}]}
+        for k in range(2)
+    ]
+    handler([message(p, topic=fhir_topic("Device"), offset=k) for k, p in enumerate(pumps)])
+    assert (
+        identity.entity_of("Device", "d0").entity_id == identity.entity_of("Device", "d1").entity_id
+    )
+    with pytest.raises(InvalidPatient):
+        handler.handle(message({"resourceType": "Location", "id": "l"}, topic="fhir.Location"))

@@ -33,7 +33,7 @@ from fhir_store.errors import (
     ResourceNotFound,
 )
 from fhir_store.outcome import FHIR_JSON, dumps, for_error, outcome
-from fhir_store.patch import apply_json_patch
+from fhir_store.patch import apply_json_patch, apply_merge_patch
 from fhir_store.search import split_values
 from fhir_store.shaping import bundle_text, shape
 from fhir_store.store import FhirStore, Stored
@@ -305,7 +305,8 @@ def build_router(
     @router.post("/{type_name}")
     def create(request: Request, type_name: str, body: Body) -> Response:
         resource = validate_resource(parse_json(body), served, served_type(type_name))
-        condition = request.headers.get("if-none-exist")
+        # If-None-Exist, or the same condition as URL parameters (as fhirpy sends it).
+        condition = request.headers.get("if-none-exist") or str(request.url.query)
         if condition:
             matches = bundles.matches(type_name, condition)
             if len(matches) > 1:
@@ -377,13 +378,21 @@ def build_router(
     @router.patch("/{type_name}/{res_id}")
     def patch(request: Request, type_name: str, res_id: str, body: Body) -> Response:
         content_type = request.headers.get("content-type", "")
-        if "json-patch" not in content_type:
-            raise NotSupported("PATCH takes application/json-patch+json", status=415)
         current = store.read(served_type(type_name), res_id)
         if_match = parse_if_match(request.headers.get("if-match"))
         if if_match is None:
             if_match = current.version  # a patch applies to the version it was computed on
-        patched = apply_json_patch(current.resource(), parse_json(body))
+        operations = parse_json(body)
+        if "json-patch" in content_type:
+            patched = apply_json_patch(current.resource(), operations)
+        elif "json" in content_type and isinstance(operations, dict):
+            patched = apply_merge_patch(current.resource(), operations)
+        else:
+            raise NotSupported(
+                "PATCH takes application/json-patch+json (an array of operations) or"
+                " application/merge-patch+json (an object)",
+                status=415,
+            )
         resource = validate_resource(patched, served, type_name)
         return written(request, store.update(type_name, res_id, resource, if_match=if_match))
 

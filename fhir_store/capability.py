@@ -79,7 +79,7 @@ def capability_statement(registry: Registry, base: str) -> dict[str, Any]:
         "implementation": {"description": "caregraph FHIR store", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "patchFormat": ["application/json-patch+json"],
+        "patchFormat": ["application/json-patch+json", "application/merge-patch+json"],
         "rest": [
             {
                 "mode": "server",

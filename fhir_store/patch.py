@@ -117,3 +117,20 @@ def apply_json_patch(document: dict[str, Any], operations: Any) -> Any:
         else:
             raise _fail(index, f"unknown op {kind!r}")
     return doc
+
+
+def apply_merge_patch(document: Any, patch: Any) -> Any:
+    """JSON Merge Patch (RFC 7386): objects merge, ``null`` removes, anything else replaces.
+
+    FHIR R4 names JSON Patch; merge patch is accepted too because common clients (fhirpy's
+    ``patch(field=value)``) send it.
+    """
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(document) if isinstance(document, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result

@@ -45,3 +45,44 @@ def test_fhirpy_crud_search_paging_and_errors(server: Server) -> None:
     with pytest.raises(OperationOutcome) as bad:
         client.resource("Patient", birthDate="not a date").save()
     assert "Patient.birthDate" in str(bad.value)
+
+
+def test_fhirpy_conditional_patch_history_transaction_everything(server: Server) -> None:
+    client = SyncFHIRClient(server.base)
+    patients = client.resources("Patient").search(identifier="urn:mrn|py-c")
+    first, created = patients.get_or_create(
+        client.resource("Patient", identifier=[{"system": "urn:mrn", "value": "py-c"}])
+    )
+    again, created_again = patients.get_or_create(
+        client.resource("Patient", identifier=[{"system": "urn:mrn", "value": "py-c"}])
+    )
+    assert created and not created_again and first.id == again.id
+    updated, was_created = patients.update(
+        client.resource(
+            "Patient", identifier=[{"system": "urn:mrn", "value": "py-c"}], gender="female"
+        )
+    )
+    assert not was_created and updated.id == first.id and updated["gender"] == "female"
+    patched = client.patch("Patient", first.id, birthDate="2001-02-03")
+    assert patched["birthDate"] == "2001-02-03" and patched["meta"]["versionId"] == "3"
+    history = client.execute(f"Patient/{first.id}/_history", method="get")
+    assert history["total"] == 3
+    obs = client.resource(
+        "Observation", status="final", code={"text": "hr"}, subject=first.to_reference()
+    )
+    obs.save()
+    everything = client.execute(f"Patient/{first.id}/$everything", method="get")
+    assert sorted(e["resource"]["resourceType"] for e in everything["entry"]) == [
+        "Observation",
+        "Patient",
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"Observation/{obs.id}"}}],
+    }
+    result = client.execute("", method="post", data=bundle)
+    assert result["type"] == "transaction-response"
+    assert client.resources("Observation").search(subject=first.id).count() == 0
+    patients.delete()
+    assert patients.count() == 0

@@ -61,3 +61,12 @@ def test_operations(ops: list[dict[str, Any]], expected: dict[str, Any]) -> None
 def test_failures_name_the_operation(ops: Any, needle: str) -> None:
     with pytest.raises(InvalidResource, match=needle):
         apply_json_patch(DOC, ops)
+
+
+def test_merge_patch() -> None:
+    from fhir_store.patch import apply_merge_patch
+
+    doc = {"resourceType": "Patient", "gender": "male", "name": [{"family": "A"}], "x": {"a": 1}}
+    patched = apply_merge_patch(doc, {"gender": None, "x": {"b": 2}, "name": [{"family": "B"}]})
+    assert patched == {"resourceType": "Patient", "name": [{"family": "B"}], "x": {"a": 1, "b": 2}}
+    assert doc["gender"] == "male"

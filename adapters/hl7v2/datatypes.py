@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from adapters import fhir_build as fb
 from adapters.codes.systems import coding_system_uri
-from adapters.hl7v2.er7 import Segment, unescape
+from adapters.hl7v2.er7 import Delimiters, Segment, unescape
 from adapters.hl7v2.errors import DATA_TYPE_ERROR, Hl7MappingError
 
 Json = fb.Json
@@ -152,14 +152,20 @@ class Coded:
 
 def cwe(seg: Segment, n: int, rep: int = 0) -> list[Coded]:
     """The primary and alternate triplets of a CE/CWE/CNE field (components 1-3, 4-6)."""
-    d = seg.delimiters
-    comps = [unescape(c, d) for c in seg.components(n, rep)] + [""] * 6
+    reps = seg.reps(n)
+    return list(cwe_text(reps[rep], seg.delimiters)) if rep < len(reps) else []
+
+
+@lru_cache(maxsize=8192)
+def cwe_text(text: str, d: Delimiters) -> tuple[Coded, ...]:
+    """``cwe`` of one repetition's text, memoized: feeds repeat the same codes endlessly."""
+    comps = [unescape(c, d) for c in text.split(d.component)] + [""] * 6
     out = []
     for start in (0, 3):
         code, display, system = comps[start], comps[start + 1], comps[start + 2]
         if code.strip() or display.strip():
             out.append(Coded(code.strip(), display.strip(), system.strip()))
-    return out
+    return tuple(out)
 
 
 def cwe_concept(seg: Segment, n: int, rep: int = 0) -> Json:

@@ -21,7 +21,7 @@ from adapters.codes.mdc import MDC, MDC_BY_REFID, MDC_SYSTEM, MDC_UNITS, MDC_UNI
 from adapters.codes.systems import UCUM_SYSTEM, is_known_system
 from adapters.codes.ucum import UCUM_BY_TEXT
 from adapters.hl7v2.context import Context
-from adapters.hl7v2.datatypes import Coded, cwe, cwe_concept, parse_nm, parse_ts
+from adapters.hl7v2.datatypes import Coded, cwe_concept, cwe_text, parse_nm, parse_ts
 from adapters.hl7v2.er7 import Delimiters, Segment, unescape
 from adapters.hl7v2.errors import (
     DATA_TYPE_ERROR,
@@ -71,41 +71,60 @@ _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">="}
 # --- codes ---------------------------------------------------------------------------
 
 
-def _check_known(ctx: Context, coded: Coded) -> None:
-    """Count a code caregraph's tables do not know; it still passes through as sent."""
+def _is_known(coded: Coded) -> bool:
+    """Whether caregraph's tables know a code (unknown ones pass through, counted)."""
     name = coded.system_name.upper()
     if name == "MDC":
-        known = coded.code.isdigit() and int(coded.code) in MDC
-    elif name in ("LN", "LOINC"):
-        known = coded.code in LOINC
-    else:
-        known = is_known_system(coded.system_name)
-    if not known:
-        ctx.unknown("unknown_code", f"{coded.system_name}|{coded.code}")
+        return coded.code.isdigit() and int(coded.code) in MDC
+    if name in ("LN", "LOINC"):
+        return coded.code in LOINC
+    return is_known_system(coded.system_name)
 
 
-def _observation_code(ctx: Context, obx: Segment) -> tuple[Json, list[Coded]]:
-    coded = cwe(obx, 3)
-    if not coded:
-        raise Hl7MappingError("OBX-3 (observation identifier) is empty", obx.where(3), "101")
+@lru_cache(maxsize=8192)
+def _code_of(text: str, d: Delimiters) -> tuple[Json, tuple[Coded, ...], tuple[str, ...]]:
+    """OBX-3 text -> (CodeableConcept, triplets, unknown codes); memoized, pure."""
+    coded = cwe_text(text, d)
     codings = []
+    unknown = []
     for c in coded:
-        _check_known(ctx, c)
+        if not _is_known(c):
+            unknown.append(f"{c.system_name}|{c.code}")
         display = c.display
         if c.system_name.upper() == "MDC" and c.code.isdigit() and int(c.code) in MDC:
             display = display or MDC[int(c.code)].reference_id
         elif c.system_name.upper() in ("LN", "LOINC"):
             display = LOINC.get(c.code, display)
         codings.append(fb.coding(c.system, c.code, display))
-    text = next((c.display for c in coded if c.display), None)
-    return fb.codeable_concept(codings, text), coded
+    text_display = next((c.display for c in coded if c.display), None)
+    return fb.codeable_concept(codings, text_display), coded, tuple(unknown)
+
+
+def _observation_code(ctx: Context, obx: Segment) -> tuple[Json, tuple[Coded, ...]]:
+    reps = obx.reps(3)
+    concept, coded, unknown = _code_of(reps[0] if reps else "", obx.delimiters)
+    if not coded:
+        raise Hl7MappingError("OBX-3 (observation identifier) is empty", obx.where(3), "101")
+    for what in unknown:
+        ctx.unknown("unknown_code", what)
+    return concept, coded
 
 
 def _unit(ctx: Context, obx: Segment) -> dict[str, Any]:
     """Quantity unit fields from OBX-6: UCUM beside the MDC unit when the sender used MDC."""
-    coded = cwe(obx, 6)
+    reps = obx.reps(6)
+    fields, unknown = _unit_of(reps[0] if reps else "", obx.delimiters)
+    if unknown:
+        ctx.unknown("unknown_unit", unknown)
+    return fields
+
+
+@lru_cache(maxsize=4096)
+def _unit_of(text: str, d: Delimiters) -> tuple[dict[str, Any], str | None]:
+    """OBX-6 text -> (quantity unit fields, the unknown unit or None); memoized, pure."""
+    coded = cwe_text(text, d)
     if not coded:
-        return {}
+        return {}, None
     unit = coded[0]
     name = unit.system_name.upper()
     if name == "MDC":
@@ -114,22 +133,20 @@ def _unit(ctx: Context, obx: Segment) -> dict[str, Any]:
         mdc_coding = fb.coding(MDC_SYSTEM, unit.code, unit.display)
         ext = [fb.extension(MDC_UNIT_EXTENSION, "valueCoding", mdc_coding)]
         if mdc is None:
-            ctx.unknown("unknown_unit", f"MDC|{unit.code}")
-            return {"unit": unit.display or unit.code, "extensions": ext}
+            return {"unit": unit.display or unit.code, "extensions": ext}, f"MDC|{unit.code}"
         return {
             "unit": unit.display or mdc.reference_id,
             "system": UCUM_SYSTEM,
             "code": mdc.ucum,
             "extensions": ext,
-        }
+        }, None
     if name in ("UCUM", "ISO+"):
-        return {"unit": unit.display or unit.code, "system": UCUM_SYSTEM, "code": unit.code}
+        return {"unit": unit.display or unit.code, "system": UCUM_SYSTEM, "code": unit.code}, None
     text = unit.code or unit.display
     ucum = UCUM_BY_TEXT.get(text)
     if ucum is None:
-        ctx.unknown("unknown_unit", f"{unit.system_name}|{text}")
-        return {"unit": unit.display or text}
-    return {"unit": text, "system": UCUM_SYSTEM, "code": ucum}
+        return {"unit": unit.display or text}, f"{unit.system_name}|{text}"
+    return {"unit": text, "system": UCUM_SYSTEM, "code": ucum}, None
 
 
 def _simple_quantity(value: Decimal, unit: dict[str, Any]) -> Json:
@@ -323,33 +340,58 @@ class DeviceTree:
         assert parent is not None
         return parent
 
-    def metric(
-        self, equipment: tuple[str, str], path: str, code: Json, unit: dict[str, Any]
-    ) -> Json:
+    def metric(self, equipment: tuple[str, str], path: str, obx: Segment) -> Json:
         """The DeviceMetric of a metric row (path with four levels, or fewer when a
         sender flattens the tree: the metric then hangs under its deepest device)."""
         parts = path.split(".")
         device_path = ".".join(parts[:-1]) if len(parts) > 1 else parts[0]
         channel = self.node(equipment, device_path, None)
-        mds = fb.reference("Device", self.device_id(equipment, parts[0]))
-        ext = unit.get("extensions") or []
-        mdc_unit = ext[0]["valueCoding"] if ext else None
-        unit_concept = (
-            fb.codeable_concept([mdc_unit])
-            if mdc_unit
-            else (fb.codeable_concept([], unit.get("unit")) if unit.get("unit") else None)
+        reps3, reps6 = obx.reps(3), obx.reps(6)
+        resource = _metric_resource(
+            equipment,
+            path,
+            self.device_id(equipment, parts[0]),
+            channel["reference"] if device_path != parts[0] else None,
+            reps3[0] if reps3 else "",
+            reps6[0] if reps6 else "",
+            obx.delimiters,
         )
-        code_key = code.get("coding", [{}])[0].get("code", "")
-        resource = fb.device_metric(
-            deterministic_id("DeviceMetric", *equipment, path, code_key),
-            metric_type=code,
-            unit=unit_concept or None,
-            source_device=mds,
-            parent=channel if device_path != parts[0] else None,
-            operational_status="on",
-            source=None,
-        )
-        return self.ctx.add(resource)
+        return self.ctx.add(dict(resource))
+
+
+@lru_cache(maxsize=8192)
+def _metric_resource(
+    equipment: tuple[str, str],
+    path: str,
+    mds_id: str,
+    channel: str | None,
+    code_text: str,
+    unit_text: str,
+    d: Delimiters,
+) -> Json:
+    """A DeviceMetric from its row's OBX-3/OBX-6 text, memoized: a monitor sends the same
+    metrics in every message. Callers get a copy of the top level; nested values are
+    shared and never mutated."""
+    code = _code_of(code_text, d)[0]
+    unit = _unit_of(unit_text, d)[0]
+    ext = unit.get("extensions") or []
+    mdc_unit = ext[0]["valueCoding"] if ext else None
+    if mdc_unit:
+        unit_concept: Json | None = fb.codeable_concept([mdc_unit])
+    elif unit.get("unit"):
+        unit_concept = fb.codeable_concept([], unit["unit"])
+    else:
+        unit_concept = None
+    code_key = code.get("coding", [{}])[0].get("code", "")
+    return fb.device_metric(
+        deterministic_id("DeviceMetric", *equipment, path, code_key),
+        metric_type=code,
+        unit=unit_concept,
+        source_device=fb.reference("Device", mds_id),
+        parent={"reference": channel} if channel else None,
+        operational_status="on",
+        source=None,
+    )
 
 
 # --- rows ----------------------------------------------------------------------------
@@ -372,7 +414,7 @@ def results(
             _row(ctx, seg, obr, subject, encounter, tree)
 
 
-def _is_pcd_row(ctx: Context, obx: Segment, coded: list[Coded]) -> bool:
+def _is_pcd_row(ctx: Context, obx: Segment, coded: tuple[Coded, ...]) -> bool:
     path = obx.field(4).strip()
     return (
         bool(path)
@@ -411,7 +453,7 @@ def _row(
         if depth < 4 and not has_value:
             tree.node(equipment, path, code)  # MDS / VMD / channel description row
             return
-        device_ref = tree.metric(equipment, path, code, unit)
+        device_ref = tree.metric(equipment, path, obx)
         if not has_value and status_code == "X":
             return
     if not has_value and not status_code:

@@ -1,0 +1,11 @@
+"""The web console under ``/app``: clinicians, biomedical engineers and linkage review.
+
+The console is plain HTML, CSS and ES modules served from ``console/static`` (no build step,
+no CDN, works offline). It holds no data of its own: every screen is drawn from the FHIR API
+at ``/fhir`` (and ``/linkage`` when that router is mounted), so it sees exactly what an
+authorized FHIR client sees. The composition root includes ``build_console_router()``.
+"""
+
+from console.router import build_console_router
+
+__all__ = ["build_console_router"]

@@ -1,0 +1,101 @@
+"""The ``/app`` router: the console's page, its static assets and its vitals table.
+
+Assets are served from a fixed allow-list built once from ``console/static`` (the files
+that exist when the router is built), so no request path ever reaches the filesystem:
+``..``, absolute paths and symlink tricks simply are not in the list. Every response
+carries a Content-Security-Policy that allows only this origin, which is also what makes
+"no CDN, works offline" checkable: a page that tried to load a remote asset would fail.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+
+from adapters.serial.observation import device_resource_id
+from console.vitals import vitals_table
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # The shell is tiny and changes with each release; always revalidate.
+    "Cache-Control": "no-cache",
+}
+_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".json": "application/json",
+}
+
+
+def asset_table(root: Path) -> dict[str, Path]:
+    """Relative POSIX path -> file, for every regular file under ``root``."""
+    return {
+        p.relative_to(root).as_posix(): p
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _media_type(path: Path) -> str:
+    return (
+        _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    )
+
+
+def build_console_router(static_dir: Path = STATIC_DIR, *, prefix: str = "/app") -> APIRouter:
+    """The console: ``GET /app/`` (the page), ``/app/static/...``, ``/app/vitals.json`` and
+    ``/app/device-id/{device_id}``.
+
+    The page itself holds no patient data (everything comes from ``/fhir``, which enforces
+    authorization), so these routes need none.
+    """
+    router = APIRouter(prefix=prefix, tags=["console"], include_in_schema=False)
+    assets = asset_table(static_dir)
+    index = static_dir / "index.html"
+    if not index.is_file():
+        raise FileNotFoundError(f"the console page is missing: {index}")
+    vitals = vitals_table()
+
+    @router.get("")
+    def root() -> Response:
+        return RedirectResponse(f"{prefix}/", status_code=308)
+
+    @router.get("/")
+    def page() -> Response:
+        return FileResponse(index, media_type=_TYPES[".html"], headers=SECURITY_HEADERS)
+
+    @router.get("/vitals.json")
+    def vitals_json() -> Response:
+        return JSONResponse(vitals, headers=SECURITY_HEADERS)
+
+    @router.get("/device-id/{device_id}")
+    def device_id(device_id: str) -> Response:
+        """The FHIR Device id that readings of ``device_id`` already reference, so a device
+        registered here is the one its Observations point at (ids are uuid5, derived in
+        ``adapters``; the browser does not re-implement that)."""
+        return JSONResponse(
+            {"device_id": device_id, "id": device_resource_id(device_id)}, headers=SECURITY_HEADERS
+        )
+
+    @router.get("/static/{path:path}")
+    def asset(path: str) -> Response:
+        found = assets.get(path)
+        if found is None:
+            raise HTTPException(404, f"no console asset {path!r}")
+        return FileResponse(found, media_type=_media_type(found), headers=SECURITY_HEADERS)
+
+    return router

@@ -1,0 +1,270 @@
+// Biomedical engineers: the device registry (FHIR Device), live status computed from the
+// Observations each device produced (last reading, readings per minute, silent devices),
+// registration and editing, and a device's own vitals charts.
+
+import { announce, field, fill, h } from "./dom.js";
+import { ApiError, entries, fhirGet, fhirPut } from "./fhir.js";
+import { conceptText, effectiveMs, fmtAgo, fmtDate, iso, refId } from "./format.js";
+import { deviceName } from "./patients.js";
+import { VitalsView } from "./vitals.js";
+
+const POLL_MS = 5000;
+const DEVICE_ID_SYSTEM = "urn:caregraph:device";
+
+/** Silent when the last reading is older than ``silentMs`` (or there never was one). */
+export function deviceState(lastMs, nowMs, silentMs) {
+  if (lastMs === null || lastMs === undefined) return "no-readings";
+  return nowMs - lastMs > silentMs ? "silent" : "ok";
+}
+
+const STATE_TEXT = { ok: "Sending", silent: "Silent", "no-readings": "No readings" };
+
+/**
+ * The devices to watch: registered top-level Devices, plus devices seen in recent
+ * Observations that nobody registered yet. Each has the references its readings carry
+ * (the Device, and the DeviceMetrics whose source it is, as HL7 PCD-01 reports them).
+ */
+async function inventory() {
+  const now = Date.now();
+  const [devBundle, metricBundle, obsBundle] = await Promise.all([
+    fhirGet("Device", [["_count", "500"]]),
+    fhirGet("DeviceMetric", [["_count", "1000"], ["_elements", "source,parent"]]),
+    fhirGet("Observation", [["date", `ge${iso(now - 3600e3)}`], ["_sort", "-date"], ["_count", "1000"], ["_elements", "device"]]),
+  ]);
+  const devices = entries(devBundle, "Device");
+  const byId = new Map(devices.map((d) => [d.id, d]));
+  const rows = new Map();
+  for (const d of devices) {
+    if (d.parent) continue; // channels and VMDs are shown inside their monitor
+    rows.set(d.id, { id: d.id, device: d, refs: new Set([`Device/${d.id}`]), label: deviceName(d) });
+  }
+  for (const m of entries(metricBundle, "DeviceMetric")) {
+    const top = topOf(refId(m.source?.reference), byId);
+    if (top && rows.has(top)) rows.get(top).refs.add(`DeviceMetric/${m.id}`);
+  }
+  for (const o of entries(obsBundle, "Observation")) {
+    const ref = o.device?.reference;
+    if (!ref || !ref.startsWith("Device/")) continue;
+    const id = refId(ref);
+    const top = topOf(id, byId) || id;
+    if (!rows.has(top)) {
+      rows.set(top, { id: top, device: null, refs: new Set([ref]), label: o.device.identifier?.value || o.device.display || id });
+    } else {
+      rows.get(top).refs.add(ref);
+    }
+  }
+  return [...rows.values()];
+}
+
+function topOf(id, byId) {
+  let d = byId.get(id);
+  const seen = new Set();
+  while (d?.parent && !seen.has(d.id)) {
+    seen.add(d.id);
+    const up = byId.get(refId(d.parent.reference));
+    if (!up) break;
+    d = up;
+  }
+  return d?.id || null;
+}
+
+/** Last reading time and readings in the last minute for one device's references. */
+async function status(refs) {
+  const device = [...refs].join(",");
+  const now = Date.now();
+  const [last, minute] = await Promise.all([
+    fhirGet("Observation", [["device", device], ["_sort", "-date"], ["_count", "1"], ["_elements", "effectiveDateTime,effectiveInstant,effectivePeriod,issued"]]),
+    fhirGet("Observation", [["device", device], ["date", `ge${iso(now - 60e3)}`], ["_summary", "count"]]),
+  ]);
+  const o = entries(last, "Observation")[0];
+  const received = o?.issued ? Date.parse(o.issued) : null;
+  return { last: o ? effectiveMs(o) : null, received, perMinute: minute.total ?? 0 };
+}
+
+export function devicesView() {
+  const silentAfter = h("input", { type: "number", name: "silent", min: "5", max: "86400", step: "5", value: "30" });
+  const live = h("input", { type: "checkbox", name: "live", id: "devices-live", checked: true });
+  const tbody = h("tbody", {});
+  const summary = h("p", { class: "summary", "aria-live": "polite" });
+  const table = h("table", { class: "list devices" },
+    h("caption", {}, "Devices and their live status"),
+    h("thead", {}, h("tr", {}, ...["Device", "Type", "Registry", "Location", "Patient", "Last reading", "Readings / min", "State"].map((t) => h("th", { scope: "col" }, t)))),
+    tbody);
+  const el = h("section", { class: "view" },
+    h("h1", {}, "Devices"),
+    h("div", { class: "toolbar" },
+      field("Silent after (seconds)", silentAfter)[0],
+      h("div", { class: "field check" }, live, h("label", { for: live.id }, "Live (every 5 s)")),
+      h("a", { href: "#/device-new", class: "button" }, "Register a device")),
+    summary, table);
+  let rows = [];
+  let timer = null;
+  let stopped = false;
+  const cells = new Map();
+
+  const draw = () => {
+    fill(tbody, ...rows.map((r) => {
+      const c = { last: h("td", {}, "…"), rate: h("td", {}, "…"), state: h("td", {}, "…"), tr: null };
+      c.tr = h("tr", { "data-device": r.id },
+        h("th", { scope: "row" }, h("a", { href: `#/device/${encodeURIComponent(r.id)}` }, r.label || r.id)),
+        h("td", {}, conceptText(r.device?.type)),
+        h("td", {}, r.device ? r.device.status || "—" : h("span", { class: "badge warn" }, "not registered")),
+        h("td", {}, r.device?.location?.display || "—"),
+        h("td", {}, r.device?.patient ? h("a", { href: `#/patient/${encodeURIComponent(refId(r.device.patient.reference))}` }, r.device.patient.display || refId(r.device.patient.reference)) : "—"),
+        c.last, c.rate, c.state);
+      cells.set(r.id, c);
+      return c.tr;
+    }));
+    if (!rows.length) fill(tbody, h("tr", {}, h("td", { colspan: "8" }, "No devices registered or sending.")));
+  };
+
+  const refresh = async () => {
+    const now = Date.now();
+    const silentMs = Math.max(5, Number(silentAfter.value) || 30) * 1000;
+    let silent = 0;
+    await Promise.all(rows.map(async (r) => {
+      const c = cells.get(r.id);
+      try {
+        const st = await status(r.refs);
+        const state = deviceState(st.received ?? st.last, now, silentMs);
+        if (state !== "ok") silent += 1;
+        c.last.textContent = st.last === null ? "never" : `${fmtAgo(now - (st.received ?? st.last))} (${fmtDate(new Date(st.last).toISOString())})`;
+        c.rate.textContent = String(st.perMinute);
+        fill(c.state, h("span", { class: `badge state-${state}` }, STATE_TEXT[state]));
+        c.tr.classList.toggle("silent", state !== "ok");
+        c.tr.dataset.state = state;
+      } catch (err) {
+        fill(c.state, h("span", { class: "badge state-silent" }, "Error"));
+        c.last.textContent = err.message;
+      }
+    }));
+    summary.textContent = `${rows.length} devices, ${silent} silent or without readings (silent after ${silentMs / 1000} s).`;
+    el.dataset.loaded = "true";
+    if (!stopped && live.checked) timer = setTimeout(refresh, POLL_MS);
+  };
+
+  const load = async () => {
+    try {
+      rows = await inventory();
+      draw();
+      await refresh();
+    } catch (err) {
+      fill(tbody, h("tr", {}, h("td", { colspan: "8", class: "error", role: "alert" }, `Could not load devices: ${err.message}`)));
+    }
+  };
+  live.addEventListener("change", () => { clearTimeout(timer); if (live.checked) refresh(); });
+  silentAfter.addEventListener("change", () => { clearTimeout(timer); refresh(); });
+  load();
+  return { el, focus: el.querySelector("h1"), stop() { stopped = true; clearTimeout(timer); } };
+}
+
+// ---------------------------------------------------------------- one device
+
+function deviceForm(device, identifierValue, onSaved) {
+  const d = device || {};
+  const ident = h("input", { name: "identifier", required: true, value: d.identifier?.find((i) => i.system === DEVICE_ID_SYSTEM)?.value || identifierValue || "" , readonly: device ? true : undefined });
+  const name = h("input", { name: "name", required: true, value: d.deviceName?.[0]?.name || "" });
+  const type = h("input", { name: "type", value: d.type?.text || "" });
+  const manufacturer = h("input", { name: "manufacturer", value: d.manufacturer || "" });
+  const model = h("input", { name: "model", value: d.modelNumber || "" });
+  const serial = h("input", { name: "serial", value: d.serialNumber || "" });
+  const location = h("input", { name: "location", value: d.location?.display || "" });
+  const patient = h("input", { name: "patient", value: d.patient?.reference ? refId(d.patient.reference) : "" });
+  const statusSel = h("select", { name: "status" }, ...["active", "inactive", "entered-in-error"].map((v) => h("option", { value: v, selected: (d.status || "active") === v }, v === "inactive" ? "inactive (retired)" : v)));
+  const connection = h("input", { name: "connection", value: (d.property || []).find((p) => p.type?.text === "connection")?.valueCode?.[0]?.text || "" });
+  const message = h("p", { role: "status" });
+  const form = h("form", { class: "device-form", "aria-label": device ? "Edit device" : "Register device" },
+    field("Device identifier (as the driver reports it)", ident, "e.g. demo-icu-monitor-1")[0],
+    field("Name", name)[0], field("Type", type)[0], field("Manufacturer", manufacturer)[0],
+    field("Model", model)[0], field("Serial number", serial)[0],
+    field("Connection (port, protocol, speed)", connection, "e.g. /dev/ttyUSB0 intellivue 115200")[0],
+    field("Placement (bed)", location, "e.g. ICU bed 04")[0],
+    field("Patient id (current association)", patient)[0],
+    field("Status", statusSel)[0],
+    h("div", { class: "actions" }, h("button", { type: "submit" }, device ? "Save changes" : "Register")),
+    message);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const idResponse = await fetch(`device-id/${encodeURIComponent(ident.value.trim())}`);
+      if (!idResponse.ok) throw new Error(`device id: ${idResponse.status}`);
+      const { id } = await idResponse.json();
+      const resource = {
+        ...d,
+        resourceType: "Device",
+        id,
+        identifier: [{ system: DEVICE_ID_SYSTEM, value: ident.value.trim() }],
+        status: statusSel.value,
+        deviceName: [{ name: name.value.trim(), type: "user-friendly-name" }],
+      };
+      for (const [key, value] of [["manufacturer", manufacturer.value], ["modelNumber", model.value], ["serialNumber", serial.value]]) {
+        if (value.trim()) resource[key] = value.trim(); else delete resource[key];
+      }
+      if (type.value.trim()) resource.type = { text: type.value.trim() }; else delete resource.type;
+      if (location.value.trim()) resource.location = { display: location.value.trim() }; else delete resource.location;
+      if (patient.value.trim()) resource.patient = { reference: `Patient/${patient.value.trim()}` }; else delete resource.patient;
+      resource.property = (d.property || []).filter((p) => p.type?.text !== "connection");
+      if (connection.value.trim()) resource.property.push({ type: { text: "connection" }, valueCode: [{ text: connection.value.trim() }] });
+      if (!resource.property.length) delete resource.property;
+      delete resource.meta;
+      const saved = await fhirPut(`Device/${id}`, resource);
+      message.textContent = device ? "Saved." : "Registered.";
+      announce(`Device ${name.value.trim()} saved`);
+      onSaved(saved);
+    } catch (err) {
+      message.textContent = `Not saved: ${err.message}`;
+      message.className = "error";
+    }
+  });
+  return form;
+}
+
+export function newDeviceView() {
+  const el = h("section", { class: "view" }, h("p", {}, h("a", { href: "#/devices" }, "← All devices")), h("h1", {}, "Register a device"));
+  el.append(deviceForm(null, "", (saved) => { location.hash = `#/device/${encodeURIComponent(saved.id)}`; }));
+  return { el, focus: el.querySelector("input"), stop() {} };
+}
+
+export function deviceView(id) {
+  const heading = h("h1", {}, "Device");
+  const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  const el = h("section", { class: "view" }, h("p", {}, h("a", { href: "#/devices" }, "← All devices")), heading, body);
+  let vitals = null;
+  const load = async () => {
+    let device = null;
+    try {
+      device = await fhirGet(`Device/${encodeURIComponent(id)}`);
+    } catch (err) {
+      if (!(err instanceof ApiError && (err.status === 404 || err.status === 410))) {
+        fill(body, h("p", { class: "error", role: "alert" }, err.message));
+        return;
+      }
+    }
+    const [metrics, recent] = await Promise.all([
+      fhirGet("DeviceMetric", [["source", `Device/${id}`], ["_count", "200"]]),
+      fhirGet("Observation", [["device", `Device/${id}`], ["_sort", "-date"], ["_count", "20"]]),
+    ]);
+    const refs = [`Device/${id}`, ...entries(metrics, "DeviceMetric").map((m) => `DeviceMetric/${m.id}`)];
+    const readings = entries(recent, "Observation");
+    const seenAs = readings[0]?.device?.identifier?.value;
+    heading.textContent = device ? `Device: ${deviceName(device)}` : `Unregistered device ${seenAs || id}`;
+    vitals = new VitalsView([["device", refs.join(",")]], { title: "Readings", windowMs: 15 * 60e3 });
+    fill(body,
+      h("section", { class: "card" }, h("h2", {}, device ? "Registry entry" : "Register this device"),
+        device ? null : h("p", {}, "Readings arrive from this device, but it has no Device resource yet."),
+        deviceForm(device, seenAs, (saved) => { heading.textContent = `Device: ${deviceName(saved)}`; })),
+      vitals.el,
+      h("section", { class: "card" }, h("h2", {}, "Latest readings"),
+        readings.length ? h("table", { class: "list" },
+          h("caption", { class: "sr-only" }, "Latest readings of this device"),
+          h("thead", {}, h("tr", {}, ...["Time", "Measurement", "Value", "Status"].map((t) => h("th", { scope: "col" }, t)))),
+          h("tbody", {}, ...readings.map((o) => h("tr", {},
+            h("td", {}, fmtDate(o.effectiveDateTime || o.issued)),
+            h("td", {}, conceptText(o.code)),
+            h("td", {}, o.valueQuantity ? `${o.valueQuantity.value} ${o.valueQuantity.unit || ""}` : o.valueString || conceptText(o.dataAbsentReason)),
+            h("td", {}, o.status))))) : h("p", { class: "muted" }, "No readings yet.")));
+    await vitals.start();
+  };
+  load().catch((err) => fill(body, h("p", { class: "error", role: "alert" }, err.message)));
+  return { el, focus: heading, stop() { vitals?.stop(); } };
+}

@@ -1,0 +1,117 @@
+// The console's only way to data: the FHIR REST API (and the linkage JSON API when mounted).
+// Errors carry the server's OperationOutcome text so the page can say what went wrong.
+
+function meta(name, fallback) {
+  return document.querySelector(`meta[name="${name}"]`)?.content || fallback;
+}
+
+export const FHIR_BASE = meta("fhir-base", "/fhir");
+export const LINKAGE_BASE = meta("linkage-base", "/linkage");
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function explain(response) {
+  try {
+    const body = await response.json();
+    const issues = body?.issue?.map((i) => i.diagnostics || i.details?.text).filter(Boolean);
+    if (issues?.length) return issues.join("; ");
+    if (body?.detail) return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch {
+    // not JSON: fall through to the status line
+  }
+  return `${response.status} ${response.statusText}`;
+}
+
+/** Build a query string from [[name, value], ...] (names may repeat) or an object. */
+export function query(params) {
+  const q = new URLSearchParams();
+  const pairs = Array.isArray(params) ? params : Object.entries(params || {});
+  for (const [k, v] of pairs) if (v !== undefined && v !== null && v !== "") q.append(k, v);
+  const text = q.toString();
+  return text ? `?${text}` : "";
+}
+
+async function request(url, options = {}) {
+  const response = await fetch(url, {
+    ...options,
+    headers: { Accept: "application/fhir+json, application/json", ...(options.headers || {}) },
+    signal: options.signal,
+  });
+  if (!response.ok) throw new ApiError(response.status, await explain(response));
+  if (response.status === 204) return null;
+  return response.json();
+}
+
+/** GET a FHIR path ("Patient", "Patient/1/$everything") with parameters. */
+export function fhirGet(path, params, options) {
+  return request(`${FHIR_BASE}/${path}${query(params)}`, options);
+}
+
+/** Follow an absolute "next" link the server handed out. */
+export function follow(url, options) {
+  return request(url, options);
+}
+
+export function fhirPut(path, resource) {
+  return request(`${FHIR_BASE}/${path}`, {
+    method: "PUT",
+    headers: { "Content-Type": "application/fhir+json" },
+    body: JSON.stringify(resource),
+  });
+}
+
+export function linkageGet(path, params) {
+  return request(`${LINKAGE_BASE}/${path}${query(params)}`);
+}
+
+export function linkagePost(path, body) {
+  return request(`${LINKAGE_BASE}/${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Caregraph-Actor": "console" },
+    body: JSON.stringify(body),
+  });
+}
+
+/** The resources of a searchset Bundle: matches only, or those of ``type`` (includes too). */
+export function entries(bundle, type) {
+  const out = [];
+  for (const e of bundle?.entry || []) {
+    const r = e.resource;
+    if (!r) continue;
+    if (type ? r.resourceType === type : e.search?.mode !== "include") out.push(r);
+  }
+  return out;
+}
+
+export function nextLink(bundle) {
+  return bundle?.link?.find((l) => l.relation === "next")?.url || null;
+}
+
+/** Every page of a search, up to ``maxPages``; calls ``onPage(bundle)`` as each arrives. */
+export async function allPages(first, onPage, maxPages = 10, options) {
+  let bundle = first;
+  let pages = 0;
+  while (bundle) {
+    onPage(bundle);
+    pages += 1;
+    const next = nextLink(bundle);
+    if (!next || pages >= maxPages) return Boolean(next);
+    bundle = await follow(next, options);
+  }
+  return false;
+}
+
+/** Whether an API answers at all (the linkage router may not be mounted). */
+export async function available(url) {
+  try {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    return response.status !== 404;
+  } catch {
+    return false;
+  }
+}

@@ -23,6 +23,7 @@ from caregraph.errors import ConfigError
 from caregraph.preflight import ensure_port_free
 from caregraph.runtime import Service, ThreadService
 from caregraph.wiring import Context
+from console import build_console_router
 from fhir_store.api import build_router
 from fhir_store.errors import ResourceGone, ResourceNotFound
 from fhir_store.writer import handle_fhir_batch
@@ -41,7 +42,7 @@ class ApiService:
         ensure_port_free(s.http_host, s.http_port, "CAREGRAPH_HTTP_PORT", "--http-port")
         app = create_app(
             readiness={"database": ctx.db.ping, "bus": ctx.bus.ping},
-            routers=[build_router(ctx.store, authorize)],
+            routers=[build_router(ctx.store, authorize), build_console_router()],
         )
         config = uvicorn.Config(
             app, host=s.http_host, port=s.http_port, log_level="warning", lifespan="off"

@@ -1,6 +1,6 @@
 """C-STORE throughput: caregraph's DICOM gateway vs dcmtk's storescp, same files, same run.
 
-    python bench/dicom.py [--files 300] [--bus embedded|memory] [--rounds 1]
+    python bench/dicom.py [--files 300] [--bus embedded|memory] [--no-fsync] [--rounds 1]
 
 Makes ``--files`` copies of pydicom's ``CT_small.dcm`` (39 KB, one study and series, new SOP
 Instance UIDs), then sends them with dcmtk's ``storescu`` over one association on loopback,
@@ -11,7 +11,11 @@ side): with Nagle on, both sides crawl at 10-20 files/s and the ratio means noth
 
 Fairness: storescp writes each file without fsync; the gateway fsyncs the file and its
 directory, and with ``--bus embedded`` (the default, as deployed on one machine) the bus
-fsyncs its log too. ``--bus memory`` shows the gateway's cost without the bus's.
+fsyncs its log too: three journal commits per file, which on a disk shared with other busy
+processes cost milliseconds each. ``--no-fsync`` (gateway and embedded bus both without
+fsync: what storescp promises) and ``--bus memory`` show the costs apart. A third leg
+sends the same files to the gateway's upper layer alone (``devices.dicom.ul`` answering
+success without any work): the protocol engine's own share.
 """
 
 from __future__ import annotations
@@ -24,16 +28,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+# Run as a script, bench/ would come first on sys.path and bench/bus.py would shadow the
+# bus package; put the repository first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from bus.base import Bus
 from bus.embedded import EmbeddedBus
 from bus.memory import MemoryBus
 from devices.dicom import DicomGateway
+from devices.dicom.ul import Listener, Peer, StoreRequest
 
 AE_TITLE = "CAREGRAPH"
 ENV = dict(os.environ, TCP_NODELAY="1")
@@ -113,9 +123,11 @@ def into_storescp(files: Path, work: Path, count: int) -> float:
     return elapsed
 
 
-def into_gateway(files: Path, work: Path, count: int, bus_kind: str) -> float:
-    bus: Bus = EmbeddedBus(work / "bus") if bus_kind == "embedded" else MemoryBus()
-    gateway = DicomGateway(work / "dicom", bus, ae_title=AE_TITLE, host="127.0.0.1", port=0)
+def into_gateway(files: Path, work: Path, count: int, bus_kind: str, fsync: bool) -> float:
+    bus: Bus = EmbeddedBus(work / "bus", fsync=fsync) if bus_kind == "embedded" else MemoryBus()
+    gateway = DicomGateway(
+        work / "dicom", bus, ae_title=AE_TITLE, host="127.0.0.1", port=0, fsync=fsync
+    )
     try:
         gateway.start()
         elapsed = send(gateway.port, files)
@@ -127,11 +139,54 @@ def into_gateway(files: Path, work: Path, count: int, bus_kind: str) -> float:
     return elapsed
 
 
+class _Null:
+    """Upper-layer services that accept everything and do nothing."""
+
+    def __init__(self) -> None:
+        self.stored = 0
+
+    def allow(self, peer: Peer) -> bool:
+        return True
+
+    def store(self, request: StoreRequest) -> pydicom.Dataset:
+        self.stored += 1
+        status = pydicom.Dataset()
+        status.Status = 0
+        return status
+
+    def find(self, peer: Peer, identifier: pydicom.Dataset) -> Iterator[tuple[int, None]]:
+        return iter(())
+
+
+def into_engine_only(files: Path, count: int) -> float:
+    services = _Null()
+    listener = Listener(
+        services,
+        ae_title=AE_TITLE,
+        host="127.0.0.1",
+        port=0,
+        max_pdu=131072,
+        max_message_bytes=1 << 30,
+        max_associations=4,
+        timeout_s=30,
+        on_refused_pdu=lambda: None,
+    )
+    listener.start()
+    try:
+        elapsed = send(listener.port, files)
+    finally:
+        listener.stop()
+    if services.stored != count:
+        sys.exit(f"the upper layer saw {services.stored} of {count} files")
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=300)
     parser.add_argument("--bus", choices=("embedded", "memory"), default="embedded")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--no-fsync", action="store_true", help="no fsync in gateway and bus")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="caregraph-bench-dicom-") as tmp:
         files = Path(tmp) / "files"
@@ -140,13 +195,18 @@ def main() -> None:
         for n in range(args.rounds):
             work = Path(tmp) / f"round{n}"
             work.mkdir()
-            dcmtk_s = into_storescp(files, work, args.files)
-            ours_s = into_gateway(files, work, args.files, args.bus)
-            dcmtk_rate, ours_rate = args.files / dcmtk_s, args.files / ours_s
+            dcmtk_rate = args.files / into_storescp(files, work, args.files)
+            ours_rate = args.files / into_gateway(
+                files, work, args.files, args.bus, not args.no_fsync
+            )
+            engine_rate = args.files / into_engine_only(files, args.files)
+            durability = "no fsync" if args.no_fsync else "fsync"
             print(
-                f"{args.files} x CT_small.dcm (39 KB): storescp {dcmtk_rate:7.1f} files/s, "
-                f"caregraph ({args.bus} bus) {ours_rate:7.1f} files/s, "
-                f"ratio {ours_rate / dcmtk_rate:.2f} (target >= 0.5)"
+                f"{args.files} x CT_small.dcm (39 KB): storescp {dcmtk_rate:6.1f} files/s | "
+                f"caregraph gateway ({args.bus} bus, {durability}) {ours_rate:6.1f} files/s, "
+                f"ratio {ours_rate / dcmtk_rate:.2f} (target >= 0.5) | "
+                f"upper layer alone {engine_rate:6.1f} files/s, "
+                f"ratio {engine_rate / dcmtk_rate:.2f}"
             )
 
 

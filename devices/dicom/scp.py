@@ -27,13 +27,11 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
-from pydicom.uid import UID
-from pynetdicom.dsutils import create_file_meta
 
+from adapters.dicom import tags
 from adapters.dicom.dataset import header_json
+from adapters.dicom.header import DicomHeader
 from adapters.dicom.raw import CONTENT_TYPE, RawInstance
 from adapters.dicom.values import uid
 from bus.base import Bus
@@ -42,6 +40,7 @@ from bus.topics import RAW_DICOM
 from caregraph.errors import ConfigError, MappingError
 from devices.dicom.framing import check_complete
 from devices.dicom.index import COUNTS, IndexedInstance, InstanceIndex
+from devices.dicom.part10 import file_header
 from devices.dicom.status import (
     CANNOT_UNDERSTAND,
     PENDING,
@@ -70,6 +69,15 @@ class GatewayStats:
     aborted_pdus: int = 0
 
 
+def _value(header: DicomHeader, tag: str) -> str:
+    """An index value from the DICOM JSON header: person names in their DICOM form."""
+    element = header.data.get(tag)
+    if element is not None and element.get("vr") == "PN":
+        names = header.person_names(tag)
+        return names[0] if names else ""
+    return "\\".join(header.texts(tag))
+
+
 def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     if value is None:
@@ -86,6 +94,8 @@ class DicomGateway:
     ``allowed_callers`` maps a calling AE title to the hosts it may connect from (an empty
     set: any host); ``None`` accepts every caller. ``max_pdu`` is the largest P-DATA PDU
     the gateway announces and accepts; ``max_message_bytes`` bounds one data set.
+    ``fsync=False`` trades power-loss safety of the stored files for speed, as
+    ``EmbeddedBus(fsync=False)`` does for the log.
 
     Raises ``ConfigError`` from ``start`` when the port cannot be bound.
     """
@@ -104,6 +114,7 @@ class DicomGateway:
         max_associations: int = 16,
         timeout_s: float = 30.0,
         topic: str = RAW_DICOM,
+        fsync: bool = True,
     ) -> None:
         if not 1 <= len(ae_title.strip()) <= 16:
             raise ConfigError(f"AE title must be 1 to 16 characters, not {ae_title!r}")
@@ -124,6 +135,7 @@ class DicomGateway:
         self.max_associations = max_associations
         self.timeout_s = timeout_s
         self.topic = topic
+        self.fsync = fsync
         self.stats = GatewayStats()
         self._stats_lock = threading.Lock()
         self._listener: Listener | None = None
@@ -142,7 +154,7 @@ class DicomGateway:
         if self._listener is not None:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._store = ObjectStore(self.data_dir)
+        self._store = ObjectStore(self.data_dir, fsync=self.fsync)
         self._index = InstanceIndex(self.data_dir / "index.sqlite3")
         try:
             self._listener = Listener(
@@ -214,20 +226,6 @@ class DicomGateway:
         status.Status = SUCCESS
         return status
 
-    def _file_bytes(self, request: StoreRequest) -> bytes:
-        """The Part 10 file for a received data set: preamble, file meta, data set as is."""
-        meta = create_file_meta(
-            sop_class_uid=UID(request.sop_class_uid),
-            sop_instance_uid=UID(request.sop_instance_uid),
-            transfer_syntax=UID(request.transfer_syntax),
-        )
-        meta.SourceApplicationEntityTitle = request.peer.calling_ae or "UNKNOWN"
-        buffer = DicomBytesIO()
-        buffer.write(b"\0" * 128 + b"DICM")
-        write_file_meta_info(buffer, meta, enforce_standard=True)
-        buffer.write(request.data_set)
-        return buffer.getvalue()
-
     def _store_instance(self, request: StoreRequest) -> bool:
         """Check, store, publish, index one instance; True if the file was there already."""
         assert self._store is not None and self._index is not None
@@ -239,25 +237,36 @@ class DicomGateway:
         check_complete(
             request.data_set, request.transfer_syntax, max_inflated=self.max_message_bytes
         )
-        data = self._file_bytes(request)
+        data = (
+            file_header(
+                request.sop_class_uid,
+                request.sop_instance_uid,
+                request.transfer_syntax,
+                request.peer.calling_ae,
+            )
+            + request.data_set
+        )
         try:
             ds = dcmread(BytesIO(data), stop_before_pixels=True)
         except Exception as exc:  # pydicom's many parse errors: all mean "cannot understand"
             raise MappingError(f"unreadable data set: {exc}") from exc
 
-        sop_class = uid(_text(ds, "SOPClassUID"), "(0008,0016)")
-        sop_instance = uid(_text(ds, "SOPInstanceUID"), "(0008,0018)")
-        if sop_class != request.sop_class_uid:
-            raise SopClassMismatch(f"SOP Class {sop_class} is not {request.sop_class_uid}")
-        if sop_instance != request.sop_instance_uid:
-            raise MappingError(f"SOP Instance {sop_instance} is not the one announced")
-        study = uid(_text(ds, "StudyInstanceUID"), "(0020,000D)")
-        series = uid(_text(ds, "SeriesInstanceUID"), "(0020,000E)")
-
         # Everything that can fail on the data happens before the file is written, so a
         # refused instance leaves nothing behind.
         sha256 = hashlib.sha256(data).hexdigest()
         header = header_json(ds, sha256)
+        # Read the few values the gateway needs from the JSON just built: cheaper than
+        # converting them through pydicom a second time.
+        h = DicomHeader(header)
+        sop_class = uid(h.text(tags.SOP_CLASS_UID), "(0008,0016)")
+        sop_instance = uid(h.text(tags.SOP_INSTANCE_UID), "(0008,0018)")
+        if sop_class != request.sop_class_uid:
+            raise SopClassMismatch(f"SOP Class {sop_class} is not {request.sop_class_uid}")
+        if sop_instance != request.sop_instance_uid:
+            raise MappingError(f"SOP Instance {sop_instance} is not the one announced")
+        study = uid(h.text(tags.STUDY_INSTANCE_UID), "(0020,000D)")
+        series = uid(h.text(tags.SERIES_INSTANCE_UID), "(0020,000E)")
+
         stored = self._store.put(data, sha256=sha256)
         message = RawInstance(
             sha256=stored.sha256,
@@ -270,7 +279,7 @@ class DicomGateway:
             peer_host=request.peer.host,
             header=header,
         )
-        patient_id = _text(ds, "PatientID")
+        patient_id = _value(h, tags.PATIENT_ID)
         # The PatientID keys the partition (a patient's instances stay in order); without
         # one the study does, which keeps the study's instances together all the same.
         key = (patient_id or study).encode()
@@ -280,23 +289,23 @@ class DicomGateway:
             IndexedInstance(
                 sop_instance_uid=sop_instance,
                 sop_class_uid=sop_class,
-                instance_number=_text(ds, "InstanceNumber"),
+                instance_number=_value(h, tags.INSTANCE_NUMBER),
                 series_instance_uid=series,
-                series_number=_text(ds, "SeriesNumber"),
-                modality=_text(ds, "Modality"),
-                series_description=_text(ds, "SeriesDescription"),
+                series_number=_value(h, tags.SERIES_NUMBER),
+                modality=_value(h, tags.MODALITY),
+                series_description=_value(h, tags.SERIES_DESCRIPTION),
                 study_instance_uid=study,
-                study_date=_text(ds, "StudyDate"),
-                study_time=_text(ds, "StudyTime"),
-                accession_number=_text(ds, "AccessionNumber"),
-                study_id=_text(ds, "StudyID"),
-                study_description=_text(ds, "StudyDescription"),
-                referring_physician_name=_text(ds, "ReferringPhysicianName"),
+                study_date=_value(h, tags.STUDY_DATE),
+                study_time=_value(h, tags.STUDY_TIME),
+                accession_number=_value(h, tags.ACCESSION_NUMBER),
+                study_id=_value(h, tags.STUDY_ID),
+                study_description=_value(h, tags.STUDY_DESCRIPTION),
+                referring_physician_name=_value(h, tags.REFERRING_PHYSICIAN_NAME),
                 patient_id=patient_id,
-                issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
-                patient_name=_text(ds, "PatientName"),
-                patient_birth_date=_text(ds, "PatientBirthDate"),
-                patient_sex=_text(ds, "PatientSex"),
+                issuer_of_patient_id=_value(h, tags.ISSUER_OF_PATIENT_ID),
+                patient_name=_value(h, tags.PATIENT_NAME),
+                patient_birth_date=_value(h, tags.PATIENT_BIRTH_DATE),
+                patient_sex=_value(h, tags.PATIENT_SEX),
                 sha256=stored.sha256,
                 size=stored.size,
                 transfer_syntax=request.transfer_syntax,

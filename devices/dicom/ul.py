@@ -4,11 +4,11 @@ Why not pynetdicom's ``AE`` server: its DUL and association reactors poll (each 
 millisecond when idle, and every C-STORE crosses both), so a pynetdicom SCP that only
 writes files reaches about a quarter to a third of dcmtk's ``storescp`` on loopback (see
 ``DESIGN.md`` and ``bench/dicom.py``), below the issue's target before any real work is
-done. This module keeps pynetdicom for everything that is protocol knowledge - PDU
-encoding and decoding (``pynetdicom.pdu``), presentation context negotiation
-(``pynetdicom.presentation``), DIMSE message assembly and encoding
-(``pynetdicom.dimse_messages``) - and replaces only the transport loop: read a PDU with a
-blocking ``recv``, act, answer. Nothing waits on a timer.
+done. This module keeps pynetdicom for the association: A-ASSOCIATE PDUs
+(``pynetdicom.pdu``) and presentation context negotiation (``pynetdicom.presentation``);
+DIMSE commands and responses go through the pure codec of ``devices.dicom.dimse`` (checked
+byte for byte against pynetdicom's). The transport loop is a blocking ``recv``: read a
+PDU, act, answer. Nothing waits on a timer.
 
 Scope, as the gateway needs it: association acceptance (with the allowlist and a limit on
 concurrent associations), P-DATA reassembly, C-ECHO, C-STORE and C-FIND (answered through
@@ -30,13 +30,6 @@ from typing import Protocol
 
 from pydicom.dataset import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, PYNETDICOM_IMPLEMENTATION_UID
-from pynetdicom.dimse_messages import (
-    C_ECHO_RSP,
-    C_FIND_RSP,
-    C_STORE_RSP,
-    DIMSEMessage,
-)
-from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
 from pynetdicom.dsutils import decode as decode_dataset
 from pynetdicom.dsutils import encode as encode_dataset
 from pynetdicom.pdu import (
@@ -45,7 +38,6 @@ from pynetdicom.pdu import (
     A_ASSOCIATE_RJ,
     A_ASSOCIATE_RQ,
     A_RELEASE_RP,
-    P_DATA_TF,
 )
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -61,6 +53,17 @@ from pynetdicom.presentation import (
     negotiate_as_acceptor,
 )
 
+from devices.dicom.dimse import (
+    AFFECTED_SOP_CLASS_UID,
+    AFFECTED_SOP_INSTANCE_UID,
+    MESSAGE_ID,
+    Command,
+    CommandError,
+    decode_command,
+    p_data_pdus,
+    response,
+    split_p_data,
+)
 from devices.dicom.pdu_guard import P_DATA_TF as P_DATA_TYPE
 from devices.dicom.pdu_guard import PduGuard, PduRefused
 
@@ -353,125 +356,119 @@ class _Association:
         return True
 
     def _serve_messages(self) -> None:
-        message = DIMSEMessage()
+        command: Command | None = None
+        command_bytes = bytearray()
+        data_set = bytearray()
+        context_id = 0
         while True:
             pdu_type, data = self.read_pdu()
-            if pdu_type == 0x04:
-                p_data = P_DATA_TF()
-                p_data.decode(data)
-                if message.decode_msg(p_data.to_primitive()):
-                    self._dispatch(message)
-                    message = DIMSEMessage()
-            elif pdu_type == 0x05:  # A-RELEASE-RQ
+            if pdu_type == 0x05:  # A-RELEASE-RQ
                 self.send(A_RELEASE_RP().encode())
                 return
-            elif pdu_type == 0x07:  # A-ABORT
+            if pdu_type == 0x07:  # A-ABORT
                 raise Closed("peer aborted")
-            else:
+            if pdu_type != 0x04:
                 _send_abort(self.conn, 0x02, 0x02)  # unexpected PDU
                 raise Closed(f"unexpected PDU type 0x{pdu_type:02X}")
+            try:
+                for fragment in split_p_data(data[6:]):
+                    if fragment.is_command:
+                        if command is not None:
+                            raise CommandError("a command arrived before the data set ended")
+                        command_bytes += fragment.data
+                        if not fragment.is_last:
+                            continue
+                        command = decode_command(bytes(command_bytes))
+                        context_id = fragment.context_id
+                        command_bytes.clear()
+                        if command.has_data_set:
+                            continue
+                        self._dispatch(command, context_id, None)
+                        command = None
+                    else:
+                        if command is None or fragment.context_id != context_id:
+                            raise CommandError("a data set arrived without its command")
+                        data_set += fragment.data
+                        if fragment.is_last:
+                            self._dispatch(command, context_id, bytes(data_set))
+                            command = None
+                            data_set.clear()
+            except CommandError as exc:
+                log.warning("broken DIMSE message from %s: %s; abort", self.host, exc)
+                _send_abort(self.conn, 0x02, 0x06)
+                raise Closed(str(exc)) from exc
 
     # -- DIMSE -----------------------------------------------------------------------------
 
-    def _respond(self, message: DIMSEMessage, context_id: int) -> None:
-        for p_data in message.encode_msg(context_id, self.peer_max_pdu):
-            pdu = P_DATA_TF()
-            pdu.from_primitive(p_data)
-            self.send(pdu.encode())
+    def _reply(self, context_id: int, command: bytes, data_set: bytes | None = None) -> None:
+        self.send(p_data_pdus(context_id, command, data_set, self.peer_max_pdu))
 
-    def _dispatch(self, message: DIMSEMessage) -> None:
-        command = message.command_set
-        field = int(command.CommandField)
-        context_id = int(message.context_id or 0)
+    def _dispatch(self, command: Command, context_id: int, data_set: bytes | None) -> None:
         context = self.contexts.get(context_id)
         if context is None:
-            _send_abort(self.conn, 0x02, 0x06)
-            raise Closed(f"message on a presentation context not accepted: {context_id}")
+            raise CommandError(f"message on a presentation context not accepted: {context_id}")
+        field = command.field
         if field == C_ECHO_RQ:
-            reply = C_ECHO()
-            reply.MessageIDBeingRespondedTo = command.MessageID
-            reply.AffectedSOPClassUID = command.AffectedSOPClassUID
-            reply.Status = 0x0000
-            self._send_primitive(C_ECHO_RSP(), reply, context_id)
+            sop_class = command.uid(AFFECTED_SOP_CLASS_UID)
+            self._reply(context_id, response(field, command.us(MESSAGE_ID), sop_class, 0x0000))
         elif field == C_STORE_RQ:
-            self._store(message, context)
+            self._store(command, context, data_set or b"")
         elif field == C_FIND_RQ:
-            self._find(message, context)
+            self._find(command, context, data_set or b"")
         elif field == C_CANCEL_RQ:
-            pass  # nothing pending to cancel: C-FIND answers before the next read
+            pass  # nothing pending to cancel: a C-FIND answers before the next read
         else:
-            log.warning("unsupported DIMSE command 0x%04X from %s: abort", field, self.host)
-            _send_abort(self.conn, 0x02, 0x00)
-            raise Closed(f"unsupported command 0x{field:04X}")
+            raise CommandError(f"unsupported DIMSE command 0x{field:04X}")
 
-    def _send_primitive(self, message: DIMSEMessage, primitive: object, context_id: int) -> None:
-        message.primitive_to_message(primitive)  # type: ignore[arg-type]
-        self._respond(message, context_id)
-
-    def _store(self, message: DIMSEMessage, context: PresentationContext) -> None:
-        command = message.command_set
-        data = message.data_set.getvalue() if message.data_set is not None else b""
+    def _store(self, command: Command, context: PresentationContext, data_set: bytes) -> None:
+        sop_class = command.uid(AFFECTED_SOP_CLASS_UID)
+        sop_instance = command.uid(AFFECTED_SOP_INSTANCE_UID)
         request = StoreRequest(
             peer=self.peer,
-            sop_class_uid=str(command.AffectedSOPClassUID),
-            sop_instance_uid=str(command.AffectedSOPInstanceUID),
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
             transfer_syntax=str(context.transfer_syntax[0]),
-            data_set=data,
+            data_set=data_set,
         )
         status = self.listener.services.store(request)
-        reply = C_STORE()
-        reply.MessageIDBeingRespondedTo = command.MessageID
-        reply.AffectedSOPClassUID = command.AffectedSOPClassUID
-        reply.AffectedSOPInstanceUID = command.AffectedSOPInstanceUID
-        reply.Status = int(status.Status)
-        if "ErrorComment" in status:
-            # pynetdicom annotates the attribute as None, though it sends str values.
-            reply.ErrorComment = str(status.ErrorComment)  # type: ignore[assignment]
-        self._send_primitive(C_STORE_RSP(), reply, int(message.context_id or 0))
+        comment = str(status.ErrorComment) if "ErrorComment" in status else None
+        reply = response(
+            C_STORE_RQ,
+            command.us(MESSAGE_ID),
+            sop_class,
+            int(status.Status),
+            sop_instance_uid=sop_instance,
+            error_comment=comment,
+        )
+        self._reply(int(context.context_id or 0), reply)
 
-    def _find(self, message: DIMSEMessage, context: PresentationContext) -> None:
-        command = message.command_set
+    def _find(self, command: Command, context: PresentationContext, data_set: bytes) -> None:
         transfer_syntax = context.transfer_syntax[0]
         implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
-        context_id = int(message.context_id or 0)
-        data = message.data_set.getvalue() if message.data_set is not None else b""
-        identifier = decode_dataset(BytesIO(data), implicit, little)
+        context_id = int(context.context_id or 0)
+        message_id = command.us(MESSAGE_ID)
+        sop_class = command.uid(AFFECTED_SOP_CLASS_UID)
+        identifier = decode_dataset(BytesIO(data_set), implicit, little)
         for status, result in self.listener.services.find(self.peer, identifier):
-            reply = C_FIND()
-            reply.MessageIDBeingRespondedTo = command.MessageID
-            reply.AffectedSOPClassUID = command.AffectedSOPClassUID
-            reply.Status = status
-            if result is not None:
-                encoded = encode_dataset(result, implicit, little)
-                reply.Identifier = BytesIO(encoded or b"")
-            self._send_primitive(C_FIND_RSP(), reply, context_id)
+            encoded = encode_dataset(result, implicit, little) if result is not None else None
+            reply = response(C_FIND_RQ, message_id, sop_class, status, has_data_set=bool(encoded))
+            self._reply(context_id, reply, encoded or None)
             if status not in (0xFF00, 0xFF01):
                 return
             if self._cancelled():
-                reply = C_FIND()
-                reply.MessageIDBeingRespondedTo = command.MessageID
-                reply.AffectedSOPClassUID = command.AffectedSOPClassUID
-                reply.Status = 0xFE00
-                self._send_primitive(C_FIND_RSP(), reply, context_id)
+                self._reply(context_id, response(C_FIND_RQ, message_id, sop_class, 0xFE00))
                 return
-        final = C_FIND()
-        final.MessageIDBeingRespondedTo = command.MessageID
-        final.AffectedSOPClassUID = command.AffectedSOPClassUID
-        final.Status = 0x0000
-        self._send_primitive(C_FIND_RSP(), final, context_id)
+        self._reply(context_id, response(C_FIND_RQ, message_id, sop_class, 0x0000))
 
     def _cancelled(self) -> bool:
-        """True if the peer has sent something (a C-CANCEL) while responses stream out."""
+        """True if the peer sent a C-CANCEL while the responses were streaming out."""
         ready, _, _ = select.select([self.conn], [], [], 0)
         if not ready:
             return False
         pdu_type, data = self.read_pdu()
         if pdu_type != 0x04:
             raise Closed(f"PDU type 0x{pdu_type:02X} during C-FIND")
-        cancel = DIMSEMessage()
-        p_data = P_DATA_TF()
-        p_data.decode(data)
-        return (
-            cancel.decode_msg(p_data.to_primitive())
-            and int(cancel.command_set.CommandField) == C_CANCEL_RQ
-        )
+        for fragment in split_p_data(data[6:]):
+            if fragment.is_command and fragment.is_last:
+                return decode_command(fragment.data).field == C_CANCEL_RQ
+        return False

@@ -285,6 +285,7 @@ def _meta(source: str | None, profiles: Sequence[str] = ()) -> Json:
 
 
 _EMPTY: tuple[Any, ...] = (None, "", [], {})
+_COMPOSITE_VALUES = frozenset({"valueRange", "valueRatio", "valuePeriod"})
 
 
 def _shallow(body: Json) -> Json:
@@ -558,7 +559,9 @@ def observation(
         "effectiveDateTime": fhir_datetime(effective) if effective is not None else None,
         "issued": fhir_instant(issued) if issued is not None else None,
     }
-    has_value = value_key is not None and clean(value) not in (None, "", {}, [])
+    if value_key in _COMPOSITE_VALUES and isinstance(value, dict):
+        value = compact(value)  # callers assemble these from parts that may be empty
+    has_value = value_key is not None and value not in _EMPTY
     if has_value:
         assert value_key is not None
         body[value_key] = value

@@ -338,49 +338,157 @@ def decode_attributes(data: bytes, offset: int) -> tuple[dict[int, bytes], int]:
 # -- messages ---------------------------------------------------------------------------
 
 
-def _session_pdu(kind: int, body: bytes) -> bytes:
-    li = bytes([len(body)]) if len(body) < 255 else b"\xff" + struct.pack(">H", len(body))
-    return bytes([kind]) + li + body
+def _li(n: int) -> bytes:
+    """LengthInformation of the session/presentation layers: 1 byte, or 0xFF + 2 bytes."""
+    return bytes([n]) if n < 255 else b"\xff" + struct.pack(">H", n)
 
 
-# Session and presentation preamble of an association PDU. The monitor checks the session
-# type; the MDSE user information (ours, below) carries the poll profile we ask for.
-_ASSOC_PREAMBLE = bytes.fromhex("0508130100160102800014020002")
+def _asn_length(n: int) -> bytes:
+    """A BER definite length."""
+    if n < 0x80:
+        return bytes([n])
+    if n < 0x100:
+        return bytes([0x81, n])
+    return b"\x82" + struct.pack(">H", n)
 
 
-def _user_info(system_type: int) -> bytes:
+# Association PDUs as the Programming Guide lays them out: session header (type, LI), session
+# parameters, 0xC1 + LI, then a fixed ISO presentation/ACSE header (BER, indefinite lengths),
+# the ASN.1 length and the MDSE user information, then end-of-contents zero octets closing
+# the indefinite lengths. Only the user information varies.
+_SESSION_PARAMS = bytes.fromhex("05 08 13 01 00 16 01 02 80 00 14 02 00 02")
+_OID_MDSE = "2A 86 48 CE 14 02 01 00 00 00"  # the Philips/MDIB object identifier prefix
+_AARQ_PRESENTATION = bytes.fromhex(
+    "31 80 A0 80 80 01 01 00 00 A2 80 A0 03 00 00 01 A4 80 30 80 02 01 01 06 04 52 01 00 01"
+    " 30 80 06 02 51 01 00 00 00 00 30 80 02 01 02 06 0C "
+    + _OID_MDSE
+    + " 01 01 30 80 06 0C "
+    + _OID_MDSE
+    + " 02 01 00 00 00 00 00 00 61 80 30 80 02 01 01 A0 80 60 80 A1 80 06 0C "
+    + _OID_MDSE
+    + " 03 01 00 00 BE 80 28 80 06 0C "
+    + _OID_MDSE
+    + " 01 01 02 01 02 81"
+)
+_AARE_PRESENTATION = bytes.fromhex(
+    "31 80 A0 80 80 01 01 00 00 A2 80 A0 03 00 00 01 A5 80 30 80 80 01 00 81 02 51 01 00 00"
+    " 30 80 80 01 00 81 0C " + _OID_MDSE + " 02 01 00 00 00 00 61 80 30 80 02 01 01 A0 80"
+    " 61 80 A1 80 06 0C " + _OID_MDSE + " 03 01 00 00 A2 03 02 01 00 A3 05 A1 03 02 01 00"
+    " BE 80 28 80 02 01 02 81"
+)
+_ASSOC_TRAILER = bytes(16)
+_RELEASE_REQUEST = bytes.fromhex("61 80 30 80 02 01 01 A0 80 62 80 80 01 00 00 00 00 00")
+_RELEASE_RESPONSE = bytes.fromhex("61 80 30 80 02 01 01 A0 80 63 80 80 01 00 00 00 00 00")
+_RELEASE_TRAILER = bytes(4)
+# Where the presentation header ends and the user information's ASN.1 length begins.
+_USER_INFO_MARK = bytes.fromhex("BE 80 28 80")
+
+SYST_CLIENT, SYST_SERVER = 0x80000000, 0x00800000
+NOM_POLL_PROFILE_SUPPORT = 1
+NOM_ATTR_POLL_PROFILE_EXT = 0xF001
+
+
+def _session_pdu(kind: int, params: bytes, presentation: bytes) -> bytes:
+    body = params + bytes([0xC1]) + _li(len(presentation)) + presentation
+    return bytes([kind]) + _li(len(body)) + body
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """The MDSE user information of an association PDU (what each side offers)."""
+
+    system_type: int
+    min_poll_period_ticks: int
+    max_mtu_rx: int
+    max_mtu_tx: int
+
+
+def _user_info(system_type: int, min_poll_period_ticks: int = TICKS_PER_SECOND) -> bytes:
+    ext = struct.pack(">I", 0x80000000 | 0x40000000) + encode_attributes([])  # 1 s periods
     poll_profile = struct.pack(
         ">IIIIII",
         0x80000000,  # POLL_PROFILE_REV_0
-        TICKS_PER_SECOND,  # min_poll_period: 1 s
+        min_poll_period_ticks,
         1000,  # max_mtu_rx
         1000,  # max_mtu_tx
         0xFFFFFFFF,  # max_bw_tx
         0x60000000,  # P_OPT_DYN_CREATE_OBJECTS | P_OPT_DYN_DELETE_OBJECTS
-    ) + encode_attributes([])
+    ) + encode_attributes([(NOM_ATTR_POLL_PROFILE_EXT, ext)])
     return (
         struct.pack(">IIIII", 0x80000000, 0x40000000, 0, system_type, 0x20000000)
         + encode_attributes([])
-        + encode_attributes([(0x0001, poll_profile)])
+        + encode_attributes([(NOM_POLL_PROFILE_SUPPORT, poll_profile)])
     )
 
 
+def _association(kind: int, presentation_header: bytes, system_type: int) -> bytes:
+    info = _user_info(system_type)
+    presentation = presentation_header + _asn_length(len(info)) + info + _ASSOC_TRAILER
+    return _session_pdu(kind, _SESSION_PARAMS, presentation)
+
+
 def association_request() -> bytes:
-    """AARQ as a client (SYST_CLIENT), asking for the poll profile."""
-    return _session_pdu(CN_SPDU, _ASSOC_PREAMBLE + _user_info(0x80000000))
+    """AARQ as a client (SYST_CLIENT), offering the poll profile with 1 s polls."""
+    return _association(CN_SPDU, _AARQ_PRESENTATION, SYST_CLIENT)
 
 
 def association_response() -> bytes:
     """AARE as the monitor (SYST_SERVER) accepting."""
-    return _session_pdu(AC_SPDU, _ASSOC_PREAMBLE + _user_info(0x00800000))
+    return _association(AC_SPDU, _AARE_PRESENTATION, SYST_SERVER)
+
+
+def association_refuse() -> bytes:
+    """The monitor refusing an association (session parameter 0x32: reason)."""
+    return bytes([RF_SPDU, 3, 0x32, 1, 0x00])
 
 
 def release_request() -> bytes:
-    return _session_pdu(FN_SPDU, b"\x15\x17\x80\x00")
+    return _session_pdu(FN_SPDU, b"", _RELEASE_REQUEST + _RELEASE_TRAILER)
 
 
 def release_response() -> bytes:
-    return _session_pdu(DN_SPDU, b"\x15\x17\x80\x00")
+    return _session_pdu(DN_SPDU, b"", _RELEASE_RESPONSE + _RELEASE_TRAILER)
+
+
+def decode_user_info(user_data: bytes) -> UserInfo:
+    """The MDSE user information of an AARQ/AARE.
+
+    Raises:
+        WireError: lengths that do not add up, or no user information where it belongs.
+    """
+    if len(user_data) < 2:
+        raise WireError("association PDU truncated", "session header")
+    pos = 1
+    if user_data[pos] == 0xFF:
+        length = struct.unpack_from(">H", user_data, pos + 1)[0]
+        pos += 3
+    else:
+        length, pos = user_data[pos], pos + 1
+    if pos + length != len(user_data):
+        raise WireError("session length does not match the PDU", "session header")
+    mark = user_data.find(_USER_INFO_MARK, pos)
+    start = user_data.find(b"\x81", mark + len(_USER_INFO_MARK)) if mark >= 0 else -1
+    if start < 0:
+        raise WireError("no MDSE user information in the association PDU", "presentation")
+    pos = start + 1
+    first = user_data[pos] if pos < len(user_data) else 0
+    if first < 0x80:
+        info_len, pos = first, pos + 1
+    else:
+        width = first & 0x7F
+        info_len = int.from_bytes(user_data[pos + 1 : pos + 1 + width], "big")
+        pos += 1 + width
+    info = user_data[pos : pos + info_len]
+    if len(info) != info_len or info_len < 28:
+        raise WireError("MDSE user information truncated", "MDSEUserInfoStd")
+    system_type = struct.unpack_from(">I", info, 12)[0]
+    _, after_options = decode_attributes(info, 20)
+    profiles, _ = decode_attributes(info, after_options)
+    poll = profiles.get(NOM_POLL_PROFILE_SUPPORT, b"")
+    if len(poll) < 16:
+        raise WireError("no poll profile in the user information", "PollProfileSupport")
+    _, period, mtu_rx, mtu_tx = struct.unpack_from(">IIII", poll, 0)
+    return UserInfo(system_type, period, mtu_rx, mtu_tx)
 
 
 def session_type(user_data: bytes) -> int | None:

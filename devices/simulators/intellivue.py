@@ -10,6 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from adapters.serial import intellivue as iv
+from adapters.serial.errors import WireError
 from devices.simulators.base import Simulator
 from devices.simulators.pty import PtyPort
 
@@ -42,6 +43,7 @@ class IntelliVueMonitor(Simulator):
         self._now = 0.0
         self.polls_answered = 0
         self.absent_sent = 0
+        self.refusals = 0
         # Benchmarks: once associated, send poll results unasked, paced to this many bytes
         # per second (11,520 is a saturated 115200-baud 8N1 line).
         self.flood_bytes_per_s = flood_bytes_per_s
@@ -94,6 +96,14 @@ class IntelliVueMonitor(Simulator):
     def _on_message(self, user_data: bytes) -> None:
         kind = iv.session_type(user_data)
         if kind == iv.CN_SPDU:
+            try:
+                offer = iv.decode_user_info(user_data)
+            except WireError:
+                offer = None
+            if offer is None or offer.system_type != iv.SYST_CLIENT:
+                self.refusals += 1
+                self._send(iv.association_refuse())
+                return
             self._send(iv.association_response())
             self._invoke += 1
             self._send(

@@ -143,9 +143,29 @@ def test_truncated_poll_reply_is_a_wire_error() -> None:
         iv.measurements(broken, "mon", "m1", RECEIVED, None)
 
 
-def test_association_pdus() -> None:
-    assert iv.session_type(iv.association_request()) == iv.CN_SPDU
-    assert iv.session_type(iv.association_response()) == iv.AC_SPDU
+def test_association_request_layout_matches_the_guide() -> None:
     aarq = iv.association_request()
-    assert aarq[1] == len(aarq) - 2  # LI counts what follows
-    assert iv.session_type(iv.release_request()) == iv.FN_SPDU
+    # The Programming Guide's AARQ opens with these bytes: session type, LI 0xEC (236),
+    # the session parameters, then 0xC1 with presentation LI 0xDC (220) and BER 31 80.
+    assert aarq[:20] == bytes.fromhex("0D EC 05 08 13 01 00 16 01 02 80 00 14 02 00 02 C1 DC 31 80")
+    assert len(aarq) == 2 + 0xEC
+    assert aarq.endswith(bytes(16))  # end-of-contents octets of the indefinite lengths
+    offer = iv.decode_user_info(aarq)
+    assert offer == iv.UserInfo(iv.SYST_CLIENT, 8000, 1000, 1000)
+    assert iv.decode_user_info(iv.association_response()).system_type == iv.SYST_SERVER
+
+
+def test_release_request_golden() -> None:
+    assert iv.release_request() == bytes.fromhex(
+        "09 18 C1 16 61 80 30 80 02 01 01 A0 80 62 80 80 01 00 00 00 00 00 00 00 00 00"
+    )
+    assert iv.session_type(iv.release_response()) == iv.DN_SPDU
+
+
+def test_broken_association_pdu_is_a_wire_error() -> None:
+    aarq = iv.association_request()
+    with pytest.raises(WireError):
+        iv.decode_user_info(aarq[:-20])  # session LI no longer matches
+    with pytest.raises(WireError):
+        iv.decode_user_info(aarq.replace(bytes.fromhex("BE 80 28 80"), bytes(4)))
+    assert iv.session_type(iv.association_refuse()) == iv.RF_SPDU

@@ -146,6 +146,7 @@ values = st.one_of(
         st.just("valueRange"),
         st.builds(lambda a, b: {"low": fb.quantity(a), "high": fb.quantity(b)}, decimals, decimals),
     ),
+    st.tuples(st.just("valueRange"), st.just({"low": {}, "high": fb.quantity(None)})),
     st.tuples(st.none(), st.none()),
 )
 

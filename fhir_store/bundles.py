@@ -81,7 +81,15 @@ class BundleProcessor:
                 f"{where}.resource must be a {type_name}", expression=f"{where}.resource"
             )
         if_match = request.get("ifMatch")
-        version = int(str(if_match).removeprefix("W/").strip('"')) if if_match else None
+        version = None
+        if if_match:
+            text = str(if_match).removeprefix("W/").strip('"')
+            if not text.isdigit():
+                raise InvalidResource(
+                    f"{where}.request.ifMatch {if_match!r} is not a version ETag",
+                    expression=f"{where}.request.ifMatch",
+                )
+            version = int(text)
         full_url = entry.get("fullUrl")
         if method == "POST":
             condition = request.get("ifNoneExist")

@@ -393,3 +393,107 @@ def test_batch_reports_each_entry_and_responses_are_valid_fhir(server: Server) -
             "transaction or batch",
         )
         assert_outcome(c.get("/no/such/interaction/here"), 404)
+
+
+HOSTILE_BUNDLES: list[Any] = [
+    {"resourceType": "Bundle", "type": "transaction", "entry": [1, "x", None]},
+    {"resourceType": "Bundle", "type": "transaction", "entry": {"not": "a list"}},
+    {"resourceType": "Bundle", "type": "transaction", "entry": [{"request": "GET"}]},
+    {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "request": {"method": "PUT", "url": "Patient/x", "ifMatch": "banana"},
+                "resource": {"resourceType": "Patient", "id": "x"},
+            }
+        ],
+    },
+    {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "POST", "url": "Patient"}, "resource": [1]}],
+    },
+    {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "request": {"method": "PUT", "url": "Patient/"},
+                "resource": {"resourceType": "Patient"},
+            }
+        ],
+    },
+    {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": "Patient"}}],
+    },
+    {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "PATCH", "url": "Patient/x"}}],
+    },
+    {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "POST", "url": "Alien"}, "resource": {"resourceType": "Alien"}}
+        ],
+    },
+    {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "request": {"method": "POST", "url": "Observation"},
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": "x"},
+                    "subject": {"reference": "Patient?identifier=nobody"},
+                },
+            }
+        ],
+    },
+    {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [1, {"request": {"method": "GET", "url": "Patient?birthdate=never"}}],
+    },
+    [],
+    "bundle",
+    3,
+]
+
+
+def test_hostile_bundles_are_4xx_and_write_nothing(server: Server) -> None:
+    with httpx.Client(base_url=server.base) as c:
+        for bundle in HOSTILE_BUNDLES:
+            r = c.post("", json=bundle, headers=FHIR)
+            assert r.status_code < 500, r.text
+            if r.status_code >= 400:
+                assert r.json()["resourceType"] == "OperationOutcome"
+            assert c.get("/_history").json()["total"] == 0, bundle
+
+
+def test_transaction_rolls_back_when_a_later_entry_conflicts(server: Server) -> None:
+    with httpx.Client(base_url=server.base) as c:
+        c.put("/Device/v", json={"resourceType": "Device", "id": "v"}, headers=FHIR)
+        tx = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "request": {"method": "POST", "url": "Patient"},
+                    "resource": patient("Roll", "r1"),
+                },
+                {
+                    "request": {"method": "PUT", "url": "Device/v", "ifMatch": 'W/"7"'},
+                    "resource": {"resourceType": "Device", "id": "v", "status": "active"},
+                },
+            ],
+        }
+        assert_outcome(c.post("", json=tx, headers=FHIR), 412, "stale")
+        assert c.get("/Patient").json()["total"] == 0
+        assert c.get("/Device/v").json()["meta"]["versionId"] == "1"

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from datetime import UTC, datetime
 from typing import ClassVar
 
 from adapters.serial import astm
 from adapters.serial import headers as dh
+from adapters.serial.errors import WireError
+from adapters.serial.measurement import local_zone
 from bus.base import Bus
 from devices.serial.base import SerialDriver
 from devices.serial.port import LineSettings, Link, monotonic
@@ -153,4 +156,20 @@ class AstmDriver(SerialDriver):
         )
         if ok:
             self.messages += 1
+            self._track_clock(frames)
         return ok
+
+    def _track_clock(self, frames: list[bytes]) -> None:
+        """The analyzer clock from the header's date/time (H-14), for drift monitoring."""
+        try:
+            _, records = astm.split_records(astm.message_text(frames))
+        except WireError:
+            return
+        header = records[0]
+        sent = (
+            astm.parse_timestamp(header[13], local_zone(self.utc_offset_minutes))
+            if len(header) > 13
+            else None
+        )
+        if sent is not None:
+            self.stats.clock_offset_s = (sent - datetime.now(UTC)).total_seconds()

@@ -138,3 +138,22 @@ def test_result_not_durable_is_nakd_and_stored_after_retransmission(tmp_path: Pa
     assert driver.stats.naks_sent >= 2
     stored = [m for msg in bus.snapshot(RAW_DEVICE) for m in measurements_from_message(msg)]
     assert Counter((m.vendor_code, m.value) for m in stored) == Counter(sim.log.values)
+
+
+def test_drifting_clock_and_silent_analyzer(rig: Any) -> None:
+    r = rig("astm", {"interval_s": 0.2})
+    sim, driver = _parts(r)
+    wait_for(lambda: driver.clock_offset_s is not None, 10, "first header time")
+    assert abs(driver.clock_offset_s or 0) < 2
+    sim.drift_clock(5.0)  # the analyzer's clock runs six times too fast
+    wait_for(lambda: (driver.clock_offset_s or 0) > 3, 20, "drift visible")
+    sim.go_silent(1.0)  # between samples an analyzer says nothing: not an error
+    acked = sim.messages_acked
+    wait_for(lambda: sim.messages_acked >= acked + 2, 20, "messages after the silence")
+    sim.go_silent(60)
+    wait_for(lambda: driver.messages >= sim.messages_acked, 5, "driver to publish")
+    latest = max(r.measurements(), key=lambda m: m.received_at)
+    assert latest.device_time is not None
+    assert (latest.device_time - latest.received_at).total_seconds() > 3
+    assert driver.stats.reconnects == 0
+    _assert_no_wrong_value(r)

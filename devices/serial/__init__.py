@@ -1,12 +1,21 @@
 """Serial drivers: one thread per device port, each publishing raw frames to
 ``raw.device``; ``run_normalizer`` turns those into ``fhir.Observation``.
 
-Composition root usage::
+Composition root usage, one device::
 
     stop = threading.Event()
     driver = make_driver("intellivue", "/dev/ttyUSB0", "icu-bed-4-monitor", bus)
     threading.Thread(target=driver.run, args=(stop,), daemon=True).start()
     threading.Thread(target=run_normalizer, args=(bus, stop), daemon=True).start()
+
+Many devices, reconfigured live from the registry (``--role serial``)::
+
+    gateway = SerialGateway(bus)            # devices.serial.gateway
+    gateway.apply([DeviceConnection("icu-bed-4-monitor", "intellivue", "/dev/ttyUSB0")])
+    gateway.health()                        # connected, last frame, errors, silent?
+
+Drivers never raise out of ``run``: port errors, silence and bugs end the session, are
+counted in ``driver.stats`` and the port is opened again.
 """
 
 from __future__ import annotations

@@ -11,22 +11,25 @@ Phases, each printed:
    for the ACK (as MLLP senders do) into ``MllpListener`` over ``EmbeddedBus`` (durable:
    AA only after the raw message is committed, fsync'd unless ``--no-fsync``);
 3. end to end (unless ``--no-store``): the normalizer (raw.hl7v2 -> fhir.*) and the store
-   writer (fhir.* -> SQLite) run as consumers during the ingest; the clock stops when a
-   search counts every Observation.
+   writer (fhir.* -> SQLite) run during the ingest, each in its own process as the roles
+   of a deployment would; the clock stops when a search counts every Observation.
 
-Everything runs in this one process (the GIL is shared by clients, listener, consumers and
-store), on loopback: figures are a floor for one machine, not a ceiling.
+The clients share the listener's process (and its GIL), on loopback: figures are a floor
+for one machine, not a ceiling.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -83,6 +86,39 @@ def bench_parse(obx: int) -> None:
         pass
 
 
+def worker(role: str, bus_dir: str, store_url: str, stop: EventType) -> None:
+    """One pipeline role in its own process, as ``caregraph up --role ...`` would run it."""
+    bus = EmbeddedBus(Path(bus_dir))
+    thread_stop = threading.Event()
+    if role == "normalizer":
+        thread = threading.Thread(
+            target=run_consumer,
+            args=(bus, "hl7v2-normalizer", [RAW_HL7V2], Hl7v2Normalizer(bus)),
+            kwargs={"stop": thread_stop, "poll_timeout_s": 0.05},
+        )
+    else:
+        from fhir_store.database import open_database
+        from fhir_store.store import FhirStore
+        from fhir_store.writer import handle_fhir_batch
+
+        store = FhirStore(open_database(store_url))
+        thread = threading.Thread(
+            target=run_consumer,
+            args=(
+                bus,
+                "store-writer",
+                [fhir_topic(t) for t in STORE_TYPES],
+                handle_fhir_batch(store),
+            ),
+            kwargs={"stop": thread_stop, "poll_timeout_s": 0.05, "batch_size": 2000},
+        )
+    thread.start()
+    stop.wait()
+    thread_stop.set()
+    thread.join(10)
+    bus.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
@@ -106,39 +142,23 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         bus = EmbeddedBus(Path(tmp) / "bus", fsync=not args.no_fsync)
-        stop = threading.Event()
-        consumers: list[threading.Thread] = []
+        stop = multiprocessing.get_context("spawn").Event()
+        workers: list[BaseProcess] = []
         store = None
+        bus.ensure_topics([RAW_HL7V2, *(fhir_topic(t) for t in STORE_TYPES)])
         if not args.no_store:
             from fhir_store.database import open_database
             from fhir_store.store import FhirStore
-            from fhir_store.writer import handle_fhir_batch
 
-            store = FhirStore(open_database(f"sqlite:///{tmp}/store.sqlite3"))
-            consumers.append(
-                threading.Thread(
-                    target=run_consumer,
-                    args=(bus, "hl7v2-normalizer", [RAW_HL7V2], Hl7v2Normalizer(bus)),
-                    kwargs={"stop": stop, "poll_timeout_s": 0.05},
-                    daemon=True,
+            store_url = f"sqlite:///{tmp}/store.sqlite3"
+            store = FhirStore(open_database(store_url))
+            ctx = multiprocessing.get_context("spawn")
+            for role in ("normalizer", "store-writer"):
+                proc = ctx.Process(
+                    target=worker, args=(role, str(Path(tmp) / "bus"), store_url, stop)
                 )
-            )
-            consumers.append(
-                threading.Thread(
-                    target=run_consumer,
-                    args=(
-                        bus,
-                        "store-writer",
-                        [fhir_topic(t) for t in STORE_TYPES],
-                        handle_fhir_batch(store),
-                    ),
-                    kwargs={"stop": stop, "poll_timeout_s": 0.05, "batch_size": 2000},
-                    daemon=True,
-                )
-            )
-            bus.ensure_topics([RAW_HL7V2, *(fhir_topic(t) for t in STORE_TYPES)])
-            for t in consumers:
-                t.start()
+                proc.start()
+                workers.append(proc)
 
         latencies: list[float] = []
         lock = threading.Lock()
@@ -192,8 +212,8 @@ def main() -> None:
                 f"{total / e2e:,.0f} msg/s, {count / e2e:,.0f} Observations/s{ok}"
             )
             stop.set()
-            for t in consumers:
-                t.join(10)
+            for proc in workers:
+                proc.join(15)
         bus.close()
 
 

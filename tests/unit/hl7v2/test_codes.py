@@ -77,3 +77,17 @@ def test_coding_systems() -> None:
 
 def test_ucum_aliases_map_to_ucum() -> None:
     assert UCUM_BY_TEXT["mEq/L"] == "meq/L" and UCUM_BY_TEXT["K/uL"] == "10*3/uL"
+
+
+def test_pressure_families_are_sys_dia_mean_in_a_row() -> None:
+    by_name = {t.reference_id: t.code for t in MDC.values()}
+    for family in (
+        "MDC_PRESS_BLD",
+        "MDC_PRESS_BLD_NONINV",
+        "MDC_PRESS_BLD_ART",
+        "MDC_PRESS_BLD_ART_ABP",
+    ):
+        sys_code = by_name[f"{family}_SYS"]
+        assert by_name[f"{family}_DIA"] == sys_code + 1
+        assert by_name[f"{family}_MEAN"] == sys_code + 2
+    assert by_name["MDC_PRESS_BLD_ART_ABP_SYS"] == 150037  # as the simulated HIS feed sends it

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from adapters.dicom.mapping import InstanceResources, MappingOptions, map_instance
-from adapters.dicom.raw import RawInstance
+from adapters.dicom.raw import RawInstance, header_of
 from adapters.dicom.study import merge_imaging_studies
 from bus.base import Message, Record
 from bus.headers import CONTENT_TYPE, MESSAGE_ID, RECEIVED_AT, SOURCE, TRACE_ID
@@ -63,7 +63,7 @@ def map_message(message: Message, options: MappingOptions | None = None) -> Inst
     """Decode and map one ``raw.dicom`` message; ``MappingError`` names the offset."""
     try:
         raw = RawInstance.decode(message.value)
-        return map_instance(raw.header, options)
+        return map_instance(header_of(raw), options)
     except MappingError as exc:
         where = f"{message.topic}[{message.partition}]@{message.offset}"
         location = f"{where} {exc.location}" if exc.location else where

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 
 from caregraph.errors import MappingError
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"})
 
@@ -27,6 +29,7 @@ _LONG_VRS = frozenset(
 )
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 MAX_DEPTH = 32
 
 
@@ -34,15 +37,37 @@ class IncompleteDataset(MappingError):
     """The data set's framing says more bytes should follow than were received."""
 
 
-def check_complete(data: bytes, transfer_syntax: str, *, max_inflated: int = 1 << 30) -> None:
-    """Raise ``IncompleteDataset`` unless ``data`` (a data set, no file meta) is whole.
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What one walk over a complete data set learned.
+
+    ``data`` is what was walked (inflated, for a deflated transfer syntax), in
+    ``syntax``; ``header_end`` is where the top-level pixel data starts (or the end), so
+    ``data[:header_end]`` is the header as received; ``values`` holds the raw value bytes
+    of the top-level elements asked for.
+    """
+
+    data: bytes
+    syntax: str
+    header_end: int
+    values: dict[int, bytes]
+
+
+def scan(
+    data: bytes,
+    transfer_syntax: str,
+    *,
+    wanted: frozenset[int] = frozenset(),
+    max_inflated: int = 1 << 30,
+) -> Scan:
+    """Walk ``data`` (a data set, no file meta); ``IncompleteDataset`` unless it is whole.
 
     A deflated data set is inflated (refused beyond ``max_inflated`` bytes: a few KB of
     zlib can claim gigabytes) and its content walked as explicit VR little endian.
     """
     if transfer_syntax in DEFLATED:
         data = _inflate(data, max_inflated)
-        transfer_syntax = "1.2.840.10008.1.2.1"
+        transfer_syntax = EXPLICIT_VR_LITTLE_ENDIAN
     explicit = transfer_syntax != IMPLICIT_VR_LITTLE_ENDIAN
     little = transfer_syntax != EXPLICIT_VR_BIG_ENDIAN
     if explicit and len(data) >= 6 and not _looks_like_vr(data[4:6]):
@@ -50,7 +75,19 @@ def check_complete(data: bytes, transfer_syntax: str, *, max_inflated: int = 1 <
         # such data sets (it checks the first element the same way), so they are walked
         # as what they are rather than refused as broken.
         explicit = False
-    _Walker(data, explicit, little).elements(0, len(data), 0, stop_at=None)
+    walker = _Walker(data, explicit, little, wanted)
+    walker.elements(0, len(data), 0, stop_at=None)
+    if not explicit:
+        syntax = IMPLICIT_VR_LITTLE_ENDIAN
+    else:
+        syntax = EXPLICIT_VR_LITTLE_ENDIAN if little else EXPLICIT_VR_BIG_ENDIAN
+    end = walker.pixel_at if walker.pixel_at is not None else len(data)
+    return Scan(data, syntax, end, walker.values)
+
+
+def check_complete(data: bytes, transfer_syntax: str, *, max_inflated: int = 1 << 30) -> None:
+    """Raise ``IncompleteDataset`` unless ``data`` (a data set, no file meta) is whole."""
+    scan(data, transfer_syntax, max_inflated=max_inflated)
 
 
 def _looks_like_vr(two: bytes) -> bool:
@@ -72,9 +109,14 @@ def _inflate(data: bytes, limit: int) -> bytes:
 
 
 class _Walker:
-    def __init__(self, data: bytes, explicit: bool, little: bool) -> None:
+    def __init__(
+        self, data: bytes, explicit: bool, little: bool, wanted: frozenset[int] = frozenset()
+    ) -> None:
         self.data = data
         self.explicit = explicit
+        self.wanted = wanted
+        self.values: dict[int, bytes] = {}
+        self.pixel_at: int | None = None
         self.u16 = struct.Struct("<H" if little else ">H")
         self.u32 = struct.Struct("<I" if little else ">I")
         self.tag = struct.Struct("<HH" if little else ">HH")
@@ -101,6 +143,8 @@ class _Walker:
                 raise IncompleteDataset(
                     f"unexpected delimiter ({tag >> 16:04X},{tag & 0xFFFF:04X})"
                 )
+            if depth == 0 and self.pixel_at is None and tag in _PIXEL_TAGS:
+                self.pixel_at = pos
             explicit = self.explicit
             vr = self.data[pos + 4 : pos + 6]
             if explicit and vr in _LONG_VRS:
@@ -119,6 +163,8 @@ class _Walker:
                 pos = nested.items(pos, end, depth + 1)
             else:
                 self._need(pos, length, end, f"value of ({tag >> 16:04X},{tag & 0xFFFF:04X})")
+                if depth == 0 and tag in self.wanted:
+                    self.values[tag] = self.data[pos : pos + length]
                 pos += length
         if stop_at is not None:
             raise IncompleteDataset("data ends before the item or sequence delimiter")

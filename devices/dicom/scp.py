@@ -17,28 +17,24 @@ announced length is checked before its body is read, and a data set cannot grow 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
-from pydicom import dcmread
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from adapters.dicom import tags
-from adapters.dicom.dataset import header_json
-from adapters.dicom.header import DicomHeader
 from adapters.dicom.raw import CONTENT_TYPE, RawInstance
 from adapters.dicom.values import uid
 from bus.base import Bus
 from bus.headers import make_headers
 from bus.topics import RAW_DICOM
 from caregraph.errors import ConfigError, MappingError
-from devices.dicom.framing import check_complete
+from devices.dicom.framing import scan
 from devices.dicom.index import COUNTS, IndexedInstance, InstanceIndex
 from devices.dicom.part10 import file_header
 from devices.dicom.status import (
@@ -69,13 +65,66 @@ class GatewayStats:
     aborted_pdus: int = 0
 
 
-def _value(header: DicomHeader, tag: str) -> str:
-    """An index value from the DICOM JSON header: person names in their DICOM form."""
-    element = header.data.get(tag)
-    if element is not None and element.get("vr") == "PN":
-        names = header.person_names(tag)
-        return names[0] if names else ""
-    return "\\".join(header.texts(tag))
+# The top-level elements the gateway reads itself (DICOM JSON keys, as in adapters.dicom.tags).
+_NEEDED = (
+    tags.SOP_CLASS_UID,
+    tags.SOP_INSTANCE_UID,
+    tags.STUDY_DATE,
+    tags.STUDY_TIME,
+    tags.ACCESSION_NUMBER,
+    tags.MODALITY,
+    tags.REFERRING_PHYSICIAN_NAME,
+    tags.STUDY_DESCRIPTION,
+    tags.SERIES_DESCRIPTION,
+    tags.PATIENT_NAME,
+    tags.PATIENT_ID,
+    tags.ISSUER_OF_PATIENT_ID,
+    tags.PATIENT_BIRTH_DATE,
+    tags.PATIENT_SEX,
+    tags.STUDY_INSTANCE_UID,
+    tags.SERIES_INSTANCE_UID,
+    tags.STUDY_ID,
+    tags.SERIES_NUMBER,
+    tags.INSTANCE_NUMBER,
+)
+_CHARSET = 0x00080005
+_WANTED = frozenset({_CHARSET, *(int(t, 16) for t in _NEEDED)})
+# Elements whose text follows Specific Character Set; the others are ASCII by VR.
+_DECODED = frozenset(
+    int(t, 16)
+    for t in (
+        tags.PATIENT_NAME,
+        tags.REFERRING_PHYSICIAN_NAME,
+        tags.PATIENT_ID,
+        tags.ISSUER_OF_PATIENT_ID,
+        tags.STUDY_DESCRIPTION,
+        tags.SERIES_DESCRIPTION,
+        tags.ACCESSION_NUMBER,
+        tags.STUDY_ID,
+    )
+)
+
+
+class _Values:
+    """The raw values found by the scan, as text the way DICOM writes it (multiple values
+    joined by backslash, person names as ``Family^Given``, padding stripped)."""
+
+    def __init__(self, raw: dict[int, bytes]) -> None:
+        self.raw = raw
+        charset = raw.get(_CHARSET, b"").decode("ascii", "replace").strip(" \0")
+        self.encodings = convert_encodings(charset.split("\\") if charset else None)
+
+    def text(self, tag: str) -> str:
+        value = self.raw.get(int(tag, 16))
+        if not value:
+            return ""
+        if int(tag, 16) in _DECODED:
+            text = decode_bytes(value, self.encodings, {0x5C, 0x3D, 0x5E})
+            if tag in (tags.PATIENT_NAME, tags.REFERRING_PHYSICIAN_NAME):
+                text = text.split("=")[0]  # the alphabetic group, as C-FIND matches it
+        else:
+            text = value.decode("ascii", "replace")
+        return "\\".join(part.strip(" \0") for part in text.split("\\"))
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -234,40 +283,31 @@ class DicomGateway:
         # The command's UIDs go into the file meta: check them before anything else.
         uid(request.sop_class_uid, "Affected SOP Class UID")
         uid(request.sop_instance_uid, "Affected SOP Instance UID")
-        check_complete(
-            request.data_set, request.transfer_syntax, max_inflated=self.max_message_bytes
+        # One walk checks the data set is whole and picks out the few values needed here;
+        # nothing is parsed into a pydicom data set on the way to the answer.
+        found = scan(
+            request.data_set,
+            request.transfer_syntax,
+            wanted=_WANTED,
+            max_inflated=self.max_message_bytes,
         )
-        data = (
-            file_header(
-                request.sop_class_uid,
-                request.sop_instance_uid,
-                request.transfer_syntax,
-                request.peer.calling_ae,
-            )
-            + request.data_set
-        )
-        try:
-            ds = dcmread(BytesIO(data), stop_before_pixels=True)
-        except Exception as exc:  # pydicom's many parse errors: all mean "cannot understand"
-            raise MappingError(f"unreadable data set: {exc}") from exc
-
-        # Everything that can fail on the data happens before the file is written, so a
-        # refused instance leaves nothing behind.
-        sha256 = hashlib.sha256(data).hexdigest()
-        header = header_json(ds, sha256)
-        # Read the few values the gateway needs from the JSON just built: cheaper than
-        # converting them through pydicom a second time.
-        h = DicomHeader(header)
-        sop_class = uid(h.text(tags.SOP_CLASS_UID), "(0008,0016)")
-        sop_instance = uid(h.text(tags.SOP_INSTANCE_UID), "(0008,0018)")
+        v = _Values(found.values)
+        sop_class = uid(v.text(tags.SOP_CLASS_UID), "(0008,0016)")
+        sop_instance = uid(v.text(tags.SOP_INSTANCE_UID), "(0008,0018)")
         if sop_class != request.sop_class_uid:
             raise SopClassMismatch(f"SOP Class {sop_class} is not {request.sop_class_uid}")
         if sop_instance != request.sop_instance_uid:
             raise MappingError(f"SOP Instance {sop_instance} is not the one announced")
-        study = uid(h.text(tags.STUDY_INSTANCE_UID), "(0020,000D)")
-        series = uid(h.text(tags.SERIES_INSTANCE_UID), "(0020,000E)")
+        study = uid(v.text(tags.STUDY_INSTANCE_UID), "(0020,000D)")
+        series = uid(v.text(tags.SERIES_INSTANCE_UID), "(0020,000E)")
 
-        stored = self._store.put(data, sha256=sha256)
+        # Everything that can fail on the data happened above, before the file is
+        # written, so a refused instance leaves nothing behind.
+        data = (
+            file_header(sop_class, sop_instance, request.transfer_syntax, request.peer.calling_ae)
+            + request.data_set
+        )
+        stored = self._store.put(data)
         message = RawInstance(
             sha256=stored.sha256,
             size=stored.size,
@@ -277,9 +317,10 @@ class DicomGateway:
             calling_ae=request.peer.calling_ae,
             called_ae=self.ae_title,
             peer_host=request.peer.host,
-            header=header,
+            header_syntax=found.syntax,
+            header=found.data[: found.header_end],
         )
-        patient_id = _value(h, tags.PATIENT_ID)
+        patient_id = v.text(tags.PATIENT_ID)
         # The PatientID keys the partition (a patient's instances stay in order); without
         # one the study does, which keeps the study's instances together all the same.
         key = (patient_id or study).encode()
@@ -289,23 +330,23 @@ class DicomGateway:
             IndexedInstance(
                 sop_instance_uid=sop_instance,
                 sop_class_uid=sop_class,
-                instance_number=_value(h, tags.INSTANCE_NUMBER),
+                instance_number=v.text(tags.INSTANCE_NUMBER),
                 series_instance_uid=series,
-                series_number=_value(h, tags.SERIES_NUMBER),
-                modality=_value(h, tags.MODALITY),
-                series_description=_value(h, tags.SERIES_DESCRIPTION),
+                series_number=v.text(tags.SERIES_NUMBER),
+                modality=v.text(tags.MODALITY),
+                series_description=v.text(tags.SERIES_DESCRIPTION),
                 study_instance_uid=study,
-                study_date=_value(h, tags.STUDY_DATE),
-                study_time=_value(h, tags.STUDY_TIME),
-                accession_number=_value(h, tags.ACCESSION_NUMBER),
-                study_id=_value(h, tags.STUDY_ID),
-                study_description=_value(h, tags.STUDY_DESCRIPTION),
-                referring_physician_name=_value(h, tags.REFERRING_PHYSICIAN_NAME),
+                study_date=v.text(tags.STUDY_DATE),
+                study_time=v.text(tags.STUDY_TIME),
+                accession_number=v.text(tags.ACCESSION_NUMBER),
+                study_id=v.text(tags.STUDY_ID),
+                study_description=v.text(tags.STUDY_DESCRIPTION),
+                referring_physician_name=v.text(tags.REFERRING_PHYSICIAN_NAME),
                 patient_id=patient_id,
-                issuer_of_patient_id=_value(h, tags.ISSUER_OF_PATIENT_ID),
-                patient_name=_value(h, tags.PATIENT_NAME),
-                patient_birth_date=_value(h, tags.PATIENT_BIRTH_DATE),
-                patient_sex=_value(h, tags.PATIENT_SEX),
+                issuer_of_patient_id=v.text(tags.ISSUER_OF_PATIENT_ID),
+                patient_name=v.text(tags.PATIENT_NAME),
+                patient_birth_date=v.text(tags.PATIENT_BIRTH_DATE),
+                patient_sex=v.text(tags.PATIENT_SEX),
                 sha256=stored.sha256,
                 size=stored.size,
                 transfer_syntax=request.transfer_syntax,

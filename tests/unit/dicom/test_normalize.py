@@ -1,43 +1,35 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
+import pydicom
 import pytest
 
-from adapters.dicom import DicomNormalizer, RawInstance, imaging_study_id, normalize_dicom
+from adapters.dicom import DicomNormalizer, imaging_study_id, normalize_dicom
 from bus.base import Message
 from bus.headers import make_headers
 from bus.topics import RAW_DICOM
 from caregraph.errors import MappingError
-from tests.unit.dicom.helpers import bundled_header, element, validate
+from tests.unit.dicom.helpers import bundled_path, raw_instance, validate
 
 STUDY = "1.2.826.0.1.3680043.2.9"
 
 
-def raw_message(offset: int, header: dict[str, Any], key: bytes = b"PID1") -> Message:
-    raw = RawInstance(
-        sha256=f"{offset:064x}",
-        size=100,
-        transfer_syntax="1.2.840.10008.1.2.1",
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        sop_instance_uid="1.2.3",
-        calling_ae="MODALITY",
-        called_ae="CAREGRAPH",
-        peer_host="127.0.0.1",
-        header=header,
-    )
+def raw_message(offset: int, ds: pydicom.Dataset, key: bytes = b"PID1") -> Message:
+    raw = raw_instance(ds, f"{offset:064x}")
     headers = make_headers("dicom:MODALITY", raw.sha256, "x", trace_id=f"t{offset}")
     return Message(RAW_DICOM, 0, offset, key, raw.encode(), headers, 0)
 
 
-def instance(number: int, series: int = 1) -> dict[str, Any]:
-    data = bundled_header("CT_small.dcm")
-    data["0020000D"] = element("UI", STUDY)
-    data["0020000E"] = element("UI", f"{STUDY}.{series}")
-    data["00080018"] = element("UI", f"{STUDY}.{series}.{number}")
-    data["00200013"] = element("IS", number)
-    return data
+def instance(number: int, series: int = 1) -> pydicom.Dataset:
+    ds = pydicom.dcmread(bundled_path("CT_small.dcm"))
+    ds.StudyInstanceUID = STUDY
+    ds.SeriesInstanceUID = f"{STUDY}.{series}"
+    ds.SOPInstanceUID = f"{STUDY}.{series}.{number}"
+    ds.InstanceNumber = number
+    return ds
 
 
 def by_topic(records: list[Any]) -> dict[str, list[dict[str, Any]]]:
@@ -84,7 +76,8 @@ def test_normalizer_accumulates_across_batches_and_bounds_its_cache() -> None:
     records = normalizer.normalize([raw_message(1, instance(2)), raw_message(2, instance(1))])
     (study,) = by_topic(records)["fhir.ImagingStudy"]
     assert study["numberOfInstances"] == 2
-    normalizer.normalize([raw_message(3, bundled_header("MR_small.dcm"))])  # evicts STUDY
+    other = pydicom.dcmread(bundled_path("MR_small.dcm"))
+    normalizer.normalize([raw_message(3, other)])  # evicts STUDY
     records = normalizer.normalize([raw_message(4, instance(3))])
     (study,) = by_topic(records)["fhir.ImagingStudy"]
     assert study["numberOfInstances"] == 1  # nothing to seed from: lookup not wired
@@ -119,6 +112,7 @@ def test_same_bytes_whatever_the_arrival_order() -> None:
         (b"\xff", "not JSON"),
         (b"[1]", "not a JSON object"),
         (b'{"sha256": "x"}', "wrong fields"),
+        (b'{"header": "***"}', "wrong fields"),
     ],
 )
 def test_undecodable_messages(value: bytes, match: str) -> None:
@@ -129,8 +123,22 @@ def test_undecodable_messages(value: bytes, match: str) -> None:
 
 
 def test_unmappable_header_names_message_and_tag() -> None:
-    header = instance(1)
-    header["0020000D"] = element("UI", "../x")
+    bad = instance(1)
+    bad.StudyInstanceUID = "9.9.9.9"
+    raw = raw_instance(bad)
+    # Put path characters in the encoded bytes: pydicom would not write them itself.
+    header = raw.header.replace(b"9.9.9.9\0", b"../x/../")
+    assert header != raw.header
+    value = replace(raw, header=header).encode()
+    message = Message(RAW_DICOM, 0, 5, b"PID1", value, {}, 0)
     with pytest.raises(MappingError) as info:
-        normalize_dicom([raw_message(0, instance(1)), raw_message(5, header)])
+        normalize_dicom([raw_message(0, instance(1)), message])
     assert info.value.location == "raw.dicom[0]@5 (0020,000D)"
+
+
+def test_unknown_header_syntax_is_refused() -> None:
+    body = json.loads(raw_instance(instance(1)).encode())
+    body["header_syntax"] = "1.2.840.10008.1.2.1.99"
+    bad = Message(RAW_DICOM, 0, 1, None, json.dumps(body).encode(), {}, 0)
+    with pytest.raises(MappingError, match="header syntax"):
+        normalize_dicom([bad])

@@ -79,9 +79,10 @@ class Fault:
 
 
 class Framer:
-    """Bytes in, frames and faults out. ``0x7E`` both opens and closes a frame, so after
-    garbage or a lost flag the framer may take the closing flag for an opening one: the bytes
-    in between then fail the length check (framing fault) and the next frame is found."""
+    """Bytes in, frames and faults out. ``0x7E`` both closes a frame and may open the next
+    (a sender may share one flag between frames), so every flag ends what came before it:
+    a good record is a frame; bytes between frames, or left by a lost flag, are garbage or a
+    checksum/framing fault, and the frame after them is found all the same."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -96,7 +97,6 @@ class Framer:
             return []
         raw = bytes([FLAG]) + bytes(self._buf)
         self._buf.clear()
-        self._open = False
         return [Fault("framing", raw)]
 
     def feed(self, data: bytes) -> list[Frame | Fault]:
@@ -125,17 +125,14 @@ class Framer:
             self._buf += data[pos:j]
             pos = j + 1
             if not self._buf:
-                continue  # "7E 7E": an empty frame; treat the second flag as the opener
+                continue  # two flags in a row: the second opens the frame
             body = bytes(self._buf)
             self._buf.clear()
             event = _decode(body)
-            if isinstance(event, Fault) and event.kind == "framing" and len(body) < HEADER_LEN:
-                # Probably a closing flag taken for an opener: the garbage in between is
-                # not a frame; the flag just seen opens the next one.
-                out.append(Fault("garbage", body))
-                continue
+            if isinstance(event, Fault) and len(body) < HEADER_LEN:
+                # Too short for a record: bytes between frames, not a damaged frame.
+                event = Fault("garbage", body)
             out.append(event)
-            self._open = False
         return out
 
 

@@ -127,3 +127,13 @@ def test_truncated_subrecord_is_a_wire_error() -> None:
     short = struct.pack("<h", len(rec) - 10) + rec[2:-10]
     with pytest.raises(WireError):
         datex.measurements(short, "s5", "m", RECEIVED)
+
+
+def test_frames_sharing_one_flag() -> None:
+    a = datex.encode_frame(datex.phdb_request(5))
+    b = datex.encode_frame(datex.phdb_request(7))
+    events = datex.Framer().feed(a + b[1:])  # b reuses a's closing flag as its opener
+    assert [datex.decode_phdb_request(e.record) for e in events if isinstance(e, datex.Frame)] == [
+        5,
+        7,
+    ]

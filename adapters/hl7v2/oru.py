@@ -344,7 +344,7 @@ class DeviceTree:
         """The DeviceMetric of a metric row (path with four levels, or fewer when a
         sender flattens the tree: the metric then hangs under its deepest device)."""
         parts = path.split(".")
-        device_path = ".".join(parts[:-1]) if len(parts) > 1 else parts[0]
+        device_path = containment_path(".".join(parts[:-1])) if len(parts) > 1 else parts[0]
         channel = self.node(equipment, device_path, None)
         reps3, reps6 = obx.reps(3), obx.reps(6)
         resource = _metric_resource(
@@ -414,6 +414,16 @@ def results(
             _row(ctx, seg, obr, subject, encounter, tree)
 
 
+def containment_path(raw: str) -> str:
+    """OBX-4 without its unused levels: PCD-01 senders write ``1.0.0.0`` for the MDS,
+    ``1.5.0.0`` for a VMD, ``1.5.1.0`` for a channel and ``1.5.1.1`` for a metric (0 = no
+    such level); others write ``1``, ``1.5``... Both give ``1``, ``1.5``, ``1.5.1``."""
+    parts = raw.strip().split(".")
+    while len(parts) > 1 and parts[-1] == "0":
+        parts.pop()
+    return ".".join(parts)
+
+
 def _is_pcd_row(ctx: Context, obx: Segment, coded: tuple[Coded, ...]) -> bool:
     path = obx.field(4).strip()
     return (
@@ -444,7 +454,7 @@ def _row(
     device_ref: Json | None = None
     unit = _unit(ctx, obx)
     if pcd:
-        path = obx.field(4).strip()
+        path = containment_path(obx.field(4))
         equipment = _eui64(obx) or (
             "urn:caregraph:hl7v2:sender",
             f"{ctx.facility}/{ctx.header.sending_application}",

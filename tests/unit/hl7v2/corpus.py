@@ -123,9 +123,10 @@ def pcd01(control_id: str, n_metrics: int = 10, *, eui64: str = "0123456789ABCDE
         ("150488^MDC_BLD_PERF_INDEX^MDC", "2.1", "262688^MDC_DIM_PERCENT^MDC"),
     ]
     rows = [
-        f"OBX|1||69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|1|||||||X|||||||{eui64}^EUI-64",
+        # the MDS row with unused levels as 0 (as most gateways write it), the others short
+        f"OBX|1||69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|1.0.0.0|||||||X|||||||{eui64}^EUI-64",
         f"OBX|2||69642^MDC_DEV_ANALY_SAT_O2_VMD^MDC|1.1|||||||X|||||||{eui64}^EUI-64",
-        f"OBX|3||69643^MDC_DEV_ANALY_SAT_O2_CHAN^MDC|1.1.1|||||||X|||||||{eui64}^EUI-64",
+        f"OBX|3||69643^MDC_DEV_ANALY_SAT_O2_CHAN^MDC|1.1.1.0|||||||X|||||||{eui64}^EUI-64",
     ]
     for i in range(n_metrics):
         code, value, unit = metrics[i % len(metrics)]

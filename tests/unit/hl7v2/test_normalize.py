@@ -332,3 +332,30 @@ def test_results_do_not_overwrite_adt_demographics_or_encounter_status() -> None
     # a separate source Patient, same identifier: the ADT one keeps its address
     assert one(result, "Patient")["id"] != one(adt, "Patient")["id"]
     assert one(result, "Patient")["identifier"][0] == one(adt, "Patient")["identifier"][0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ("1.0.0.0", "1"),
+        ("1.5.0.0", "1.5"),
+        ("1.5.1.0", "1.5.1"),
+        ("1.5.1.1", "1.5.1.1"),
+        ("2", "2"),
+    ],
+)
+def test_containment_paths_drop_unused_levels(raw: str, path: str) -> None:
+    from adapters.hl7v2.oru import containment_path
+
+    assert containment_path(raw) == path
+
+
+def test_simulated_his_feed_maps_without_stray_metrics() -> None:
+    from devices.feeds.hl7 import HospitalFeed
+
+    feed = HospitalFeed(patients=1)
+    vitals = feed.vitals(feed.patients[0], RECEIVED)
+    result = run(vitals)
+    observations = of_type(result, "Observation")
+    assert len(of_type(result, "DeviceMetric")) == len(observations)
+    assert result.counters == {}

@@ -304,6 +304,20 @@ class DeviceTree:
         self.subject = subject
         self.bed = bed
         self._ids: dict[tuple[str, str, str], str] = {}
+        self._equipment: dict[str, tuple[str, str]] = {}
+
+    def equipment(self, path: str, given: tuple[str, str] | None) -> tuple[str, str]:
+        """The equipment a row belongs to: its own OBX-18, else the one an earlier row of
+        the same MDS named (many gateways send OBX-18 on the MDS row only), else the
+        sending system itself."""
+        mds = path.split(".", 1)[0]
+        if given is not None:
+            self._equipment.setdefault(mds, given)
+            return given
+        return self._equipment.get(mds) or (
+            "urn:caregraph:hl7v2:sender",
+            f"{self.ctx.facility}/{self.ctx.header.sending_application}",
+        )
 
     def device_id(self, equipment: tuple[str, str], path: str) -> str:
         key = (*equipment, path)
@@ -455,10 +469,7 @@ def _row(
     unit = _unit(ctx, obx)
     if pcd:
         path = containment_path(obx.field(4))
-        equipment = _eui64(obx) or (
-            "urn:caregraph:hl7v2:sender",
-            f"{ctx.facility}/{ctx.header.sending_application}",
-        )
+        equipment = tree.equipment(path, _eui64(obx))
         depth = path.count(".") + 1
         if depth < 4 and not has_value:
             tree.node(equipment, path, code)  # MDS / VMD / channel description row

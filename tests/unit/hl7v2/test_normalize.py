@@ -359,3 +359,22 @@ def test_simulated_his_feed_maps_without_stray_metrics() -> None:
     observations = of_type(result, "Observation")
     assert len(of_type(result, "DeviceMetric")) == len(observations)
     assert result.counters == {}
+
+
+def test_rows_without_obx18_join_the_device_their_mds_row_named() -> None:
+    raw = corpus.pcd01("PCD11", 3)
+    lines = raw.split(b"\r")
+    # keep OBX-18 on the MDS row only
+    lines = [
+        line.replace(b"|0123456789ABCDEF^EUI-64", b"|")
+        if line.startswith(b"OBX") and not line.startswith(b"OBX|1|")
+        else line
+        for line in lines
+    ]
+    result = run(b"\r".join(lines))
+    devices = of_type(result, "Device")
+    assert len(devices) == 3
+    mds = next(d for d in devices if "parent" not in d)
+    assert mds["identifier"][0]["value"] == "01-23-45-67-89-AB-CD-EF"
+    for metric in of_type(result, "DeviceMetric"):
+        assert metric["source"] == {"reference": f"Device/{mds['id']}"}

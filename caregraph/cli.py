@@ -69,6 +69,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One line per HTTP request would drown what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import httpx
 import typer
@@ -18,6 +19,9 @@ import typer
 from caregraph.runtime import Service, ThreadService
 from caregraph.settings import Settings
 from caregraph.wiring import Context
+from devices.feeds.hl7 import HospitalFeed, SimPatient
+from devices.feeds.modality import SAMPLE_FILES, PatientLabel, relabel, send
+from devices.mllp.client import MllpClient
 from devices.serial import make_driver
 from devices.simulators import SimulatorHandle, start_simulator
 
@@ -52,6 +56,83 @@ class SerialSource:
             self._handle.stop()
 
 
+class Hl7Source(ThreadService):
+    """A simulated HIS: admits the feed's patients, then sends their vitals every interval."""
+
+    def __init__(self, settings: Settings, feed: HospitalFeed, interval_s: float = 2.0) -> None:
+        self.feed = feed
+        self.acks: dict[str, int] = {}
+        self._settings = settings
+        self._interval_s = interval_s
+        super().__init__("sim:his", self._send_forever)
+
+    def _messages(self, stop: threading.Event) -> Iterator[bytes]:
+        for p in self.feed.patients:
+            yield self.feed.admission(p, datetime.now(UTC))
+        while not stop.is_set():
+            now = datetime.now(UTC)
+            for p in self.feed.patients:
+                yield self.feed.vitals(p, now)
+            stop.wait(self._interval_s)
+
+    def _send_forever(self, stop: threading.Event) -> None:
+        messages = self._messages(stop)
+        pending = next(messages, None)
+        while pending is not None and not stop.is_set():
+            try:
+                client = MllpClient(self._settings.http_host, self._settings.mllp_port)
+            except OSError:
+                stop.wait(1)
+                continue
+            try:
+                while pending is not None:
+                    code = _ack_code(client.send(pending))
+                    self.acks[code] = self.acks.get(code, 0) + 1
+                    pending = next(messages, None)
+            except (OSError, ValueError) as exc:
+                log.warning("HIS feed: %s; reconnecting", exc)
+                stop.wait(1)
+            finally:
+                client.close()
+
+
+def _ack_code(ack: bytes) -> str:
+    """MSA-1 of an ACK (AA, AE, AR, CA, ...), or ``?`` when there is no MSA."""
+    for segment in ack.split(b"\r"):
+        if segment.startswith(b"MSA"):
+            return segment[4:6].decode("ascii", "replace")
+    return "?"
+
+
+class ModalitySource(ThreadService):
+    """A simulated CT/MR: once the feed's first patients are admitted, sends their images."""
+
+    def __init__(self, settings: Settings, feed: HospitalFeed, delay_s: float = 3.0) -> None:
+        self._settings = settings
+        self._feed = feed
+        self._delay_s = delay_s
+        self.statuses: list[int] = []
+        super().__init__("sim:modality", self._send_once)
+
+    def _send_once(self, stop: threading.Event) -> None:
+        if stop.wait(self._delay_s):
+            return
+        datasets = [
+            relabel(sample, _label(self._feed, p), "demo")
+            for p, sample in zip(self._feed.patients, SAMPLE_FILES, strict=False)
+        ]
+        s = self._settings
+        try:
+            self.statuses = list(send(s.http_host, s.dicom_port, s.dicom_ae, datasets))
+        except ConnectionError as exc:
+            log.warning("modality: %s", exc)
+        stop.wait()
+
+
+def _label(feed: HospitalFeed, p: SimPatient) -> PatientLabel:
+    return PatientLabel(p.mrn, feed.authority_oid, p.family, p.given, p.birth_date, p.sex)
+
+
 def tally(
     settings: Settings, interval_s: float = 3.0, echo: Callable[[str], None] = typer.echo
 ) -> ThreadService:
@@ -79,5 +160,8 @@ def sources(ctx: Context) -> list[Service]:
         SerialSource(ctx, protocol, device_id, seed)
         for seed, (protocol, device_id) in enumerate(SERIAL_DEVICES, start=1)
     ]
+    feed = HospitalFeed(patients=6, seed=1)
+    out.append(Hl7Source(ctx.settings, feed))
+    out.append(ModalitySource(ctx.settings, feed))
     out.append(tally(ctx.settings))
     return out

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
 
 from adapters.dicom.normalize import DicomNormalizer
-from adapters.serial.normalize import observation_records
+from adapters.hl7v2.normalizer import Hl7v2Normalizer
 from bus import DEADLETTER, RAW_DEVICE, RAW_DICOM, RAW_HL7V2, Message, Record, fhir_topic
 from bus.worker import Handler, run_consumer
 from caregraph.app import create_app
@@ -24,6 +25,10 @@ from caregraph.preflight import ensure_port_free
 from caregraph.runtime import Service, ThreadService
 from caregraph.wiring import Context
 from console import build_console_router
+from devices.dicom.scp import DicomGateway
+from devices.mllp.dedup import AckCache
+from devices.mllp.listener import MllpListener
+from devices.serial.normalizer import normalize_batch as normalize_device_batch
 from fhir_store.api import build_router
 from fhir_store.errors import ResourceGone, ResourceNotFound
 from fhir_store.writer import handle_fhir_batch
@@ -57,6 +62,10 @@ class ApiService:
         self._server.should_exit = True
         self._thread.stop()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.alive
+
 
 def consumer_service(
     ctx: Context, name: str, group: str, topics: Sequence[str], handler: Handler
@@ -79,8 +88,28 @@ def publishing(ctx: Context, translate: Callable[[list[Message]], list[Record]])
     return handle
 
 
+class ServiceGroup:
+    """Several services started and stopped as one role."""
+
+    def __init__(self, name: str, members: Sequence[Service]) -> None:
+        self.name = name
+        self.members = list(members)
+
+    def start(self) -> None:
+        for member in self.members:
+            member.start()
+
+    def stop(self) -> None:
+        for member in reversed(self.members):
+            member.stop()
+
+    @property
+    def alive(self) -> bool:
+        return all(getattr(m, "alive", True) for m in self.members)
+
+
 def _normalizer(ctx: Context) -> Service:
-    from adapters.hl7v2.normalizer import hl7_records
+    """raw.* -> fhir.*: one consumer group per raw topic, so each scales on its own."""
 
     def study(study_id: str) -> dict[str, Any] | None:
         try:
@@ -88,24 +117,57 @@ def _normalizer(ctx: Context) -> Service:
         except (ResourceNotFound, ResourceGone):
             return None
 
+    def device_handler(batch: list[Message]) -> None:
+        normalize_device_batch(ctx.bus, batch, "normalizer-device")
+
     dicom = DicomNormalizer(lookup=study)
-    by_topic: dict[str, Callable[[list[Message]], list[Record]]] = {
-        RAW_HL7V2: hl7_records,
-        RAW_DICOM: dicom.normalize,
-        RAW_DEVICE: lambda batch: [r for m in batch for r in observation_records(m)],
-    }
-
-    def translate(messages: list[Message]) -> list[Record]:
-        out: list[Record] = []
-        for topic, fn in by_topic.items():
-            mine = [m for m in messages if m.topic == topic]
-            if mine:
-                out += fn(mine)
-        return out
-
-    return consumer_service(
-        ctx, "normalizer", "normalizer", list(by_topic), publishing(ctx, translate)
+    hl7 = Hl7v2Normalizer(ctx.bus, group="normalizer-hl7v2")
+    return ServiceGroup(
+        "normalizer",
+        [
+            consumer_service(ctx, "normalizer:hl7v2", hl7.group, [RAW_HL7V2], hl7),
+            consumer_service(
+                ctx,
+                "normalizer:dicom",
+                "normalizer-dicom",
+                [RAW_DICOM],
+                publishing(ctx, dicom.normalize),
+            ),
+            consumer_service(
+                ctx,
+                "normalizer:device",
+                "normalizer-device",
+                [RAW_DEVICE],
+                device_handler,
+            ),
+        ],
     )
+
+
+def _mllp(ctx: Context) -> Service:
+    s = ctx.settings
+    ensure_port_free(s.http_host, s.mllp_port, "CAREGRAPH_MLLP_PORT", "--mllp-port")
+    cache = AckCache(path=s.data_dir / "mllp-acks.sqlite3")
+    listener = MllpListener(s.http_host, s.mllp_port, ctx.bus, ack_cache=cache)
+    return StartStop("mllp", listener.start, listener.stop)
+
+
+def _dicom(ctx: Context) -> Service:
+    s = ctx.settings
+    ensure_port_free(s.http_host, s.dicom_port, "CAREGRAPH_DICOM_PORT", "--dicom-port")
+    gateway = DicomGateway(
+        s.data_dir / "dicom", ctx.bus, ae_title=s.dicom_ae, host=s.http_host, port=s.dicom_port
+    )
+    return StartStop("dicom", gateway.start, gateway.stop)
+
+
+@dataclass
+class StartStop:
+    """A component that already runs its own threads behind ``start``/``stop``."""
+
+    name: str
+    start: Callable[[], None]
+    stop: Callable[[], None]
 
 
 def _store_writer(ctx: Context) -> Service:
@@ -129,8 +191,8 @@ def _not_built(role: str, issue: int) -> Callable[[Context], Service]:
 
 ROLE_BUILDERS: dict[str, Callable[[Context], Service]] = {
     "api": ApiService,
-    "mllp": _not_built("mllp", 4),
-    "dicom": _not_built("dicom", 4),
+    "mllp": _mllp,
+    "dicom": _dicom,
     "serial": _not_built("serial", 5),
     "normalizer": _normalizer,
     "store-writer": _store_writer,

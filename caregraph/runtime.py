@@ -71,7 +71,7 @@ def run_services(services: Sequence[Service], stop: threading.Event | None = Non
             started.append(service)
             log.info("started %s", service.name)
         while not stop.wait(0.5):
-            failed = [s for s in started if isinstance(s, ThreadService) and not s.alive]
+            failed = [s for s in started if not getattr(s, "alive", True)]
             if failed:
                 names = ", ".join(s.name for s in failed)
                 raise RuntimeError(f"service stopped unexpectedly: {names}")

@@ -51,9 +51,17 @@ def _ts(when: datetime) -> str:
 class HospitalFeed:
     """Generates the HL7 v2 traffic of ``patients`` monitored patients, deterministic per seed."""
 
-    def __init__(self, patients: int = 8, *, seed: int = 1, facility: str = "GENHOSP") -> None:
+    def __init__(
+        self,
+        patients: int = 8,
+        *,
+        seed: int = 1,
+        facility: str = "GENHOSP",
+        authority_oid: str = "2.16.840.1.113883.3.999.1",
+    ) -> None:
         rng = random.Random(seed)
         self.facility = facility
+        self.authority_oid = authority_oid
         self.patients = [
             SimPatient(
                 mrn=f"MRN{100000 + i}",
@@ -82,7 +90,7 @@ class HospitalFeed:
 
     def _pid(self, p: SimPatient) -> str:
         return (
-            f"PID|1||{p.mrn}^^^{self.facility}&2.16.840.1.113883.3.999.1&ISO^MR||"
+            f"PID|1||{p.mrn}^^^{self.facility}&{self.authority_oid}&ISO^MR||"
             f"{p.family}^{p.given}^^^^^L||{p.birth_date}|{p.sex}|||"
             f"{10 + len(p.mrn)} Harbour Road^^Springfield^^{40000 + int(p.bed)}^NL"
         )

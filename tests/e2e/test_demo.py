@@ -50,8 +50,18 @@ def test_demo_makes_data_flow_end_to_end(tmp_path: Path) -> None:
     )
     seen: dict[str, int] = {}
     wanted = {
-        f"Observation?device=Device/{device_resource_id(device)}": 1
-        for device in ("demo-icu-monitor-1", "demo-or-monitor-1")
+        # serial monitors on PTYs, read by the real drivers
+        **{
+            f"Observation?device=Device/{device_resource_id(device)}": 1
+            for device in ("demo-icu-monitor-1", "demo-or-monitor-1")
+        },
+        # the HIS over MLLP: admitted patients, and their PCD-01 vitals by LOINC-less MDC code
+        "Patient?identifier=urn:oid:2.16.840.1.113883.3.999.1|MRN100005": 1,
+        "Encounter?subject:Patient.identifier=MRN100000": 1,
+        "Observation?code=urn:iso:std:iso:11073:10101|147842"
+        "&subject:Patient.identifier=MRN100000": 2,
+        # the modality over DICOM, for the first patient
+        "ImagingStudy?subject:Patient.identifier=MRN100000": 1,
     }
     try:
         base = f"http://127.0.0.1:{ports['http']}/fhir"

@@ -13,6 +13,7 @@ import math
 import random
 import threading
 import time
+import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -99,7 +100,8 @@ class Vitals:
         w = self._walk.get(name, 0.0) + self._rng.uniform(-0.1, 0.1) * spread
         w = max(-spread, min(spread, w))
         self._walk[name] = w
-        wave = 0.3 * spread * math.sin(time.monotonic() / 7.0 + hash(name) % 10)
+        # crc32, not hash(): str hashes change per process, and a seed must reproduce.
+        wave = 0.3 * spread * math.sin(time.monotonic() / 7.0 + zlib.crc32(name.encode()) % 10)
         v = max(lo, min(hi, base + w + wave))
         return Decimal(str(round(v, decimals))) if decimals else Decimal(round(v))
 

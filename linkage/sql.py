@@ -103,6 +103,17 @@ def _schema(dialect: str) -> list[tuple[int, list[str]]]:
                     PRIMARY KEY (resource_type, entity_a, entity_b))""",
             ],
         ),
+        (
+            3,
+            [
+                """CREATE TABLE linkage_edge (
+                    via TEXT NOT NULL, seq INTEGER NOT NULL, src TEXT NOT NULL,
+                    rel TEXT NOT NULL, dst TEXT NOT NULL, valid_from TEXT NOT NULL,
+                    valid_to TEXT NOT NULL, PRIMARY KEY (via, seq))""",
+                "CREATE INDEX linkage_edge_src ON linkage_edge (src, rel, valid_from)",
+                "CREATE INDEX linkage_edge_dst ON linkage_edge (dst, rel, valid_from)",
+            ],
+        ),
     ]
 
 
@@ -122,7 +133,7 @@ def migrate(db: Database) -> int:
     return current
 
 
-def _marks(n: int) -> str:
+def marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
@@ -160,9 +171,11 @@ def _event(row: Sequence[Any]) -> LinkEvent:
     )
 
 
-class _SqlTransactions:
+class SqlTransactions:
     """One transaction per thread on the store's database; a nested ``transaction()``
-    joins the open one."""
+    joins the open one. ``serialize_writes``: take the MPI write lock on PostgreSQL."""
+
+    serialize_writes = True
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -174,7 +187,7 @@ class _SqlTransactions:
             yield
             return
         with self.db.transaction(write=write) as tx:
-            if write and self.db.dialect == "postgresql":
+            if write and self.serialize_writes and self.db.dialect == "postgresql":
                 # One MPI writer at a time, across processes: linking reads candidates and
                 # then writes links, which READ COMMITTED alone would let two writers
                 # interleave. SQLite's BEGIN IMMEDIATE already serializes writers.
@@ -193,7 +206,7 @@ class _SqlTransactions:
         return tx
 
 
-class SqlRepository(_SqlTransactions, LinkageRepository):
+class SqlRepository(SqlTransactions, LinkageRepository):
     """``LinkageRepository`` on the store's database. Call ``migrate(db)`` once first
     (``open`` does)."""
 
@@ -213,7 +226,7 @@ class SqlRepository(_SqlTransactions, LinkageRepository):
             return []
         rows = self._tx.execute(
             "SELECT source_id, source, updated_at, resource, features FROM linkage_record "
-            f"WHERE source_id IN ({_marks(len(ids))})",
+            f"WHERE source_id IN ({marks(len(ids))})",
             ids,
         ).fetchall()
         return [
@@ -233,7 +246,7 @@ class SqlRepository(_SqlTransactions, LinkageRepository):
             return {}
         rows = self._tx.execute(
             "SELECT source_id, features FROM linkage_record "
-            f"WHERE source_id IN ({_marks(len(ids))})",
+            f"WHERE source_id IN ({marks(len(ids))})",
             ids,
         ).fetchall()
         return {r[0]: PatientFeatures.from_json(json.loads(r[1])) for r in rows}
@@ -291,7 +304,7 @@ class SqlRepository(_SqlTransactions, LinkageRepository):
         rows = self._tx.execute(
             "SELECT source_id FROM (SELECT source_id, ROW_NUMBER() OVER "
             "(PARTITION BY key ORDER BY source_id) AS rn FROM linkage_block "
-            f"WHERE key IN ({_marks(len(unique))})) AS blocked WHERE rn <= ?",
+            f"WHERE key IN ({marks(len(unique))})) AS blocked WHERE rn <= ?",
             [*unique, limit_per_key],
         ).fetchall()
         return {r[0] for r in rows}
@@ -303,8 +316,8 @@ class SqlRepository(_SqlTransactions, LinkageRepository):
         fields = sorted({f for f, _ in terms})
         values = sorted({v for _, v in terms})
         rows = self._tx.execute(
-            f"SELECT field, value, n FROM linkage_term WHERE field IN ({_marks(len(fields))}) "
-            f"AND value IN ({_marks(len(values))})",
+            f"SELECT field, value, n FROM linkage_term WHERE field IN ({marks(len(fields))}) "
+            f"AND value IN ({marks(len(values))})",
             [*fields, *values],
         ).fetchall()
         found = {(r[0], r[1]): int(r[2]) for r in rows}
@@ -328,7 +341,7 @@ class SqlRepository(_SqlTransactions, LinkageRepository):
         # States are filtered here, not in SQL: with "state IN (...)" SQLite's planner may
         # pick the state index and scan every MATCH link instead of the primary key.
         rows = self._tx.execute(
-            f"SELECT {_LINK_COLUMNS} FROM linkage_link WHERE source_id IN ({_marks(len(ids))})",
+            f"SELECT {_LINK_COLUMNS} FROM linkage_link WHERE source_id IN ({marks(len(ids))})",
             ids,
         ).fetchall()
         return {r[0]: _link(r) for r in rows if r[2] in _MEMBER_STATES}
@@ -584,7 +597,7 @@ class SqlRepository(_SqlTransactions, LinkageRepository):
         )
 
 
-class SqlIdentityRepository(_SqlTransactions, IdentityRepository):
+class SqlIdentityRepository(SqlTransactions, IdentityRepository):
     """``IdentityRepository`` on the store's database (tables ``linkage_entity_*``)."""
 
     @classmethod
@@ -629,7 +642,7 @@ class SqlIdentityRepository(_SqlTransactions, IdentityRepository):
         rows = self._tx.execute(
             "SELECT k.key, l.entity_id FROM linkage_entity_key k JOIN linkage_entity_link l "
             "ON l.resource_type = k.resource_type AND l.source_id = k.source_id "
-            f"WHERE k.resource_type = ? AND k.key IN ({_marks(len(keys))}) "
+            f"WHERE k.resource_type = ? AND k.key IN ({marks(len(keys))}) "
             "AND k.source_id <> ?",
             [resource_type, *keys, exclude_source],
         ).fetchall()

@@ -34,7 +34,6 @@ from fhir_store.errors import (
 )
 from fhir_store.outcome import FHIR_JSON, dumps, for_error, outcome
 from fhir_store.patch import apply_json_patch, apply_merge_patch
-from fhir_store.search import split_values
 from fhir_store.shaping import bundle_text, shape
 from fhir_store.store import FhirStore, Stored
 from fhir_store.validation import check_depth, validate_resource
@@ -411,4 +410,4 @@ def build_router(
     return router
 
 
-__all__ = ["FhirRoute", "build_router", "split_values"]
+__all__ = ["FhirRoute", "build_router"]

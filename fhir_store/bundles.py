@@ -8,6 +8,7 @@ reports each entry's outcome.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -15,6 +16,7 @@ from urllib.parse import parse_qsl
 from fhir_store.dates import column_to_instant
 from fhir_store.errors import FhirError, InvalidResource, PreconditionFailed
 from fhir_store.outcome import outcome
+from fhir_store.shaping import bundle_text
 from fhir_store.store import FhirStore, Pending, Stored, check_id
 from fhir_store.validation import validate_resource
 
@@ -224,10 +226,6 @@ class BundleProcessor:
         return self._entry(201 if result.created else 200, result.stored)
 
     def _get(self, item: tuple[str, str, str], base: str) -> dict[str, Any]:
-        import json
-
-        from fhir_store.shaping import bundle_text
-
         type_name, res_id, query = item
         try:
             if res_id:

@@ -1,0 +1,91 @@
+"""Value objects shared by the store's components: stored versions, pending writes, ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_store.errors import InvalidResource
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+#: Keys per ``res_id IN (...)`` list: well under both engines' parameter limits.
+KEYS_PER_SELECT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One stored version: its identity, and its JSON text exactly as served."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: str  # column form, UTC, see fhir_store.dates
+    deleted: bool
+    content: str  # JSON text with meta.versionId and meta.lastUpdated; "" when deleted
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    def resource(self) -> dict[str, Any]:
+        return dict(json.loads(self.content))
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a write did: the version now current, and whether the resource was created."""
+
+    stored: Stored
+    created: bool
+    changed: bool
+
+
+@dataclass(slots=True)
+class Pending:
+    """One resource to write in a batch."""
+
+    type: str
+    id: str
+    resource: dict[str, Any] | None  # None: delete
+    method: str
+    if_match: int | None = None
+
+
+def content_hash(resource: Mapping[str, Any]) -> str:
+    """Hash of the content that versions compare: everything but versionId and lastUpdated."""
+    meta = resource.get("meta")
+    if isinstance(meta, dict) and ("versionId" in meta or "lastUpdated" in meta):
+        rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        resource = {**resource, "meta": rest}
+        if not rest:
+            del resource["meta"]
+    text = json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_id(value: Any) -> str:
+    """A valid FHIR id, or ``InvalidResource``."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise InvalidResource(
+            f"id {value!r} is not a FHIR id ([A-Za-z0-9-.], 1 to 64 characters)",
+            expression="id",
+        )
+    return value
+
+
+def by_type(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """(type, ids) groups of at most ``KEYS_PER_SELECT`` ids, for ``res_id IN (...)`` lists.
+
+    One type per statement keeps the predicate on the primary key's prefix, which both
+    engines answer from the index (row-value IN lists are not always planned that way).
+    """
+    grouped: dict[str, list[str]] = {}
+    for type_name, res_id in dict.fromkeys(keys):
+        grouped.setdefault(type_name, []).append(res_id)
+    for type_name, ids in grouped.items():
+        for start in range(0, len(ids), KEYS_PER_SELECT):
+            yield type_name, ids[start : start + KEYS_PER_SELECT]

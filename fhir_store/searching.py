@@ -1,0 +1,239 @@
+"""Search execution: runs parsed queries, includes, history and ``$everything`` in SQL.
+
+A component of :class:`fhir_store.store.FhirStore` (``store.searching``); parsing a search
+into SQL is ``fhir_store.search``'s job, this module runs it and shapes pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fhir_store.database import Transaction
+from fhir_store.dates import date_range, now_instant
+from fhir_store.errors import InvalidSearch
+from fhir_store.records import Stored, by_type
+from fhir_store.search import DEFAULT_COUNT, Query, QueryBuilder
+
+if TYPE_CHECKING:
+    from fhir_store.store import FhirStore
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of search results."""
+
+    query: Query
+    matches: list[Stored]
+    included: list[Stored]
+    total: int | None
+    has_next: bool
+
+
+class Searching:
+    """Runs :class:`Query` objects against the store (a component of :class:`FhirStore`)."""
+
+    def __init__(self, store: FhirStore) -> None:
+        self.store = store
+        self.builder = QueryBuilder(store.registry)
+
+    def search(
+        self, type_name: str, params: Sequence[tuple[str, str]], *, strict: bool = False
+    ) -> SearchPage:
+        """Raises ``InvalidSearch`` for what the server cannot honour."""
+        query = self.builder.build(type_name, params, strict=strict)
+        return self.run(query)
+
+    def run(self, query: Query) -> SearchPage:
+        # Drive from the most selective predicate; probe the rest (see search.Sql).
+        ordered = sorted(query.where, key=lambda w: w.rank)
+        parts = [w.text if i == 0 or w.exists is None else w.exists for i, w in enumerate(ordered)]
+        if query.snapshot is None:
+            query.snapshot = now_instant()[0]
+        where = " AND ".join(["r.res_type = ?", "r.deleted = 0", "r.first_created <= ?", *parts])
+        params: list[Any] = [query.type, query.snapshot]
+        for w in ordered:
+            params.extend(w.params)
+        with self.store.db.transaction(write=False) as tx:
+            total = None
+            if query.total == "accurate" or query.summary == "count":
+                total = int(
+                    tx.execute(
+                        f"SELECT COUNT(*) FROM resources r WHERE {where}", params
+                    ).fetchone()[0]
+                )
+            if query.summary == "count" or query.count == 0:
+                return SearchPage(query, [], [], total, False)
+            order = self.builder.order_by(query)
+            rows = tx.execute(
+                "SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r"
+                f" WHERE {where} {order.text} LIMIT ? OFFSET ?",
+                [*params, *order.params, query.count + 1, query.offset],
+            ).fetchall()
+            has_next = len(rows) > query.count
+            matches = [
+                Stored(query.type, r[0], int(r[1]), r[2], False, r[3]) for r in rows[: query.count]
+            ]
+            included = self._includes(tx, query, matches)
+        if total is None and not has_next:
+            total = query.offset + len(matches)
+        return SearchPage(query, matches, included, total, has_next)
+
+    def _includes(self, tx: Transaction, query: Query, matches: list[Stored]) -> list[Stored]:
+        if not (query.includes or query.revincludes) or not matches:
+            return []
+        seen = {(m.type, m.id) for m in matches}
+        frontier = list(seen)
+        included: list[Stored] = []
+        for round_ in range(4):  # :iterate follows at most this many hops
+            keys: list[tuple[str, str]] = []
+            for source, param, target, iterate in query.includes:
+                if round_ and not iterate:
+                    continue
+                ids = [i for t, i in frontier if t == source]
+                keys.extend(self._forward(tx, source, param, target, ids))
+            for source, param, target, iterate in query.revincludes:
+                if round_ and not iterate:
+                    continue
+                keys.extend(self._reverse(tx, source, param, target, frontier))
+            fresh = [k for k in dict.fromkeys(keys) if k not in seen]
+            if not fresh:
+                break
+            seen.update(fresh)
+            found = self._load(tx, fresh)
+            included.extend(found)
+            frontier = [(s.type, s.id) for s in found]
+        return included
+
+    @staticmethod
+    def _forward(
+        tx: Transaction, source: str, param: str, target: str | None, ids: list[str]
+    ) -> list[tuple[str, str]]:
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        sql = (
+            "SELECT target_type, target_id FROM idx_reference WHERE res_type = ? AND param = ?"
+            f" AND res_id IN ({marks}) AND target_type <> ''"
+        )
+        args: list[Any] = [source, param, *ids]
+        if target:
+            sql += " AND target_type = ?"
+            args.append(target)
+        return [(r[0], r[1]) for r in tx.execute(sql, args).fetchall()]
+
+    @staticmethod
+    def _reverse(
+        tx: Transaction, source: str, param: str, target: str | None, keys: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for type_name, ids in by_type(k for k in keys if target is None or k[0] == target):
+            rows = tx.execute(
+                "SELECT DISTINCT res_type, res_id FROM idx_reference WHERE res_type = ?"
+                " AND param = ? AND target_type = ?"
+                f" AND target_id IN ({', '.join('?' * len(ids))})",
+                [source, param, type_name, *ids],
+            ).fetchall()
+            out.extend((r[0], r[1]) for r in rows)
+        return out
+
+    @staticmethod
+    def _load(tx: Transaction, keys: list[tuple[str, str]]) -> list[Stored]:
+        out: list[Stored] = []
+        for type_name, ids in by_type(keys):
+            rows = tx.execute(
+                "SELECT res_id, version, last_updated, content FROM resources"
+                f" WHERE deleted = 0 AND res_type = ? AND res_id IN ({', '.join('?' * len(ids))})",
+                [type_name, *ids],
+            ).fetchall()
+            out.extend(Stored(type_name, r[0], int(r[1]), r[2], False, r[3]) for r in rows)
+        return out
+
+    def everything(self, patient_id: str, params: Sequence[tuple[str, str]]) -> SearchPage:
+        """``Patient/[id]/$everything``: the patient and its compartment (the spec's
+        CompartmentDefinition: e.g. Observations whose subject or performer is the patient).
+
+        ``_type`` (comma list), ``_since`` (lastUpdated), ``_count`` and ``_offset`` page it.
+        """
+        query = Query("Patient", [], [], DEFAULT_COUNT, 0, "accurate", None, None, [], [], [], [])
+        # The spec's patient compartment: per type, the parameters that link to the patient.
+        links: list[str] = []
+        args: list[Any] = [patient_id, patient_id]
+        for type_name, codes in self.store.registry.patient_compartment.items():
+            links.append(f"(x.res_type = ? AND x.param IN ({', '.join('?' * len(codes))}))")
+            args.extend([type_name, *codes])
+        conds = [
+            "r.deleted = 0",
+            "((r.res_type = 'Patient' AND r.res_id = ?) OR r.res_id IN (SELECT res_id FROM"
+            " idx_reference x WHERE x.res_type = r.res_type AND x.target_type = 'Patient'"
+            f" AND x.target_id = ? AND ({' OR '.join(links)})))",
+        ]
+        for name, raw in params:
+            if name == "_type":
+                types = [t for t in raw.split(",") if t]
+                conds.append(f"r.res_type IN ({', '.join('?' * len(types))})")
+                args.extend(types)
+            elif name == "_since":
+                try:
+                    args.append(date_range(raw)[0])
+                except ValueError as exc:
+                    raise InvalidSearch(f"_since: {exc}", expression="_since") from None
+                conds.append("r.last_updated >= ?")
+            elif name in ("_count", "_offset"):
+                if not raw.isdigit():
+                    raise InvalidSearch(f"{name} must be a non-negative integer", expression=name)
+                if name == "_count":
+                    query.count = min(int(raw), 1000)
+                else:
+                    query.offset = int(raw)
+                continue
+            else:
+                continue
+            query.used.append((name, raw))
+        query.used.append(("_count", str(query.count)))
+        where = " AND ".join(conds)
+        with self.store.db.transaction(write=False) as tx:
+            total = int(
+                tx.execute(f"SELECT COUNT(*) FROM resources r WHERE {where}", args).fetchone()[0]
+            )
+            rows = tx.execute(
+                "SELECT r.res_type, r.res_id, r.version, r.last_updated, r.content FROM resources r"
+                f" WHERE {where} ORDER BY r.res_type, r.res_id LIMIT ? OFFSET ?",
+                [*args, query.count + 1, query.offset],
+            ).fetchall()
+        matches = [Stored(r[0], r[1], int(r[2]), r[3], False, r[4]) for r in rows[: query.count]]
+        return SearchPage(query, matches, [], total, len(rows) > query.count)
+
+    def history(
+        self,
+        type_name: str | None = None,
+        res_id: str | None = None,
+        *,
+        since: str | None = None,
+        count: int = DEFAULT_COUNT,
+        offset: int = 0,
+    ) -> tuple[list[Stored], int, bool]:
+        """Versions newest first (instance, type or system level); ``(page, total, has_next)``."""
+        conds: list[str] = []
+        args: list[Any] = []
+        if type_name:
+            conds.append("res_type = ?")
+            args.append(type_name)
+        if res_id:
+            conds.append("res_id = ?")
+            args.append(res_id)
+        if since:
+            conds.append("last_updated >= ?")
+            args.append(since)
+        where = ("WHERE " + " AND ".join(conds)) if conds else ""
+        with self.store.db.transaction(write=False) as tx:
+            total = int(tx.execute(f"SELECT COUNT(*) FROM history {where}", args).fetchone()[0])
+            rows = tx.execute(
+                "SELECT res_type, res_id, version, last_updated, deleted, content FROM history"
+                f" {where} ORDER BY last_updated DESC, res_type, res_id, version DESC"
+                " LIMIT ? OFFSET ?",
+                [*args, count + 1, offset],
+            ).fetchall()
+        page = [Stored(r[0], r[1], int(r[2]), r[3], bool(r[4]), r[5]) for r in rows[:count]]
+        return page, total, len(rows) > count

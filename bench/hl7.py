@@ -243,8 +243,8 @@ def main() -> None:
                 f"{total / e2e:,.0f} msg/s, {count / e2e:,.0f} Observations/s{ok}"
             )
             stop.set()
-            for proc in workers:
-                proc.join(15)
+            for worker_proc in workers:
+                worker_proc.join(15)
         bus.close()
 
 

@@ -12,7 +12,7 @@ whitespace of codes and strips strings, so callers may pass what a message held 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -278,10 +278,6 @@ def period(start: datetime | str | None = None, end: datetime | str | None = Non
             "end": fhir_datetime(end) if end is not None else None,
         }
     )
-
-
-def _meta(source: str | None, profiles: Sequence[str] = ()) -> Json:
-    return compact({"source": fhir_uri(source), "profile": list(profiles)})
 
 
 _EMPTY: tuple[Any, ...] = (None, "", [], {})
@@ -702,17 +698,3 @@ def provenance(
 def extension(url: str, value_key: str, value: Any) -> Json:
     """An Extension with one value."""
     return {"url": url, value_key: value}
-
-
-def without_empty(items: Iterable[Json]) -> list[Json]:
-    """The non-empty dicts of ``items``."""
-    return [i for i in items if i]
-
-
-def first(mapping: Mapping[str, Any], *keys: str) -> Any:
-    """The first present, non-empty value among ``keys``."""
-    for key in keys:
-        value = mapping.get(key)
-        if value not in (None, "", [], {}):
-            return value
-    return None

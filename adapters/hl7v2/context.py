@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from adapters import fhir_build as fb
 from adapters.hl7v2.datatypes import Options, hd_system
@@ -38,7 +39,7 @@ class Context:
         """``meta.source`` of every resource: the message that produced it."""
         return f"{MESSAGE_SYSTEM}:{self.facility}:{self.header.control_id}"
 
-    @property
+    @cached_property
     def sender_system(self) -> str:
         """``identifier.system`` for ids the sender issues without naming an authority."""
         msh = self.message.msh

@@ -16,8 +16,8 @@ from functools import lru_cache
 from typing import Any
 
 from adapters import fhir_build as fb
-from adapters.codes.loinc import LOINC, LOINC_SYSTEM
-from adapters.codes.mdc import MDC, MDC_BY_REFID, MDC_SYSTEM, MDC_UNITS, MDC_UNITS_BY_REFID
+from adapters.codes.loinc import LOINC
+from adapters.codes.mdc import MDC, MDC_SYSTEM, MDC_UNITS, MDC_UNITS_BY_REFID
 from adapters.codes.systems import UCUM_SYSTEM, is_known_system
 from adapters.codes.ucum import UCUM_BY_TEXT
 from adapters.hl7v2.context import Context
@@ -507,9 +507,4 @@ def _row(
     ctx.add(observation)
 
 
-def mdc_refid_code(reference_id: str) -> int | None:
-    """The numeric code of an MDC reference id, if the table knows it."""
-    return MDC_BY_REFID.get(reference_id)
-
-
-__all__ = ["EUI64_SYSTEM", "LOINC_SYSTEM", "MDC_UNIT_EXTENSION", "DeviceTree", "results"]
+__all__ = ["EUI64_SYSTEM", "MDC_UNIT_EXTENSION", "DeviceTree", "containment_path", "results"]

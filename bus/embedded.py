@@ -112,6 +112,7 @@ class EmbeddedBus(Bus):
     them); a topic keeps the count it was created with. ``session_timeout_s`` is how long a
     silent group member keeps its partitions. Raises ``BusUnavailable`` if the file cannot be
     opened. With ``retention_s``, publishing prunes (see ``prune``) at most once a minute.
+    ``max_poll_bytes`` bounds the memory of one poll (DICOM objects can be large).
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class EmbeddedBus(Bus):
         fsync: bool = True,
         session_timeout_s: float = 10.0,
         retention_s: float | None = None,
+        max_poll_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be >= 1, not {partitions}")
@@ -130,6 +132,7 @@ class EmbeddedBus(Bus):
         self.fsync = fsync
         self.session_timeout_s = session_timeout_s
         self.retention_s = retention_s
+        self.max_poll_bytes = max_poll_bytes
         self._last_prune = time.monotonic()
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -517,28 +520,38 @@ class EmbeddedConsumer(Consumer):
         self._owned = owned
 
     def _fetch(self, max_records: int) -> list[Message]:
+        """Up to ``max_records`` messages and ``max_poll_bytes`` of values (but at least one
+        message, however large), starting at another partition each time so none starves."""
         if not self._positions:
             return []
         order = list(self._positions)
         start = next(self._rotation) % len(order)
         batch: list[Message] = []
+        budget = self._bus.max_poll_bytes
+        used = 0
+        full = False
         loads = json.loads
         for tp in order[start:] + order[:start]:
             room = max_records - len(batch)
-            if room <= 0:
+            if room <= 0 or full:
                 break
             topic, part = tp
-            rows = self._conn.execute(
+            cursor = self._conn.execute(
                 "SELECT off, key, value, headers, ts_ms FROM messages"
                 " WHERE topic_id = ? AND part = ? AND off >= ? ORDER BY off LIMIT ?",
                 (self._ids[topic], part, self._positions[tp], room),
-            ).fetchall()
-            if rows:
-                batch.extend(
-                    Message(topic, part, off, key, value, loads(headers), ts)
-                    for off, key, value, headers, ts in rows
-                )
-                self._positions[tp] = rows[-1][0] + 1
+            )
+            last = None
+            for off, key, value, headers, ts in cursor:
+                if batch and used + len(value) > budget:
+                    full = True
+                    break
+                batch.append(Message(topic, part, off, key, value, loads(headers), ts))
+                last = off
+                used += len(value)
+            cursor.close()
+            if last is not None:
+                self._positions[tp] = last + 1
         return batch
 
 

@@ -177,3 +177,11 @@ def test_bad_topics_and_a_closed_bus_are_refused(tmp_path: Path) -> None:
         bus.publish("t", b"x")
     with pytest.raises(BusUnavailable):
         bus.ping()
+
+
+def test_a_poll_is_bounded_in_bytes_but_returns_at_least_one_message(tmp_path: Path) -> None:
+    with EmbeddedBus(tmp_path, partitions=1, max_poll_bytes=2500) as bus:
+        bus.publish_many([Record("t", b"x" * 1024) for _ in range(5)] + [Record("t", b"y" * 9000)])
+        with bus.subscribe("g", ["t"]) as consumer:
+            sizes = [len(consumer.poll(timeout_s=1.0)) for _ in range(4)]
+    assert sizes == [2, 2, 1, 1]  # 2 x 1 KB fit in 2,500 B; the 9 KB one comes alone

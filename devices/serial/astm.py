@@ -67,7 +67,7 @@ class AstmDriver(SerialDriver):
             if data:
                 self.stats.bytes_in += len(data)
                 events = framer.feed(data)
-            elif framer.pending and now - last_activity > 0.3:
+            elif framer.pending and now - last_activity > self.frame_gap_s:
                 events = framer.expire()
             else:
                 events = []

@@ -82,6 +82,7 @@ class SerialDriver(ABC):
         self._boot = uuid.uuid4().hex[:12]
         self._seq = 0
         self._last_good = monotonic()
+        self._last_data = monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -139,6 +140,18 @@ class SerialDriver(ABC):
         return self.stats.clock_offset_s
 
     # -- helpers for sessions ------------------------------------------------------------
+
+    # A partial frame is given up after this much quiet on the line: long enough for a slow
+    # line or a USB adapter's latency timer, short enough to NAK before a sender times out.
+    frame_gap_s: ClassVar[float] = 0.3
+
+    def line_quiet(self, data: bytes) -> bool:
+        """Call with every read; ``True`` once nothing has arrived for ``frame_gap_s``."""
+        now = monotonic()
+        if data:
+            self._last_data = now
+            return False
+        return now - self._last_data > self.frame_gap_s
 
     def good_frame(self) -> None:
         """Record that a valid frame arrived now."""

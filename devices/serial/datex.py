@@ -50,11 +50,12 @@ class DatexDriver(SerialDriver):
         self.requests_sent += 1
         while not stop.is_set():
             data = link.read()
+            quiet = self.line_quiet(data)
             if data:
                 self.stats.bytes_in += len(data)
                 events = framer.feed(data)
             else:
-                events = framer.expire()
+                events = framer.expire() if quiet else []
             for ev in events:
                 if isinstance(ev, datex.Frame):
                     self._on_record(ev)

@@ -60,10 +60,11 @@ class IntelliVueDriver(SerialDriver):
     def _read(self, link: Link, framer: iv.Framer) -> list[iv.Frame]:
         data = link.read()
         if data:
+            self.line_quiet(data)
             self.stats.bytes_in += len(data)
             events = framer.feed(data)
         else:
-            events = framer.expire()
+            events = framer.expire() if self.line_quiet(data) else []
         frames = []
         for ev in events:
             if isinstance(ev, iv.Frame):
@@ -86,11 +87,11 @@ class IntelliVueDriver(SerialDriver):
                 elif kind == iv.RF_SPDU:
                     self.refusals += 1
                     raise DeviceSilent("association refused")
-                elif kind is None and accepted and self._on_data(link, frame, during_setup=True):
+                elif kind is None and accepted and self._on_data(link, frame):
                     self.associations += 1
                     return
 
-    def _on_data(self, link: Link, frame: iv.Frame, *, during_setup: bool = False) -> bool:
+    def _on_data(self, link: Link, frame: iv.Frame) -> bool:
         """Handle a data export frame; ``True`` if it was the MDS create event report."""
         try:
             op = iv.decode_operation(frame.user_data)

@@ -90,7 +90,8 @@ class MedibusDriver(SerialDriver):
                     self.commands_sent += 1
                     sent_at = now
             data = link.read()
-            events = framer.feed(data) if data else framer.expire()
+            quiet = self.line_quiet(data)
+            events = framer.feed(data) if data else (framer.expire() if quiet else [])
             if data:
                 self.stats.bytes_in += len(data)
             for ev in events:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pydicom
@@ -112,3 +114,36 @@ def test_find_at_patient_study_and_series_level(
         (str(ct.SeriesInstanceUID), "CT")
     ]
     assert find("-S", "QueryRetrieveLevel=STUDY", "PatientName=Nobody*") == []
+
+
+def test_concurrent_associations(running: Running, dcmtk: Dcmtk, tmp_path: Path) -> None:
+    source = pydicom.dcmread(bundled_path("CT_small.dcm"))
+    dirs = []
+    for sender in range(3):
+        folder = tmp_path / f"sender{sender}"
+        folder.mkdir()
+        for n in range(8):
+            source.SOPInstanceUID = f"1.2.826.0.1.3680043.2.77.{sender}.{n}"
+            source.file_meta.MediaStorageSOPInstanceUID = source.SOPInstanceUID
+            source.save_as(folder / f"{n}.dcm", enforce_file_format=True)
+        dirs.append(folder)
+    target = ["-aec", AE_TITLE, "+sd", "127.0.0.1", running.port]
+    procs = [
+        subprocess.Popen(
+            [str(dcmtk.bin_dir / "storescu"), "-aet", f"SENDER{i}", *target, str(folder)],
+            env=dict(os.environ, TCP_NODELAY="1"),
+            stderr=subprocess.PIPE,
+        )
+        for i, folder in enumerate(dirs)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    messages = running.raw_messages()
+    assert len(messages) == 24
+    assert {RawInstance.decode(m.value).calling_ae for m in messages} == {
+        "SENDER0",
+        "SENDER1",
+        "SENDER2",
+    }
+    assert running.gateway.stats.stored == 24

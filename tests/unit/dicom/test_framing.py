@@ -8,7 +8,7 @@ import pydicom
 import pytest
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
-from devices.dicom.framing import IncompleteDataset, check_complete
+from devices.dicom.framing import IncompleteDataset, check_complete, scan
 from tests.unit.dicom.helpers import BUNDLED, bundled_path
 
 
@@ -78,3 +78,28 @@ def test_nesting_depth_is_bounded() -> None:
 def test_stray_delimiter_is_refused() -> None:
     with pytest.raises(IncompleteDataset, match="unexpected delimiter"):
         check_complete(struct.pack("<HHI", 0xFFFE, 0xE0DD, 0), "1.2.840.10008.1.2")
+
+
+def test_scan_finds_the_header_end_and_the_values_asked_for() -> None:
+    data, ts = dataset_bytes("CT_small.dcm")
+    found = scan(data, ts, wanted=frozenset({0x00100020, 0x0020000D, 0x00400275}))
+    assert found.syntax == ts
+    assert data[found.header_end : found.header_end + 4] == b"\xe0\x7f\x10\x00"  # (7FE0,0010)
+    assert found.values[0x00100020] == b"1CT1"
+    assert found.values[0x0020000D].rstrip(b"\0").endswith(b".12322")
+    assert 0x00400275 not in found.values  # asked for, not present
+    header = pydicom.dcmread(BytesIO(data[: found.header_end]), force=True)
+    assert "PixelData" not in header and header.PatientID == "1CT1"
+
+
+def test_scan_inflates_deflated_data_sets() -> None:
+    data, ts = dataset_bytes("image_dfl.dcm")
+    found = scan(data, ts, wanted=frozenset({0x00080016}))
+    assert found.syntax == "1.2.840.10008.1.2.1" and len(found.data) > len(data)
+    assert found.values[0x00080016].rstrip(b"\0") == b"1.2.840.10008.5.1.4.1.1.7"
+
+
+def test_scan_of_implicit_data_under_an_explicit_syntax() -> None:
+    data, _ = dataset_bytes("rtplan.dcm")  # implicit VR little endian
+    found = scan(data, "1.2.840.10008.1.2.1")
+    assert found.syntax == "1.2.840.10008.1.2"

@@ -250,17 +250,50 @@ class KafkaBus(Bus):
         client whose constructor fails to bootstrap leaves its sockets and I/O thread open.
         """
         reasons = []
-        for address in self.bootstrap.split(","):
-            host, _, port = address.strip().rpartition(":")
+        addresses = self.bootstrap.split(",")
+        for address in addresses:
             try:
-                with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0):
+                host, port = parse_address(address)
+            except ValueError as exc:
+                reasons.append(str(exc))
+                continue
+            try:
+                with socket.create_connection((host, port), timeout=2.0):
                     return
-            except (OSError, ValueError) as exc:
-                reasons.append(f"{address.strip()}: {exc}")
+            except OSError as exc:
+                where = f"{address.strip()}: " if len(addresses) > 1 else ""
+                reasons.append(f"{where}{exc}")
         raise BusUnavailable(
             f"cannot reach Kafka at {self.bootstrap}: {'; '.join(reasons)}; "
             "check CAREGRAPH_KAFKA_BOOTSTRAP"
         )
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host[:port]`` (IPv6 in brackets) -> (host, port); Kafka's port 9092 if none given.
+
+    Raises ``ValueError`` naming the address when it is not of that form.
+    """
+    text = address.strip()
+    bad = ValueError(f"{text!r} is not host:port")
+    port_text: str | None
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise bad
+        port_text = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        raise bad  # a bare IPv6 address needs brackets
+    else:
+        host, sep, port_text = text.partition(":")
+        port_text = port_text if sep else None
+    if not host:
+        raise bad
+    if port_text is None:
+        return host, 9092
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise bad
+    return host, int(port_text)
 
 
 class KafkaBusConsumer(Consumer):

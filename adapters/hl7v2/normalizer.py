@@ -15,12 +15,12 @@ Replaying ``raw.hl7v2`` produces the same ids, so the store upserts instead of d
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from adapters.hl7v2.datatypes import Options
 from adapters.hl7v2.normalize import DEFAULT_OPTIONS, normalize
@@ -58,12 +58,28 @@ def _dumps(resource: object) -> bytes:
     return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+# Resources that exist once per message; everything else is an entity (Patient, Device...)
+# that most messages repeat unchanged.
+MESSAGE_SCOPED = frozenset({"Observation", "Provenance"})
+
+Unchanged = Callable[[dict[str, Any]], bool]
+
+
 def records_for(
-    messages: Sequence[Message], *, options: Options = DEFAULT_OPTIONS
-) -> tuple[list[Record], list[Failure]]:
-    """FHIR records for a batch of ``raw.hl7v2`` messages, in order, and the failures."""
+    messages: Sequence[Message],
+    *,
+    options: Options = DEFAULT_OPTIONS,
+    unchanged: Unchanged | None = None,
+) -> tuple[list[Record], list[Failure], list[dict[str, Any]]]:
+    """FHIR records for a batch of ``raw.hl7v2`` messages, in order; the failures; and the
+    entity resources the records include.
+
+    ``unchanged`` (optional) says of an entity resource (not an Observation or Provenance)
+    that it is known to be on the bus already as it is: it is then left out.
+    """
     records: list[Record] = []
     failures: list[Failure] = []
+    entities: list[dict[str, Any]] = []
     for message in messages:
         received_at = _received_at(message)
         try:
@@ -81,21 +97,17 @@ def records_for(
         )
         headers[HEADER_RAW_OFFSET] = f"{message.topic}/{message.partition}/{message.offset}"
         for resource in result.resources:
-            records.append(
-                Record(fhir_topic(resource["resourceType"]), _dumps(resource), key, headers)
-            )
+            resource_type = resource["resourceType"]
+            if resource_type not in MESSAGE_SCOPED:
+                if unchanged is not None and unchanged(resource):
+                    continue
+                entities.append(resource)
+            records.append(Record(fhir_topic(resource_type), _dumps(resource), key, headers))
         for merge in result.merges:
             records.append(
                 Record(fhir_topic("Parameters"), _dumps(merge.as_parameters()), key, headers)
             )
-    return records, failures
-
-
-# Resources that exist once per message; everything else is an entity (Patient, Device...)
-# that most messages repeat unchanged.
-MESSAGE_SCOPED_TOPICS = frozenset(
-    {fhir_topic("Observation"), fhir_topic("Provenance"), fhir_topic("Parameters")}
-)
+    return records, failures, entities
 
 
 class Hl7v2Normalizer:
@@ -106,8 +118,8 @@ class Hl7v2Normalizer:
     retried for nothing; bus errors propagate, so the consume loop retries the batch.
 
     Entity resources (a monitor's Devices and DeviceMetrics, the Patient, the bed) repeat
-    in every message of a feed; one byte-identical to a record this handler already
-    published (the last ``remember`` distinct ones) is not published again. That only
+    in every message of a feed; one equal to what this handler last published under its
+    type and id (for the last ``remember`` entities) is not published again. That only
     saves work downstream: a new handler (restart, replay) publishes each entity once more,
     and the store treats an identical resource as no change anyway.
     """
@@ -124,42 +136,39 @@ class Hl7v2Normalizer:
         self.group = group
         self.options = options
         self.remember = remember
-        self._published: OrderedDict[bytes, None] = OrderedDict()
+        self._published: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._pending: dict[tuple[str, str], dict[str, Any]] = {}
         self.skipped = 0
 
-    def _digest(self, record: Record) -> bytes:
-        return hashlib.blake2b(
-            record.topic.encode() + b"\0" + record.value, digest_size=16
-        ).digest()
+    def _unchanged(self, resource: dict[str, Any]) -> bool:
+        key = (resource["resourceType"], resource["id"])
+        same = self._pending.get(key, self._published.get(key)) == resource
+        if same:
+            self.skipped += 1
+        else:
+            self._pending[key] = resource  # later copies in this batch are unchanged
+        return same
 
     def __call__(self, messages: list[Message]) -> None:
-        records, failures = records_for(messages, options=self.options)
-        fresh: list[Record] = []
-        digests: dict[bytes, None] = {}
-        for record in records:
-            if record.topic not in MESSAGE_SCOPED_TOPICS and self.remember:
-                digest = self._digest(record)
-                if digest in self._published:
-                    self._published.move_to_end(digest)
-                    self.skipped += 1
-                    continue
-                if digest in digests:
-                    self.skipped += 1
-                    continue
-                digests[digest] = None
-            fresh.append(record)
+        self._pending = {}
+        records, failures, entities = records_for(
+            messages, options=self.options, unchanged=self._unchanged if self.remember else None
+        )
         for failure in failures:
             error = describe(failure.error)
             if failure.error.location:
                 error += f" at {failure.error.location}"
-            fresh.append(deadletter_record(failure.message, self.group, error, attempts=1))
-        if fresh:
-            self.bus.publish_many(fresh)
+            records.append(deadletter_record(failure.message, self.group, error, attempts=1))
+        if records:
+            self.bus.publish_many(records)
         # only what is durable on the bus may be skipped next time
-        for digest in digests:
-            self._published[digest] = None
+        for resource in entities:
+            key = (resource["resourceType"], resource["id"])
+            self._published[key] = resource
+            self._published.move_to_end(key)
         while len(self._published) > self.remember:
             self._published.popitem(last=False)
+        self._pending = {}
 
 
-__all__ = ["Failure", "Hl7v2Normalizer", "records_for"]
+__all__ = ["MESSAGE_SCOPED", "Failure", "Hl7v2Normalizer", "records_for"]

@@ -23,7 +23,7 @@ def raw_message(value: bytes, offset: int = 0) -> Message:
 
 
 def test_records_per_resource_type_with_patient_key_and_trace() -> None:
-    records, failures = records_for([raw_message(corpus.pcd01("N1", 10))])
+    records, failures, _ = records_for([raw_message(corpus.pcd01("N1", 10))])
     assert failures == []
     topics = [r.topic for r in records]
     assert topics.count("fhir.Observation") == 10
@@ -40,18 +40,18 @@ def test_records_per_resource_type_with_patient_key_and_trace() -> None:
 
 def test_replay_gives_identical_records() -> None:
     original = raw_message(corpus.ORU_LAB, 1)
-    first, _ = records_for([original])
+    first, _, _ = records_for([original])
     time.sleep(0.01)
-    again, _ = records_for([original])  # a replay reads the same raw message again
+    again, _, _ = records_for([original])  # a replay reads the same raw message again
     assert [(r.topic, r.value) for r in first] == [(r.topic, r.value) for r in again]
     # a resend of the same message (new receipt time) upserts the same resources
-    resent, _ = records_for([raw_message(corpus.ORU_LAB, 9)])
+    resent, _, _ = records_for([raw_message(corpus.ORU_LAB, 9)])
     ids = [json.loads(r.value)["id"] for r in first]
     assert ids == [json.loads(r.value)["id"] for r in resent]
 
 
 def test_a40_goes_to_parameters_for_linkage() -> None:
-    records, _ = records_for([raw_message(corpus.ADT_A40)])
+    records, _, _ = records_for([raw_message(corpus.ADT_A40)])
     (merge,) = [r for r in records if r.topic == "fhir.Parameters"]
     names = [p["name"] for p in json.loads(merge.value)["parameter"]]
     assert "source-patient" in names and "target-patient" in names

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bus.partitioning import assign, partition_for
 
@@ -30,3 +32,30 @@ def test_assign_is_the_same_for_every_member_and_order() -> None:
     subs = {"x": frozenset({"t"}), "y": frozenset({"t"})}
     assert assign(subs, {"t": 6}) == assign(dict(reversed(list(subs.items()))), {"t": 6})
     assert assign(subs, {}) == {"x": frozenset(), "y": frozenset()}
+
+
+@given(
+    subs=st.dictionaries(
+        st.text(min_size=1, max_size=5),
+        st.frozensets(st.sampled_from(["a", "b", "c"]), min_size=1),
+        min_size=1,
+        max_size=6,
+    ),
+    counts=st.fixed_dictionaries(
+        {"a": st.integers(0, 12), "b": st.integers(0, 12), "c": st.integers(0, 12)}
+    ),
+)
+def test_assign_properties(subs: dict[str, frozenset[str]], counts: dict[str, int]) -> None:
+    result = assign(subs, counts)
+    assert set(result) == set(subs)
+    owned = [tp for tps in result.values() for tp in tps]
+    wanted = {t for ts in subs.values() for t in ts}
+    # Every partition of every subscribed topic goes to exactly one member...
+    assert sorted(owned) == sorted((t, p) for t in wanted for p in range(counts[t]))
+    for member, tps in result.items():
+        # ...which reads that topic...
+        assert all(topic in subs[member] for topic, _ in tps)
+    for topic in wanted:
+        # ...and each topic is spread evenly over its readers.
+        shares = [sum(1 for t, _ in result[m] if t == topic) for m in subs if topic in subs[m]]
+        assert max(shares) - min(shares) <= 1

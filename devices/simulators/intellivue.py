@@ -30,6 +30,7 @@ class IntelliVueMonitor(Simulator):
         system_id: bytes = b"\x00\x09\xfb\x12\x34\x56",
         flood_bytes_per_s: float | None = None,
         flood_objects: int = 8,
+        refuse_first: int = 0,
     ) -> None:
         super().__init__(port, seed=seed)
         self.rel_start_ticks = rel_start_ticks
@@ -44,6 +45,7 @@ class IntelliVueMonitor(Simulator):
         self.polls_answered = 0
         self.absent_sent = 0
         self.refusals = 0
+        self.refuse_first = refuse_first  # refuse this many associations (monitor busy)
         # Benchmarks: once associated, send poll results unasked, paced to this many bytes
         # per second (11,520 is a saturated 115200-baud 8N1 line).
         self.flood_bytes_per_s = flood_bytes_per_s
@@ -100,7 +102,8 @@ class IntelliVueMonitor(Simulator):
                 offer = iv.decode_user_info(user_data)
             except WireError:
                 offer = None
-            if offer is None or offer.system_type != iv.SYST_CLIENT:
+            if offer is None or offer.system_type != iv.SYST_CLIENT or self.refuse_first > 0:
+                self.refuse_first = max(0, self.refuse_first - 1)
                 self.refusals += 1
                 self._send(iv.association_refuse())
                 return

@@ -116,3 +116,13 @@ def test_relative_time_wrap(rig: Any) -> None:
     _settle(r)
     ms = r.measurements()
     assert all(abs((m.device_time - m.received_at).total_seconds()) < 1.0 for m in ms)  # type: ignore[operator]
+
+
+def test_refused_association_is_retried(rig: Any) -> None:
+    r = rig("intellivue", {"refuse_first": 2}, **FAST)
+    sim, driver = _parts(r)
+    wait_for(lambda: driver.stats.published >= 3, 20, "data after two refusals")
+    _settle(r)
+    assert sim.refusals == 2 and driver.refusals == 2
+    assert driver.associations == 1
+    _assert_no_wrong_value(r)

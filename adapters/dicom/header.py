@@ -1,9 +1,9 @@
 """A read-only, typed view over a DICOM JSON data set (PS3.18 Annex F.2).
 
-DICOM JSON is what travels on ``raw.dicom``: the gateway turns the received header (pixel
-data left out) into it once, and every later stage reads the same text. Reading it through
-this view instead of through pydicom keeps the mapping pure and cheap, and lets tests build
-headers as plain dicts.
+The mapping reads DICOM JSON, the standard's own text form of a data set: the normalizer
+turns each ``raw.dicom`` header into it once (``adapters.dicom.raw.header_of``). Reading it
+through this view instead of through pydicom keeps the mapping independent of how the
+header was parsed, and lets tests build headers as plain dicts.
 
 A DICOM JSON data set maps an 8-hex-digit tag to ``{"vr": ..., "Value": [...]}``; ``Value``
 is absent for an empty element. Person names are ``{"Alphabetic": "Family^Given..."}``;

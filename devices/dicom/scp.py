@@ -1,7 +1,9 @@
 """The DICOM gateway: an SCP for C-ECHO, C-STORE and C-FIND on pynetdicom's protocol code.
 
 A C-STORE is answered with success only after, in this order: the data set was checked
-complete and readable, the file was stored content-addressed and fsynced
+whole (one walk over its element framing, ``devices.dicom.framing``, which also picks out
+the UIDs and the few values the gateway needs), the file was stored content-addressed and
+fsynced
 (``devices.dicom.storage``), its header was published to ``raw.dicom`` (durable when
 ``Bus.publish`` returns) and indexed for C-FIND. A failure on the way is answered with the
 status of ``devices.dicom.status`` (0xA700 when it cannot be stored or published, 0xC000
@@ -35,7 +37,7 @@ from bus.headers import make_headers
 from bus.topics import RAW_DICOM
 from caregraph.errors import ConfigError, MappingError
 from devices.dicom.framing import scan
-from devices.dicom.index import COUNTS, IndexedInstance, InstanceIndex
+from devices.dicom.index import IndexedInstance, InstanceIndex
 from devices.dicom.part10 import file_header
 from devices.dicom.status import (
     CANNOT_UNDERSTAND,
@@ -385,8 +387,6 @@ def _response(level: str, keys: Mapping[str, str], match: Mapping[str, str | int
             setattr(out, keyword, None)
         elif keyword == "ModalitiesInStudy":
             out.ModalitiesInStudy = sorted(str(value).split(","))
-        elif keyword in COUNTS:
-            setattr(out, keyword, str(value))
         else:
             setattr(out, keyword, str(value))
     return out

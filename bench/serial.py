@@ -6,8 +6,9 @@
   the framer, the decoder, the FHIR mapping and ``json.dumps``.
 - ``line``: one IntelliVue simulator (in a child process, so its CPU is not counted) floods a
   pty at 11,520 bytes/s, the most a 115200-baud 8N1 line carries; one real driver reads it
-  through pyserial and publishes every frame to an in-memory bus. Prints frames/s decoded and
-  the CPU share of the driver thread. Run twice: 12-numeric frames and 1-numeric frames.
+  through pyserial and publishes every frame to an in-memory bus, where the normalizer turns
+  it into Observations. Prints frames/s decoded and the CPU share of the driver thread and of
+  the normalizer. Run twice: 12-numeric frames and 1-numeric frames.
 - ``fleet``: N IntelliVue simulators (child process) on N ptys polled at 1 Hz by N drivers,
   the device normalizer and the store writer (``fhir_store`` on SQLite) on the embedded bus.
   Prints Observations/s stored, p50/p99 latency from the device time of a reading to the
@@ -138,24 +139,32 @@ def bench_line(seconds: float, objects: int) -> None:
         assert isinstance(driver, IntelliVueDriver)
         stop = threading.Event()
         th = threading.Thread(target=driver.run, args=(stop,), daemon=True)
+        norm = threading.Thread(target=run_normalizer, args=(bus, stop), daemon=True)
         th.start()
+        norm.start()
         while driver.stats.frames < 5:
             time.sleep(0.05)
-        f0, b0, c0, w0 = (
+        obs_topic = fhir_topic("Observation")
+        f0, b0, c0, n0, o0, w0 = (
             driver.stats.frames,
             driver.stats.bytes_in,
             thread_cpu(th),
+            thread_cpu(norm),
+            len(bus.snapshot(obs_topic)),
             time.monotonic(),
         )
         time.sleep(seconds)
-        f1, b1, c1, w1 = (
+        f1, b1, c1, n1, o1, w1 = (
             driver.stats.frames,
             driver.stats.bytes_in,
             thread_cpu(th),
+            thread_cpu(norm),
+            len(bus.snapshot(obs_topic)),
             time.monotonic(),
         )
         stop.set()
         th.join(5)
+        norm.join(5)
         stop_sim.set()
         proc.join(10)
     wall = w1 - w0
@@ -167,6 +176,11 @@ def bench_line(seconds: float, objects: int) -> None:
     print(
         f"  {frames / wall:8.1f} frames/s decoded and published, {(b1 - b0) / wall:8.0f} bytes/s "
         f"(line limit {LINE_BYTES_PER_S:.0f}); bad frames {bad}"
+    )
+    print(
+        f"  normalizer: {(o1 - o0) / wall:8.1f} Observations/s, "
+        f"{100 * (n1 - n0) / wall:5.1f} % of one core "
+        f"({1e6 * (n1 - n0) / max(o1 - o0, 1):.0f} us per Observation)"
     )
     print(
         f"  driver thread CPU {100 * (c1 - c0) / wall:5.1f} % of one core "

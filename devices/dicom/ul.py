@@ -158,6 +158,9 @@ class Listener:
         self.on_refused_pdu = on_refused_pdu
         self.contexts = supported_contexts()
         self._slots = threading.BoundedSemaphore(max_associations)
+        # Connections that have not (yet) asked for an association hold a thread too;
+        # beyond this many open sockets a new one is closed at once.
+        self.max_connections = 2 * max_associations
         self._stop = threading.Event()
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -187,10 +190,14 @@ class Listener:
                 conn, address = self._sock.accept()
             except OSError:
                 return  # closed by stop()
+            with self._lock:
+                if len(self._connections) >= self.max_connections:
+                    log.warning("refusing a connection from %s: too many open", address[0])
+                    _close(conn)
+                    continue
+                self._connections.add(conn)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.settimeout(self.timeout_s)
-            with self._lock:
-                self._connections.add(conn)
             worker = threading.Thread(
                 target=self._serve, args=(conn, str(address[0])), name="dicom-association"
             )

@@ -244,3 +244,27 @@ def test_bus_down_is_out_of_resources_and_a_resend_succeeds(tmp_path: Path, dcmt
         assert again.returncode == 0, again.stderr
         assert len(bus.inner.snapshot(RAW_DICOM)) == 1
         assert gateway.stats.failed == 1
+
+
+def test_idle_connections_are_capped(tmp_path: Path, dcmtk: Dcmtk) -> None:
+    gateway = DicomGateway(
+        tmp_path / "dicom",
+        MemoryBus(),
+        ae_title=AE_TITLE,
+        host="127.0.0.1",
+        port=0,
+        max_associations=1,
+        timeout_s=5,
+    )
+    with gateway:
+        idle = [socket.create_connection(("127.0.0.1", gateway.port)) for _ in range(2)]
+        try:
+            time.sleep(0.3)  # let the accept loop register them
+            with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as extra:
+                assert read_until_closed(extra, 5) == b""  # closed without a word
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.3)
+        port = str(gateway.port)
+        assert dcmtk.run("echoscu", "-aec", AE_TITLE, "127.0.0.1", port).returncode == 0

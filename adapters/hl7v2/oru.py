@@ -305,6 +305,7 @@ class DeviceTree:
         self.bed = bed
         self._ids: dict[tuple[str, str, str], str] = {}
         self._equipment: dict[str, tuple[str, str]] = {}
+        self.seen_results: dict[tuple[str, str, str], int] = {}
 
     def equipment(self, path: str, given: tuple[str, str] | None) -> tuple[str, str]:
         """The equipment a row belongs to: its own OBX-18, else the one an earlier row of
@@ -428,6 +429,25 @@ def results(
             _row(ctx, seg, obr, subject, encounter, tree)
 
 
+def _observation_id(
+    ctx: Context, obx: Segment, obr: Segment | None, pcd: bool, tree: DeviceTree
+) -> str:
+    """A lab result's id is its natural key, the filler order number (OBR-3) + OBX-3 code
+    + OBX-4 sub-id, so a correction (OBX-11 ``C``) sent later under a new MSH-10 updates
+    the result it corrects. Device readings, and results without a filler number, are new
+    facts in every message: sending facility + MSH-10 + position."""
+    filler = obr.field(3).strip() if obr is not None else ""
+    if pcd or not filler:
+        return ctx.message_scoped_id("Observation", "OBX", obx.occurrence)
+    reps3 = obx.reps(3)
+    code = reps3[0].split(obx.delimiters.component, 1)[0] if reps3 else ""
+    natural = (filler, code, obx.field(4).strip())
+    # the same key twice in one message (repeated rows): both kept, in order
+    seen = tree.seen_results
+    seen[natural] = nth = seen.get(natural, 0) + 1
+    return deterministic_id("Observation", ctx.facility, *natural, nth)
+
+
 def containment_path(raw: str) -> str:
     """OBX-4 without its unused levels: PCD-01 senders write ``1.0.0.0`` for the MDS,
     ``1.5.0.0`` for a VMD, ``1.5.1.0`` for a channel and ``1.5.1.1`` for a metric (0 = no
@@ -487,7 +507,7 @@ def _row(
         effective = parse_ts(obr, 7, ctx.options)
     is_vital = pcd or any(c.system_name.upper() == "MDC" for c in coded)
     observation = fb.observation(
-        ctx.message_scoped_id("Observation", "OBX", obx.occurrence),
+        _observation_id(ctx, obx, obr, pcd, tree),
         status=_STATUS.get(status_code, "unknown"),
         code=code,
         value_key=value_key,

@@ -53,9 +53,11 @@ def test_ids_are_deterministic_and_unique() -> None:
     keys = [(r["resourceType"], r["id"]) for r in first.resources]
     assert len(keys) == len(set(keys))
     other = run(corpus.ORU_LAB.replace(b"LAB0001", b"LAB0002"))
-    assert {o["id"] for o in of_type(first, "Observation")}.isdisjoint(
+    # lab results are keyed by order and test (a resend updates them), not by MSH-10
+    assert {o["id"] for o in of_type(first, "Observation")} == {
         o["id"] for o in of_type(other, "Observation")
-    )
+    }
+    assert one(first, "Provenance")["id"] != one(other, "Provenance")["id"]
     # the patient is the same entity in both messages
     assert one(first, "Patient")["id"] == one(other, "Patient")["id"]
 
@@ -378,3 +380,33 @@ def test_rows_without_obx18_join_the_device_their_mds_row_named() -> None:
     assert mds["identifier"][0]["value"] == "01-23-45-67-89-AB-CD-EF"
     for metric in of_type(result, "DeviceMetric"):
         assert metric["source"] == {"reference": f"Device/{mds['id']}"}
+
+
+def test_a_lab_correction_updates_the_result_it_corrects() -> None:
+    final = run(corpus.ORU_LAB)
+    corrected_raw = corpus.ORU_LAB.replace(b"LAB0001", b"LAB0002").replace(
+        b"||105|mg/dL|70-99|H|||F", b"||110|mg/dL|70-99|H|||C"
+    )
+    corrected = run(corrected_raw)
+
+    def glucose(result: Normalized) -> dict[str, Any]:
+        return next(
+            o for o in of_type(result, "Observation") if o["code"]["coding"][0]["code"] == "2345-7"
+        )
+
+    assert glucose(corrected)["id"] == glucose(final)["id"]
+    assert glucose(corrected)["status"] == "corrected"
+    assert glucose(corrected)["valueQuantity"]["value"] == 110
+
+
+def test_repeated_rows_of_one_order_are_all_kept() -> None:
+    raw = corpus.ORU_LAB.replace(b"OBX|2|NM|2951-2^Sodium^LN", b"OBX|2|NM|2345-7^Glucose^LN")
+    observations = of_type(run(raw), "Observation")
+    assert len(observations) == 8
+    assert len({o["id"] for o in observations}) == 8
+
+
+def test_device_readings_are_new_facts_in_every_message() -> None:
+    one_ids = {o["id"] for o in of_type(run(corpus.pcd01("M1", 3)), "Observation")}
+    two_ids = {o["id"] for o in of_type(run(corpus.pcd01("M2", 3)), "Observation")}
+    assert one_ids.isdisjoint(two_ids)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
@@ -58,6 +58,15 @@ class FhirRoute(APIRoute):
             except (FhirError, StoreError) as exc:
                 status, body = for_error(exc)
                 return fhir_response(status, body)
+            except HTTPException as exc:
+                # From the authorize dependency (401/403): keep status and headers
+                # (WWW-Authenticate), say it in an OperationOutcome.
+                code = "security" if exc.status_code in (401, 403) else "processing"
+                return fhir_response(
+                    exc.status_code,
+                    outcome([(None, str(exc.detail))], code),
+                    dict(exc.headers or {}),
+                )
             except Exception as exc:
                 log.exception("unexpected error in %s %s", request.method, request.url.path)
                 status, body = for_error(exc)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -46,10 +48,11 @@ def _allow_all() -> None:
     """The authorization dependency until authorization lands: lets everything through."""
 
 
-@pytest.fixture
-def server(store: FhirStore) -> Iterator[Server]:
+@contextmanager
+def serving(store: FhirStore, authorize: Callable[..., Any] = _allow_all) -> Iterator[str]:
+    """uvicorn serving the FHIR router on a free loopback port; yields the FHIR base URL."""
     app = FastAPI()
-    app.include_router(build_router(store, _allow_all, max_body_bytes=2 * 1024 * 1024))
+    app.include_router(build_router(store, authorize, max_body_bytes=2 * 1024 * 1024))
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     uv = uvicorn.Server(config)
@@ -60,7 +63,13 @@ def server(store: FhirStore) -> Iterator[Server]:
         time.sleep(0.02)
     assert uv.started, "uvicorn did not start"
     try:
-        yield Server(f"http://127.0.0.1:{port}/fhir", store)
+        yield f"http://127.0.0.1:{port}/fhir"
     finally:
         uv.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture
+def server(store: FhirStore) -> Iterator[Server]:
+    with serving(store) as base:
+        yield Server(base, store)

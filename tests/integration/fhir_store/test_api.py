@@ -6,8 +6,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import HTTPException, Request
 
-from tests.integration.fhir_store.conftest import Server
+from fhir_store.api import build_router
+from fhir_store.store import FhirStore
+from tests.integration.fhir_store.conftest import Server, serving
 
 pytestmark = pytest.mark.integration
 
@@ -497,3 +500,31 @@ def test_transaction_rolls_back_when_a_later_entry_conflicts(server: Server) -> 
         assert_outcome(c.post("", json=tx, headers=FHIR), 412, "stale")
         assert c.get("/Patient").json()["total"] == 0
         assert c.get("/Device/v").json()["meta"]["versionId"] == "1"
+
+
+def test_every_route_goes_through_authorize_and_its_refusal_is_an_outcome(
+    store: FhirStore,
+) -> None:
+    seen: list[str] = []
+
+    def authorize(request: Request) -> None:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.headers.get("authorization") != "Bearer ok":
+            raise HTTPException(401, "no token", headers={"WWW-Authenticate": "Bearer"})
+
+    routes = build_router(store, authorize).routes
+    with serving(store, authorize) as base, httpx.Client() as client:
+        root = base.removesuffix("/fhir")
+        for route in routes:
+            path = getattr(route, "path", "")
+            for method in sorted(getattr(route, "methods", ())):
+                url = path.replace("{type_name}", "Patient").replace("{res_id}", "x")
+                url = url.replace("{version}", "1").replace("{rest:path}", "anything")
+                r = client.request(method, root + url)
+                assert r.status_code == 401, (method, url, r.text)
+                assert r.headers["www-authenticate"] == "Bearer"
+                if method != "HEAD":
+                    assert r.json()["issue"][0]["code"] == "security"
+        assert len(seen) >= 20
+        ok = client.get(f"{base}/metadata", headers={"Authorization": "Bearer ok"})
+        assert ok.status_code == 200

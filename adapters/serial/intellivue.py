@@ -46,6 +46,10 @@ NOM_MOC_VMO_METRIC_NU = 6  # VSCaptureMP and LNhealth; one public Go port says 0
 NOM_MOC_VMS_MDS = 33
 NOM_NOTI_MDS_CREAT = 3334
 NOM_ACT_POLL_MDIB_DATA = 3094
+NOM_ACT_POLL_MDIB_DATA_EXT = 0xF13B
+NOM_ATTR_TIME_PD_POLL = 0xF13E
+# Linked result states (ROLRS): the monitor splits an extended poll's updates into parts.
+RORLS_FIRST, RORLS_NOT_FIRST_NOT_LAST, RORLS_LAST = 1, 2, 3
 NOM_ATTR_GRP_METRIC_VAL_OBS = 0x0803
 NOM_ATTR_ID_LABEL = 0x0924
 NOM_ATTR_NU_CMPD_VAL_OBS = 0x094B
@@ -579,8 +583,15 @@ def poll_reply(
     rel_ticks: int,
     abs_time: datetime | None,
     objects: Iterable[NumericObject],
+    *,
+    sequence_no: int | None = None,
+    linked_state: int | None = None,
 ) -> bytes:
-    """The monitor's poll result: one context with an observation per numeric object."""
+    """The monitor's poll result: one context with an observation per numeric object.
+
+    With ``sequence_no`` it is an extended poll result (PollMdibDataReplyExt); with
+    ``linked_state`` it travels as a linked result (ROLRS) instead of a final RORS.
+    """
     polls = []
     for obj in objects:
         avas: list[tuple[int, bytes]] = [(NOM_ATTR_ID_LABEL, struct.pack(">I", obj.label))]
@@ -595,20 +606,77 @@ def poll_reply(
     poll_info = b"".join(polls)
     context = struct.pack(">HHH", 0, len(polls), len(poll_info)) + poll_info
     abs_raw = encode_abs_time(abs_time) if abs_time is not None else b"\xff" * 8
+    head = struct.pack(">H", poll_number)
+    if sequence_no is not None:
+        head += struct.pack(">H", sequence_no & 0xFFFF)
     reply = (
-        struct.pack(">HI", poll_number, rel_ticks & 0xFFFFFFFF)
+        head
+        + struct.pack(">I", rel_ticks & 0xFFFFFFFF)
         + abs_raw
         + struct.pack(">HHH", NOM_PART_OBJ, NOM_MOC_VMO_METRIC_NU, NOM_ATTR_GRP_METRIC_VAL_OBS)
         + struct.pack(">HH", 1, len(context))
         + context
     )
-    result = (
-        _managed_object(NOM_MOC_VMS_MDS)
-        + struct.pack(">HH", NOM_ACT_POLL_MDIB_DATA, len(reply))
-        + reply
+    action = NOM_ACT_POLL_MDIB_DATA if sequence_no is None else NOM_ACT_POLL_MDIB_DATA_EXT
+    result = _managed_object(NOM_MOC_VMS_MDS) + struct.pack(">HH", action, len(reply)) + reply
+    apdu = struct.pack(">HHH", invoke_id, CMD_CONFIRMED_ACTION, len(result)) + result
+    if linked_state is None:
+        return _sp(RORS_APDU, apdu)
+    return _sp(ROLRS_APDU, bytes([linked_state, (sequence_no or 0) & 0xFF]) + apdu)
+
+
+def extended_poll_request(invoke_id: int, poll_number: int, period_ticks: int) -> bytes:
+    """An extended poll: the monitor sends numeric updates itself for ``period_ticks``."""
+    ext = encode_attributes([(NOM_ATTR_TIME_PD_POLL, struct.pack(">I", period_ticks))])
+    req = (
+        struct.pack(
+            ">HHHH", poll_number, NOM_PART_OBJ, NOM_MOC_VMO_METRIC_NU, NOM_ATTR_GRP_METRIC_VAL_OBS
+        )
+        + ext
     )
-    rors = struct.pack(">HHH", invoke_id, CMD_CONFIRMED_ACTION, len(result)) + result
-    return _sp(RORS_APDU, rors)
+    arg = (
+        _managed_object(NOM_MOC_VMS_MDS)
+        + struct.pack(">IHH", 0, NOM_ACT_POLL_MDIB_DATA_EXT, len(req))
+        + req
+    )
+    roiv = struct.pack(">HHH", invoke_id, CMD_CONFIRMED_ACTION, len(arg)) + arg
+    return _sp(ROIV_APDU, roiv)
+
+
+@dataclass(frozen=True, slots=True)
+class PollRequest:
+    """A poll request as the monitor reads it."""
+
+    invoke_id: int
+    poll_number: int
+    extended: bool
+    period_ticks: int  # extended polls only; 0 for single polls
+
+
+def decode_poll_request(op: Operation) -> PollRequest | None:
+    """The single or extended poll request in ``op``, or ``None``.
+
+    Raises:
+        WireError: an action argument too short for a poll request.
+    """
+    if op.ro_type != ROIV_APDU or op.command != CMD_CONFIRMED_ACTION:
+        return None
+    body = op.body
+    if len(body) < 14:
+        raise WireError("action argument truncated", "ActionArgument")
+    action, length = struct.unpack_from(">HH", body, 10)
+    if action not in (NOM_ACT_POLL_MDIB_DATA, NOM_ACT_POLL_MDIB_DATA_EXT):
+        return None
+    req = body[14 : 14 + length]
+    if len(req) < 8:
+        raise WireError("poll request truncated", "PollMdibDataReq")
+    poll_number = struct.unpack_from(">H", req, 0)[0]
+    if action == NOM_ACT_POLL_MDIB_DATA:
+        return PollRequest(op.invoke_id, poll_number, False, 0)
+    avas, _ = decode_attributes(req, 8)
+    raw = avas.get(NOM_ATTR_TIME_PD_POLL, b"")
+    period = struct.unpack(">I", raw)[0] if len(raw) == 4 else 0
+    return PollRequest(op.invoke_id, poll_number, True, period)
 
 
 # -- decoding data export messages -------------------------------------------------------
@@ -696,12 +764,16 @@ def decode_poll_reply(op: Operation) -> PollReply | None:
     if len(body) < 10:
         raise WireError("action result truncated", "ActionResult")
     action_type, length = struct.unpack_from(">HH", body, 6)
-    if action_type != NOM_ACT_POLL_MDIB_DATA:
+    if action_type not in (NOM_ACT_POLL_MDIB_DATA, NOM_ACT_POLL_MDIB_DATA_EXT):
         return None
     reply = body[10 : 10 + length]
-    if len(reply) != length or length < 24:
+    # The extended reply carries a sequence number after the poll number.
+    skip = 2 if action_type == NOM_ACT_POLL_MDIB_DATA_EXT else 0
+    if len(reply) != length or length < 24 + skip:
         raise WireError("poll reply truncated", "PollMdibDataReply")
-    poll_number, rel = struct.unpack_from(">HI", reply, 0)
+    poll_number = struct.unpack_from(">H", reply, 0)[0]
+    reply = reply[skip:]
+    rel = struct.unpack_from(">I", reply, 2)[0]
     abs_time = decode_abs_time(reply[6:14])
     n_ctx, ctx_len = struct.unpack_from(">HH", reply, 20)
     pos, end = 24, 24 + ctx_len

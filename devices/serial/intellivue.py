@@ -2,9 +2,11 @@
 
 Session: association request; the monitor accepts and sends its MDS create event report,
 which carries its absolute time and relative tick counter (our time anchor); we confirm it,
-then poll the numerics every ``poll_interval_s``. The polls double as keep-alive: a monitor
-drops an association nobody polls. No poll reply for ``silence_timeout_s`` (a silent
-monitor, a pulled cable) restarts the session with a new association; so does a refusal.
+then poll the numerics every ``poll_interval_s``, or, with ``extended_poll_s``, send one
+extended poll that makes the monitor push updates for that long, renewed before it lapses.
+The polls double as keep-alive: a monitor drops an association nobody polls. No poll reply
+for ``silence_timeout_s`` (a silent monitor, a pulled cable) restarts the session with a
+new association; so does a refusal.
 """
 
 from __future__ import annotations
@@ -36,11 +38,15 @@ class IntelliVueDriver(SerialDriver):
         *,
         poll_interval_s: float = 1.0,
         association_timeout_s: float = 5.0,
+        extended_poll_s: float | None = None,
         **kwargs: float | None,
     ) -> None:
         kwargs.setdefault("silence_timeout_s", 5.0)
         super().__init__(port, device_id, bus, **kwargs)  # type: ignore[arg-type]
         self.poll_interval_s = poll_interval_s
+        # Extended polling: one request makes the monitor send updates for this long; we
+        # renew it a poll interval before it runs out. ``None``: single polls.
+        self.extended_poll_s = extended_poll_s
         self.association_timeout_s = association_timeout_s
         self.anchor: iv.TimeAnchor | None = None
         self.system_id = b""
@@ -118,9 +124,15 @@ class IntelliVueDriver(SerialDriver):
             if now >= next_poll:
                 self._invoke = (self._invoke + 1) & 0xFFFF
                 poll_number = (poll_number + 1) & 0xFFFF
-                link.write(iv.encode_frame(iv.poll_request(self._invoke, poll_number)))
+                if self.extended_poll_s:
+                    ticks = int(self.extended_poll_s * iv.TICKS_PER_SECOND)
+                    request = iv.extended_poll_request(self._invoke, poll_number, ticks)
+                    next_poll = now + max(self.extended_poll_s - self.poll_interval_s, 0.1)
+                else:
+                    request = iv.poll_request(self._invoke, poll_number)
+                    next_poll = now + self.poll_interval_s
+                link.write(iv.encode_frame(request))
                 self.polls_sent += 1
-                next_poll = now + self.poll_interval_s
             for frame in self._read(link, framer):
                 self._on_frame(link, frame)
             self.check_silence()

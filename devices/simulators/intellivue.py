@@ -4,7 +4,6 @@ with HR, SpO2, pulse, NIBP and ABP (compound), respiration, temperature and etCO
 
 from __future__ import annotations
 
-import struct
 import time
 from datetime import datetime
 from decimal import Decimal
@@ -31,6 +30,7 @@ class IntelliVueMonitor(Simulator):
         flood_bytes_per_s: float | None = None,
         flood_objects: int = 8,
         refuse_first: int = 0,
+        ext_update_s: float = 1.0,
     ) -> None:
         super().__init__(port, seed=seed)
         self.rel_start_ticks = rel_start_ticks
@@ -45,6 +45,12 @@ class IntelliVueMonitor(Simulator):
         self.polls_answered = 0
         self.absent_sent = 0
         self.refusals = 0
+        self.extended_polls = 0
+        self.ext_update_s = ext_update_s
+        self._ext: tuple[int, int] | None = None
+        self._ext_until = 0.0
+        self._ext_next = 0.0
+        self._ext_seq = 0
         self.refuse_first = refuse_first  # refuse this many associations (monitor busy)
         # Benchmarks: once associated, send poll results unasked, paced to this many bytes
         # per second (11,520 is a saturated 115200-baud 8N1 line).
@@ -66,6 +72,23 @@ class IntelliVueMonitor(Simulator):
         self._now = now
         if self._state != "idle" and now - self._last_rx > self.association_timeout_s:
             self._state = "idle"  # the monitor drops an association nobody polls
+            self._ext = None
+        if self._ext is not None and self._state == "associated" and now >= self._ext_next:
+            invoke_id, poll_number = self._ext
+            last = now + self.ext_update_s > self._ext_until
+            state = (
+                None
+                if last
+                else (iv.RORLS_FIRST if self._ext_seq == 0 else iv.RORLS_NOT_FIRST_NOT_LAST)
+            )
+            reply, values = self._poll_result(
+                invoke_id, poll_number, sequence_no=self._ext_seq, linked_state=state
+            )
+            self._ext_seq += 1
+            self._ext_next = now + self.ext_update_s
+            if last:
+                self._ext = None
+            self._send(reply, values)
         if self.flood_bytes_per_s and self._state == "associated":
             if not self._flood_start:
                 self._flood_start = now
@@ -129,11 +152,20 @@ class IntelliVueMonitor(Simulator):
             return
         if self._state != "associated" or op.ro_type != iv.ROIV_APDU:
             return
-        if op.command == iv.CMD_CONFIRMED_ACTION and len(op.body) >= 16:
-            action = struct.unpack_from(">H", op.body, 10)[0]
-            if action == iv.NOM_ACT_POLL_MDIB_DATA:
-                poll_number = struct.unpack_from(">H", op.body, 14)[0]
-                self._answer_poll(op.invoke_id, poll_number)
+        request = iv.decode_poll_request(op)
+        if request is None:
+            return
+        if not request.extended:
+            self._answer_poll(request.invoke_id, request.poll_number)
+            return
+        # Extended poll: send updates every ext_update_s for the requested period, as
+        # linked results (first, then not-first-not-last), the last one as a plain result.
+        period_s = request.period_ticks / iv.TICKS_PER_SECOND
+        self._ext = (request.invoke_id, request.poll_number)
+        self._ext_until = time.monotonic() + period_s
+        self._ext_next = time.monotonic()
+        self._ext_seq = 0
+        self.extended_polls += 1
 
     def _answer_poll(self, invoke_id: int, poll_number: int) -> None:
         reply, values = self._poll_result(invoke_id, poll_number)
@@ -141,7 +173,12 @@ class IntelliVueMonitor(Simulator):
         self._send(reply, values)
 
     def _poll_result(
-        self, invoke_id: int, poll_number: int
+        self,
+        invoke_id: int,
+        poll_number: int,
+        *,
+        sequence_no: int | None = None,
+        linked_state: int | None = None,
     ) -> tuple[bytes, list[tuple[str, Decimal]]]:
         v = self.vitals
         hr = v.value("hr", 78, 8, 30, 200)
@@ -202,7 +239,15 @@ class IntelliVueMonitor(Simulator):
             values.append(("0x4B48", temp))
         now: datetime = self.clock.now()
         objects = objects[: self.flood_objects] if self.flood_bytes_per_s else objects
-        reply = iv.poll_reply(invoke_id, poll_number, self.rel_ticks(), now, objects)
+        reply = iv.poll_reply(
+            invoke_id,
+            poll_number,
+            self.rel_ticks(),
+            now,
+            objects,
+            sequence_no=sequence_no,
+            linked_state=linked_state,
+        )
         return reply, values
 
 

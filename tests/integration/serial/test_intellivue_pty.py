@@ -126,3 +126,15 @@ def test_refused_association_is_retried(rig: Any) -> None:
     assert sim.refusals == 2 and driver.refusals == 2
     assert driver.associations == 1
     _assert_no_wrong_value(r)
+
+
+def test_extended_poll_pushes_updates(rig: Any) -> None:
+    r = rig("intellivue", {"ext_update_s": 0.05}, extended_poll_s=1.0, **FAST)
+    sim, driver = _parts(r)
+    wait_for(lambda: driver.stats.published >= 40, 20, "40 pushed updates")
+    _settle(r)
+    assert sim.extended_polls >= 1 and sim.polls_answered == 0
+    # One request per second of updates, not one per update.
+    assert driver.polls_sent <= driver.stats.published / 5
+    _assert_no_wrong_value(r)
+    assert Counter(r.values()) == Counter(sim.log.values)

@@ -169,3 +169,24 @@ def test_broken_association_pdu_is_a_wire_error() -> None:
     with pytest.raises(WireError):
         iv.decode_user_info(aarq.replace(bytes.fromhex("BE 80 28 80"), bytes(4)))
     assert iv.session_type(iv.association_refuse()) == iv.RF_SPDU
+
+
+def test_extended_poll_request_and_linked_reply() -> None:
+    req = iv.extended_poll_request(invoke_id=4, poll_number=9, period_ticks=20 * 8000)
+    parsed = iv.decode_poll_request(iv.decode_operation(req))
+    assert parsed == iv.PollRequest(4, 9, True, 160000)
+    single = iv.decode_poll_request(iv.decode_operation(iv.poll_request(5, 10)))
+    assert single == iv.PollRequest(5, 10, False, 0)
+
+    t0 = datetime(2026, 5, 1, 7, 0, tzinfo=UTC)
+    obj = iv.NumericObject(1, 0x24182, (iv.NuObs(0x4182, 0, 0x0AA0, iv.encode_float(Decimal(88))),))
+    linked = iv.poll_reply(4, 9, 8000, None, [obj], sequence_no=3, linked_state=iv.RORLS_FIRST)
+    op = iv.decode_operation(linked)
+    assert op.ro_type == iv.ROLRS_APDU
+    reply = iv.decode_poll_reply(op)
+    assert reply is not None and (reply.poll_number, reply.rel_ticks) == (9, 8000)
+    ms = iv.measurements(linked, "mon", "m", RECEIVED, iv.TimeAnchor(0, t0))
+    assert [(m.vendor_code, m.value) for m in ms] == [("0x4182", Decimal(88))]
+    assert ms[0].device_time == t0 + timedelta(seconds=1)
+    final = iv.poll_reply(4, 9, 16000, None, [obj], sequence_no=4)
+    assert iv.decode_operation(final).ro_type == iv.RORS_APDU

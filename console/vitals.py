@@ -58,15 +58,27 @@ PANELS: tuple[Panel, ...] = (
         "spo2", "SpO2", "%", 85, 100, (Series("spo2", "SpO2", ("59408-5", "2708-6"), (150456,)),)
     ),
     Panel(
-        "bp",
-        "Blood pressure",
+        "nibp",
+        "Blood pressure, non-invasive",
         "mmHg",
         40,
         180,
         (
-            Series("sys", "Systolic", ("8480-6", "76215-3"), (150021, 150017, 150033, 150037)),
-            Series("mean", "Mean", ("8478-0", "76214-6"), (150023, 150019, 150035, 150039)),
-            Series("dia", "Diastolic", ("8462-4", "76213-8"), (150022, 150018, 150034, 150038)),
+            Series("nibp-sys", "Systolic", ("8480-6",), (150021,)),
+            Series("nibp-mean", "Mean", ("8478-0",), (150023,)),
+            Series("nibp-dia", "Diastolic", ("8462-4",), (150022,)),
+        ),
+    ),
+    Panel(
+        "abp",
+        "Blood pressure, arterial line",
+        "mmHg",
+        40,
+        180,
+        (
+            Series("abp-sys", "Systolic", ("76215-3",), (150017, 150033, 150037)),
+            Series("abp-mean", "Mean", ("76214-6",), (150019, 150035, 150039)),
+            Series("abp-dia", "Diastolic", ("76213-8",), (150018, 150034, 150038)),
         ),
     ),
     Panel(

@@ -8,7 +8,7 @@ import { fmtClock, fmtTime } from "./format.js";
 
 const W = 800;
 const H = 220;
-const M = { left: 52, right: 14, top: 12, bottom: 30 };
+const M = { left: 52, right: 34, top: 12, bottom: 30 };
 const PLOT_W = W - M.left - M.right;
 const PLOT_H = H - M.top - M.bottom;
 const MARKER_LIMIT = 240;

@@ -16,10 +16,13 @@ const ROUTES = [
 
 let current = null;
 
-function route() {
+function route(event) {
   const hash = location.hash;
   if (!hash.startsWith("#/")) {
-    if (!current) location.replace("#/patients");
+    if (!current) {
+      history.replaceState(null, "", "#/patients"); // no hashchange: still the first load
+      route(event);
+    }
     return;
   }
   const found = ROUTES.map(([re, make, section]) => [hash.match(re), make, section]).find(([m]) => m);
@@ -37,7 +40,9 @@ function route() {
     if (a.dataset.section === section) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  const focus = current.focus;
+  // Move focus to the new view on navigation (so keyboard and screen-reader users land on
+  // it), but not on first load: there the page starts at the top, skip link first.
+  const focus = event ? current.focus : null;
   if (focus) {
     if (!focus.hasAttribute("tabindex") && !/^(INPUT|SELECT|TEXTAREA|BUTTON|A)$/.test(focus.tagName)) focus.tabIndex = -1;
     focus.focus({ preventScroll: false });
@@ -50,4 +55,4 @@ document.querySelector("[data-skip]")?.addEventListener("click", (event) => {
   document.getElementById("main").focus();
 });
 window.addEventListener("hashchange", route);
-route();
+route(null);

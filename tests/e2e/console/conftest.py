@@ -1,0 +1,169 @@
+"""A running ``caregraph demo`` and a headless Debian chromium driven by Playwright.
+
+One demo serves every console test (starting it costs seconds); each test gets a fresh
+browser context that records page errors and CSP refusals, which the test then asserts
+are absent. Screenshots go to ``ci-artifacts/screenshots/`` (CI keeps that folder).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.serial.observation import device_resource_id
+from tests.support.services import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "ci-artifacts" / "screenshots"
+DEMO_DEVICE = "demo-icu-monitor-1"
+
+
+@dataclass
+class Demo:
+    base: str  # http://127.0.0.1:PORT
+
+    @property
+    def app(self) -> str:
+        return f"{self.base}/app/"
+
+    def fhir(self) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.base}/fhir", timeout=60)
+
+
+@dataclass
+class Watched:
+    """What went wrong in the page while a test drove it."""
+
+    errors: list[str] = field(default_factory=list)
+
+    def assert_clean(self) -> None:
+        assert self.errors == [], self.errors
+
+
+def _count(client: httpx.Client, query: str) -> int:
+    response = client.get(query, params={"_summary": "count"})
+    return int(response.json().get("total", -1)) if response.status_code == 200 else -1
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    data_dir = tmp_path_factory.mktemp("console-demo")
+    ports = {name: free_port() for name in ("http", "mllp", "dicom")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREGRAPH_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "caregraph.cli",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+            "--http-port",
+            str(ports["http"]),
+            "--mllp-port",
+            str(ports["mllp"]),
+            "--dicom-port",
+            str(ports["dicom"]),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    demo = Demo(f"http://127.0.0.1:{ports['http']}")
+    query = f"/Observation?device=Device/{device_resource_id(DEMO_DEVICE)}"
+    try:
+        deadline = time.monotonic() + 90
+        seen = -1
+        with demo.fhir() as client:
+            while time.monotonic() < deadline and proc.poll() is None and seen < 1:
+                try:
+                    seen = _count(client, query)
+                except httpx.TransportError:
+                    seen = -1
+                time.sleep(0.5)
+        if seen < 1:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"caregraph demo produced no serial readings in 90 s:\n{err[-3000:]}")
+        yield demo
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    # Module scope, not session: Playwright's sync API runs an event loop on this thread
+    # while it is open, and tests elsewhere that call asyncio.run must not see it.
+    from playwright.sync_api import sync_playwright
+
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (Debian's package)")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def watched() -> Watched:
+    return Watched()
+
+
+@pytest.fixture
+def page(browser: object, watched: Watched) -> Iterator[object]:
+    """A page in a fresh context; page errors and CSP refusals are recorded in ``watched``."""
+    from playwright.sync_api import Browser, ConsoleMessage
+
+    assert isinstance(browser, Browser)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    context.set_default_timeout(20_000)
+    pg = context.new_page()
+    pg.on("pageerror", lambda exc: watched.errors.append(f"page error: {exc}"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Refused to" in message.text or "Content Security Policy" in message.text:
+            watched.errors.append(f"CSP: {message.text}")
+
+    pg.on("console", on_console)
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def screenshot(page: object, name: str) -> Path:
+    """Save a full-page screenshot where CI collects them; returns the path."""
+    from playwright.sync_api import Page
+
+    assert isinstance(page, Page)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"console-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -47,14 +47,14 @@ class Scan:
     of the top-level elements asked for.
     """
 
-    data: bytes
+    data: bytes | bytearray
     syntax: str
     header_end: int
     values: dict[int, bytes]
 
 
 def scan(
-    data: bytes,
+    data: bytes | bytearray,
     transfer_syntax: str,
     *,
     wanted: frozenset[int] = frozenset(),
@@ -85,16 +85,18 @@ def scan(
     return Scan(data, syntax, end, walker.values)
 
 
-def check_complete(data: bytes, transfer_syntax: str, *, max_inflated: int = 1 << 30) -> None:
+def check_complete(
+    data: bytes | bytearray, transfer_syntax: str, *, max_inflated: int = 1 << 30
+) -> None:
     """Raise ``IncompleteDataset`` unless ``data`` (a data set, no file meta) is whole."""
     scan(data, transfer_syntax, max_inflated=max_inflated)
 
 
-def _looks_like_vr(two: bytes) -> bool:
+def _looks_like_vr(two: bytes | bytearray) -> bool:
     return all(0x41 <= b <= 0x5A for b in two)
 
 
-def _inflate(data: bytes, limit: int) -> bytes:
+def _inflate(data: bytes | bytearray, limit: int) -> bytes:
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     out = bytearray()
     try:
@@ -110,7 +112,11 @@ def _inflate(data: bytes, limit: int) -> bytes:
 
 class _Walker:
     def __init__(
-        self, data: bytes, explicit: bool, little: bool, wanted: frozenset[int] = frozenset()
+        self,
+        data: bytes | bytearray,
+        explicit: bool,
+        little: bool,
+        wanted: frozenset[int] = frozenset(),
     ) -> None:
         self.data = data
         self.explicit = explicit
@@ -146,7 +152,7 @@ class _Walker:
             if depth == 0 and self.pixel_at is None and tag in _PIXEL_TAGS:
                 self.pixel_at = pos
             explicit = self.explicit
-            vr = self.data[pos + 4 : pos + 6]
+            vr = bytes(self.data[pos + 4 : pos + 6])
             if explicit and vr in _LONG_VRS:
                 self._need(pos, 12, end, "element header")
                 length = int(self.u32.unpack_from(self.data, pos + 8)[0])
@@ -164,7 +170,7 @@ class _Walker:
             else:
                 self._need(pos, length, end, f"value of ({tag >> 16:04X},{tag & 0xFFFF:04X})")
                 if depth == 0 and tag in self.wanted:
-                    self.values[tag] = self.data[pos : pos + length]
+                    self.values[tag] = bytes(self.data[pos : pos + length])
                 pos += length
         if stop_at is not None:
             raise IncompleteDataset("data ends before the item or sequence delimiter")

@@ -305,11 +305,10 @@ class DicomGateway:
 
         # Everything that can fail on the data happened above, before the file is
         # written, so a refused instance leaves nothing behind.
-        data = (
-            file_header(sop_class, sop_instance, request.transfer_syntax, request.peer.calling_ae)
-            + request.data_set
+        header = file_header(
+            sop_class, sop_instance, request.transfer_syntax, request.peer.calling_ae
         )
-        stored = self._store.put(data)
+        stored = self._store.put(header, request.data_set)
         message = RawInstance(
             sha256=stored.sha256,
             size=stored.size,
@@ -320,7 +319,7 @@ class DicomGateway:
             called_ae=self.ae_title,
             peer_host=request.peer.host,
             header_syntax=found.syntax,
-            header=found.data[: found.header_end],
+            header=bytes(found.data[: found.header_end]),
         )
         patient_id = v.text(tags.PATIENT_ID)
         # The PatientID keys the partition (a patient's instances stay in order); without

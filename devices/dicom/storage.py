@@ -80,20 +80,24 @@ class ObjectStore:
             raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
         return self._objects / sha256[:2] / sha256
 
-    def put(self, data: bytes, *, sha256: str | None = None) -> StoredObject:
-        """Store ``data`` durably; raises ``StorageFailed`` (and leaves nothing behind).
-
-        ``sha256`` saves hashing twice when the caller already has the digest of ``data``.
-        """
-        sha256 = sha256 or hashlib.sha256(data).hexdigest()
+    def put(self, *parts: bytes | bytearray) -> StoredObject:
+        """Store the concatenation of ``parts`` durably; raises ``StorageFailed`` (and
+        leaves nothing behind). Parts, so a large data set is never copied just to put a
+        file header in front of it."""
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        sha256 = digest.hexdigest()
+        size = sum(len(part) for part in parts)
         final = self.path_for(sha256)
         if final.exists():
-            return StoredObject(sha256, len(data), final, existed=True)
+            return StoredObject(sha256, size, final, existed=True)
         tmp_name: str | None = None
         try:
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="in-")
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                for part in parts:
+                    fh.write(part)
                 fh.flush()
                 if self.fsync:
                     os.fsync(fh.fileno())
@@ -109,7 +113,7 @@ class ObjectStore:
         finally:
             if tmp_name is not None:
                 Path(tmp_name).unlink(missing_ok=True)
-        return StoredObject(sha256, len(data), final, existed=existed)
+        return StoredObject(sha256, size, final, existed=existed)
 
     def read(self, sha256: str) -> bytes:
         """The bytes of a stored object; ``FileNotFoundError`` if there is none."""

@@ -100,7 +100,7 @@ class StoreRequest:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax: str
-    data_set: bytes
+    data_set: bytes | bytearray
 
 
 class Services(Protocol):
@@ -397,9 +397,11 @@ class _Association:
                             raise CommandError("a data set arrived without its command")
                         data_set += fragment.data
                         if fragment.is_last:
-                            self._dispatch(command, context_id, bytes(data_set))
+                            # Handed over as is (no copy of a possibly large data set);
+                            # a fresh buffer takes the next message.
+                            self._dispatch(command, context_id, data_set)
                             command = None
-                            data_set.clear()
+                            data_set = bytearray()
             except CommandError as exc:
                 log.warning("broken DIMSE message from %s: %s; abort", self.host, exc)
                 _send_abort(self.conn, 0x02, 0x06)
@@ -410,7 +412,9 @@ class _Association:
     def _reply(self, context_id: int, command: bytes, data_set: bytes | None = None) -> None:
         self.send(p_data_pdus(context_id, command, data_set, self.peer_max_pdu))
 
-    def _dispatch(self, command: Command, context_id: int, data_set: bytes | None) -> None:
+    def _dispatch(
+        self, command: Command, context_id: int, data_set: bytes | bytearray | None
+    ) -> None:
         context = self.contexts.get(context_id)
         if context is None:
             raise CommandError(f"message on a presentation context not accepted: {context_id}")
@@ -427,7 +431,9 @@ class _Association:
         else:
             raise CommandError(f"unsupported DIMSE command 0x{field:04X}")
 
-    def _store(self, command: Command, context: PresentationContext, data_set: bytes) -> None:
+    def _store(
+        self, command: Command, context: PresentationContext, data_set: bytes | bytearray
+    ) -> None:
         sop_class = command.uid(AFFECTED_SOP_CLASS_UID)
         sop_instance = command.uid(AFFECTED_SOP_INSTANCE_UID)
         request = StoreRequest(
@@ -449,7 +455,9 @@ class _Association:
         )
         self._reply(int(context.context_id or 0), reply)
 
-    def _find(self, command: Command, context: PresentationContext, data_set: bytes) -> None:
+    def _find(
+        self, command: Command, context: PresentationContext, data_set: bytes | bytearray
+    ) -> None:
         transfer_syntax = context.transfer_syntax[0]
         implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
         context_id = int(context.context_id or 0)

@@ -103,3 +103,11 @@ def test_scan_of_implicit_data_under_an_explicit_syntax() -> None:
     data, _ = dataset_bytes("rtplan.dcm")  # implicit VR little endian
     found = scan(data, "1.2.840.10008.1.2.1")
     assert found.syntax == "1.2.840.10008.1.2"
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_scan_takes_the_receive_buffer_as_is(name: str) -> None:
+    data, ts = dataset_bytes(name)  # the upper layer hands over its bytearray, uncopied
+    assert scan(bytearray(data), ts).values == scan(data, ts).values
+    with pytest.raises(IncompleteDataset):
+        check_complete(bytearray(data[:-9]), ts)

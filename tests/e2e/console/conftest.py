@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "ci-artifacts" / "screenshots"
 DEMO_DEVICE = "demo-icu-monitor-1"
 
@@ -167,3 +169,35 @@ def screenshot(page: object, name: str) -> Path:
     path = SCREENSHOTS / f"console-{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def axe_violations(browser: object, url: str, ready: str) -> list[dict[str, Any]]:
+    """axe-core's WCAG 2.1 A/AA violations on ``url`` once ``ready`` is visible."""
+    from playwright.sync_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    # axe is injected as a script; the console's CSP forbids that (rightly), so this one
+    # context bypasses CSP. The other tests run with the CSP on.
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(url)
+        expect(page.locator(ready).first).to_be_visible(timeout=20_000)
+        page.add_script_tag(content=AXE.read_text("utf-8"))
+        result: dict[str, Any] = page.evaluate(
+            """() => axe.run(document, {
+                runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+                resultTypes: ["violations"],
+            })"""
+        )
+        return [
+            {
+                "id": v["id"],
+                "impact": v["impact"],
+                "help": v["help"],
+                "nodes": [n["target"] for n in v["nodes"]][:5],
+            }
+            for v in result["violations"]
+        ]
+    finally:
+        context.close()

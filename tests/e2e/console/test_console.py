@@ -8,8 +8,6 @@ page, keyboard use, and an offline accessibility check with axe-core (vendored, 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,11 +15,10 @@ from playwright.sync_api import Browser, Page, expect
 
 from adapters.serial.observation import device_resource_id
 from tests.e2e.console import seed
-from tests.e2e.console.conftest import DEMO_DEVICE, Demo, Watched, screenshot
+from tests.e2e.console.conftest import DEMO_DEVICE, Demo, Watched, axe_violations, screenshot
 
 pytestmark = pytest.mark.e2e
 
-AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 HR_CODES = "http://loinc.org|8867-4,urn:iso:std:iso:11073:10101|147842"
 SUBJECTS = ",".join(f"Patient/{p}" for p in (*seed.SOURCE_IDS, seed.GOLDEN_ID))
 
@@ -199,34 +196,6 @@ def test_keyboard_reaches_sections_and_chart_controls(
     watched.assert_clean()
 
 
-def _axe(browser: Browser, url: str, ready: str) -> list[dict[str, Any]]:
-    # axe is injected as a script; the console's CSP forbids that (rightly), so this one
-    # context bypasses CSP. The other tests run with the CSP on.
-    context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
-    try:
-        page = context.new_page()
-        page.goto(url)
-        expect(page.locator(ready).first).to_be_visible(timeout=20_000)
-        page.add_script_tag(content=AXE.read_text("utf-8"))
-        result: dict[str, Any] = page.evaluate(
-            """() => axe.run(document, {
-                runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
-                resultTypes: ["violations"],
-            })"""
-        )
-        return [
-            {
-                "id": v["id"],
-                "impact": v["impact"],
-                "help": v["help"],
-                "nodes": [n["target"] for n in v["nodes"]][:5],
-            }
-            for v in result["violations"]
-        ]
-    finally:
-        context.close()
-
-
 @pytest.mark.parametrize(
     ("fragment", "ready"),
     [
@@ -246,5 +215,5 @@ def test_accessibility_wcag_aa_with_axe(
 ) -> None:
     with demo.fhir() as fhir:
         seed.seed(fhir)
-    violations = _axe(browser, demo.app + fragment, ready)
+    violations = axe_violations(browser, demo.app + fragment, ready)
     assert violations == [], violations

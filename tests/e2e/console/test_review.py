@@ -1,0 +1,162 @@
+"""Linkage review in the browser: resolve the MPI's review items through the console.
+
+``caregraph demo`` does not mount the ``/linkage`` router yet, so this test serves the
+caregraph app itself (``create_app`` with the linkage, FHIR and console routers, as the
+api role will) from uvicorn on a free port, over a real SQLite database. The MPI gets its
+records the way the linkage consumer gives them (``Mpi.ingest``); the store gets the same
+Patients, so the console can show the source records side by side with golden records.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from playwright.sync_api import Page, expect
+
+from caregraph.app import create_app
+from caregraph.auth import authorize
+from console import build_console_router
+from fhir_store.api import build_router as fhir_router
+from fhir_store.database import open_database
+from fhir_store.store import FhirStore
+from linkage.api import build_router as linkage_router
+from linkage.links import LinkOrigin, LinkState
+from linkage.mpi import Mpi
+from linkage.sql import SqlRepository
+from tests.e2e.console.conftest import Watched, axe_violations, screenshot
+from tests.support.services import free_port, wait_for_port
+
+pytestmark = pytest.mark.e2e
+
+
+def _patient(pid: str, birth: str, postcode: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "id": pid,
+        "name": [{"use": "official", "family": "Meier", "given": ["Anna"]}],
+        "birthDate": birth,
+        "gender": "female",
+        "address": [{"line": ["12 Lake Road"], "city": "Bern", "postalCode": postcode}],
+    }
+
+
+class Served:
+    """The app on a uvicorn thread; ``mpi`` and ``store`` are the ones it serves."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.db = open_database(f"sqlite:///{tmp / 'caregraph.sqlite3'}")
+        self.store = FhirStore(self.db)
+        self.mpi = Mpi(SqlRepository.open(self.db))
+        app = create_app(
+            readiness={},
+            routers=[
+                linkage_router(self.mpi, authorize),
+                fhir_router(self.store, authorize),
+                build_console_router(),
+            ],
+        )
+        self.port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def app_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/app/"
+
+    def add(self, patient: dict[str, Any]) -> str:
+        """Store a source Patient and record it in the MPI; returns its golden record id."""
+        self.store.update("Patient", patient["id"], patient)
+        return self.mpi.ingest(patient).golden_id
+
+    def __enter__(self) -> Served:
+        self.thread.start()
+        wait_for_port("127.0.0.1", self.port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.db.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    with Served(tmp_path) as s:
+        yield s
+
+
+def test_accept_a_possible_match(served: Served, page: Page, watched: Watched) -> None:
+    golden = served.add(_patient("a1", "1980-03-07", "3001"))
+    served.add(_patient("a2", "1975-11-23", "3999"))  # unsure: a possible match
+    assert served.mpi.golden_of("a2").state == LinkState.POSSIBLE_MATCH
+
+    page.goto(served.app_url + "#/review")
+    item = page.locator('article.review-item[data-kind="possible_match"]')
+    expect(item).to_have_count(1)
+    compare = item.locator("table.compare")
+    expect(compare.locator("tr.differs")).to_contain_text(["1975-11-23"])
+    expect(compare).to_contain_text("1980-03-07")
+    weights = item.locator("table.weights tbody tr")
+    assert weights.count() >= 3
+    expect(item.locator("table.weights")).to_contain_text("birth")
+    screenshot(page, "review-possible-match")
+
+    item.get_by_role("button", name="Accept: link to this golden record").click()
+    expect(page.get_by_text("Nothing to review")).to_be_visible()
+    link = served.mpi.golden_of("a2")
+    assert (link.golden_id, link.state, link.origin) == (golden, LinkState.MATCH, LinkOrigin.MANUAL)
+    assert served.mpi.history(source_id="a2")[-1].actor == "console"
+    watched.assert_clean()
+
+
+def test_reject_a_possible_match(served: Served, page: Page, watched: Watched) -> None:
+    golden = served.add(_patient("a1", "1980-03-07", "3001"))
+    served.add(_patient("a2", "1975-11-23", "3999"))
+
+    page.goto(served.app_url + "#/review")
+    page.get_by_role("button", name="Reject: a different person").click()
+    expect(page.get_by_text("Nothing to review")).to_be_visible()
+    link = served.mpi.golden_of("a2")
+    assert link.golden_id != golden and link.state == LinkState.MATCH
+    assert (golden, LinkState.NO_MATCH) in {
+        (x.golden_id, x.state) for x in served.mpi.links_of("a2")
+    }
+    watched.assert_clean()
+
+
+def test_merge_duplicates_then_unmerge(served: Served, page: Page, watched: Watched) -> None:
+    first = served.add(_patient("a1", "1980-03-07", "3001"))
+    served.add(_patient("a2", "1980-03-07", "3001"))
+    second = served.mpi.unlink("a2", first, actor="clerk").golden_id  # two goldens of Anna
+    served.add(_patient("a3", "1980-03-07", "3001"))  # matches both: flags them
+
+    page.goto(served.app_url + "#/review")
+    duplicate = page.locator('article.review-item[data-kind="possible_duplicate"]')
+    expect(duplicate).to_have_count(1)
+    screenshot(page, "review-duplicates")
+    duplicate.get_by_role("button", name="Merge into the golden record").click()
+    expect(duplicate).to_have_count(0)
+    survivors = {served.mpi.golden_of(s).golden_id for s in ("a1", "a2")}
+    assert len(survivors) == 1 and survivors <= {first, second}
+    merged_away = ({first, second} - survivors).pop()
+
+    page.get_by_label("Golden record id that was merged away").fill(merged_away)
+    page.get_by_role("button", name="Unmerge").click()
+    expect(page.locator("#status")).to_have_text("Unmerged")
+    assert served.mpi.golden_of("a1").golden_id != served.mpi.golden_of("a2").golden_id
+    watched.assert_clean()
+
+
+def test_review_page_accessibility(served: Served, browser: object) -> None:
+    served.add(_patient("a1", "1980-03-07", "3001"))
+    served.add(_patient("a2", "1975-11-23", "3999"))
+    violations = axe_violations(browser, served.app_url + "#/review", "table.weights")
+    assert violations == [], violations

@@ -164,7 +164,8 @@ class Listener:
         self._stop = threading.Event()
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._sock = socket.create_server((host, port), reuse_port=False, backlog=64)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, port), family=family, backlog=64)
         self.port = int(self._sock.getsockname()[1])
         self._thread = threading.Thread(target=self._accept_loop, name=f"dicom-ul:{self.port}")
         self._thread.daemon = True

@@ -163,6 +163,7 @@ class Listener:
         self.max_connections = 2 * max_associations
         self._stop = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._workers: set[threading.Thread] = set()
         self._lock = threading.Lock()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, port), family=family, backlog=64)
@@ -173,14 +174,18 @@ class Listener:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop accepting, close open connections, wait for the accept thread."""
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop accepting, close open connections, and wait (up to ``timeout_s``) for the
+        association threads, so a C-STORE in progress finishes before its store closes."""
         self._stop.set()
         self._sock.close()
         with self._lock:
             for conn in list(self._connections):
                 _close(conn)
-        self._thread.join(timeout=5)
+            workers = list(self._workers)
+        self._thread.join(timeout=timeout_s)
+        for worker in workers:
+            worker.join(timeout=timeout_s)
 
     def _accept_loop(self) -> None:
         while not self._stop.is_set():
@@ -203,6 +208,8 @@ class Listener:
                 target=self._serve, args=(conn, str(address[0])), name="dicom-association"
             )
             worker.daemon = True
+            with self._lock:
+                self._workers.add(worker)
             worker.start()
 
     def _serve(self, conn: socket.socket, host: str) -> None:
@@ -216,6 +223,7 @@ class Listener:
         finally:
             with self._lock:
                 self._connections.discard(conn)
+                self._workers.discard(threading.current_thread())
             _close(conn)
 
 

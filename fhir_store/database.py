@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -102,20 +103,29 @@ class Transaction:
 
 
 class Database(ABC):
-    """A connected database with the current schema; thread-safe via per-thread connections.
+    """A connected database with the current schema; thread-safe through a small pool.
 
     Public methods are written once here; subclasses only connect and describe their dialect.
+    A transaction borrows one connection from the pool (at most ``max_connections`` open,
+    whichever threads ask), so a 40-thread web server does not hold 40 PostgreSQL sessions.
     """
 
     dialect: str
     #: Bound parameters one statement may carry (SQLite's limit is 32766, psycopg's 65535).
     max_params: int = 30000
 
-    def __init__(self, where: str) -> None:
+    def __init__(
+        self, where: str, max_connections: int = 8, acquire_timeout_s: float = 30.0
+    ) -> None:
+        if max_connections < 1:
+            raise ConfigError(f"max_connections must be at least 1, not {max_connections}")
         self.where = where
+        self.max_connections = max_connections
+        self.acquire_timeout_s = acquire_timeout_s
+        self._idle: list[Any] = []
+        self._open = 0
+        self._cond = threading.Condition()
         self._local = threading.local()
-        self._all: list[Any] = []
-        self._lock = threading.Lock()
 
     @abstractmethod
     def _connect(self) -> Any:
@@ -134,17 +144,34 @@ class Database(ABC):
         """The caregraph error for a driver error; unreachable servers become StoreUnavailable."""
 
     @final
-    def _raw(self) -> Any:
-        raw = getattr(self._local, "raw", None)
-        if raw is None:
-            try:
-                raw = self._connect()
-            except (sqlite3.Error, psycopg.Error, OSError) as exc:
-                raise StoreUnavailable(self.unreachable(exc)) from exc
-            self._local.raw = raw
-            with self._lock:
-                self._all.append(raw)
-        return raw
+    def _acquire(self) -> tuple[Any, bool]:
+        """A connection and whether it is fresh; waits while all are busy."""
+        with self._cond:
+            deadline = time.monotonic() + self.acquire_timeout_s
+            while not self._idle and self._open >= self.max_connections:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StoreUnavailable(
+                        f"all {self.max_connections} connections to {self.where} stayed busy"
+                        f" for {self.acquire_timeout_s:g}s"
+                    )
+                self._cond.wait(remaining)
+            if self._idle:
+                return self._idle.pop(), False
+            self._open += 1
+        try:
+            return self._connect(), True
+        except (sqlite3.Error, psycopg.Error, OSError) as exc:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            raise StoreUnavailable(self.unreachable(exc)) from exc
+
+    @final
+    def _release(self, raw: Any) -> None:
+        with self._cond:
+            self._idle.append(raw)
+            self._cond.notify()
 
     def unreachable(self, exc: BaseException) -> str:
         """The one-line reason shown by ``caregraph check`` and ``/readyz``."""
@@ -158,35 +185,56 @@ class Database(ABC):
 
         ``write=True`` takes SQLite's write lock up front (``BEGIN IMMEDIATE``), so two
         writers queue instead of one failing with "database is locked" mid-transaction.
+
+        Raises:
+            StoreError: a transaction is already open in this thread (nesting would wait on
+                itself under SQLite's write lock).
+            StoreUnavailable: the database cannot be reached, or the pool stayed busy.
         """
-        raw = self._raw()
-        try:
-            self._begin(raw, write)
-        except (sqlite3.Error, psycopg.Error) as exc:
-            self._discard(raw)
-            raise self.wrap_error(exc) from exc
+        if getattr(self._local, "active", False):
+            raise StoreError("a transaction is already open in this thread; nesting is a bug")
+        raw = self._begun(write)
+        self._local.active = True
         try:
             yield Transaction(self, raw)
         except BaseException:
+            self._local.active = False
             try:
                 raw.rollback()
             except (sqlite3.Error, psycopg.Error):
                 self._discard(raw)
+            else:
+                self._release(raw)
             raise
+        self._local.active = False
         try:
             raw.commit()
         except (sqlite3.Error, psycopg.Error) as exc:
             self._discard(raw)
             raise self.wrap_error(exc) from exc
+        self._release(raw)
+
+    def _begun(self, write: bool) -> Any:
+        """A pooled connection with a transaction begun; an idle connection that went stale
+        (the server restarted) is replaced once by a fresh one."""
+        while True:
+            raw, fresh = self._acquire()
+            try:
+                self._begin(raw, write)
+            except (sqlite3.Error, psycopg.Error) as exc:
+                self._discard(raw)
+                if fresh:
+                    raise self.wrap_error(exc) from exc
+                continue
+            return raw
 
     def _discard(self, raw: Any) -> None:
-        """Forget a connection that may be broken; the next call reconnects."""
-        self._local.raw = None
-        with self._lock:
-            if raw in self._all:
-                self._all.remove(raw)
+        """Close a connection that may be broken; its slot in the pool frees up."""
         with suppress(sqlite3.Error, psycopg.Error):
             raw.close()
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
 
     @final
     def ping(self) -> None:
@@ -222,13 +270,13 @@ class Database(ABC):
 
     @final
     def close(self) -> None:
-        """Close every connection this object opened, in any thread."""
-        with self._lock:
-            conns, self._all = self._all, []
-        for raw in conns:
+        """Close the idle connections; a transaction still running closes its own on return."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+        for raw in idle:
             with suppress(sqlite3.Error, psycopg.Error):
                 raw.close()
-        self._local = threading.local()
 
 
 class SqliteDatabase(Database):
@@ -237,8 +285,8 @@ class SqliteDatabase(Database):
     dialect = "sqlite"
     max_params = 32000
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(f"SQLite at {path}")
+    def __init__(self, path: Path, max_connections: int = 8) -> None:
+        super().__init__(f"SQLite at {path}", max_connections)
         self.path = path
 
     def _connect(self) -> Any:
@@ -269,11 +317,11 @@ class PostgresDatabase(Database):
     dialect = "postgresql"
     max_params = 60000
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_connections: int = 10) -> None:
         parts = urlsplit(url)
         host = parts.hostname or "localhost"
         port = parts.port or 5432
-        super().__init__(f"PostgreSQL at {host}:{port}{parts.path or '/'}")
+        super().__init__(f"PostgreSQL at {host}:{port}{parts.path or '/'}", max_connections)
         self.url = url
 
     def _connect(self) -> Any:
@@ -293,8 +341,12 @@ class PostgresDatabase(Database):
         return StoreError(f"{self.where}: {' '.join(str(exc).split())}")
 
 
-def open_database(url: str, *, migrate: bool = True) -> Database:
+def open_database(
+    url: str, *, migrate: bool = True, max_connections: int | None = None
+) -> Database:
     """Open ``sqlite:///path`` or ``postgresql://...`` and bring its schema up to date.
+
+    ``max_connections`` caps the pool (default 8 for SQLite, 10 for PostgreSQL).
 
     Raises:
         ConfigError: the URL's scheme is not one caregraph supports, or the SQLite
@@ -311,9 +363,9 @@ def open_database(url: str, *, migrate: bool = True) -> Database:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create directory {path.parent} for SQLite: {exc}") from exc
-        db = SqliteDatabase(path)
+        db = SqliteDatabase(path, max_connections or 8)
     elif scheme in ("postgresql", "postgres"):
-        db = PostgresDatabase(url)
+        db = PostgresDatabase(url, max_connections or 10)
     else:
         raise ConfigError(
             f"unsupported database URL scheme {scheme!r}: use sqlite:///path or "

@@ -100,3 +100,39 @@ def test_upgrade_from_version_1_keeps_data_and_backfills(db_url: str) -> None:
         assert tx.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 2
     new.close()
     assert tuple(row) == (2, "2020-01-01T00:00:00.000000")
+
+
+def test_pool_caps_connections_and_refuses_nesting(db_url: str) -> None:
+    import threading
+
+    from caregraph.errors import StoreError
+
+    db = open_database(db_url, max_connections=2)
+    db.acquire_timeout_s = 0.5
+    inside = threading.Barrier(3)
+    release = threading.Event()
+
+    def hold() -> None:
+        with db.transaction(write=False) as tx:
+            tx.execute("SELECT 1").fetchone()
+            inside.wait()
+            release.wait(5)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for t in holders:
+        t.start()
+    inside.wait()
+    with pytest.raises(StoreUnavailable, match="all 2 connections"):
+        db.ping()
+    release.set()
+    for t in holders:
+        t.join()
+    db.ping()
+    with (
+        db.transaction(write=False),
+        pytest.raises(StoreError, match="nesting"),
+        db.transaction(write=False),
+    ):
+        pass
+    db.ping()
+    db.close()

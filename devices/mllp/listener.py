@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from adapters.hl7v2.ack import AckError, ack_wanted, build_ack
 from adapters.hl7v2.datatypes import Options
 from adapters.hl7v2.header import Header, peek_header
-from adapters.hl7v2.intake import judge
+from adapters.hl7v2.intake import Verdict, judge
 from adapters.hl7v2.normalize import DEFAULT_OPTIONS, MAX_MESSAGE_BYTES
 from bus.base import Bus, Record
 from bus.headers import make_headers
@@ -314,13 +314,18 @@ class MllpListener:
                 self.stats.duplicates += 1
                 self._count("AA")
                 return cached if ack_wanted(header, "AA") else None
-        verdict = judge(
-            raw,
-            received_at=received_at,
-            options=self.options,
-            max_bytes=self.max_frame,
-            map_content=self.map_content,
-        )
+        try:
+            verdict = judge(
+                raw,
+                received_at=received_at,
+                options=self.options,
+                max_bytes=self.max_frame,
+                map_content=self.map_content,
+            )
+        except Exception as exc:  # a mapping bug: answer, keep the connection, log it
+            log.exception("%s: the mapping failed on %s", peer, header and header.control_id)
+            error = AckError(f"caregraph could not process this message ({type(exc).__name__})")
+            verdict = Verdict("AE", header, error)
         if verdict.outcome != "AA" or verdict.header is None:
             if verdict.outcome == "AE":
                 self.stats.errors += 1

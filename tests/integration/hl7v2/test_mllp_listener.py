@@ -311,3 +311,22 @@ def test_latin1_sender_gets_its_own_bytes_back(listener: MllpListener) -> None:
     ack = send_once(listener, raw)
     assert "MSA|AA|Ü7".encode("latin-1") in ack
     assert "|Klinikum Süd|".encode("latin-1") in ack
+
+
+def test_a_mapping_bug_is_answered_and_the_connection_survives(
+    memory_bus: MemoryBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import devices.mllp.listener as listener_module
+
+    def broken(raw: bytes, **kwargs: object) -> object:
+        if b"BOOM" in raw:
+            raise KeyError("a bug")
+        return real(raw, **kwargs)
+
+    real = listener_module.judge
+    monkeypatch.setattr(listener_module, "judge", broken)
+    with MllpListener("127.0.0.1", 0, memory_bus) as server, client_for(server) as c:
+        ack = c.send(corpus.adt("A08", "BOOM1"))
+        assert msa(ack)[1:3] == ["AE", "BOOM1"]
+        assert err_code(ack) == "207"
+        assert msa(c.send(corpus.adt("A08", "FINE1")))[1:3] == ["AA", "FINE1"]

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pydicom
@@ -13,6 +15,8 @@ import pytest
 
 from adapters.dicom import DicomNormalizer, RawInstance
 from adapters.dicom.raw import header_dataset
+from bus.topics import RAW_DICOM
+from bus.worker import run_consumer
 from tests.integration.dicom.conftest import AE_TITLE, Dcmtk, Running
 from tests.unit.dicom.helpers import bundled_path, validate
 
@@ -147,3 +151,51 @@ def test_concurrent_associations(running: Running, dcmtk: Dcmtk, tmp_path: Path)
         "SENDER2",
     }
     assert running.gateway.stats.stored == 24
+
+
+def test_stored_series_becomes_one_imaging_study_through_the_worker(
+    running: Running, dcmtk: Dcmtk, tmp_path: Path
+) -> None:
+    source = pydicom.dcmread(bundled_path("CT_small.dcm"))
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for n in range(1, 13):
+        source.SOPInstanceUID = f"1.2.826.0.1.3680043.2.78.{n}"
+        source.file_meta.MediaStorageSOPInstanceUID = source.SOPInstanceUID
+        source.InstanceNumber = n
+        source.save_as(folder / f"{n}.dcm", enforce_file_format=True)
+    stored = dcmtk.run("storescu", "-aec", AE_TITLE, "+sd", "127.0.0.1", running.port, str(folder))
+    assert stored.returncode == 0, stored.stderr
+
+    # As the composition root wires it: the bus worker feeding the normalizer, in small
+    # batches so the study is folded across several of them.
+    normalizer = DicomNormalizer()
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_consumer,
+        args=(running.bus, "normalizer-dicom", [RAW_DICOM]),
+        kwargs={
+            "handler": lambda batch: running.bus.publish_many(normalizer.normalize(batch)),
+            "stop": stop,
+            "batch_size": 5,
+            "poll_timeout_s": 0.1,
+        },
+    )
+    worker.start()
+    studies: list[dict[str, object]] = []
+    try:
+        with running.bus.subscribe("check", ["fhir.ImagingStudy"]) as check:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                studies += [json.loads(m.value) for m in check.poll(0.2, 500)]
+                if studies and studies[-1]["numberOfInstances"] == 12:
+                    break
+    finally:
+        stop.set()
+        worker.join(10)
+    assert studies, "no ImagingStudy was published"
+    last = studies[-1]
+    validate(last)
+    assert last["numberOfInstances"] == 12 and last["numberOfSeries"] == 1
+    assert [i["number"] for i in last["series"][0]["instance"]] == list(range(1, 13))
+    assert len(studies) < 12  # one per batch, not one per instance

@@ -181,6 +181,24 @@ def into_engine_only(files: Path, count: int) -> float:
     return elapsed
 
 
+def fsync_probe(directory: Path, count: int = 20) -> float:
+    """Milliseconds to create, write, fsync a 39 KB file and fsync its directory: the
+    durability cost of one stored instance on this disk, right now."""
+    payload = b"\0" * 39_000
+    started = time.perf_counter()
+    for n in range(count):
+        with open(directory / f"probe{n}", "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return (time.perf_counter() - started) / count * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=300)
@@ -200,13 +218,15 @@ def main() -> None:
                 files, work, args.files, args.bus, not args.no_fsync
             )
             engine_rate = args.files / into_engine_only(files, args.files)
+            probe_ms = fsync_probe(work)
             durability = "no fsync" if args.no_fsync else "fsync"
             print(
                 f"{args.files} x CT_small.dcm (39 KB): storescp {dcmtk_rate:6.1f} files/s | "
                 f"caregraph gateway ({args.bus} bus, {durability}) {ours_rate:6.1f} files/s, "
                 f"ratio {ours_rate / dcmtk_rate:.2f} (target >= 0.5) | "
                 f"upper layer alone {engine_rate:6.1f} files/s, "
-                f"ratio {engine_rate / dcmtk_rate:.2f}"
+                f"ratio {engine_rate / dcmtk_rate:.2f} | "
+                f"file+dir fsync {probe_ms:.1f} ms, load {os.getloadavg()[0]:.1f}"
             )
 
 

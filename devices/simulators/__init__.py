@@ -1,7 +1,16 @@
 """Byte-accurate device simulators on pseudo-terminals, for ``caregraph demo``, tests and
 benchmarks. ``start_simulator("intellivue")`` returns the port path a driver should open and
-the running simulator (``.faults``, ``.unplug()``, ``.go_silent()``, ``.drift_clock()``,
-``.log``); ``handle.stop()`` ends it.
+a handle whose ``.simulator`` is the running device.
+
+Faults, from any thread: ``sim.faults.add("corrupt_checksum" | "drop_bytes" | "garbage", n)``
+(applied to the next n frames), ``sim.unplug(s)`` (the pty goes away: a pulled USB adapter),
+``sim.go_silent(s)`` (port open, device mute), ``sim.drift_clock(s_per_s)``. ``sim.log``
+records what was sent intact, for checking that no wrong value was stored.
+
+Options per protocol: astm ``interval_s``, ``reply_timeout_s``; intellivue
+``association_timeout_s``, ``rel_start_ticks``, ``refuse_first``, ``ext_update_s``,
+``flood_bytes_per_s``; datex ``interval_s`` (else the request's); medibus ``keepalive_s``,
+``comm_timeout_s``.
 """
 
 from __future__ import annotations

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pydicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from bus.memory import MemoryBus
+from devices.dicom import DicomGateway
 from tests.integration.dicom.conftest import AE_TITLE, Running
 from tests.unit.dicom.helpers import bundled_path
 
@@ -58,3 +62,34 @@ def test_a_context_the_gateway_does_not_offer_is_refused(running: Running) -> No
         assert accepted == {VERIFICATION}
     finally:
         assoc.release()
+
+
+def test_associations_beyond_the_limit_are_rejected_transiently(tmp_path: Path) -> None:
+    gateway = DicomGateway(
+        tmp_path / "dicom",
+        MemoryBus(),
+        ae_title=AE_TITLE,
+        host="127.0.0.1",
+        port=0,
+        max_associations=1,
+    )
+    with gateway:
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context(VERIFICATION)
+        first = ae.associate("127.0.0.1", gateway.port, ae_title=AE_TITLE)
+        assert first.is_established
+        try:
+            second = ae.associate("127.0.0.1", gateway.port, ae_title=AE_TITLE)
+            assert second.is_rejected
+            rejection = second.acceptor.primitive
+            assert rejection is not None
+            assert (rejection.result, rejection.result_source, rejection.diagnostic) == (
+                0x02,
+                0x03,
+                0x02,
+            )
+        finally:
+            first.release()
+        third = ae.associate("127.0.0.1", gateway.port, ae_title=AE_TITLE)
+        assert third.is_established  # the slot is free again
+        third.release()

@@ -251,7 +251,6 @@ class _Association:
         self.peer = Peer("", "", host)
         self.peer_max_pdu = 0
         self.contexts: dict[int, PresentationContext] = {}
-        self.header = bytearray(6)
 
     # -- PDU I/O ---------------------------------------------------------------------------
 

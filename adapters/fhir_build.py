@@ -289,10 +289,15 @@ def _shallow(body: Json) -> Json:
     the builders here, which never return empty members."""
     out: Json = {}
     for key, value in body.items():
-        if isinstance(value, list):
+        if value is None or value == "":
+            continue
+        if type(value) is list:
             value = [v for v in value if v not in _EMPTY]
-        if value not in _EMPTY:
-            out[key] = value
+            if not value:
+                continue
+        elif type(value) is dict and not value:
+            continue
+        out[key] = value
     return out
 
 

@@ -306,6 +306,7 @@ class DeviceTree:
         self._ids: dict[tuple[str, str, str], str] = {}
         self._equipment: dict[str, tuple[str, str]] = {}
         self.seen_results: dict[tuple[str, str, str], int] = {}
+        self._refs: dict[tuple[tuple[str, str], str], Json] = {}
 
     def equipment(self, path: str, given: tuple[str, str] | None) -> tuple[str, str]:
         """The equipment a row belongs to: its own OBX-18, else the one an earlier row of
@@ -329,6 +330,9 @@ class DeviceTree:
 
     def node(self, equipment: tuple[str, str], path: str, kind: Json | None) -> Json:
         """The Device at ``path`` (``1``, ``1.2``, ``1.2.3``); parents made as needed."""
+        known = self._refs.get((equipment, path))
+        if known is not None and kind is None:
+            return known  # every metric row of a channel asks for it again
         parts = path.split(".")
         parent: Json | None = None
         for depth in range(1, len(parts) + 1):
@@ -353,6 +357,7 @@ class DeviceTree:
             )
             parent = self.ctx.add(resource)
         assert parent is not None
+        self._refs[(equipment, path)] = parent
         return parent
 
     def metric(self, equipment: tuple[str, str], path: str, obx: Segment) -> Json:

@@ -21,7 +21,8 @@ MODIFIERS_NOTE = (
     "Search: token, string, date, reference, quantity, uri, number and composite parameters;"
     " prefixes eq ne gt lt ge le sa eb ap; modifiers :missing :exact :contains :not :text"
     " :identifier :of-type :[type] :below :above (uri); chaining and _has; _include and"
-    " _revinclude (:iterate); _sort (several keys, -desc); _count with _offset paging; _total;"
+    " _revinclude (:iterate); _sort (several keys, -desc); _count with _offset paging;"
+    " _total (accurate; otherwise Bundle.total is given on the last page and for _count=0);"
     " _summary (true, text, data, count); _elements. Unknown parameters are ignored unless"
     " Prefer: handling=strict."
 )

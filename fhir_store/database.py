@@ -294,6 +294,10 @@ class SqliteDatabase(Database):
         raw.execute("PRAGMA journal_mode=WAL")
         raw.execute("PRAGMA synchronous=NORMAL")
         raw.execute("PRAGMA busy_timeout=30000")
+        # Index probes of a search hop around a large file: keep hot pages mapped and
+        # cached rather than re-read through 2 MB of default page cache per connection.
+        raw.execute("PRAGMA cache_size=-32768")
+        raw.execute("PRAGMA mmap_size=268435456")
         raw.execute("PRAGMA foreign_keys=ON")
         return raw
 

@@ -75,6 +75,25 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             " WHERE h.res_type = resources.res_type AND h.res_id = resources.res_id)",
         ],
     ),
+    (
+        # Covering indexes for the probes a search makes per candidate (EXISTS on a token or
+        # date, the sort key) and for the driving reference lookup: answered from the index
+        # alone, without a random read of the table row each time.
+        3,
+        [
+            "DROP INDEX idx_token_res",
+            "CREATE INDEX idx_token_res ON idx_token (res_id, res_type, param, code, system)",
+            "DROP INDEX idx_date_res",
+            "CREATE INDEX idx_date_res ON idx_date (res_id, res_type, param, lo, hi)",
+            "DROP INDEX idx_reference_target",
+            "CREATE INDEX idx_reference_target ON idx_reference"
+            " (res_type, param, target_id, target_type, res_id)",
+            "DROP INDEX idx_quantity_res",
+            "CREATE INDEX idx_quantity_res ON idx_quantity (res_id, res_type, param, value)",
+            "DROP INDEX idx_string_res",
+            "CREATE INDEX idx_string_res ON idx_string (res_id, res_type, param, value)",
+        ],
+    ),
 ]
 
 INDEX_TABLES = (

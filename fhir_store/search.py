@@ -112,7 +112,11 @@ class Query:
     sort: list[SortKey]
     count: int
     offset: int
-    total: str  # "none" | "accurate"
+    #: "accurate": count every match; "none": never; "auto" (the default): only when the
+    #: page shows it for free (the last page) or nothing but the count is asked (_count=0).
+    #: Counting a large match set costs as much as the search; clients that need the
+    #: number ask with ``_total=accurate``.
+    total: str
     summary: str | None
     elements: list[str] | None
     includes: list[tuple[str, str, str | None, bool]]  # (source type, param, target, iterate)
@@ -169,7 +173,7 @@ class QueryBuilder:
         self, type_name: str, params: Sequence[tuple[str, str]], *, strict: bool = False
     ) -> Query:
         """Raises ``InvalidSearch`` for unreadable values (and unknown names when strict)."""
-        query = Query(type_name, [], [], DEFAULT_COUNT, 0, "accurate", None, None, [], [], [], [])
+        query = Query(type_name, [], [], DEFAULT_COUNT, 0, "auto", None, None, [], [], [], [])
         for name, raw in params:
             base, _, modifier = name.partition(":")
             if base in ("_include", "_revinclude") and modifier in ("iterate", "recurse"):

@@ -57,7 +57,11 @@ class Searching:
             params.extend(w.params)
         with self.store.db.transaction(write=False) as tx:
             total = None
-            if query.total == "accurate" or query.summary == "count":
+            if (
+                query.total == "accurate"
+                or query.summary == "count"
+                or (query.total == "auto" and query.count == 0)
+            ):
                 total = int(
                     tx.execute(
                         f"SELECT COUNT(*) FROM resources r WHERE {where}", params
@@ -76,7 +80,7 @@ class Searching:
                 Stored(query.type, r[0], int(r[1]), r[2], False, r[3]) for r in rows[: query.count]
             ]
             included = self._includes(tx, query, matches)
-        if total is None and not has_next:
+        if total is None and not has_next and query.total != "none":
             total = query.offset + len(matches)
         return SearchPage(query, matches, included, total, has_next)
 

@@ -7,6 +7,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -330,3 +331,18 @@ def test_a_mapping_bug_is_answered_and_the_connection_survives(
         assert msa(ack)[1:3] == ["AE", "BOOM1"]
         assert err_code(ack) == "207"
         assert msa(c.send(corpus.adt("A08", "FINE1")))[1:3] == ["AA", "FINE1"]
+
+
+def test_connection_limit_and_idle_timeout(memory_bus: MemoryBus) -> None:
+    with MllpListener("127.0.0.1", 0, memory_bus, max_connections=1, idle_timeout_s=1.0) as server:
+        host, port = server.address
+        with client_for(server) as first:
+            assert msa(first.send(corpus.adt("A08", "ONE")))[1] == "AA"
+            with socket.create_connection((host, port), timeout=5) as second:
+                second.settimeout(5)
+                assert second.recv(10) == b""  # refused: closed at once
+            assert msa(first.send(corpus.adt("A08", "TWO")))[1] == "AA"
+            time.sleep(1.5)  # idle longer than the timeout: the server closes it
+            with pytest.raises((ConnectionError, OSError)):
+                first.send(corpus.adt("A08", "THREE"))
+        still_up(server)

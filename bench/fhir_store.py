@@ -1,0 +1,270 @@
+"""Benchmark of the FHIR store, on SQLite and PostgreSQL; prints figures, asserts nothing.
+
+    python bench/fhir_store.py                      # both engines, 1,000,000 Observations
+    python bench/fhir_store.py --observations 100000 --engines sqlite
+
+Per engine, in one run:
+1. ingest: transaction Bundles of 1,000 Observations POSTed to the REST API served by
+   uvicorn in a separate process (resources/s);
+2. baseline: a raw multi-row INSERT of the same JSON into a bare table of the same database,
+   1,000 rows per transaction (rows/s), and the ratio ingest/raw;
+3. the store is filled to ``--observations`` over 1,000 patients through ``upsert_many``
+   (the store-writer's bulk path, in this process);
+4. read latency p50/p95 of ``GET /fhir/Observation/<id>``;
+5. search latency p50/p95 of
+   ``Observation?patient=X&code=http://loinc.org|8867-4&date=ge<T>&_sort=-date&_count=50``.
+
+PostgreSQL: a scratch database is created on ``--postgres-admin`` and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fhir_store.database import open_database  # noqa: E402
+from fhir_store.store import FhirStore  # noqa: E402
+
+CODES = [
+    ("8867-4", "Heart rate", "/min"),
+    ("8310-5", "Body temperature", "Cel"),
+    ("9279-1", "Respiratory rate", "/min"),
+    ("59408-5", "SpO2", "%"),
+    ("8480-6", "Systolic BP", "mm[Hg]"),
+]
+PATIENTS = 1000
+BASE_TIME = 1_700_000_000
+
+
+def observation(n: int) -> dict[str, Any]:
+    """The n-th Observation: patient n % 1000, code n % 5, one minute apart."""
+    code, display, unit = CODES[n % len(CODES)]
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(BASE_TIME + n * 60))
+    return {
+        "resourceType": "Observation",
+        "id": f"obs-{n}",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": display}]},
+        "subject": {"reference": f"Patient/pat-{n % PATIENTS}"},
+        "device": {"reference": f"Device/dev-{n % 50}"},
+        "effectiveDateTime": when,
+        "valueQuantity": {
+            "value": 60 + n % 40,
+            "unit": unit,
+            "system": "http://unitsofmeasure.org",
+            "code": unit,
+        },
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def spread(latencies_ms: list[float]) -> str:
+    return (
+        f"p50 {percentile(latencies_ms, 0.5):6.2f} ms  p95 {percentile(latencies_ms, 0.95):6.2f} ms"
+    )
+
+
+@contextmanager
+def scratch_database(engine: str, admin: str) -> Iterator[str]:
+    if engine == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/bench.sqlite3"
+        return
+    name = f"caregraph_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def api_server(url: str) -> Iterator[str]:
+    """uvicorn in its own process (the client and server do not share a GIL)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, __file__, "serve", url, str(port)])
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/metadata", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def serve(url: str, port: int) -> None:
+    import uvicorn
+    from fastapi import FastAPI
+
+    from fhir_store.api import build_router
+
+    app = FastAPI()
+    app.include_router(build_router(FhirStore(open_database(url)), lambda: None))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def bench_engine(engine: str, total: int, bundles: int, admin: str) -> None:
+    with scratch_database(engine, admin) as url:
+        db = open_database(url)
+        store = FhirStore(db)
+        # 1. ingest through the REST API
+        first = total  # ids past the bulk range, so ingest never collides with the fill
+        bodies = []
+        for b in range(bundles):
+            entries = []
+            for n in range(first + b * 1000, first + (b + 1) * 1000):
+                obs = observation(n)
+                entries.append(
+                    {
+                        "resource": obs,
+                        "request": {"method": "PUT", "url": f"Observation/{obs['id']}"},
+                    }
+                )
+            bodies.append(
+                json.dumps(
+                    {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+                ).encode()
+            )
+        with api_server(url) as base, httpx.Client(timeout=120) as client:
+            start = time.perf_counter()
+            for body in bodies:
+                r = client.post(
+                    base, content=body, headers={"Content-Type": "application/fhir+json"}
+                )
+                r.raise_for_status()
+            ingest = bundles * 1000 / (time.perf_counter() - start)
+            # 2. raw baseline: the same JSON, multi-row INSERT, 1,000 per transaction
+            with db.transaction() as tx:
+                tx.execute("CREATE TABLE bench_raw (id TEXT PRIMARY KEY, content TEXT NOT NULL)")
+            rows = [
+                (f"raw-{n}", json.dumps(observation(n), separators=(",", ":")))
+                for n in range(bundles * 1000)
+            ]
+            start = time.perf_counter()
+            for i in range(0, len(rows), 1000):
+                with db.transaction() as tx:
+                    tx.insert_rows("bench_raw", ("id", "content"), rows[i : i + 1000])
+            raw = len(rows) / (time.perf_counter() - start)
+            print(
+                f"{engine:10} ingest (transaction Bundles of 1,000 via REST):"
+                f" {ingest:9,.0f} resources/s"
+            )
+            print(
+                f"{engine:10} raw multi-row INSERT baseline:                {raw:9,.0f} rows/s"
+                f"   ratio {ingest / raw:.2f}"
+            )
+            # 3. fill to `total` through the bulk path
+            start = time.perf_counter()
+            for i in range(0, total, 5000):
+                store.upsert_many([observation(n) for n in range(i, min(total, i + 5000))])
+            fill = total / (time.perf_counter() - start)
+            print(
+                f"{engine:10} bulk fill (upsert_many, 5,000/batch):       {fill:9,.0f} resources/s"
+                f"   ({total:,} Observations, {PATIENTS} patients)"
+            )
+            if engine == "postgresql":
+                with db.transaction() as tx:
+                    tx.execute("ANALYZE")
+            else:
+                with db.transaction() as tx:
+                    tx.execute("ANALYZE")
+            rng = random.Random(7)
+            # 4. reads
+            lat = []
+            for _ in range(500):
+                n = rng.randrange(total)
+                t = time.perf_counter()
+                client.get(f"{base}/Observation/obs-{n}").raise_for_status()
+                lat.append((time.perf_counter() - t) * 1000)
+            print(f"{engine:10} read   {spread(lat)}")
+            # 5. searches
+            lat = []
+            since = time.strftime("%Y-%m-%d", time.gmtime(BASE_TIME + total * 60 // 2))
+            hits = 0
+            for _ in range(200):
+                params = {
+                    "patient": f"Patient/pat-{rng.randrange(PATIENTS)}",
+                    "code": "http://loinc.org|8867-4",
+                    "date": f"ge{since}",
+                    "_sort": "-date",
+                    "_count": "50",
+                }
+                t = time.perf_counter()
+                r = client.get(f"{base}/Observation", params=params)
+                lat.append((time.perf_counter() - t) * 1000)
+                r.raise_for_status()
+                hits += len(r.json().get("entry", []))
+            print(
+                f"{engine:10} search {spread(lat)}"
+                f"  (mean {statistics.mean(lat):.2f} ms, {hits / 200:.0f} hits/page)"
+            )
+        db.close()
+
+
+def main() -> None:
+    # A terminated run still stops its server and drops its scratch database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--observations", type=int, default=1_000_000)
+    parser.add_argument("--bundles", type=int, default=20, help="ingest bundles of 1,000")
+    parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--postgres-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    for engine in args.engines.split(","):
+        bench_engine(engine, args.observations, args.bundles, args.postgres_admin)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from adapters.hl7v2.normalizer import Hl7v2Normalizer
@@ -20,6 +21,7 @@ from devices.mllp.listener import MllpListener
 from fhir_store.database import open_database
 from fhir_store.store import FhirStore
 from fhir_store.writer import handle_fhir_batch
+from tests.integration.fhir_store.conftest import serving
 from tests.unit.hl7v2 import corpus
 
 pytestmark = pytest.mark.integration
@@ -105,3 +107,15 @@ def test_adt_and_pcd01_become_searchable(pipeline: tuple[MllpListener, FhirStore
     assert mds["patient"] == {"reference": f"Patient/{patient['id']}"}
     wait_for(store, "Encounter", 1, ("subject", f"Patient/{adt_patient['id']}"))
     wait_for(store, "Provenance", 2)
+
+    # and the same over the FHIR REST API, on a real socket
+    with serving(store) as base, httpx.Client(base_url=base, timeout=10) as http:
+        bundle = http.get("/Observation", params={"subject": f"Patient/{patient['id']}"}).json()
+        assert bundle["resourceType"] == "Bundle"
+        assert len(bundle["entry"]) == 10
+        spo2_http = http.get(f"/Observation/{spo2['id']}").json()
+        assert spo2_http["device"]["reference"].startswith("DeviceMetric/")
+        metric = http.get(f"/{spo2_http['device']['reference']}").json()
+        assert metric["source"] == {"reference": f"Device/{mds['id']}"}
+        bed = http.get(f"/{mds['location']['reference']}").json()
+        assert bed["physicalType"]["coding"][0]["code"] == "bd"

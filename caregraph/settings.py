@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ROLES = ("api", "mllp", "dicom", "serial", "normalizer", "store-writer", "linkage")
 Role = Literal["api", "mllp", "dicom", "serial", "normalizer", "store-writer", "linkage"]
@@ -28,6 +28,24 @@ class Settings(BaseSettings):
     mllp_port: int = Field(2575, ge=0, le=65535)
     dicom_port: int = Field(11112, ge=0, le=65535)
     dicom_ae: str = Field("CAREGRAPH", min_length=1, max_length=16)
+    # Authorization (issue 7), see security/ and caregraph/security_wiring.py.
+    auth_mode: Literal["development", "jwks"] = Field(
+        "development", description="development: caregraph mints tokens with its own key."
+    )
+    auth_issuer: str = Field("urn:caregraph", description="iss of caregraph's own tokens.")
+    auth_audience: str = Field("urn:caregraph:api", description="aud every token must carry.")
+    auth_jwks: str | None = Field(None, description="JWKS file or https URL (jwks mode).")
+    auth_jwks_issuer: str | None = Field(None, description="iss of tokens signed by AUTH_JWKS.")
+    auth_algorithms: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("RS256", "RS384", "ES384"), description="Accepted JWT algorithms, comma-separated."
+    )
+
+    @field_validator("auth_algorithms", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @property
     def effective_database_url(self) -> str:

@@ -7,10 +7,11 @@
 The hospital: N patients (linked by the MPI; one in ten also registered by a partner
 institution), 2,000 staff with PractitionerRoles, 5,000 devices (one in five placed on a
 patient by a DeviceUseStatement), 200 locations in 10 organizations, three encounters per
-patient over one year (a location, two practitioners), and the observations, each by a
-device on a patient during one of that patient's encounters. Every resource goes through
-``Graph.put_resources`` in batches, as from the bus. Then each query runs ``--queries``
-times on random subjects and windows; p50 / p95 / p99 in milliseconds.
+patient over one year (a location, two practitioners, one or two devices at the bed), and
+the observations, each made during an encounter by one of its bedside devices, with one of
+its practitioners as performer (as bedside data arrives: from the devices at the bed).
+Every resource goes through ``Graph.put_resources`` in batches, as from the bus. Then each
+query runs ``--queries`` times on random subjects and windows; p50 / p95 / p99 in ms.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Hospital:
     def __init__(self, patients: int, staff: int, devices: int, seed: int) -> None:
         self.rng = random.Random(seed)
         self.n_patients, self.n_staff, self.n_devices = patients, staff, devices
-        self.encounters: list[tuple[str, int, datetime, datetime]] = []
+        self.encounters: list[tuple[int, datetime, datetime, list[str], list[str]]] = []
 
     def patients(self) -> list[dict[str, Any]]:
         rng, out = self.rng, []
@@ -102,17 +103,17 @@ class Hospital:
                 start = YEAR + timedelta(minutes=rng.randrange(365 * 24 * 60))
                 end = start + timedelta(hours=rng.randint(2, 240))
                 eid = f"e{p}-{e}"
-                self.encounters.append((eid, p, start, end))
+                staff = [f"dr{rng.randrange(self.n_staff)}" for _ in range(2)]
+                # The devices at the bed during this stay (a monitor, sometimes a pump).
+                beds = [f"d{rng.randrange(self.n_devices)}" for _ in range(rng.randint(1, 2))]
+                self.encounters.append((p, start, end, staff, beds))
                 yield {
                     "resourceType": "Encounter",
                     "id": eid,
                     "subject": r("Patient", f"p{p}"),
                     "period": {"start": iso(start), "end": iso(end)},
                     "location": [{"location": r("Location", f"l{rng.randrange(200)}")}],
-                    "participant": [
-                        {"individual": r("Practitioner", f"dr{rng.randrange(self.n_staff)}")}
-                        for _ in range(2)
-                    ],
+                    "participant": [{"individual": r("Practitioner", who)} for who in staff],
                     "serviceProvider": r("Organization", f"org{p % 10}"),
                 }
                 if rng.random() < 0.2:
@@ -120,21 +121,21 @@ class Hospital:
                         "resourceType": "DeviceUseStatement",
                         "id": f"use-{eid}",
                         "subject": r("Patient", f"p{p}"),
-                        "device": r("Device", f"d{rng.randrange(self.n_devices)}"),
+                        "device": r("Device", beds[0]),
                         "timingPeriod": {"start": iso(start), "end": iso(end)},
                     }
 
     def observations(self, n: int) -> Iterator[dict[str, Any]]:
         rng = self.rng
         for k in range(n):
-            _, p, start, end = rng.choice(self.encounters)
+            p, start, end, staff, beds = rng.choice(self.encounters)
             at = start + (end - start) * rng.random()
             yield {
                 "resourceType": "Observation",
                 "id": f"o{k}",
                 "subject": r("Patient", f"p{p}"),
-                "device": r("Device", f"d{rng.randrange(self.n_devices)}"),
-                "performer": [r("Practitioner", f"dr{rng.randrange(self.n_staff)}")],
+                "device": r("Device", rng.choice(beds)),
+                "performer": [r("Practitioner", rng.choice(staff))],
                 "effectiveDateTime": iso(at),
             }
 

@@ -41,6 +41,7 @@ from linkage.sql import SqlTransactions, marks, migrate
 
 _CHUNK = 500  # nodes per IN list
 MAX_FRONTIER = 20_000  # nodes one traversal hop may reach before it stops widening
+HUB_PREFIXES = ("Organization/",)  # reached by shortest paths, not widened (see there)
 
 
 class PatientIdentity(Protocol):
@@ -318,7 +319,12 @@ class Graph(SqlTransactions):
         self, a: str, b: str, max_depth: int = 6, t1: str = LOWEST, t2: str = HIGHEST
     ) -> list[Edge] | None:
         """The fewest edges connecting two nodes (either direction), or None within
-        ``max_depth``. Bidirectional breadth-first: the smaller side widens each round."""
+        ``max_depth``. Bidirectional breadth-first: the smaller side widens each round.
+
+        Organizations are hubs (every patient and device of a hospital touches one): they
+        are found as meeting points but not widened further unless they are an end, so a
+        path through two organizations in a row is not searched.
+        """
         if a == b:
             return []
         parents = [{a: None}, {b: None}]  # node -> (edge, previous node) toward its side
@@ -329,7 +335,8 @@ class Graph(SqlTransactions):
             if not frontiers[side] or len(parents[side]) > MAX_FRONTIER:
                 return None
             new: list[str] = []
-            for e in self._hop(frontiers[side], None, t1, t2):
+            widen = [n for n in frontiers[side] if n in (a, b) or not n.startswith(HUB_PREFIXES)]
+            for e in self._hop(widen, None, t1, t2):
                 for here, there in ((e.src, e.dst), (e.dst, e.src)):
                     if here in parents[side] and there not in parents[side]:
                         parents[side][there] = None

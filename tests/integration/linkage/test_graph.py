@@ -186,6 +186,8 @@ def test_shortest_path_and_traversal(world: tuple[Graph, str, str]) -> None:
     path = graph.shortest_path("Patient/p3", "Device/ct")
     assert path is not None and len(path) == 3
     assert graph.shortest_path("Patient/p3", "Device/nowhere") is None
+    via_hub = graph.shortest_path("Patient/p1", "Device/pump")  # both belong to hospital h
+    assert via_hub is not None and [e.dst for e in via_hub] == ["Organization/h"] * 2
     near = graph.traverse("Device/mon", depth=1)
     assert set(near.nodes) == {"Device/mon", "Patient/p1", "Patient/p3"}
     wide = graph.traverse("Location/icu", rels=["located_at", "attached_to"], depth=2)

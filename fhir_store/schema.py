@@ -94,6 +94,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX idx_string_res ON idx_string (res_id, res_type, param, value)",
         ],
     ),
+    (
+        # A search filters candidates on these columns: answer it from an index, without
+        # reading each candidate's row (and its content) before the page is cut.
+        4,
+        [
+            "CREATE INDEX resources_live ON resources (res_type, res_id, deleted, first_created)",
+        ],
+    ),
 ]
 
 INDEX_TABLES = (

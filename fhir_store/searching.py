@@ -70,15 +70,20 @@ class Searching:
             if query.summary == "count" or query.count == 0:
                 return SearchPage(query, [], [], total, False)
             order = self.builder.order_by(query)
-            rows = tx.execute(
-                "SELECT r.res_id, r.version, r.last_updated, r.content FROM resources r"
-                f" WHERE {where} {order.text} LIMIT ? OFFSET ?",
-                [*params, *order.params, query.count + 1, query.offset],
-            ).fetchall()
-            has_next = len(rows) > query.count
-            matches = [
-                Stored(query.type, r[0], int(r[1]), r[2], False, r[3]) for r in rows[: query.count]
+            # Late materialization: rank and cut the page from indexes alone, then read the
+            # content of the page's rows only (not of every candidate that was sorted).
+            ids = [
+                row[0]
+                for row in tx.execute(
+                    f"SELECT r.res_id FROM resources r WHERE {where} {order.text} LIMIT ? OFFSET ?",
+                    [*params, *order.params, query.count + 1, query.offset],
+                ).fetchall()
             ]
+            has_next = len(ids) > query.count
+            loaded = {
+                s.id: s for s in self._load(tx, [(query.type, i) for i in ids[: query.count]])
+            }
+            matches = [loaded[i] for i in ids[: query.count] if i in loaded]
             included = self._includes(tx, query, matches)
         if total is None and not has_next and query.total != "none":
             total = query.offset + len(matches)

@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ import typer
 from pydantic import ValidationError
 
 import caregraph
+from caregraph import security_cli
 from caregraph.errors import CaregraphError
 from caregraph.settings import ROLES, Settings
 
@@ -155,6 +157,36 @@ def demo(
             data_dir=data_dir, http_port=http_port, mllp_port=mllp_port, dicom_port=dicom_port
         )
         launcher.demo(settings, seconds=seconds)
+
+
+security_cli.register(app)
+
+
+@app.command()
+def replay(
+    topic: Annotated[str, typer.Argument(help="raw.hl7v2, raw.dicom or raw.device")],
+    since: Annotated[
+        datetime,
+        typer.Option(help="Replay what was received at or after this time (ISO 8601, UTC)."),
+    ],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    kafka_bootstrap: KafkaBootstrap = None,
+) -> None:
+    """Re-normalize a raw topic after a mapping change; ids are stable, so no duplicates."""
+    from caregraph import replay as replaying
+    from caregraph.wiring import open_context
+
+    with _clean_errors():
+        settings = _settings(
+            data_dir=data_dir, database_url=database_url, kafka_bootstrap=kafka_bootstrap
+        )
+        ctx = open_context(settings)
+        try:
+            result = replaying.replay(ctx, topic, since)
+        finally:
+            ctx.close()
+        typer.echo(f"replayed {result.replayed} of {result.read} messages on {topic}")
 
 
 def main() -> None:

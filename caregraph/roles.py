@@ -18,6 +18,7 @@ from adapters.dicom.normalize import DicomNormalizer
 from adapters.hl7v2.normalizer import Hl7v2Normalizer
 from bus import DEADLETTER, RAW_DEVICE, RAW_DICOM, RAW_HL7V2, Message, Record, fhir_topic
 from bus.worker import Handler, run_consumer
+from caregraph import security_wiring
 from caregraph.app import create_app
 from caregraph.auth import authorize
 from caregraph.errors import ConfigError
@@ -49,6 +50,7 @@ class ApiService:
             readiness={"database": ctx.db.ping, "bus": ctx.bus.ping},
             routers=[build_router(ctx.store, authorize), build_console_router()],
         )
+        security_wiring.install(app, security_wiring.build_guard(s, ctx.store, ctx.mpi))
         config = uvicorn.Config(
             app, host=s.http_host, port=s.http_port, log_level="warning", lifespan="off"
         )
@@ -108,8 +110,8 @@ class ServiceGroup:
         return all(getattr(m, "alive", True) for m in self.members)
 
 
-def _normalizer(ctx: Context) -> Service:
-    """raw.* -> fhir.*: one consumer group per raw topic, so each scales on its own."""
+def normalizers(ctx: Context) -> dict[str, tuple[str, Handler]]:
+    """Per raw topic, its consumer group and the handler that publishes its FHIR records."""
 
     def study(study_id: str) -> dict[str, Any] | None:
         try:
@@ -122,24 +124,20 @@ def _normalizer(ctx: Context) -> Service:
 
     dicom = DicomNormalizer(lookup=study)
     hl7 = Hl7v2Normalizer(ctx.bus, group="normalizer-hl7v2")
+    return {
+        RAW_HL7V2: (hl7.group, hl7),
+        RAW_DICOM: ("normalizer-dicom", publishing(ctx, dicom.normalize)),
+        RAW_DEVICE: ("normalizer-device", device_handler),
+    }
+
+
+def _normalizer(ctx: Context) -> Service:
+    """raw.* -> fhir.*: one consumer group per raw topic, so each scales on its own."""
     return ServiceGroup(
         "normalizer",
         [
-            consumer_service(ctx, "normalizer:hl7v2", hl7.group, [RAW_HL7V2], hl7),
-            consumer_service(
-                ctx,
-                "normalizer:dicom",
-                "normalizer-dicom",
-                [RAW_DICOM],
-                publishing(ctx, dicom.normalize),
-            ),
-            consumer_service(
-                ctx,
-                "normalizer:device",
-                "normalizer-device",
-                [RAW_DEVICE],
-                device_handler,
-            ),
+            consumer_service(ctx, f"normalizer:{topic}", group, [topic], handler)
+            for topic, (group, handler) in normalizers(ctx).items()
         ],
     )
 

@@ -24,11 +24,16 @@ COMMAND_DATA_SET_TYPE = 0x00000800
 STATUS = 0x00000900
 ERROR_COMMENT = 0x00000902
 AFFECTED_SOP_INSTANCE_UID = 0x00001000
+REMAINING_SUB_OPERATIONS = 0x00001020
+COMPLETED_SUB_OPERATIONS = 0x00001021
+FAILED_SUB_OPERATIONS = 0x00001022
+WARNING_SUB_OPERATIONS = 0x00001023
 
 NO_DATA_SET = 0x0101
 HAS_DATA_SET = 0x0001
 _US = frozenset({COMMAND_FIELD, MESSAGE_ID, MESSAGE_ID_BEING_RESPONDED_TO, PRIORITY})
-_US |= {COMMAND_DATA_SET_TYPE, STATUS}
+_US |= {COMMAND_DATA_SET_TYPE, STATUS, REMAINING_SUB_OPERATIONS, COMPLETED_SUB_OPERATIONS}
+_US |= {FAILED_SUB_OPERATIONS, WARNING_SUB_OPERATIONS}
 _ELEMENT = struct.Struct("<HHI")
 _PDV = struct.Struct(">IBB")
 
@@ -139,8 +144,10 @@ def response(
     sop_instance_uid: str | None = None,
     error_comment: str | None = None,
     has_data_set: bool = False,
+    sub_operations: tuple[int, int, int, int] | None = None,
 ) -> bytes:
-    """The command set of a response (``field`` is the request's, the 0x8000 bit is set)."""
+    """The command set of a response (``field`` is the request's, the 0x8000 bit is set);
+    ``sub_operations`` are a C-GET's (remaining, completed, failed, warning) counts."""
     values: dict[int, int | str] = {
         AFFECTED_SOP_CLASS_UID: sop_class_uid,
         COMMAND_FIELD: field | 0x8000,
@@ -152,7 +159,28 @@ def response(
         values[AFFECTED_SOP_INSTANCE_UID] = sop_instance_uid
     if error_comment:
         values[ERROR_COMMENT] = error_comment[:64]
+    if sub_operations is not None:
+        remaining, completed, failed, warning = sub_operations
+        if status in (0xFF00, 0xFF01):  # Remaining is sent only while pending
+            values[REMAINING_SUB_OPERATIONS] = remaining
+        values[COMPLETED_SUB_OPERATIONS] = completed
+        values[FAILED_SUB_OPERATIONS] = failed
+        values[WARNING_SUB_OPERATIONS] = warning
     return encode_command(values)
+
+
+def store_request(message_id: int, sop_class_uid: str, sop_instance_uid: str) -> bytes:
+    """The command set of a C-STORE-RQ (medium priority, a data set follows)."""
+    return encode_command(
+        {
+            AFFECTED_SOP_CLASS_UID: sop_class_uid,
+            COMMAND_FIELD: 0x0001,
+            MESSAGE_ID: message_id,
+            PRIORITY: 0x0000,
+            COMMAND_DATA_SET_TYPE: HAS_DATA_SET,
+            AFFECTED_SOP_INSTANCE_UID: sop_instance_uid,
+        }
+    )
 
 
 def p_data_pdus(context_id: int, command: bytes, data_set: bytes | None, max_pdu: int) -> bytes:

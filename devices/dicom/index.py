@@ -151,6 +151,33 @@ def _condition(column: str, kind: _Kind, value: str) -> tuple[str, list[str]] | 
     return f"{column} = ?", [value]
 
 
+def _where(level: str, keys: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """SQL conditions for the matching keys of a query at ``level`` (see ``find``)."""
+    if level not in LEVELS:
+        raise UnsupportedQuery(f"unknown Query/Retrieve level {level!r}")
+    depth = LEVELS.index(level)
+    allowed = set(LEVELS[: depth + 1])
+    where, args = [], []
+    for keyword, value in keys.items():
+        if keyword == "ModalitiesInStudy" and value.strip() and level != "PATIENT":
+            mods = [m.strip() for m in value.split("\\") if m.strip() not in ("", "*")]
+            if mods:
+                where.append(
+                    "study_instance_uid IN (SELECT study_instance_uid FROM instances "
+                    f"WHERE modality IN ({','.join('?' * len(mods))}))"
+                )
+                args += mods
+            continue
+        spec = ATTRIBUTES.get(keyword)
+        if spec is None or spec[2] not in allowed:
+            continue
+        cond = _condition(spec[0], spec[1], value)
+        if cond is not None:
+            where.append(cond[0])
+            args += cond[1]
+    return where, args
+
+
 class InstanceIndex:
     """The SQLite index at ``path``; one connection shared by the gateway's threads."""
 
@@ -182,28 +209,9 @@ class InstanceIndex:
         above, plus the ``COUNTS`` named in ``returned``. Keys of lower levels or unknown
         keywords are ignored (PS3.4 C.2.2.1: the SCP matches the keys it supports).
         """
-        if level not in LEVELS:
-            raise UnsupportedQuery(f"unknown Query/Retrieve level {level!r}")
-        depth = LEVELS.index(level)
+        where, args = _where(level, keys)
+        depth = LEVELS.index(level)  # a known level: _where checked it
         allowed = set(LEVELS[: depth + 1])
-        where, args = [], []
-        for keyword, value in keys.items():
-            if keyword == "ModalitiesInStudy" and value.strip() and level != "PATIENT":
-                mods = [m.strip() for m in value.split("\\") if m.strip() not in ("", "*")]
-                if mods:
-                    where.append(
-                        "study_instance_uid IN (SELECT study_instance_uid FROM instances "
-                        f"WHERE modality IN ({','.join('?' * len(mods))}))"
-                    )
-                    args += mods
-                continue
-            spec = ATTRIBUTES.get(keyword)
-            if spec is None or spec[2] not in allowed:
-                continue
-            cond = _condition(spec[0], spec[1], value)
-            if cond is not None:
-                where.append(cond[0])
-                args += cond[1]
         out_attrs = [(k, c) for k, (c, _, lvl) in ATTRIBUTES.items() if lvl in allowed]
         counts = [(k, expr) for k, (lvl, expr) in COUNTS.items() if lvl == level]
         counts = [(k, e) for k, e in counts if returned is None or k in returned]
@@ -211,7 +219,7 @@ class InstanceIndex:
         sql = (
             f"SELECT {', '.join(select)} FROM instances"
             f"{' WHERE ' + ' AND '.join(where) if where else ''}"
-            f" GROUP BY {_UNIQUE_KEY[level]} ORDER BY MIN(rowid)"
+            f" GROUP BY {_UNIQUE_KEY[LEVELS[depth]]} ORDER BY MIN(rowid)"
         )
         names = [k for k, _ in out_attrs] + [k for k, _ in counts]
         try:
@@ -220,6 +228,20 @@ class InstanceIndex:
         except sqlite3.Error as exc:
             raise IndexFailed(f"C-FIND query failed: {exc}") from exc
         return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def instances(self, level: str, keys: Mapping[str, str]) -> list[IndexedInstance]:
+        """Every instance under the matches of a query at ``level`` (for C-GET)."""
+        where, args = _where(level, keys)
+        sql = (
+            f"SELECT {', '.join(_COLUMNS)} FROM instances"
+            f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY rowid"
+        )
+        try:
+            with self._lock:
+                rows = self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise IndexFailed(f"C-GET query failed: {exc}") from exc
+        return [IndexedInstance(*row) for row in rows]
 
     def count(self) -> int:
         """How many instances are indexed."""

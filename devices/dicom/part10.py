@@ -48,3 +48,15 @@ def file_header(
     )
     group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
     return _PREAMBLE + group_length + body
+
+
+def data_set_offset(data: bytes) -> int:
+    """Where the data set starts in a stored file: after the preamble, ``DICM`` and the
+    File Meta Information group, whose length its first element gives (PS3.10 7.1).
+
+    Raises ``ValueError`` for bytes that do not start like a file this gateway wrote.
+    """
+    if len(data) < 144 or data[128:132] != b"DICM" or data[132:138] != b"\2\0\0\0UL":
+        raise ValueError("not a DICOM file with a File Meta Information group length")
+    (group_length,) = struct.unpack_from("<I", data, 140)
+    return 144 + int(group_length)

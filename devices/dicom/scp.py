@@ -1,4 +1,4 @@
-"""The DICOM gateway: an SCP for C-ECHO, C-STORE and C-FIND on pynetdicom's protocol code.
+"""The DICOM gateway: an SCP for C-ECHO, C-STORE, C-FIND and C-GET.
 
 A C-STORE is answered with success only after, in this order: the data set was checked
 whole (one walk over its element framing, ``devices.dicom.framing``, which also picks out
@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
+from pynetdicom.dsutils import encode
 
 from adapters.dicom import tags
 from adapters.dicom.raw import CONTENT_TYPE, RawInstance
@@ -38,7 +41,7 @@ from bus.topics import RAW_DICOM
 from caregraph.errors import ConfigError, MappingError
 from devices.dicom.framing import scan
 from devices.dicom.index import IndexedInstance, InstanceIndex
-from devices.dicom.part10 import file_header
+from devices.dicom.part10 import data_set_offset, file_header
 from devices.dicom.status import (
     CANNOT_UNDERSTAND,
     PENDING,
@@ -48,7 +51,7 @@ from devices.dicom.status import (
     status_for,
 )
 from devices.dicom.storage import ObjectStore
-from devices.dicom.ul import Listener, Peer, StoreRequest
+from devices.dicom.ul import Listener, Peer, Retrievable, StoreRequest
 
 log = logging.getLogger(__name__)
 
@@ -359,12 +362,7 @@ class DicomGateway:
         """C-FIND over the index: pending responses, or one failure status."""
         assert self._index is not None
         try:
-            level = _text(identifier, "QueryRetrieveLevel")
-            keys = {
-                elem.keyword: _text(identifier, elem.keyword)
-                for elem in identifier
-                if elem.keyword and elem.VR != "SQ" and elem.keyword != "QueryRetrieveLevel"
-            }
+            level, keys = _query_keys(identifier)
             matches = self._index.find(level, keys, returned=set(keys))
         except Exception as exc:  # the edge: an identifier we cannot answer gets a status
             log.warning("C-FIND from %s refused: %s", peer.calling_ae, exc)
@@ -373,6 +371,58 @@ class DicomGateway:
         for match in matches:
             self._count("found")
             yield PENDING, _response(level, keys, match)
+
+    def retrieve(self, peer: Peer, identifier: Dataset) -> list[Retrievable]:
+        """C-GET: the stored instances under the matches of the identifier."""
+        assert self._index is not None and self._store is not None
+        store = self._store
+        level, keys = _query_keys(identifier)
+        rows = self._index.instances(level, keys)
+        log.info("C-GET from %s: %d instances", peer.calling_ae, len(rows))
+
+        def reader(row: IndexedInstance) -> Callable[[str], bytes]:
+            def read(transfer_syntax: str) -> bytes:
+                data = store.read(row.sha256)
+                data_set = data[data_set_offset(data) :]
+                if transfer_syntax == row.transfer_syntax:
+                    return data_set
+                return _reencode(data_set, row.transfer_syntax, transfer_syntax)
+
+            return read
+
+        return [
+            Retrievable(row.sop_class_uid, row.sop_instance_uid, row.transfer_syntax, reader(row))
+            for row in rows
+        ]
+
+
+_UNCOMPRESSED = {
+    "1.2.840.10008.1.2": (True, True),
+    "1.2.840.10008.1.2.1": (False, True),
+    "1.2.840.10008.1.2.2": (False, False),
+}
+
+
+def _reencode(data_set: bytes, source: str, target: str) -> bytes:
+    """An uncompressed data set in another uncompressed transfer syntax (for a C-GET peer
+    that did not accept the stored one); ``ValueError`` for anything else."""
+    if source not in _UNCOMPRESSED or target not in _UNCOMPRESSED:
+        raise ValueError(f"will not transcode {source} to {target}")
+    ds = read_dataset(BytesIO(data_set), *_UNCOMPRESSED[source])
+    encoded = encode(ds, *_UNCOMPRESSED[target])
+    if encoded is None:
+        raise ValueError(f"pydicom could not encode the data set as {target}")
+    return encoded
+
+
+def _query_keys(identifier: Dataset) -> tuple[str, dict[str, str]]:
+    level = _text(identifier, "QueryRetrieveLevel")
+    keys = {
+        elem.keyword: _text(identifier, elem.keyword)
+        for elem in identifier
+        if elem.keyword and elem.VR != "SQ" and elem.keyword != "QueryRetrieveLevel"
+    }
+    return level, keys
 
 
 def _response(level: str, keys: Mapping[str, str], match: Mapping[str, str | int]) -> Dataset:

@@ -11,8 +11,8 @@ byte for byte against pynetdicom's). The transport loop is a blocking ``recv``: 
 PDU, act, answer. Nothing waits on a timer.
 
 Scope, as the gateway needs it: association acceptance (with the allowlist and a limit on
-concurrent associations), P-DATA reassembly, C-ECHO, C-STORE and C-FIND (answered through
-the ``Services`` the gateway passes in), release and abort. Every PDU length is checked by
+concurrent associations), P-DATA reassembly, C-ECHO, C-STORE, C-FIND and C-GET (answered
+through the ``Services`` the gateway passes in), release and abort. Every PDU length is checked by
 ``PduGuard`` before its body is read. A C-CANCEL is honoured between C-FIND responses.
 """
 
@@ -23,7 +23,7 @@ import logging
 import select
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Protocol
@@ -57,15 +57,18 @@ from devices.dicom.dimse import (
     AFFECTED_SOP_CLASS_UID,
     AFFECTED_SOP_INSTANCE_UID,
     MESSAGE_ID,
+    STATUS,
     Command,
     CommandError,
     decode_command,
     p_data_pdus,
     response,
     split_p_data,
+    store_request,
 )
 from devices.dicom.pdu_guard import P_DATA_TF as P_DATA_TYPE
 from devices.dicom.pdu_guard import PduGuard, PduRefused
+from devices.dicom.status import status_for
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +77,19 @@ IMPLEMENTATION_VERSION = "CAREGRAPH_01"
 VERIFICATION = "1.2.840.10008.1.1"
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-C_STORE_RQ, C_ECHO_RQ, C_FIND_RQ, C_CANCEL_RQ = 0x0001, 0x0030, 0x0020, 0x0FFF
+C_STORE_RQ, C_ECHO_RQ, C_FIND_RQ, C_GET_RQ = 0x0001, 0x0030, 0x0020, 0x0010
+C_CANCEL_RQ = 0x0FFF
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
 NO_DATA_SET = 0x0101
 _PDU_TYPES = frozenset({0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07})
+UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
+# The acceptor picks, per context, the first of its syntaxes the peer proposed: explicit VR
+# little endian first, as most modalities write and as a C-GET can most often send back.
+_PREFERRED_SYNTAXES = [
+    *UNCOMPRESSED,
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in UNCOMPRESSED),
+]
 
 
 class Closed(Exception):
@@ -103,6 +116,17 @@ class StoreRequest:
     data_set: bytes | bytearray
 
 
+@dataclass(frozen=True, slots=True)
+class Retrievable:
+    """A stored instance a C-GET sends back: its identity and how to read its data set."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+    read_data_set: Callable[[str], bytes]
+    """The data set in the given transfer syntax; ``ValueError`` if it cannot be had in it."""
+
+
 class Services(Protocol):
     """What the gateway answers; the upper layer only moves messages."""
 
@@ -115,16 +139,24 @@ class Services(Protocol):
     def find(self, peer: Peer, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
         """Yield (status, identifier) C-FIND responses; the last one is final."""
 
+    def retrieve(self, peer: Peer, identifier: Dataset) -> list[Retrievable]:
+        """The instances a C-GET asks for; raises (a status is derived) if it cannot."""
+
 
 def supported_contexts() -> list[PresentationContext]:
     """Every storage SOP class with every transfer syntax (the gateway stores bytes as
-    received and never decodes pixel data), verification, and the two C-FIND models."""
-    out = [
-        build_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        for cx in AllStoragePresentationContexts
-        if cx.abstract_syntax is not None
-    ]
-    out += [build_context(uid) for uid in (VERIFICATION, PATIENT_ROOT_FIND, STUDY_ROOT_FIND)]
+    received and never decodes pixel data), verification, and the C-FIND and C-GET
+    models of patient and study root."""
+    out = []
+    for cx in AllStoragePresentationContexts:
+        if cx.abstract_syntax is None:
+            continue
+        storage = build_context(cx.abstract_syntax, _PREFERRED_SYNTAXES)
+        # Either role: SCP for C-STORE, SCU when a C-GET peer asks for the role reversal.
+        storage.scu_role, storage.scp_role = True, True
+        out.append(storage)
+    models = (VERIFICATION, PATIENT_ROOT_FIND, STUDY_ROOT_FIND, PATIENT_ROOT_GET, STUDY_ROOT_GET)
+    out += [build_context(uid) for uid in models]
     return out
 
 
@@ -371,6 +403,12 @@ class _Association:
         return True
 
     def _serve_messages(self) -> None:
+        while (message := self._next_message()) is not None:
+            self._dispatch(*message)
+
+    def _next_message(self) -> tuple[Command, int, bytearray | None] | None:
+        """The next complete DIMSE message (command, context id, data set), or ``None``
+        once the peer released the association (the A-RELEASE-RP is sent)."""
         command: Command | None = None
         command_bytes = bytearray()
         data_set = bytearray()
@@ -379,7 +417,7 @@ class _Association:
             pdu_type, data = self.read_pdu()
             if pdu_type == 0x05:  # A-RELEASE-RQ
                 self.send(A_RELEASE_RP().encode())
-                return
+                return None
             if pdu_type == 0x07:  # A-ABORT
                 raise Closed("peer aborted")
             if pdu_type != 0x04:
@@ -395,21 +433,15 @@ class _Association:
                             continue
                         command = decode_command(bytes(command_bytes))
                         context_id = fragment.context_id
-                        command_bytes.clear()
-                        if command.has_data_set:
-                            continue
-                        self._dispatch(command, context_id, None)
-                        command = None
+                        if not command.has_data_set:
+                            return command, context_id, None
                     else:
                         if command is None or fragment.context_id != context_id:
                             raise CommandError("a data set arrived without its command")
+                        # The buffer is handed over as is: no copy of a large data set.
                         data_set += fragment.data
                         if fragment.is_last:
-                            # Handed over as is (no copy of a possibly large data set);
-                            # a fresh buffer takes the next message.
-                            self._dispatch(command, context_id, data_set)
-                            command = None
-                            data_set = bytearray()
+                            return command, context_id, data_set
             except CommandError as exc:
                 log.warning("broken DIMSE message from %s: %s; abort", self.host, exc)
                 _send_abort(self.conn, 0x02, 0x06)
@@ -434,6 +466,8 @@ class _Association:
             self._store(command, context, data_set or b"")
         elif field == C_FIND_RQ:
             self._find(command, context, data_set or b"")
+        elif field == C_GET_RQ:
+            self._get(command, context, data_set or b"")
         elif field == C_CANCEL_RQ:
             pass  # nothing pending to cancel: a C-FIND answers before the next read
         else:
@@ -482,6 +516,104 @@ class _Association:
                 self._reply(context_id, response(C_FIND_RQ, message_id, sop_class, 0xFE00))
                 return
         self._reply(context_id, response(C_FIND_RQ, message_id, sop_class, 0x0000))
+
+    def _get(
+        self, command: Command, context: PresentationContext, data_set: bytes | bytearray
+    ) -> None:
+        """C-GET (PS3.4 C.4.3): C-STORE sub-operations on this association, a pending
+        response after each, then the final one with the counts."""
+        transfer_syntax = context.transfer_syntax[0]
+        implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
+        context_id = int(context.context_id or 0)
+        message_id = command.us(MESSAGE_ID)
+        sop_class = command.uid(AFFECTED_SOP_CLASS_UID)
+        try:
+            identifier = decode_dataset(BytesIO(data_set), implicit, little)
+            wanted = self.listener.services.retrieve(self.peer, identifier)
+        except Exception as exc:  # the edge: a request we cannot serve gets a status
+            log.warning("C-GET from %s refused: %s", self.peer.calling_ae, exc)
+            self._reply(context_id, response(C_GET_RQ, message_id, sop_class, status_for(exc)))
+            return
+        completed = failed = 0
+        failed_uids: list[str] = []
+        for n, item in enumerate(wanted):
+            ok = self._store_sub_operation(item, message_id + 1 + n)
+            completed += ok
+            failed += not ok
+            if not ok:
+                failed_uids.append(item.sop_instance_uid)
+            counts = (len(wanted) - n - 1, completed, failed, 0)
+            if n + 1 < len(wanted):
+                self._reply(
+                    context_id,
+                    response(C_GET_RQ, message_id, sop_class, 0xFF00, sub_operations=counts),
+                )
+        final_counts = (0, completed, failed, 0)
+        if not failed:
+            self._reply(
+                context_id,
+                response(C_GET_RQ, message_id, sop_class, 0x0000, sub_operations=final_counts),
+            )
+            return
+        if not completed:  # Refused: out of resources, unable to perform sub-operations
+            reply = response(C_GET_RQ, message_id, sop_class, 0xA702, sub_operations=final_counts)
+            self._reply(context_id, reply)
+            return
+        # 0xB000: sub-operations complete, one or more failures; the identifier lists them.
+        status = 0xB000
+        failures = Dataset()
+        failures.FailedSOPInstanceUIDList = failed_uids
+        encoded = encode_dataset(failures, implicit, little)
+        reply = response(
+            C_GET_RQ,
+            message_id,
+            sop_class,
+            status,
+            sub_operations=final_counts,
+            has_data_set=True,
+        )
+        self._reply(context_id, reply, encoded)
+
+    def _store_sub_operation(self, item: Retrievable, message_id: int) -> bool:
+        """Send one instance as a C-STORE to the peer and wait for its response."""
+        usable = [
+            cx
+            for cx in self.contexts.values()
+            if cx.abstract_syntax == item.sop_class_uid and cx.as_scu
+        ]
+        # As stored if the peer accepted that syntax; else an uncompressed one, into which
+        # an uncompressed file can be re-encoded (compressed files are never transcoded).
+        exact = [cx for cx in usable if cx.transfer_syntax[0] == item.transfer_syntax]
+        other = [
+            cx
+            for cx in usable
+            if item.transfer_syntax in UNCOMPRESSED and cx.transfer_syntax[0] in UNCOMPRESSED
+        ]
+        candidates = exact or other
+        if not candidates:
+            log.warning(
+                "C-GET: no context to send %s as %s", item.sop_class_uid, item.transfer_syntax
+            )
+            return False
+        context = candidates[0]
+        try:
+            payload = item.read_data_set(str(context.transfer_syntax[0]))
+        except (OSError, ValueError) as exc:
+            log.warning("C-GET: cannot read %s: %s", item.sop_instance_uid, exc)
+            return False
+        context_id = int(context.context_id or 0)
+        self._reply(
+            context_id,
+            store_request(message_id & 0xFFFF, item.sop_class_uid, item.sop_instance_uid),
+            payload,
+        )
+        answer = self._next_message()
+        if answer is None:
+            raise Closed("peer released the association during a C-GET")
+        reply, _, _ = answer
+        if reply.field != 0x8001:
+            raise Closed(f"expected a C-STORE-RSP, got command 0x{reply.field:04X}")
+        return reply.us(STATUS) in (0x0000, 0xB000, 0xB006, 0xB007)
 
     def _cancelled(self) -> bool:
         """True if the peer sent a C-CANCEL while the responses were streaming out."""

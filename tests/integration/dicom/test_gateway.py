@@ -199,3 +199,51 @@ def test_stored_series_becomes_one_imaging_study_through_the_worker(
     assert last["numberOfInstances"] == 12 and last["numberOfSeries"] == 1
     assert [i["number"] for i in last["series"][0]["instance"]] == list(range(1, 13))
     assert len(studies) < 12  # one per batch, not one per instance
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "rtplan.dcm"])
+def test_get_sends_the_stored_instance_back(
+    running: Running, dcmtk: Dcmtk, tmp_path: Path, name: str
+) -> None:
+    path = bundled_path(name)
+    assert (
+        dcmtk.run("storescu", "-R", "-aec", AE_TITLE, "127.0.0.1", running.port, path).returncode
+        == 0
+    )
+    original = pydicom.dcmread(path)
+    out = tmp_path / "retrieved"
+    out.mkdir()
+    result = dcmtk.run(
+        "getscu", "-v", "-S", "-aec", AE_TITLE,
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={original.StudyInstanceUID}",
+        "-od", str(out), "127.0.0.1", running.port,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Received C-GET Response (Success)" in result.stderr
+    (received,) = list(out.iterdir())
+    again = pydicom.dcmread(received)
+    assert again.SOPInstanceUID == original.SOPInstanceUID
+    for keyword in ("PatientID", "StudyInstanceUID", "PixelData"):
+        assert again.get(keyword) == original.get(keyword)
+
+
+def test_get_of_a_compressed_instance_the_peer_cannot_take(
+    running: Running, dcmtk: Dcmtk, tmp_path: Path
+) -> None:
+    path = bundled_path("JPEG2000.dcm")
+    stored = dcmtk.run("storescu", "-xw", "-aec", AE_TITLE, "127.0.0.1", running.port, path)
+    assert stored.returncode == 0, stored.stderr
+    study = pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID
+    out = tmp_path / "retrieved"
+    out.mkdir()
+    # getscu proposes only uncompressed syntaxes by default, and the gateway never
+    # transcodes pixel data: the sub-operation fails and the C-GET says so.
+    result = dcmtk.run(
+        "getscu", "-v", "-S", "-aec", AE_TITLE,
+        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+        "-od", str(out), "127.0.0.1", running.port,
+    )  # fmt: skip
+    assert "Number of Failed Suboperations    : 1" in result.stderr, result.stderr
+    assert list(out.iterdir()) == []
+    echo = dcmtk.run("echoscu", "-aec", AE_TITLE, "127.0.0.1", running.port)
+    assert echo.returncode == 0

@@ -3,8 +3,8 @@ from __future__ import annotations
 from io import BytesIO
 
 import pytest
-from pynetdicom.dimse_messages import C_ECHO_RSP, C_FIND_RSP, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_STORE
+from pynetdicom.dimse_messages import C_ECHO_RSP, C_FIND_RSP, C_GET_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 
 from devices.dicom.dimse import (
@@ -13,7 +13,9 @@ from devices.dicom.dimse import (
     p_data_pdus,
     response,
     split_p_data,
+    store_request,
 )
+from devices.dicom.part10 import data_set_offset, file_header
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -87,3 +89,33 @@ def test_broken_command_set_is_refused() -> None:
         decode_command(b"\x08\x00\x16\x00\x02\x00\x00\x001.")  # group 0008 in a command
     with pytest.raises(CommandError, match="missing"):
         decode_command(b"").us(0x0100)
+
+
+def test_c_get_response_and_c_store_request_match_pynetdicom() -> None:
+    get = C_GET()
+    get.MessageIDBeingRespondedTo = 4
+    get.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.3"
+    get.Status = 0xFF00
+    get.NumberOfRemainingSuboperations = 2
+    get.NumberOfCompletedSuboperations = 1
+    get.NumberOfFailedSuboperations = 0
+    get.NumberOfWarningSuboperations = 0
+    ours = response(0x0010, 4, "1.2.840.10008.5.1.4.1.2.2.3", 0xFF00, sub_operations=(2, 1, 0, 0))
+    assert p_data_pdus(1, ours, None, 0) == pynetdicom_bytes(C_GET_RSP(), get, 0)
+
+    store = C_STORE()
+    store.MessageID = 5
+    store.AffectedSOPClassUID = CT
+    store.AffectedSOPInstanceUID = "1.2.3.4"
+    store.Priority = 0
+    store.DataSet = BytesIO(b"\x08\x00\x18\x00\x08\x00\x00\x001.2.3.4\x00")
+    theirs = pynetdicom_bytes(C_STORE_RQ(), store, 0)
+    ours_rq = p_data_pdus(1, store_request(5, CT, "1.2.3.4"), store.DataSet.getvalue(), 0)
+    assert ours_rq == theirs
+
+
+def test_data_set_offset_of_a_written_file() -> None:
+    header = file_header(CT, "1.2.3", "1.2.840.10008.1.2.1", "AE")
+    assert data_set_offset(header + b"rest") == len(header)
+    with pytest.raises(ValueError):
+        data_set_offset(b"\0" * 200)

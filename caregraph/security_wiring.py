@@ -1,0 +1,111 @@
+"""Builds the authorization pieces of ``security`` from ``Settings``, once per process.
+
+Development mode: caregraph's own EC P-384 key in ``DATA_DIR/security/signing-key.pem``
+signs the tokens ``caregraph token`` mints; jwks mode adds the keys of an external
+authorization server (``CAREGRAPH_AUTH_JWKS``, tokens with ``iss`` = ``AUTH_JWKS_ISSUER``).
+caregraph's own key is trusted in both modes: the token endpoint (Backend Services) signs
+with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from caregraph.errors import ConfigError
+from caregraph.settings import Settings
+from fhir_store.errors import ResourceGone, ResourceNotFound
+from fhir_store.store import FhirStore
+from linkage.mpi import Mpi
+from security.audit import Auditor
+from security.guard import Guard
+from security.identities import MpiIdentities, NoLinks
+from security.keys import (
+    KeyLookup,
+    Keys,
+    RemoteJwks,
+    SigningKey,
+    load_jwks_file,
+    load_or_create_signing_key,
+)
+from security.middleware import AuthorizationMiddleware
+from security.tokens import TokenMinter, TokenPolicy, TokenValidator
+
+
+def signing_key_path(settings: Settings) -> Path:
+    return settings.data_dir / "security" / "signing-key.pem"
+
+
+def signing_key(settings: Settings) -> SigningKey:
+    """caregraph's own key, created in the data dir on first use.
+
+    Raises:
+        ConfigError: the key file is unusable.
+    """
+    return load_or_create_signing_key(signing_key_path(settings))
+
+
+def token_policy(settings: Settings) -> TokenPolicy:
+    """Issuers, audience and algorithms in force.
+
+    Raises:
+        ConfigError: jwks mode without its JWKS and issuer, or unknown algorithms.
+    """
+    issuers = [settings.auth_issuer]
+    if settings.auth_mode == "jwks":
+        if not settings.auth_jwks or not settings.auth_jwks_issuer:
+            raise ConfigError(
+                "CAREGRAPH_AUTH_MODE=jwks needs CAREGRAPH_AUTH_JWKS (a file or https URL) and "
+                "CAREGRAPH_AUTH_JWKS_ISSUER (the iss of its tokens)"
+            )
+        issuers.append(settings.auth_jwks_issuer)
+    try:
+        return TokenPolicy(tuple(issuers), settings.auth_audience, settings.auth_algorithms)
+    except ValueError as exc:
+        raise ConfigError(f"CAREGRAPH_AUTH_ALGORITHMS: {exc}") from exc
+
+
+def external_keys(settings: Settings) -> KeyLookup | None:
+    """The external authorization server's keys (jwks mode), or None."""
+    if settings.auth_mode != "jwks" or not settings.auth_jwks:
+        return None
+    source = settings.auth_jwks
+    if source.startswith("https://"):
+        return RemoteJwks(source)
+    if "://" in source:
+        raise ConfigError(f"CAREGRAPH_AUTH_JWKS {source!r}: use a file path or an https URL")
+    return load_jwks_file(Path(source))
+
+
+def token_validator(settings: Settings) -> TokenValidator:
+    own = signing_key(settings)
+    remote = external_keys(settings)
+    keys = Keys(own, remote) if remote is not None else Keys(own)
+    return TokenValidator(keys, token_policy(settings))
+
+
+def token_minter(settings: Settings) -> TokenMinter:
+    return TokenMinter(signing_key(settings), settings.auth_issuer, settings.auth_audience)
+
+
+def build_guard(settings: Settings, store: FhirStore, mpi: Mpi | None) -> Guard:
+    """The guard of the API: tokens, linked identities from the MPI, store lookups, audit."""
+
+    def lookup(type_name: str, res_id: str) -> dict[str, Any] | None:
+        try:
+            return store.read(type_name, res_id).resource()
+        except (ResourceNotFound, ResourceGone):
+            return None
+
+    def write_audit(event: dict[str, Any]) -> None:
+        store.create(event)
+
+    identities = MpiIdentities(mpi) if mpi is not None else NoLinks()
+    return Guard(token_validator(settings), identities, lookup, Auditor(write_audit))
+
+
+def install(app: FastAPI, guard: Guard) -> None:
+    """Put the authorization middleware in front of every route of ``app``."""
+    app.add_middleware(AuthorizationMiddleware, guard=guard)

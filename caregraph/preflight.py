@@ -53,17 +53,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def ensure_loopback_unless_insecure(host: str, insecure: bool) -> bool:
-    """Until authorization lands, patient data is only served on loopback.
+def ensure_loopback_unless_insecure(
+    host: str, insecure: bool, auth_mode: str = "development"
+) -> bool:
+    """Every route needs a token now (issue 7), but development mode trusts tokens anyone
+    with the data dir can mint: with it, patient data is served only on loopback.
 
-    Returns True when the caller must print the insecure warning.
+    jwks mode (tokens from a real authorization server) may listen anywhere. Returns True
+    when the caller must print the insecure warning.
     """
-    if is_loopback(host):
+    if is_loopback(host) or auth_mode == "jwks":
         return False
     if not insecure:
         raise ConfigError(
-            f"refusing to listen on {host}: caregraph has no authorization yet, so it serves "
-            "only loopback addresses; use --http-host 127.0.0.1, or --insecure if you really "
-            "mean to expose patient data without access control"
+            f"refusing to listen on {host} in development auth mode, whose tokens anyone with "
+            "the data dir can mint: use CAREGRAPH_AUTH_MODE=jwks with your authorization "
+            "server, --http-host 127.0.0.1, or --insecure if you really mean it"
         )
     return True

@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from adapters.serial import astm, datex, intellivue, medibus
 from adapters.serial import headers as dh
 from adapters.serial.errors import UnknownProtocol, WireError
 from adapters.serial.measurement import Measurement, local_zone
-from adapters.serial.observation import observation_from_measurement
+from adapters.serial.observation import observation_from_measurement, reading_time
 from bus import headers as bh
 from bus.base import Message, Record
 from bus.topics import fhir_topic
@@ -20,6 +21,8 @@ from bus.topics import fhir_topic
 OBSERVATION_TOPIC = fhir_topic("Observation")
 
 Decoder = Callable[[bytes, Mapping[str, str], str, str, datetime], list[Measurement]]
+# (device id, device time) -> the patient Reference valid then, or None: unassigned.
+SubjectAt = Callable[[str, datetime], Mapping[str, Any] | None]
 
 
 def _astm(
@@ -107,8 +110,12 @@ def measurements_from_message(msg: Message) -> list[Measurement]:
     return decoder(msg.value, msg.headers, device_id, message_id, received)
 
 
-def observation_records(msg: Message) -> list[Record]:
+def observation_records(msg: Message, subject_at: SubjectAt | None = None) -> list[Record]:
     """The ``fhir.Observation`` records for one raw.device message, keyed by device.
+
+    ``subject_at`` resolves each reading's patient at its device time (an in-memory index:
+    it is called once per reading); without it every reading is unassigned. A replay with
+    a newer index re-assigns readings to attachments registered after they arrived.
 
     Raises:
         UnknownProtocol, WireError: as ``measurements_from_message``.
@@ -116,7 +123,8 @@ def observation_records(msg: Message) -> list[Record]:
     out: list[Record] = []
     trace = msg.headers.get(bh.TRACE_ID, "")
     for m in measurements_from_message(msg):
-        obs = observation_from_measurement(m)
+        subject = subject_at(m.device_id, reading_time(m)) if subject_at else None
+        obs = observation_from_measurement(m, subject)
         headers = {
             bh.SOURCE: msg.headers.get(bh.SOURCE, "serial"),
             bh.MESSAGE_ID: obs["id"],

@@ -3,13 +3,17 @@ path; ``tests/unit/serial/test_observation.py`` proves the output valid against 
 ``fhir.resources`` models over generated inputs).
 
 Ids are deterministic: the same raw message replayed gives the same Observation ids, so the
-store upserts instead of duplicating. The patient is not set here: it is resolved later from
-the device association valid at ``effectiveDateTime`` (the device's clock).
+store upserts instead of duplicating. The patient comes from the caller (the device
+normalizer resolves it from the attachment valid at the device time, see
+``adapters.registry.associations``). A reading with no patient keeps its device reference,
+has no ``subject`` and carries the tag ``urn:caregraph:tag|unassigned``, so the unassigned
+readings are one search away: ``Observation?_tag=urn:caregraph:tag|unassigned``.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +43,17 @@ _HL7_CATEGORIES = frozenset(
 VENDOR_SYSTEM_PREFIX = "urn:caregraph:device-code:"
 READING_ID_SYSTEM = "urn:caregraph:device-reading"
 DEVICE_ID_SYSTEM = "urn:caregraph:device"
+TAG_SYSTEM = "urn:caregraph:tag"
+UNASSIGNED = "unassigned"
+_UNASSIGNED_META = {
+    "tag": [
+        {
+            "system": TAG_SYSTEM,
+            "code": UNASSIGNED,
+            "display": "No patient attached to the device at the reading's device time",
+        }
+    ]
+}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -58,8 +73,18 @@ def _instant(when: datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def observation_from_measurement(m: Measurement) -> dict[str, Any]:
-    """The Observation for one reading; ``effective`` is device time, ``issued`` receipt."""
+def reading_time(m: Measurement) -> datetime:
+    """The time a reading is about: the device clock, or receipt when the device gave none."""
+    return m.device_time or m.received_at
+
+
+def observation_from_measurement(
+    m: Measurement, subject: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Observation for one reading; ``effective`` is device time, ``issued`` receipt.
+
+    ``subject`` is the patient Reference valid at device time; ``None`` marks the reading
+    unassigned (tagged, no subject)."""
     coding: list[dict[str, str]] = []
     if m.mdc_code is not None:
         coding.append({"system": MDC_SYSTEM, "code": str(m.mdc_code), "display": m.label})
@@ -84,13 +109,17 @@ def observation_from_measurement(m: Measurement) -> dict[str, Any]:
             }
         ],
         "code": {"coding": coding, "text": m.label},
-        "effectiveDateTime": _instant(m.device_time or m.received_at),
+        "effectiveDateTime": _instant(reading_time(m)),
         "issued": _instant(m.received_at),
         "device": {
             "reference": f"Device/{device_resource_id(m.device_id)}",
             "identifier": {"system": DEVICE_ID_SYSTEM, "value": m.device_id},
         },
     }
+    if subject is not None:
+        obs["subject"] = dict(subject)
+    else:
+        obs["meta"] = {"tag": [dict(t) for t in _UNASSIGNED_META["tag"]]}
     if m.value is not None:
         quantity: dict[str, Any] = {"value": float(m.value)}
         if m.comparator is not None:

@@ -78,6 +78,8 @@ class SerialDriver(ABC):
         self.silence_timeout_s = silence_timeout_s
         self.reconnect_delay_s = reconnect_delay_s
         self.max_backoff_s = max_backoff_s
+        # The protocol's documented line settings unless the registration overrides them.
+        self.line_settings: LineSettings = type(self).line
         self.stats = DriverStats()
         self._boot = uuid.uuid4().hex[:12]
         self._seq = 0
@@ -91,7 +93,7 @@ class SerialDriver(ABC):
         delay = self.reconnect_delay_s
         while not stop.is_set():
             try:
-                link = Link.open(self.port, self.line)
+                link = Link.open(self.port, self.line_settings)
             except LinkLost as exc:
                 self.stats.last_error = str(exc)
                 stop.wait(delay)

@@ -20,22 +20,24 @@ from typing import Any
 from bus.base import Bus
 from devices.serial import make_driver
 from devices.serial.base import SerialDriver
+from devices.serial.port import LineSettings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DeviceConnection:
-    """How to reach one device: protocol, port and driver options (line settings live in
-    the driver class; options tune timeouts and intervals)."""
+    """How to reach one device: protocol, port, line settings (``None``: the protocol's
+    default, from the driver class) and driver options (timeouts and intervals)."""
 
     device_id: str
     protocol: str
     port: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    line: LineSettings | None = None
 
-    def key(self) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
-        return self.protocol, self.port, tuple(sorted(self.options.items()))
+    def key(self) -> tuple[str, str, tuple[tuple[str, Any], ...], LineSettings | None]:
+        return self.protocol, self.port, tuple(sorted(self.options.items())), self.line
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,10 @@ class SerialGateway:
                 d: make_driver(c.protocol, c.port, d, self.bus, **dict(c.options))
                 for d, c in to_start.items()
             }
+            for d, driver in drivers.items():
+                line = to_start[d].line
+                if line is not None:
+                    driver.line_settings = line
             to_stop = [d for d in self._running if d not in wanted or d in to_start]
             stopped = [self._running.pop(d) for d in to_stop]
         for r in stopped:

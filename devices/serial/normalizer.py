@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
-from adapters.serial.normalize import observation_records
+from adapters.serial.normalize import SubjectAt, observation_records
 from bus.base import Bus, Message, Record
 from bus.deadletter import deadletter_record, describe
 from bus.topics import RAW_DEVICE
@@ -23,13 +24,27 @@ log = logging.getLogger(__name__)
 GROUP = "device-normalizer"
 
 
-def normalize_batch(bus: Bus, batch: list[Message], group: str = GROUP) -> int:
-    """Publish the Observations (and dead letters) for ``batch``; returns Observations sent."""
+# Called once per batch for the current association index (the composition root caches it
+# and refreshes it every few seconds), so resolving a reading's patient costs no query.
+SubjectResolver = Callable[[], SubjectAt]
+
+
+def normalize_batch(
+    bus: Bus,
+    batch: list[Message],
+    group: str = GROUP,
+    resolver: SubjectResolver | None = None,
+) -> int:
+    """Publish the Observations (and dead letters) for ``batch``; returns Observations sent.
+
+    ``resolver`` gives the patient lookup for this batch; without it readings are
+    unassigned."""
     out: list[Record] = []
     observations = 0
+    subject_at = resolver() if resolver is not None else None
     for msg in batch:
         try:
-            records = observation_records(msg)
+            records = observation_records(msg, subject_at)
         except MappingError as exc:
             log.warning("raw.device offset %d dead-lettered: %s", msg.offset, exc)
             out.append(deadletter_record(msg, group, describe(exc), 1))
@@ -48,12 +63,13 @@ def run_normalizer(
     group: str = GROUP,
     stats: WorkerStats | None = None,
     poll_timeout_s: float = 0.2,
+    resolver: SubjectResolver | None = None,
 ) -> None:
     """Normalize ``raw.device`` into ``fhir.Observation`` until ``stop``; blocks the thread."""
     bus.ensure_topics([RAW_DEVICE])
 
     def handle(batch: list[Message]) -> None:
-        normalize_batch(bus, batch, group)
+        normalize_batch(bus, batch, group, resolver)
 
     run_consumer(
         bus,

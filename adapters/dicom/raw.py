@@ -49,6 +49,7 @@ _FIELDS = (
     "called_ae",
     "peer_host",
     "header_syntax",
+    "omitted",
 )
 
 
@@ -67,10 +68,14 @@ class RawInstance:
     peer_host: str
     header_syntax: str
     header: bytes
+    omitted: tuple[str, ...] = ()
+    """Tags (``GGGGEEEE``) of large top-level elements left out of ``header`` to bound the
+    message; they are in the stored file."""
 
     def encode(self) -> bytes:
         """Compact UTF-8 JSON, the header in base64."""
         body: dict[str, Any] = {name: getattr(self, name) for name in _FIELDS}
+        body["omitted"] = list(self.omitted)
         body["header"] = base64.b64encode(self.header).decode("ascii")
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -85,7 +90,8 @@ class RawInstance:
             raise MappingError("raw.dicom value is not a JSON object")
         try:
             header = base64.b64decode(body.pop("header"), validate=True)
-            out = cls(header=header, **body)
+            omitted = tuple(body.pop("omitted", ()))
+            out = cls(header=header, omitted=omitted, **body)
         except (KeyError, TypeError, binascii.Error) as exc:
             raise MappingError(f"raw.dicom value has the wrong fields: {exc}") from exc
         if out.header_syntax not in _SYNTAXES or not isinstance(out.sha256, str):

@@ -44,13 +44,37 @@ class Scan:
     ``data`` is what was walked (inflated, for a deflated transfer syntax), in
     ``syntax``; ``header_end`` is where the top-level pixel data starts (or the end), so
     ``data[:header_end]`` is the header as received; ``values`` holds the raw value bytes
-    of the top-level elements asked for.
+    of the top-level elements asked for; ``spans`` the (tag, start, end) of each top-level
+    element of the header.
     """
 
     data: bytes | bytearray
     syntax: str
     header_end: int
     values: dict[int, bytes]
+    spans: list[tuple[int, int, int]]
+
+    def header(self, limit: int, keep: frozenset[int] = frozenset()) -> tuple[bytes, list[int]]:
+        """The header bytes, at most ``limit`` long if it can be done without dropping a
+        tag in ``keep``: if the whole header is longer, its largest other top-level
+        elements are left out (returned as the second value). Enhanced multi-frame
+        objects carry megabytes of per-frame functional groups that no consumer of the
+        header needs, and a Kafka message has a size limit."""
+        if self.header_end <= limit:
+            return bytes(self.data[: self.header_end]), []
+        total = sum(end - start for _, start, end in self.spans)
+        dropped: set[int] = set()
+        for tag, start, end in sorted(self.spans, key=lambda s: s[2] - s[1], reverse=True):
+            if total <= limit:
+                break
+            if tag in keep:
+                continue
+            dropped.add(tag)
+            total -= end - start
+        kept = b"".join(
+            bytes(self.data[start:end]) for tag, start, end in self.spans if tag not in dropped
+        )
+        return kept, sorted(dropped)
 
 
 def scan(
@@ -82,7 +106,7 @@ def scan(
     else:
         syntax = EXPLICIT_VR_LITTLE_ENDIAN if little else EXPLICIT_VR_BIG_ENDIAN
     end = walker.pixel_at if walker.pixel_at is not None else len(data)
-    return Scan(data, syntax, end, walker.values)
+    return Scan(data, syntax, end, walker.values, walker.spans)
 
 
 def check_complete(
@@ -123,6 +147,7 @@ class _Walker:
         self.wanted = wanted
         self.values: dict[int, bytes] = {}
         self.pixel_at: int | None = None
+        self.spans: list[tuple[int, int, int]] = []
         self.u16 = struct.Struct("<H" if little else ">H")
         self.u32 = struct.Struct("<I" if little else ">I")
         self.tag = struct.Struct("<HH" if little else ">HH")
@@ -142,6 +167,7 @@ class _Walker:
             raise IncompleteDataset(f"sequences nested deeper than {MAX_DEPTH}")
         while pos < end:
             self._need(pos, 8, end, "element header")
+            start = pos
             tag = self._read_tag(pos)
             if stop_at is not None and tag == stop_at:
                 return pos + 8
@@ -172,6 +198,8 @@ class _Walker:
                 if depth == 0 and tag in self.wanted:
                     self.values[tag] = bytes(self.data[pos : pos + length])
                 pos += length
+            if depth == 0 and self.pixel_at is None:
+                self.spans.append((tag, start, pos))
         if stop_at is not None:
             raise IncompleteDataset("data ends before the item or sequence delimiter")
         return pos

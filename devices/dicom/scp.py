@@ -94,6 +94,10 @@ _NEEDED = (
 )
 _CHARSET = 0x00080005
 _WANTED = frozenset({_CHARSET, *(int(t, 16) for t in _NEEDED)})
+# Never left out of a raw.dicom header, however long it is: what the mapping reads.
+_KEPT = frozenset(
+    {_CHARSET} | {int(value, 16) for name, value in vars(tags).items() if name.isupper()}
+)
 # Elements whose text follows Specific Character Set; the others are ASCII by VR.
 _DECODED = frozenset(
     int(t, 16)
@@ -149,7 +153,9 @@ class DicomGateway:
     set: any host); ``None`` accepts every caller. ``max_pdu`` is the largest P-DATA PDU
     the gateway announces and accepts; ``max_message_bytes`` bounds one data set.
     ``fsync=False`` trades power-loss safety of the stored files for speed, as
-    ``EmbeddedBus(fsync=False)`` does for the log.
+    ``EmbeddedBus(fsync=False)`` does for the log. ``max_header_bytes`` bounds the header
+    in a ``raw.dicom`` message (Kafka's default message limit is 1 MB); the largest
+    top-level elements of a longer header are left out and listed in ``omitted``.
 
     Raises ``ConfigError`` from ``start`` when the port cannot be bound.
     """
@@ -169,6 +175,7 @@ class DicomGateway:
         timeout_s: float = 30.0,
         topic: str = RAW_DICOM,
         fsync: bool = True,
+        max_header_bytes: int = 512 * 1024,
     ) -> None:
         if not 1 <= len(ae_title.strip()) <= 16:
             raise ConfigError(f"AE title must be 1 to 16 characters, not {ae_title!r}")
@@ -190,6 +197,7 @@ class DicomGateway:
         self.timeout_s = timeout_s
         self.topic = topic
         self.fsync = fsync
+        self.max_header_bytes = max_header_bytes
         self.stats = GatewayStats()
         self._stats_lock = threading.Lock()
         self._listener: Listener | None = None
@@ -311,6 +319,7 @@ class DicomGateway:
         header = file_header(
             sop_class, sop_instance, request.transfer_syntax, request.peer.calling_ae
         )
+        header_bytes, omitted = found.header(self.max_header_bytes, _KEPT)
         stored = self._store.put(header, request.data_set)
         message = RawInstance(
             sha256=stored.sha256,
@@ -322,7 +331,8 @@ class DicomGateway:
             called_ae=self.ae_title,
             peer_host=request.peer.host,
             header_syntax=found.syntax,
-            header=bytes(found.data[: found.header_end]),
+            header=header_bytes,
+            omitted=tuple(f"{tag:08X}" for tag in omitted),
         )
         patient_id = v.text(tags.PATIENT_ID)
         # The PatientID keys the partition (a patient's instances stay in order); without

@@ -15,8 +15,10 @@ import pytest
 
 from adapters.dicom import DicomNormalizer, RawInstance
 from adapters.dicom.raw import header_dataset
+from bus.memory import MemoryBus
 from bus.topics import RAW_DICOM
 from bus.worker import run_consumer
+from devices.dicom import DicomGateway
 from tests.integration.dicom.conftest import AE_TITLE, Dcmtk, Running
 from tests.unit.dicom.helpers import bundled_path, validate
 
@@ -247,3 +249,25 @@ def test_get_of_a_compressed_instance_the_peer_cannot_take(
     assert list(out.iterdir()) == []
     echo = dcmtk.run("echoscu", "-aec", AE_TITLE, "127.0.0.1", running.port)
     assert echo.returncode == 0
+
+
+def test_a_long_header_is_abridged_but_still_maps(tmp_path: Path, dcmtk: Dcmtk) -> None:
+    bus = MemoryBus()
+    gateway = DicomGateway(
+        tmp_path / "dicom", bus, ae_title=AE_TITLE, host="127.0.0.1", port=0,
+        max_header_bytes=3000,
+    )  # fmt: skip
+    path = bundled_path("CT_small.dcm")
+    with gateway:
+        result = dcmtk.run("storescu", "-aec", AE_TITLE, "127.0.0.1", str(gateway.port), path)
+        assert result.returncode == 0, result.stderr
+    (message,) = bus.snapshot(RAW_DICOM)
+    raw = RawInstance.decode(message.value)
+    assert raw.omitted and len(raw.header) <= 3000
+    records = DicomNormalizer().normalize([message])
+    study = json.loads(records[-1].value)
+    validate(study)
+    original = pydicom.dcmread(path, stop_before_pixels=True)
+    assert study["identifier"][0]["value"] == f"urn:oid:{original.StudyInstanceUID}"
+    (stored,) = [p for p in (tmp_path / "dicom" / "objects").rglob("*") if p.is_file()]
+    assert pydicom.dcmread(stored).PixelData == pydicom.dcmread(path).PixelData  # file whole

@@ -6,7 +6,7 @@ from io import BytesIO
 
 import pydicom
 import pytest
-from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 
 from devices.dicom.framing import IncompleteDataset, check_complete, scan
 from tests.unit.dicom.helpers import BUNDLED, bundled_path
@@ -111,3 +111,18 @@ def test_scan_takes_the_receive_buffer_as_is(name: str) -> None:
     assert scan(bytearray(data), ts).values == scan(data, ts).values
     with pytest.raises(IncompleteDataset):
         check_complete(bytearray(data[:-9]), ts)
+
+
+def test_a_long_header_loses_its_largest_elements_first() -> None:
+    data, ts = dataset_bytes("CT_small.dcm")
+    found = scan(data, ts)
+    whole, none = found.header(1 << 20)
+    assert none == [] and whole == data[: found.header_end]
+    keep = frozenset({0x00080016, 0x00080018, 0x00100020, 0x0020000D, 0x0020000E})
+    cut, omitted = found.header(3000, keep)
+    assert len(cut) <= 3000 and omitted and not keep & set(omitted)
+    sizes = {tag: end - start for tag, start, end in found.spans if tag not in keep}
+    smallest_dropped = min(sizes[t] for t in omitted)
+    assert all(size <= smallest_dropped for t, size in sizes.items() if t not in omitted)
+    header = read_dataset(BytesIO(cut), False, True)
+    assert header.PatientID == "1CT1" and header.SOPInstanceUID.endswith(".12322")

@@ -142,3 +142,12 @@ def test_unknown_header_syntax_is_refused() -> None:
     bad = Message(RAW_DICOM, 0, 1, None, json.dumps(body).encode(), {}, 0)
     with pytest.raises(MappingError, match="header syntax"):
         normalize_dicom([bad])
+
+
+def test_an_abridged_header_still_maps() -> None:
+    raw = raw_instance(instance(1))
+    body = json.loads(raw.encode())
+    assert body["omitted"] == []
+    message = Message(RAW_DICOM, 0, 0, b"PID1", replace(raw, omitted=("7FE00010",)).encode(), {}, 0)
+    records, _ = normalize_dicom([message])
+    assert records[-1].topic == "fhir.ImagingStudy"

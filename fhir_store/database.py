@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from caregraph.errors import ConfigError, StoreError, StoreUnavailable
+from fhir_store.dates import now_instant
 from fhir_store.errors import StoreConflict
 from fhir_store.schema import MIGRATIONS
 
@@ -83,6 +84,14 @@ class Transaction:
         except (sqlite3.Error, psycopg.Error) as exc:
             raise self._db.wrap_error(exc) from exc
 
+    def now(self) -> str:
+        """The database's clock, as stored instants are written (see ``fhir_store.dates``).
+
+        Every writer and every search takes time from the database, not from its own host,
+        so lastUpdated order and search snapshots hold across hosts with skewed clocks.
+        """
+        return self._db.clock(self)
+
     def insert_rows(
         self, table: str, columns: Sequence[str], rows: Sequence[Params], suffix: str = ""
     ) -> None:
@@ -138,6 +147,10 @@ class Database(ABC):
     @abstractmethod
     def translate(self, sql: str) -> str:
         """``?`` placeholders to the driver's style."""
+
+    def clock(self, tx: Transaction) -> str:
+        """The current instant in column form; the database server's clock where it has one."""
+        return now_instant()[0]
 
     @abstractmethod
     def wrap_error(self, exc: Exception) -> StoreError:
@@ -336,6 +349,12 @@ class PostgresDatabase(Database):
 
     def translate(self, sql: str) -> str:
         return sql.replace("%", "%%").replace("?", "%s")
+
+    def clock(self, tx: Transaction) -> str:
+        row = tx.execute(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+        ).fetchone()
+        return str(row[0])
 
     def wrap_error(self, exc: Exception) -> StoreError:
         if isinstance(exc, psycopg.errors.IntegrityError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fhir_store.database import Transaction
-from fhir_store.dates import date_range, now_instant
+from fhir_store.dates import date_range
 from fhir_store.errors import InvalidSearch
 from fhir_store.records import Stored, by_type
 from fhir_store.search import DEFAULT_COUNT, Query, QueryBuilder
@@ -49,13 +49,14 @@ class Searching:
         # Drive from the most selective predicate; probe the rest (see search.Sql).
         ordered = sorted(query.where, key=lambda w: w.rank)
         parts = [w.text if i == 0 or w.exists is None else w.exists for i, w in enumerate(ordered)]
-        if query.snapshot is None:
-            query.snapshot = now_instant()[0]
         where = " AND ".join(["r.res_type = ?", "r.deleted = 0", "r.first_created <= ?", *parts])
-        params: list[Any] = [query.type, query.snapshot]
+        params: list[Any] = [query.type, query.snapshot]  # snapshot set below if new
         for w in ordered:
             params.extend(w.params)
         with self.store.db.transaction(write=False) as tx:
+            if query.snapshot is None:
+                query.snapshot = tx.now()
+            params[1] = query.snapshot
             total = None
             if (
                 query.total == "accurate"

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fhir_store.database import Database, Transaction
-from fhir_store.dates import now_instant
+from fhir_store.dates import column_to_instant
 from fhir_store.errors import (
     InvalidResource,
     ResourceGone,
@@ -172,7 +172,8 @@ class FhirStore:
     def _write_batch(self, tx: Transaction, items: Sequence[Pending]) -> list[WriteResult]:
         current = self._current(tx, ((i.type, i.id) for i in items))
         in_db = set(current)
-        column, instant = now_instant()
+        column = tx.now()
+        instant = column_to_instant(column)
         results: list[WriteResult] = []
         upserts: dict[tuple[str, str], tuple[Any, ...]] = {}
         history: list[tuple[Any, ...]] = []

@@ -138,3 +138,17 @@ def test_pool_caps_connections_and_refuses_nesting(db_url: str) -> None:
         pass
     db.ping()
     db.close()
+
+
+def test_clock_is_the_databases_in_column_form(db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from fhir_store.dates import FORMAT
+
+    db = open_database(db_url)
+    with db.transaction(write=False) as tx:
+        first, second = tx.now(), tx.now()
+    db.close()
+    moment = datetime.strptime(first, FORMAT).replace(tzinfo=UTC)
+    assert abs((datetime.now(UTC) - moment).total_seconds()) < 60
+    assert len(first) == len("2020-01-01T00:00:00.000000") and second >= first

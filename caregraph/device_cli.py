@@ -1,0 +1,517 @@
+"""``caregraph device ...``: the registry as biomedical engineers use it from a terminal.
+
+``add``, ``edit``, ``list``, ``show``, ``retire``, ``attach`` (a patient, for a period) and
+``place`` (in a bed, from a time). Every command writes FHIR resources through the store,
+exactly what a FHIR client could PUT (``adapters.registry`` says how), so a running
+``--role serial`` picks the change up within its refresh interval, without a restart.
+
+Times are ISO 8601; one without a zone is the machine's local time; ``now`` is accepted.
+Failures end as one line on stderr and exit status 2, like the rest of the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from adapters.registry.associations import (
+    attachment_from_statement,
+    ended,
+    statement_resource,
+)
+from adapters.registry.device import (
+    LineSpec,
+    Registration,
+    SerialConnection,
+    device_resource,
+    location_id,
+    location_resource,
+    registration_from_device,
+)
+from adapters.registry.timing import instant
+from adapters.serial.observation import DEVICE_ID_SYSTEM, device_resource_id
+from caregraph.device_registry import connection_of, is_registered
+from caregraph.errors import CaregraphError, ConfigError
+from caregraph.settings import Settings
+from caregraph.wiring import open_database
+from fhir_store.errors import ResourceGone, ResourceNotFound
+from fhir_store.store import FhirStore
+
+app = typer.Typer(
+    help="Register, edit, list, attach, place and retire bedside devices (FHIR Device).",
+    no_args_is_help=True,
+)
+
+DataDir = Annotated[Path | None, typer.Option(help="Data directory [CAREGRAPH_DATA_DIR].")]
+DatabaseUrl = Annotated[
+    str | None, typer.Option(help="sqlite:///path or postgresql://... [CAREGRAPH_DATABASE_URL].")
+]
+DeviceId = Annotated[str, typer.Argument(help="The device id the driver reports readings as.")]
+When = Annotated[
+    str, typer.Option(help="ISO 8601 time (no zone = local time) or 'now'.", show_default=True)
+]
+
+
+class CliError(ConfigError):
+    """What the person at the terminal asked cannot be done; the message says why."""
+
+
+@contextmanager
+def _store(data_dir: Path | None, database_url: str | None) -> Iterator[FhirStore]:
+    """The store the settings name, closed afterwards; errors as one line, exit 2."""
+    try:
+        given = {k: v for k, v in (("data_dir", data_dir), ("database_url", database_url)) if v}
+        settings = Settings(**given)  # type: ignore[arg-type]
+        db = open_database(settings)
+        try:
+            yield FhirStore(db)
+        finally:
+            db.close()
+    except CaregraphError as exc:
+        typer.echo(f"caregraph: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CAREGRAPH_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        typer.echo(f"caregraph: error: invalid settings: {problems}", err=True)
+        raise typer.Exit(2) from None
+
+
+def parse_when(text: str) -> datetime:
+    """``now``, or ISO 8601; a time without a zone is this machine's local time.
+
+    Raises:
+        CliError: not a time.
+    """
+    if text.strip().lower() == "now":
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-25T08:00)") from None
+    return parsed if parsed.tzinfo else parsed.astimezone()
+
+
+def _find(store: FhirStore, device_id: str) -> dict[str, Any] | None:
+    """The Device registered as ``device_id``: at its derived id, else by identifier (one a
+    client POSTed under a server-assigned id)."""
+    try:
+        return store.read("Device", device_resource_id(device_id)).resource()
+    except (ResourceNotFound, ResourceGone):
+        pass
+    page = store.searching.search("Device", [("identifier", f"{DEVICE_ID_SYSTEM}|{device_id}")])
+    return page.matches[0].resource() if page.matches else None
+
+
+def _require(store: FhirStore, device_id: str) -> tuple[Registration, dict[str, Any]]:
+    found = _find(store, device_id)
+    if found is None:
+        raise CliError(f"no device {device_id!r} is registered; add it with `caregraph device add`")
+    return registration_from_device(found), found
+
+
+def _options(pairs: list[str] | None) -> tuple[tuple[str, float], ...]:
+    out: dict[str, float] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise CliError(
+                f"--option {pair!r}: use name=number, e.g. poll_interval_s=0.5"
+            ) from None
+    return tuple(sorted(out.items()))
+
+
+def _statements(store: FhirStore, reg: Registration) -> list[dict[str, Any]]:
+    page = store.searching.search(
+        "DeviceUseStatement", [("device", reg.reference), ("_count", "1000")]
+    )
+    return [s.resource() for s in page.matches]
+
+
+def _write_device(
+    store: FhirStore,
+    reg: Registration,
+    base: dict[str, Any] | None,
+    now: datetime,
+    extra: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    device = device_resource(reg, now, base)
+    # Validate what we are about to store with the same models the FHIR API uses.
+    from fhir.resources.R4B.device import Device
+
+    Device.model_validate(device)
+    if reg.connection is not None and reg.status == "active":
+        try:
+            connection_of(reg)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    store.upsert_many([*(extra or []), device])
+    return device
+
+
+ProtocolOpt = Annotated[
+    str | None, typer.Option(help="astm, intellivue, datex or medibus (the serial protocol).")
+]
+PortOpt = Annotated[str | None, typer.Option(help="Serial port path, e.g. /dev/ttyUSB0.")]
+Baud = Annotated[int | None, typer.Option(help="Override the protocol's baud rate.")]
+Bytesize = Annotated[int | None, typer.Option(help="Override data bits (5-8).")]
+Parity = Annotated[str | None, typer.Option(help="Override parity: N, E, O, M or S.")]
+Stopbits = Annotated[float | None, typer.Option(help="Override stop bits: 1, 1.5 or 2.")]
+Rtscts = Annotated[bool | None, typer.Option("--rtscts/--no-rtscts", help="RTS/CTS handshake.")]
+Option = Annotated[
+    list[str] | None, typer.Option("--option", help="Driver setting name=number (repeatable).")
+]
+Name = Annotated[str | None, typer.Option(help="A friendly name, e.g. 'ICU 4 monitor'.")]
+Manufacturer = Annotated[str | None, typer.Option()]
+Model = Annotated[str | None, typer.Option(help="Model number.")]
+SerialNumber = Annotated[str | None, typer.Option(help="The manufacturer's serial number.")]
+Udi = Annotated[str | None, typer.Option(help="UDI as printed (human-readable form).")]
+TypeText = Annotated[str | None, typer.Option("--type", help="Kind of device, as text.")]
+Location = Annotated[str | None, typer.Option(help="Bed to place it in now (see `place`).")]
+
+
+@app.command()
+def add(
+    device_id: DeviceId,
+    protocol: ProtocolOpt = None,
+    port: PortOpt = None,
+    baudrate: Baud = None,
+    bytesize: Bytesize = None,
+    parity: Parity = None,
+    stopbits: Stopbits = None,
+    rtscts: Rtscts = None,
+    option: Option = None,
+    name: Name = None,
+    manufacturer: Manufacturer = None,
+    model: Model = None,
+    serial_number: SerialNumber = None,
+    udi: Udi = None,
+    type_text: TypeText = None,
+    location: Location = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Register a device (with its serial connection, if --protocol and --port are given)."""
+    with _store(data_dir, database_url) as store:
+        if _find(store, device_id) is not None:
+            raise CliError(
+                f"device {device_id!r} is already registered; use `caregraph device edit`"
+            )
+        if (protocol is None) != (port is None):
+            raise CliError("a serial connection needs both --protocol and --port")
+        connection = None
+        if protocol is not None and port is not None:
+            line = LineSpec(baudrate, bytesize, parity, stopbits, rtscts)
+            connection = SerialConnection(protocol, port, line, _options(option))
+        now = datetime.now(UTC)
+        reg = Registration(
+            device_id,
+            "active",
+            name,
+            manufacturer,
+            model,
+            serial_number,
+            udi,
+            type_text,
+            connection,
+        )
+        extra: list[dict[str, Any]] = []
+        if location:
+            reg = reg.placed(f"Location/{location_id(location)}", now, location)
+            extra.append(location_resource(location))
+        device = _write_device(store, reg, None, now, extra)
+        typer.echo(f"registered {device_id} as Device/{device['id']}")
+
+
+@app.command()
+def edit(
+    device_id: DeviceId,
+    protocol: ProtocolOpt = None,
+    port: PortOpt = None,
+    baudrate: Baud = None,
+    bytesize: Bytesize = None,
+    parity: Parity = None,
+    stopbits: Stopbits = None,
+    rtscts: Rtscts = None,
+    option: Option = None,
+    name: Name = None,
+    manufacturer: Manufacturer = None,
+    model: Model = None,
+    serial_number: SerialNumber = None,
+    udi: Udi = None,
+    type_text: TypeText = None,
+    no_connection: Annotated[
+        bool, typer.Option("--no-connection", help="Remove the serial connection.")
+    ] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change what is given; everything else (and anything a FHIR client added) stays."""
+    with _store(data_dir, database_url) as store:
+        reg, base = _require(store, device_id)
+        connection = reg.connection
+        line_given = any(v is not None for v in (baudrate, bytesize, parity, stopbits, rtscts))
+        if no_connection:
+            connection = None
+        elif protocol or port or line_given or option:
+            old = connection or SerialConnection("", "")
+            new_protocol, new_port = protocol or old.protocol, port or old.port
+            if not new_protocol or not new_port:
+                raise CliError("a serial connection needs both --protocol and --port")
+            ol = old.line
+            line = LineSpec(
+                baudrate if baudrate is not None else ol.baudrate,
+                bytesize if bytesize is not None else ol.bytesize,
+                parity if parity is not None else ol.parity,
+                stopbits if stopbits is not None else ol.stopbits,
+                rtscts if rtscts is not None else ol.rtscts,
+            )
+            options = dict(old.options) | dict(_options(option))
+            connection = SerialConnection(
+                new_protocol, new_port, line, tuple(sorted(options.items()))
+            )
+        reg = replace(
+            reg,
+            connection=connection,
+            name=reg.name if name is None else name,
+            manufacturer=reg.manufacturer if manufacturer is None else manufacturer,
+            model=reg.model if model is None else model,
+            serial_number=reg.serial_number if serial_number is None else serial_number,
+            udi=reg.udi if udi is None else udi,
+            type_text=reg.type_text if type_text is None else type_text,
+        )
+        _write_device(store, reg, base, datetime.now(UTC))
+        typer.echo(f"updated {device_id}")
+
+
+def _summary(reg: Registration, now: datetime, patient: str | None) -> dict[str, Any]:
+    c = reg.connection
+    here = reg.placement_at(now)
+    return {
+        "device_id": reg.device_id,
+        "id": reg.resource_id,
+        "status": reg.status,
+        "name": reg.name,
+        "protocol": c.protocol if c else None,
+        "port": c.port if c else None,
+        "location": (here.display or here.location) if here else None,
+        "patient": patient,
+    }
+
+
+@app.command("list")
+def list_devices(
+    all_: Annotated[bool, typer.Option("--all", help="Include retired devices.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Registered devices: id, status, protocol, port, bed and patient now."""
+    from adapters.registry.associations import AssociationIndex
+    from caregraph.device_registry import RegistryReader
+
+    with _store(data_dir, database_url) as store:
+        reader = RegistryReader(store)
+        regs, problems = reader.registrations()
+        index = AssociationIndex(reader.attachments(regs))
+        now = datetime.now(UTC)
+        rows = []
+        for reg in sorted(regs, key=lambda r: r.device_id):
+            if reg.status != "active" and not all_:
+                continue
+            subject = index.subject_at(reg.device_id, now)
+            rows.append(_summary(reg, now, subject.get("reference") if subject else None))
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        cols = ("device_id", "status", "protocol", "port", "location", "patient")
+        table = [cols, *[tuple(str(r[c] or "-") for c in cols) for r in rows]]
+        widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+        for row in table:
+            typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        for p in problems:
+            typer.echo(f"unreadable: {p.resource} ({p.device_id}): {p.reason}", err=True)
+
+
+@app.command()
+def show(
+    device_id: DeviceId,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """The Device resource, its attachments and placements, as JSON."""
+    with _store(data_dir, database_url) as store:
+        reg, device = _require(store, device_id)
+        attachments = []
+        for s in _statements(store, reg):
+            a = attachment_from_statement(s, {reg.reference: reg.device_id})
+            if a is not None:
+                attachments.append(
+                    {
+                        "statement": f"DeviceUseStatement/{a.statement_id}",
+                        "patient": a.subject.get("reference"),
+                        "from": instant(a.start),
+                        "to": instant(a.end) if a.end else None,
+                    }
+                )
+        out = {
+            "device": device,
+            "attachments": sorted(attachments, key=lambda a: str(a["from"])),
+            "placements": [
+                {
+                    "location": p.location,
+                    "name": p.display,
+                    "from": instant(p.start),
+                    "to": instant(p.end) if p.end else None,
+                }
+                for p in reg.placements
+            ],
+        }
+        typer.echo(json.dumps(out, indent=2))
+
+
+@app.command()
+def retire(
+    device_id: DeviceId,
+    at: When = "now",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Take a device out of service: status inactive, its open bed placement and patient
+    attachment end; the serial gateway stops reading it. History is kept."""
+    with _store(data_dir, database_url) as store:
+        reg, base = _require(store, device_id)
+        when = parse_when(at)
+        now = datetime.now(UTC)
+        placements = tuple(
+            replace(p, end=when) if p.end is None and p.start < when else p for p in reg.placements
+        )
+        closes = [
+            ended(s, when, now)
+            for s in _statements(store, reg)
+            if "end" not in s.get("timingPeriod", {})
+            and s.get("status") not in ("entered-in-error", "intended")
+        ]
+        base = dict(base)
+        base.pop("patient", None)
+        reg = replace(reg, status="inactive", placements=placements)
+        _write_device(store, reg, base, now, closes)
+        typer.echo(f"retired {device_id} at {instant(when)}")
+
+
+def _with_current_patient(
+    base: dict[str, Any], reg: Registration, statements: list[dict[str, Any]], now: datetime
+) -> dict[str, Any]:
+    """``base`` with ``Device.patient`` = the patient attached now, or without it (the
+    console lists a patient's devices by it)."""
+    from adapters.registry.associations import AssociationIndex
+
+    found = (attachment_from_statement(s, {reg.reference: reg.device_id}) for s in statements)
+    index = AssociationIndex(a for a in found if a is not None)
+    subject = index.subject_at(reg.device_id, now)
+    out = dict(base)
+    if subject is None:
+        out.pop("patient", None)
+    else:
+        out["patient"] = dict(subject)
+    return out
+
+
+def _patient(store: FhirStore, text: str) -> dict[str, Any]:
+    """``Patient/<id>`` as stored, or an identifier (``system|value`` or a bare value)
+    matching exactly one Patient."""
+    if text.startswith("Patient/"):
+        try:
+            patient = store.read("Patient", text.removeprefix("Patient/")).resource()
+        except (ResourceNotFound, ResourceGone):
+            raise CliError(f"{text} is not in the store") from None
+    else:
+        page = store.searching.search("Patient", [("identifier", text), ("_count", "2")])
+        if len(page.matches) != 1:
+            how = "no Patient has" if not page.matches else "several Patients have"
+            raise CliError(f"{how} the identifier {text!r}; give Patient/<id> instead")
+        patient = page.matches[0].resource()
+    ref: dict[str, Any] = {"reference": f"Patient/{patient['id']}"}
+    names = patient.get("name") or []
+    if names:
+        n = names[0]
+        display = n.get("text") or " ".join([*n.get("given", []), n.get("family", "")]).strip()
+        if display:
+            ref["display"] = display
+    return ref
+
+
+@app.command()
+def attach(
+    device_id: DeviceId,
+    patient: Annotated[
+        str, typer.Option(help="Patient/<id>, or an identifier (system|value or value).")
+    ],
+    from_: Annotated[str, typer.Option("--from", help="Start (ISO 8601 or 'now').")] = "now",
+    to: Annotated[str | None, typer.Option(help="End (ISO 8601); none = until changed.")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Attach the device to a patient for a period (a DeviceUseStatement). Without --to, an
+    earlier open attachment ends where this one starts; with --to, this one takes
+    precedence during its period only."""
+    with _store(data_dir, database_url) as store:
+        reg, base = _require(store, device_id)
+        start = parse_when(from_)
+        end = parse_when(to) if to else None
+        subject = _patient(store, patient)
+        now = datetime.now(UTC)
+        new = statement_resource(reg.device_id, reg.reference, subject, start, end, now)
+        writes = [new]
+        statements = {s["id"]: s for s in _statements(store, reg)}
+        if end is None:
+            # An open attachment replaces the open one before it (one patient at a time);
+            # a bounded one only takes precedence during its period (latest start wins).
+            for s in list(statements.values()):
+                if s["id"] == new["id"] or "end" in s.get("timingPeriod", {}):
+                    continue
+                a = attachment_from_statement(s, {reg.reference: reg.device_id})
+                if a is not None and a.start < start:
+                    statements[s["id"]] = ended(s, start, now)
+                    writes.append(statements[s["id"]])
+        statements[new["id"]] = new
+        base = _with_current_patient(base, reg, list(statements.values()), now)
+        _write_device(store, reg, base, now, writes)
+        until = f" to {instant(end)}" if end else ""
+        typer.echo(
+            f"attached {device_id} to {subject['reference']} from {instant(start)}{until}"
+            f" (DeviceUseStatement/{new['id']})"
+        )
+
+
+@app.command()
+def place(
+    device_id: DeviceId,
+    location: Annotated[str, typer.Option(help="The bed, e.g. 'ICU-4 bed 2'.")],
+    from_: Annotated[str, typer.Option("--from", help="Start (ISO 8601 or 'now').")] = "now",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Place the device in a bed from a time; the previous placement ends then."""
+    with _store(data_dir, database_url) as store:
+        reg, base = _require(store, device_id)
+        start = parse_when(from_)
+        reg = reg.placed(f"Location/{location_id(location)}", start, location)
+        _write_device(store, reg, base, datetime.now(UTC), [location_resource(location)])
+        typer.echo(f"placed {device_id} at {location} from {instant(start)}")
+
+
+__all__ = ["app", "is_registered"]

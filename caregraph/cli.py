@@ -18,7 +18,7 @@ import typer
 from pydantic import ValidationError
 
 import caregraph
-from caregraph import security_cli
+from caregraph import device_cli, security_cli
 from caregraph.errors import CaregraphError
 from caregraph.settings import ROLES, Settings
 
@@ -160,6 +160,7 @@ def demo(
 
 
 security_cli.register(app)
+app.add_typer(device_cli.app, name="device")
 
 
 @app.command()

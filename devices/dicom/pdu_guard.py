@@ -1,11 +1,11 @@
-"""Bounds on what a peer may make the gateway allocate (pure; the socket wrapper in
-``devices.dicom.scp`` consults it before each read).
+"""Bounds on what a peer may make the gateway allocate (pure; the upper layer in
+``devices.dicom.ul`` consults it for every PDU it reads).
 
-pynetdicom reads a PDU by trusting its 4-byte length field and then reading that many
-bytes into memory; a peer announcing 0xFFFFFFFF and streaming would grow one buffer
-towards 4 GiB. The guard refuses a PDU longer than the gateway allows before a byte of its
-body is read, and counts the P-DATA bytes of one DIMSE message so a data set cannot grow
-beyond ``max_message`` either (pynetdicom collects a message's fragments in memory).
+A PDU announces its length in 4 bytes, so a peer can announce 0xFFFFFFFF and stream; a
+reader that trusts the field (pynetdicom's does) grows one buffer towards 4 GiB. The guard
+refuses a PDU longer than the gateway allows before a byte of its body is read, and counts
+the P-DATA bytes of one DIMSE message so a data set cannot grow beyond ``max_message``
+either (a message's fragments are collected in memory).
 """
 
 from __future__ import annotations

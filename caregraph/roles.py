@@ -21,6 +21,7 @@ from bus.worker import Handler, run_consumer
 from caregraph import security_wiring
 from caregraph.app import create_app
 from caregraph.auth import authorize
+from caregraph.device_registry import build_resolver, build_serial_role
 from caregraph.errors import ConfigError
 from caregraph.preflight import ensure_port_free
 from caregraph.runtime import Service, ThreadService
@@ -50,7 +51,8 @@ class ApiService:
             readiness={"database": ctx.db.ping, "bus": ctx.bus.ping},
             routers=[build_router(ctx.store, authorize), build_console_router()],
         )
-        security_wiring.install(app, security_wiring.build_guard(s, ctx.store, ctx.mpi))
+        guard = security_wiring.build_guard(s, ctx.store, ctx.mpi)
+        security_wiring.install(app, guard, security_wiring.build_token_router(s, ctx.db))
         config = uvicorn.Config(
             app, host=s.http_host, port=s.http_port, log_level="warning", lifespan="off"
         )
@@ -119,8 +121,11 @@ def normalizers(ctx: Context) -> dict[str, tuple[str, Handler]]:
         except (ResourceNotFound, ResourceGone):
             return None
 
+    # Each reading's patient: the attachment valid at its device time, from a cached index.
+    resolver = build_resolver(ctx)
+
     def device_handler(batch: list[Message]) -> None:
-        normalize_device_batch(ctx.bus, batch, "normalizer-device")
+        normalize_device_batch(ctx.bus, batch, "normalizer-device", resolver)
 
     dicom = DicomNormalizer(lookup=study)
     hl7 = Hl7v2Normalizer(ctx.bus, group="normalizer-hl7v2")
@@ -191,7 +196,7 @@ ROLE_BUILDERS: dict[str, Callable[[Context], Service]] = {
     "api": ApiService,
     "mllp": _mllp,
     "dicom": _dicom,
-    "serial": _not_built("serial", 5),
+    "serial": build_serial_role,
     "normalizer": _normalizer,
     "store-writer": _store_writer,
     "linkage": _linkage,

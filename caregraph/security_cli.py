@@ -1,4 +1,10 @@
-"""``caregraph token``: mint an access token with caregraph's own key (development mode).
+"""``caregraph token`` and ``caregraph client add|list|revoke``.
+
+``caregraph client add --name "Hospital B" --jwks b-public.json --scope "system/*.rs"``
+registers a SMART Backend Services client (its public keys and the scopes it may get) in
+the database and prints its client_id; ``list`` shows them, ``revoke`` ends one.
+
+``caregraph token`` mints an access token with caregraph's own key (development mode).
 
 For the demo and for tests: ``caregraph token --scope "user/*.rs"`` prints a JWT that the
 API accepts as ``Authorization: Bearer <token>``; ``--patient ID`` restricts it to that
@@ -7,6 +13,9 @@ patient's compartment. Refused in jwks mode, where an external server issues tok
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +23,7 @@ import typer
 
 from caregraph.errors import ConfigError
 from caregraph.settings import Settings
+from security.clients import ClientRegistry
 
 
 def mint_development_token(
@@ -42,8 +52,69 @@ def mint_development_token(
     )
 
 
+DataDirOption = Annotated[Path | None, typer.Option(help="Data directory [CAREGRAPH_DATA_DIR].")]
+DatabaseUrlOption = Annotated[
+    str | None, typer.Option(help="sqlite:///path or postgresql://... [CAREGRAPH_DATABASE_URL].")
+]
+
+
+@contextmanager
+def _registry(data_dir: Path | None, database_url: str | None) -> Iterator[ClientRegistry]:
+    """The client registry on the configured database; errors as one line, exit 2."""
+    from caregraph.cli import _clean_errors, _settings
+    from caregraph.wiring import open_database
+
+    with _clean_errors():
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        db = open_database(settings)
+        try:
+            yield ClientRegistry.open(db)
+        finally:
+            db.close()
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``token`` to the caregraph CLI."""
+    """Add ``token`` and ``client`` to the caregraph CLI."""
+    clients = typer.Typer(help="SMART Backend Services clients (partners, service accounts).")
+    app.add_typer(clients, name="client")
+
+    @clients.command("add")
+    def client_add(
+        name: Annotated[str, typer.Option(help="Who the client is, e.g. Hospital B.")],
+        jwks: Annotated[Path, typer.Option(help="File with the client's public JWKS.")],
+        scope: Annotated[
+            str, typer.Option(help='system/ scopes it may be granted, e.g. "system/*.rs".')
+        ],
+        data_dir: DataDirOption = None,
+        database_url: DatabaseUrlOption = None,
+    ) -> None:
+        """Register a client; prints its client_id."""
+        with _registry(data_dir, database_url) as registry:
+            try:
+                keys = json.loads(jwks.read_text())
+                client = registry.add(name, keys, scope)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot add the client: {exc}") from exc
+            typer.echo(client.client_id)
+
+    @clients.command("list")
+    def client_list(data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None) -> None:
+        """One line per client: id, status, scopes, key ids, name."""
+        with _registry(data_dir, database_url) as registry:
+            for c in registry.list():
+                status = "active" if c.active else f"revoked {c.revoked_at}"
+                kids = ",".join(c.keys().kids)
+                typer.echo(f"{c.client_id}\t{status}\t{c.scope}\t{kids}\t{c.name}")
+
+    @clients.command("revoke")
+    def client_revoke(
+        client_id: str, data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None
+    ) -> None:
+        """Revoke a client: its assertions are refused from now on."""
+        with _registry(data_dir, database_url) as registry:
+            if not registry.revoke(client_id):
+                raise ConfigError(f"no active client {client_id}; see caregraph client list")
+            typer.echo(f"revoked {client_id}")
 
     @app.command()
     def token(
@@ -58,9 +129,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         subject: Annotated[str, typer.Option(help="sub claim.")] = "developer",
         lifetime: Annotated[int, typer.Option(help="Seconds until it expires.", min=1)] = 3600,
-        data_dir: Annotated[
-            Path | None, typer.Option(help="Data directory [CAREGRAPH_DATA_DIR].")
-        ] = None,
+        data_dir: DataDirOption = None,
     ) -> None:
         """Print a development access token for the API (development mode only)."""
         from caregraph.cli import _clean_errors, _settings

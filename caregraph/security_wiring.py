@@ -12,14 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from caregraph.errors import ConfigError
 from caregraph.settings import Settings
+from fhir_store.database import Database
 from fhir_store.errors import ResourceGone, ResourceNotFound
 from fhir_store.store import FhirStore
 from linkage.mpi import Mpi
 from security.audit import Auditor
+from security.backend_services import TokenService
+from security.clients import ClientRegistry
 from security.guard import Guard
 from security.identities import MpiIdentities, NoLinks
 from security.keys import (
@@ -31,6 +34,7 @@ from security.keys import (
     load_or_create_signing_key,
 )
 from security.middleware import AuthorizationMiddleware
+from security.token_endpoint import build_token_router as build_token_router_for
 from security.tokens import TokenMinter, TokenPolicy, TokenValidator
 
 
@@ -106,6 +110,15 @@ def build_guard(settings: Settings, store: FhirStore, mpi: Mpi | None) -> Guard:
     return Guard(token_validator(settings), identities, lookup, Auditor(write_audit))
 
 
-def install(app: FastAPI, guard: Guard) -> None:
-    """Put the authorization middleware in front of every route of ``app``."""
+def build_token_router(settings: Settings, db: Database) -> APIRouter:
+    """``POST /auth/token`` (Backend Services) and the discovery documents."""
+    service = TokenService(ClientRegistry.open(db), token_minter(settings))
+    return build_token_router_for(service, signing_key(settings))
+
+
+def install(app: FastAPI, guard: Guard, token_router: APIRouter | None = None) -> None:
+    """Put the authorization middleware in front of every route of ``app``, and serve the
+    token endpoint (open: a client has no token before it)."""
+    if token_router is not None:
+        app.include_router(token_router)
     app.add_middleware(AuthorizationMiddleware, guard=guard)

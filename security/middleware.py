@@ -43,7 +43,6 @@ DEFAULT_PUBLIC = frozenset(
         "/auth/token",
         "/.well-known/smart-configuration",
         "/.well-known/jwks.json",
-        "/fhir/.well-known/smart-configuration",
     }
 )
 FHIR_JSON = "application/fhir+json"

@@ -29,6 +29,7 @@ from fhir_store.store import FhirStore
 from linkage.api import build_router as linkage_router
 from linkage.mpi import Mpi
 from linkage.sql import SqlRepository
+from security.clients import ClientRegistry
 from security.tokens import TokenMinter
 from tests.support.services import free_port
 
@@ -62,6 +63,7 @@ class Api:
     mpi: Mpi
     minter: TokenMinter
     settings: Settings
+    registry: ClientRegistry
 
     def token(self, scope: str, **claims: Any) -> dict[str, str]:
         """Headers with a development token."""
@@ -98,7 +100,11 @@ def api(tmp_path: Path) -> Iterator[Api]:
         routers=[linkage_router(mpi, authorize), fhir_router(store, authorize)],
     )
     app.include_router(build_console_router())
-    security_wiring.install(app, security_wiring.build_guard(settings, store, mpi))
+    security_wiring.install(
+        app,
+        security_wiring.build_guard(settings, store, mpi),
+        security_wiring.build_token_router(settings, db),
+    )
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
@@ -113,7 +119,8 @@ def api(tmp_path: Path) -> Iterator[Api]:
         except httpx.TransportError:
             time.sleep(0.05)
     try:
-        yield Api(base, store, mpi, security_wiring.token_minter(settings), settings)
+        registry = ClientRegistry.open(db)
+        yield Api(base, store, mpi, security_wiring.token_minter(settings), settings, registry)
     finally:
         server.should_exit = True
         thread.join(10)

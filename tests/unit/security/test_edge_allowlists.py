@@ -1,0 +1,96 @@
+"""DICOM calling-AE and HL7 sending-facility allowlists, from settings; TLS contexts."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from caregraph.errors import ConfigError
+from caregraph.settings import Settings
+from security.allowlists import dicom_allowlist, facility_allowlist
+from security.tls import server_context
+
+
+def test_dicom_callers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "CAREGRAPH_DICOM_ALLOWED_CALLERS",
+        '{"CT1": {"hosts": ["10.0.0.5"], "operations": ["store", "find"]}, "MR2": {}}',
+    )
+    allowlist = dicom_allowlist(Settings().dicom_allowed_callers)
+    assert allowlist is not None
+    assert allowlist.gateway_callers() == {"CT1": {"10.0.0.5"}, "MR2": set()}
+    assert allowlist.allows("CT1", "10.0.0.5", "find")
+    assert not allowlist.allows("CT1", "10.0.0.5", "get")
+    assert not allowlist.allows("CT1", "10.0.0.9", "store")
+    assert allowlist.allows("MR2", "192.168.1.1", "store")  # defaults: any host, echo+store
+    assert allowlist.allows("MR2", "192.168.1.1", "echo")
+    assert not allowlist.allows("MR2", "192.168.1.1", "find")
+    assert not allowlist.allows("XA3", "10.0.0.5", "echo")
+
+
+def test_unknown_dicom_operations_are_refused_as_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAREGRAPH_DICOM_ALLOWED_CALLERS", '{"CT1": {"operations": ["delete"]}}')
+    with pytest.raises(ValueError, match="operations"):
+        Settings()
+
+
+def test_unset_allowlists_accept_everyone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CAREGRAPH_DICOM_ALLOWED_CALLERS", raising=False)
+    monkeypatch.delenv("CAREGRAPH_HL7_ALLOWED_FACILITIES", raising=False)
+    settings = Settings()
+    assert dicom_allowlist(settings.dicom_allowed_callers) is None
+    assert facility_allowlist(settings.hl7_allowed_facilities) is None
+
+
+def test_hl7_facilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAREGRAPH_HL7_ALLOWED_FACILITIES", "HIS, LAB")
+    allowlist = facility_allowlist(Settings().hl7_allowed_facilities)
+    assert allowlist is not None
+    assert allowlist.allows("HIS")
+    assert allowlist.allows("LAB^1.2.3^ISO")
+    assert not allowlist.allows("RAD")
+    assert not allowlist.allows("")
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "caregraph.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA384())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_server_context(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    context = server_context(cert, key)
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert context.verify_mode == ssl.CERT_NONE
+    mutual = server_context(cert, key, client_ca=cert)
+    assert mutual.verify_mode == ssl.CERT_REQUIRED
+    with pytest.raises(ConfigError, match="CAREGRAPH_TLS_CERT_FILE"):
+        server_context(tmp_path / "missing.pem", key)

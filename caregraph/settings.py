@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from security.allowlists import DicomCaller
+
 ROLES = ("api", "mllp", "dicom", "serial", "normalizer", "store-writer", "linkage")
 Role = Literal["api", "mllp", "dicom", "serial", "normalizer", "store-writer", "linkage"]
 
@@ -40,7 +42,18 @@ class Settings(BaseSettings):
         ("RS256", "RS384", "ES384"), description="Accepted JWT algorithms, comma-separated."
     )
 
-    @field_validator("auth_algorithms", mode="before")
+    # Edge allowlists and TLS (issue 7), see security/allowlists.py and security/tls.py.
+    dicom_allowed_callers: dict[str, DicomCaller] | None = Field(
+        None, description='JSON: {"AE": {"hosts": [...], "operations": [...]}}; unset: any.'
+    )
+    hl7_allowed_facilities: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="MSH-4 namespaces allowed to send HL7, comma-separated; empty: any."
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain: HTTPS, MLLPS.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of TLS_CERT_FILE.")
+    tls_client_ca_file: Path | None = Field(None, description="CA for mutual TLS on MLLP.")
+
+    @field_validator("auth_algorithms", "hl7_allowed_facilities", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

@@ -46,7 +46,7 @@ PAGE = 1000
 _CHECK_BUS = MemoryBus()
 
 
-def _all(store: FhirStore, type_name: str) -> Iterator[dict[str, Any]]:
+def all_resources(store: FhirStore, type_name: str) -> Iterator[dict[str, Any]]:
     """Every current resource of ``type_name``, page by page."""
     offset = 0
     while True:
@@ -85,7 +85,7 @@ class RegistryReader:
         """Every registered Device that parses, and the ones that do not."""
         regs: list[Registration] = []
         problems: list[Problem] = []
-        for resource in _all(self.store, "Device"):
+        for resource in all_resources(self.store, "Device"):
             if not is_registered(resource):
                 continue
             try:
@@ -102,7 +102,7 @@ class RegistryReader:
     def attachments(self, regs: list[Registration]) -> list[Attachment]:
         by_ref = {r.reference: r.device_id for r in regs}
         out: list[Attachment] = []
-        for resource in _all(self.store, "DeviceUseStatement"):
+        for resource in all_resources(self.store, "DeviceUseStatement"):
             try:
                 found = attachment_from_statement(resource, by_ref)
             except MappingError as exc:
@@ -304,7 +304,7 @@ class SilenceAlerts:
 
     def load(self) -> None:
         """Carry over issues left open by a previous run (so they can be cleared)."""
-        for resource in _all(self.store, "DetectedIssue"):
+        for resource in all_resources(self.store, "DetectedIssue"):
             codes = resource.get("code", {}).get("coding", [])
             if resource.get("status") != OPEN or not any(
                 c.get("system") == ALERT_SYSTEM and c.get("code") == SILENT for c in codes

@@ -148,9 +148,14 @@ class _Walker:
         self.values: dict[int, bytes] = {}
         self.pixel_at: int | None = None
         self.spans: list[tuple[int, int, int]] = []
-        self.u16 = struct.Struct("<H" if little else ">H")
-        self.u32 = struct.Struct("<I" if little else ">I")
-        self.tag = struct.Struct("<HH" if little else ">HH")
+        order = "<" if little else ">"
+        self.u32 = struct.Struct(order + "I")
+        self.tag = struct.Struct(order + "HH")
+        # One unpack per element header: (group, element, VR, 2-byte length) when explicit,
+        # (group, element, 4-byte length) when implicit. This loop runs for every element
+        # of every received instance, so it avoids calls it can do without.
+        self.explicit_header = struct.Struct(order + "HH2sH")
+        self.implicit_header = struct.Struct(order + "HHI")
 
     def _need(self, pos: int, size: int, end: int, what: str) -> None:
         if pos + size > end:
@@ -165,40 +170,48 @@ class _Walker:
         tag) or ``end``."""
         if depth > MAX_DEPTH:
             raise IncompleteDataset(f"sequences nested deeper than {MAX_DEPTH}")
+        data = self.data
+        explicit = self.explicit
+        explicit_header = self.explicit_header.unpack_from
+        implicit_header = self.implicit_header.unpack_from
+        u32 = self.u32.unpack_from
+        top = depth == 0
+        wanted = self.wanted
         while pos < end:
-            self._need(pos, 8, end, "element header")
+            if pos + 8 > end:
+                self._need(pos, 8, end, "element header")
             start = pos
-            tag = self._read_tag(pos)
-            if stop_at is not None and tag == stop_at:
-                return pos + 8
-            if tag >> 16 == 0xFFFE:
-                raise IncompleteDataset(
-                    f"unexpected delimiter ({tag >> 16:04X},{tag & 0xFFFF:04X})"
-                )
-            if depth == 0 and self.pixel_at is None and tag in _PIXEL_TAGS:
-                self.pixel_at = pos
-            explicit = self.explicit
-            vr = bytes(self.data[pos + 4 : pos + 6])
-            if explicit and vr in _LONG_VRS:
-                self._need(pos, 12, end, "element header")
-                length = int(self.u32.unpack_from(self.data, pos + 8)[0])
-                pos += 12
-            elif explicit:
-                length = int(self.u16.unpack_from(self.data, pos + 6)[0])
-                pos += 8
+            if explicit:
+                group, elem, vr, length = explicit_header(data, pos)
+                if vr in _LONG_VRS:
+                    if pos + 12 > end:
+                        self._need(pos, 12, end, "element header")
+                    length = u32(data, pos + 8)[0]
+                    pos += 12
+                else:
+                    pos += 8
             else:
-                length = int(self.u32.unpack_from(self.data, pos + 4)[0])
+                group, elem, length = implicit_header(data, pos)
+                vr = b""
                 pos += 8
+            tag = group << 16 | elem
+            if group == 0xFFFE:
+                if stop_at is not None and tag == stop_at:
+                    return start + 8
+                raise IncompleteDataset(f"unexpected delimiter ({group:04X},{elem:04X})")
+            if top and self.pixel_at is None and tag in _PIXEL_TAGS:
+                self.pixel_at = start
             if length == _UNDEFINED:
                 # An undefined-length UN holds implicit VR little endian (PS3.5 6.2.2).
-                nested = self if not (explicit and vr == b"UN") else _Walker(self.data, False, True)
+                nested = self if not (explicit and vr == b"UN") else _Walker(data, False, True)
                 pos = nested.items(pos, end, depth + 1)
             else:
-                self._need(pos, length, end, f"value of ({tag >> 16:04X},{tag & 0xFFFF:04X})")
-                if depth == 0 and tag in self.wanted:
-                    self.values[tag] = bytes(self.data[pos : pos + length])
+                if pos + length > end:
+                    self._need(pos, length, end, f"value of ({group:04X},{elem:04X})")
+                if top and tag in wanted:
+                    self.values[tag] = bytes(data[pos : pos + length])
                 pos += length
-            if depth == 0 and self.pixel_at is None:
+            if top and self.pixel_at is None:
                 self.spans.append((tag, start, pos))
         if stop_at is not None:
             raise IncompleteDataset("data ends before the item or sequence delimiter")

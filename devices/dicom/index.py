@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Mapping
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -196,7 +196,8 @@ class InstanceIndex:
         sql = f"INSERT OR REPLACE INTO instances VALUES ({','.join('?' * len(_COLUMNS))})"
         try:
             with self._lock:
-                self._db.execute(sql, astuple(row))
+                # Not dataclasses.astuple: it deep-copies every field.
+                self._db.execute(sql, tuple(getattr(row, c) for c in _COLUMNS))
         except sqlite3.Error as exc:
             raise IndexFailed(f"cannot index {row.sop_instance_uid}: {exc}") from exc
 

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from caregraph.errors import StoreError
 from fhir_store.bundles import BundleProcessor
 from fhir_store.capability import capability_statement
-from fhir_store.dates import column_to_instant, date_range, http_date
+from fhir_store.dates import date_range, http_date
 from fhir_store.errors import (
     FhirError,
     InvalidResource,
@@ -34,7 +34,8 @@ from fhir_store.errors import (
 )
 from fhir_store.outcome import FHIR_JSON, dumps, for_error, outcome
 from fhir_store.patch import apply_json_patch, apply_merge_patch
-from fhir_store.shaping import bundle_text, shape
+from fhir_store.search import SNAPSHOT
+from fhir_store.shaping import bundle_text, history_bundle, shape
 from fhir_store.store import FhirStore, Stored
 from fhir_store.validation import check_depth, validate_resource
 
@@ -184,13 +185,12 @@ def build_router(
         return history_response(request, None, None)
 
     def history_response(request: Request, type_name: str | None, res_id: str | None) -> Response:
-        query = dict(request.query_params)
-        since = None
-        if "_since" in query:
-            try:
-                since = date_range(query["_since"])[0]
-            except ValueError as exc:
-                raise InvalidSearch(f"_since: {exc}", expression="_since") from None
+        params = list(request.query_params.multi_items())
+        query = dict(params)
+        try:
+            since = date_range(query["_since"])[0] if "_since" in query else None
+        except ValueError as exc:
+            raise InvalidSearch(f"_since: {exc}", expression="_since") from None
         try:
             count = min(int(query.get("_count", "50")), 1000)
             offset = int(query.get("_offset", "0"))
@@ -198,57 +198,17 @@ def build_router(
             raise InvalidSearch(
                 "_count and _offset must be integers", expression="_count"
             ) from None
-        page, total, has_next = store.searching.history(
-            type_name, res_id, since=since, count=count, offset=offset
+        if count < 0 or offset < 0:
+            raise InvalidSearch("_count and _offset must not be negative", expression="_count")
+        snapshot = query.get("_snapshot")
+        if snapshot is not None and not SNAPSHOT.fullmatch(snapshot):
+            raise InvalidSearch("_snapshot is not one this server issued", expression="_snapshot")
+        page = store.searching.history(
+            type_name, res_id, since=since, count=count, offset=offset, snapshot=snapshot
         )
         base = base_url(request)
-        self_url = str(request.url)
-        links = [{"relation": "self", "url": self_url}]
-        path = (
-            f"{base}{'/' + type_name if type_name else ''}{'/' + res_id if res_id else ''}/_history"
-        )
-        if has_next:
-            links.append(
-                {
-                    "relation": "next",
-                    "url": f"{path}?{urlencode({**query, '_offset': offset + count})}",
-                }
-            )
-        if offset:
-            links.append(
-                {
-                    "relation": "previous",
-                    "url": f"{path}?{urlencode({**query, '_offset': max(0, offset - count)})}",
-                }
-            )
-        entries = []
-        for s in page:
-            entry: dict[str, Any] = {"fullUrl": f"{base}/{s.type}/{s.id}"}
-            if not s.deleted:
-                entry["resource"] = json.loads(s.content)
-            method = "DELETE" if s.deleted else ("POST" if s.version == 1 else "PUT")
-            entry["request"] = {
-                "method": method,
-                "url": f"{s.type}/{s.id}" if method != "POST" else s.type,
-            }
-            entry["response"] = {
-                "status": "410 Gone"
-                if s.deleted
-                else ("201 Created" if s.version == 1 else "200 OK"),
-                "etag": s.etag,
-                "lastModified": column_to_instant(s.last_updated),
-            }
-            entries.append(entry)
-        return fhir_response(
-            200,
-            {
-                "resourceType": "Bundle",
-                "type": "history",
-                "total": total,
-                "link": links,
-                "entry": entries,
-            },
-        )
+        path = "/".join(p for p in (base, type_name, res_id, "_history") if p)
+        return fhir_response(200, history_bundle(base, path, params, page))
 
     @router.get("/Patient/{res_id}/$everything")
     def everything(request: Request, res_id: str) -> Response:

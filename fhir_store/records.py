@@ -26,6 +26,7 @@ class Stored:
     last_updated: str  # column form, UTC, see fhir_store.dates
     deleted: bool
     content: str  # JSON text with meta.versionId and meta.lastUpdated; "" when deleted
+    method: str = ""  # the interaction that wrote this version (history entries only)
 
     @property
     def etag(self) -> str:

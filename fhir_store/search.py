@@ -44,7 +44,7 @@ RESULT_PARAMS = frozenset(
         "_snapshot",
     }
 )
-_SNAPSHOT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}")
+SNAPSHOT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}")
 MAX_COUNT = 1000
 DEFAULT_COUNT = 50
 _TABLE = {
@@ -206,7 +206,7 @@ class QueryBuilder:
         if name in ("_format", "_pretty", "_since", "_type"):
             return
         if name == "_snapshot":
-            if not _SNAPSHOT.fullmatch(raw):
+            if not SNAPSHOT.fullmatch(raw):
                 raise InvalidSearch("_snapshot is not one this server issued", expression=name)
             query.snapshot = raw
             return

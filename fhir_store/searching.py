@@ -223,8 +223,13 @@ class Searching:
         since: str | None = None,
         count: int = DEFAULT_COUNT,
         offset: int = 0,
-    ) -> tuple[list[Stored], int, bool]:
-        """Versions newest first (instance, type or system level); ``(page, total, has_next)``."""
+        snapshot: str | None = None,
+    ) -> HistoryPage:
+        """Versions newest first (instance, type or system level).
+
+        History is append-only, so bounding every page by the first page's ``snapshot``
+        keeps offsets stable however many versions are written meanwhile.
+        """
         conds: list[str] = []
         args: list[Any] = []
         if type_name:
@@ -236,14 +241,29 @@ class Searching:
         if since:
             conds.append("last_updated >= ?")
             args.append(since)
-        where = ("WHERE " + " AND ".join(conds)) if conds else ""
         with self.store.db.transaction(write=False) as tx:
+            snapshot = snapshot or tx.now()
+            conds.append("last_updated <= ?")
+            args.append(snapshot)
+            where = "WHERE " + " AND ".join(conds)
             total = int(tx.execute(f"SELECT COUNT(*) FROM history {where}", args).fetchone()[0])
             rows = tx.execute(
-                "SELECT res_type, res_id, version, last_updated, deleted, content FROM history"
-                f" {where} ORDER BY last_updated DESC, res_type, res_id, version DESC"
-                " LIMIT ? OFFSET ?",
+                "SELECT res_type, res_id, version, last_updated, deleted, content, method"
+                f" FROM history {where}"
+                " ORDER BY last_updated DESC, res_type, res_id, version DESC LIMIT ? OFFSET ?",
                 [*args, count + 1, offset],
             ).fetchall()
-        page = [Stored(r[0], r[1], int(r[2]), r[3], bool(r[4]), r[5]) for r in rows[:count]]
-        return page, total, len(rows) > count
+        page = [Stored(r[0], r[1], int(r[2]), r[3], bool(r[4]), r[5], r[6]) for r in rows[:count]]
+        return HistoryPage(page, total, len(rows) > count, offset, count, snapshot)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of a history, newest first."""
+
+    versions: list[Stored]
+    total: int
+    has_next: bool
+    offset: int
+    count: int
+    snapshot: str

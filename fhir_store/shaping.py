@@ -13,9 +13,11 @@ from urllib.parse import urlencode
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from fhir_store.dates import column_to_instant
 from fhir_store.outcome import dumps
 
 if TYPE_CHECKING:
+    from fhir_store.searching import HistoryPage
     from fhir_store.store import SearchPage
 
 _SUBSETTED = {
@@ -113,3 +115,44 @@ def bundle_text(base: str, self_path: str, page: SearchPage) -> str:
         entries.append('{"resource":' + dumps(note) + ',"search":{"mode":"outcome"}}')
     text = dumps(head)
     return text[:-1] + ',"entry":[' + ",".join(entries) + "]}"
+
+
+def history_bundle(
+    base: str, path: str, params: list[tuple[str, str]], page: HistoryPage
+) -> dict[str, Any]:
+    """A history Bundle; links carry the snapshot so later pages do not shift under writes."""
+    kept = [(k, v) for k, v in params if k not in ("_offset", "_snapshot")]
+    kept.append(("_snapshot", page.snapshot))
+
+    def at(offset: int) -> str:
+        return f"{path}?{urlencode([*kept, ('_offset', offset)])}"
+
+    links = [{"relation": "self", "url": at(page.offset)}]
+    if page.has_next:
+        links.append({"relation": "next", "url": at(page.offset + page.count)})
+    if page.offset:
+        links.append({"relation": "previous", "url": at(max(0, page.offset - page.count))})
+    entries = []
+    for s in page.versions:
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{s.type}/{s.id}"}
+        if not s.deleted:
+            entry["resource"] = json.loads(s.content)
+        entry["request"] = {
+            "method": s.method,
+            "url": s.type if s.method == "POST" else f"{s.type}/{s.id}",
+        }
+        entry["response"] = {
+            "status": "204 No Content"
+            if s.deleted
+            else ("201 Created" if s.version == 1 else "200 OK"),
+            "etag": s.etag,
+            "lastModified": column_to_instant(s.last_updated),
+        }
+        entries.append(entry)
+    return {
+        "resourceType": "Bundle",
+        "type": "history",
+        "total": page.total,
+        "link": links,
+        "entry": entries,
+    }

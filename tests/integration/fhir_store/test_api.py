@@ -298,12 +298,28 @@ def test_history_levels_since_and_count(server: Server) -> None:
         )
         system = c.get("/_history").json()
         assert system["total"] == 3
-        assert [e["request"]["method"] for e in system["entry"]] == ["POST", "PUT", "POST"][::-1]
+        assert [e["request"]["method"] for e in system["entry"]] == ["PUT", "PUT", "PUT"]
         device = c.get("/Device/_history", params={"_count": "1"}).json()
         assert device["total"] == 2 and len(device["entry"]) == 1
         assert any(li["relation"] == "next" for li in device["link"])
         assert c.get("/_history", params={"_since": "2999-01-01"}).json()["total"] == 0
         assert_outcome(c.get("/_history", params={"_since": "whenever"}), 400, "_since")
+        # Pages of a history stay put while versions are written.
+        first = c.get("/Device/_history", params={"_count": "1"}).json()
+        c.put(
+            "/Device/h1",
+            json={"resourceType": "Device", "id": "h1", "status": "inactive"},
+            headers=FHIR,
+        )
+        c.post("/Device", json={"resourceType": "Device"}, headers=FHIR)
+        nxt = next(li["url"] for li in first["link"] if li["relation"] == "next")
+        second = c.get(nxt).json()
+        assert [e["resource"]["meta"]["versionId"] for e in first["entry"] + second["entry"]] == [
+            "2",
+            "1",
+        ]
+        methods = [e["request"]["method"] for e in c.get("/Device/_history").json()["entry"]]
+        assert methods == ["POST", "PUT", "PUT", "PUT"]
 
 
 def test_summary_and_read_shaping(server: Server) -> None:

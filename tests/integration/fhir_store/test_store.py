@@ -53,7 +53,8 @@ def test_versioning_identical_content_and_if_match(store: FhirStore) -> None:
         store.read("Patient", pid)
     with pytest.raises(ResourceNotFound):
         store.read("Patient", "nope")
-    history, total, _ = store.searching.history("Patient", pid)
+    page = store.searching.history("Patient", pid)
+    history, total = page.versions, page.total
     assert [h.version for h in history] == [3, 2, 1] and total == 3 and history[0].deleted
 
 
@@ -65,7 +66,7 @@ def test_upsert_many_redelivery_adds_no_version(store: FhirStore) -> None:
     changed = [*batch[:4], {**batch[4], "status": "amended"}]
     store.upsert_many(changed)
     assert store.read("Observation", "o4").version == 2
-    _, total, _ = store.searching.history("Observation")
+    total = store.searching.history("Observation").total
     assert total == 6
     page = store.searching.search("Observation", [("status", "amended")])
     assert ids(page) == ["o4"]
@@ -148,6 +149,7 @@ def test_concurrent_updates_have_one_winner_per_version(store: FhirStore) -> Non
     for t in threads:
         t.join()
     assert not errors
-    history, total, _ = store.searching.history("Device", "d1", count=100)
+    page = store.searching.history("Device", "d1", count=100)
+    history, total = page.versions, page.total
     assert sorted(h.version for h in history) == list(range(1, total + 1))
     assert total == 21

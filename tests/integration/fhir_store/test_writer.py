@@ -39,7 +39,7 @@ def test_batch_upserts_and_redelivery_adds_no_version(store: FhirStore) -> None:
     ]
     handle(batch)
     handle(batch)
-    _, total, _ = store.searching.history("Observation")
+    total = store.searching.history("Observation").total
     assert total == 3
     assert [
         m.id for m in store.searching.search("Observation", [("subject", "Patient/p")]).matches
@@ -106,7 +106,7 @@ def test_consumer_loop_stores_redelivery_once_and_deadletters_poison(store: Fhir
     stop.set()
     worker.join(10)
     assert stats.deadlettered == 1
-    _, total, _ = store.searching.history("Observation")
+    total = store.searching.history("Observation").total
     assert total == 20
     with bus.subscribe("check", [DEADLETTER]) as consumer:
         dead = consumer.poll(timeout_s=1.0)

@@ -11,7 +11,8 @@ Rules, for a token whose view is restricted:
   resource (a deleted version in history) cannot be proven to be the patient's and is
   dropped; ``total`` survives only when the page held every match and is then the count of
   the matches kept, so no count of other patients' data leaks;
-- a transaction or batch response keeps its positions: a hidden entry becomes a 403 entry;
+- a transaction or batch response keeps its positions: a hidden entry becomes a 403 entry,
+  and a search or history nested in it (a batch GET) is filtered like a top-level one;
 - any other resource that is not visible makes the whole response a 403.
 """
 
@@ -105,13 +106,26 @@ def _is_match(entry: Any) -> bool:
     return bool(mode == "match")
 
 
+def _is_container(resource: Any) -> bool:
+    """A search or history result nested in a batch response (a batch GET entry)."""
+    return (
+        isinstance(resource, dict)
+        and resource.get("resourceType") == "Bundle"
+        and resource.get("type") in _CONTAINERS
+    )
+
+
 def _filter_responses(bundle: dict[str, Any], view: View) -> tuple[dict[str, Any], int]:
     hidden = 0
     entries = []
     for entry in bundle.get("entry") or []:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         outcome = (entry.get("response") or {}).get("outcome") if isinstance(entry, dict) else None
-        if isinstance(resource, dict) and not view.sees(resource):
+        if _is_container(resource):
+            shown, nested = filter_body(resource, view)
+            hidden += nested
+            entries.append({**entry, "resource": shown})
+        elif isinstance(resource, dict) and not view.sees(resource):
             hidden += 1
             entries.append(_forbidden_entry("this token may not see the resulting resource"))
         elif isinstance(outcome, dict) and not view.sees(outcome):

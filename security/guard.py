@@ -97,7 +97,14 @@ class Guard:
         )
         decision = Decision(principal, View(readable, patients), reason)
         if access.area is Area.LINKAGE and restricted:
-            raise Forbidden("the linkage and graph routes are not open to a patient-scoped token")
+            own_graph = access.interaction == "graph-patient" and access.resource_id in (
+                patients or frozenset()
+            )
+            if not own_graph:
+                raise Forbidden(
+                    "of the linkage and graph routes, a patient-scoped token may only read its"
+                    " own patient's graph (/graph/patients/{id}/...)"
+                )
         if access.permission is None:
             return decision
         if access.resource_type is None:

@@ -98,6 +98,10 @@ def classify(method: str, path: str, query: str, fhir_prefix: str = "/fhir") -> 
         return classify_fhir(method, parts, bool(query))
     if path.startswith(("/linkage/", "/graph/")) or path in ("/linkage", "/graph"):
         permission = "r" if method.upper() in ("GET", "HEAD") else "u"
+        parts = path.split("/")
+        if path.startswith("/graph/patients/") and len(parts) == 5 and permission == "r":
+            # /graph/patients/{id}/{record|devices|staff}: one patient's own care graph
+            return Access(Area.LINKAGE, "Patient", "r", "graph-patient", parts[3])
         if path == "/linkage/match":
             permission = "s"
         return Access(Area.LINKAGE, "Patient", permission, "linkage")

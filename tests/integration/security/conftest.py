@@ -27,6 +27,8 @@ from fhir_store.api import build_router as fhir_router
 from fhir_store.database import open_database
 from fhir_store.store import FhirStore
 from linkage.api import build_router as linkage_router
+from linkage.graph.api import build_router as graph_router
+from linkage.graph.store import Graph, MpiIdentity
 from linkage.mpi import Mpi
 from linkage.sql import SqlRepository
 from security.clients import ClientRegistry
@@ -97,7 +99,11 @@ def api(tmp_path: Path) -> Iterator[Api]:
 
     app = create_app(
         readiness={"database": db.ping},
-        routers=[linkage_router(mpi, authorize), fhir_router(store, authorize)],
+        routers=[
+            linkage_router(mpi, authorize),
+            graph_router(Graph.open(db, MpiIdentity(mpi)), authorize),
+            fhir_router(store, authorize),
+        ],
     )
     app.include_router(build_console_router())
     security_wiring.install(

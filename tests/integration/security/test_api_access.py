@@ -111,6 +111,9 @@ def test_patient_token_sees_only_its_linked_compartment(api: Api) -> None:
             c.post("/fhir/Observation", json=observation("new", "b")),
             c.put("/fhir/Observation/obs-a1", json=observation("obs-a1", "b")),
             c.get("/linkage/patients/b"),
+            c.get("/linkage/review"),
+            c.get("/graph/patients/b/record"),
+            c.get("/graph/path", params={"from": "Patient/a1", "to": "Patient/b"}),
             c.post(
                 "/fhir",
                 json={
@@ -140,6 +143,8 @@ def test_patient_token_sees_only_its_linked_compartment(api: Api) -> None:
             "reference": "Patient/b"
         }
 
+        assert c.get("/graph/patients/a2/record").status_code == 200  # its own care graph
+
         searched = c.get("/fhir/Observation").json()
         assert ids_in(searched) == mine
         assert searched.get("total") in (None, 2)
@@ -166,6 +171,21 @@ def test_patient_token_sees_only_its_linked_compartment(api: Api) -> None:
         # writes inside the compartment are allowed
         own = c.post("/fhir/Observation", json=observation("mine", "a2"))
         assert own.status_code == 201, own.text
+
+
+def test_a_search_nested_in_a_batch_is_filtered(api: Api) -> None:
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": "Observation?_include=Observation:subject"}}
+        ],
+    }
+    response = httpx.post(f"{api.base}/fhir", json=batch, headers=api.token("user/Observation.rs"))
+    assert response.status_code == 200, response.text
+    nested = response.json()["entry"][0]["resource"]
+    assert nested["type"] == "searchset"
+    assert ids_in(nested) == {"Observation/obs-a1", "Observation/obs-a2", "Observation/obs-b"}
 
 
 def test_break_glass_is_allowed_flagged_and_audited(api: Api) -> None:

@@ -13,7 +13,9 @@ PDU, act, answer. Nothing waits on a timer.
 Scope, as the gateway needs it: association acceptance (with the allowlist and a limit on
 concurrent associations), P-DATA reassembly, C-ECHO, C-STORE, C-FIND and C-GET (answered
 through the ``Services`` the gateway passes in), release and abort. Every PDU length is checked by
-``PduGuard`` before its body is read. A C-CANCEL is honoured between C-FIND responses.
+``PduGuard`` before its body is read. A C-CANCEL is honoured between C-FIND responses
+(not during a C-GET, whose sub-operations are short); asynchronous operations are not
+negotiated, so a peer has one request outstanding at a time.
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ def test_scope_set_contexts() -> None:
         ("POST", "/fhir", "", (None, None, "transaction", None)),
         ("GET", "/linkage/review", "", ("Patient", "r", "linkage", None)),
         ("POST", "/linkage/links", "", ("Patient", "u", "linkage", None)),
-        ("GET", "/graph/patients/1/record", "", ("Patient", "r", "linkage", None)),
+        ("GET", "/graph/patients/1/record", "", ("Patient", "r", "graph-patient", "1")),
+        ("GET", "/graph/path", "", ("Patient", "r", "linkage", None)),
         ("GET", "/app/", "", (None, None, "web", None)),
     ],
 )

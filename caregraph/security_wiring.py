@@ -9,6 +9,7 @@ with it.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from security.keys import (
     load_or_create_signing_key,
 )
 from security.middleware import AuthorizationMiddleware
+from security.tls import server_context
 from security.token_endpoint import build_token_router as build_token_router_for
 from security.tokens import TokenMinter, TokenPolicy, TokenValidator
 
@@ -122,3 +124,27 @@ def install(app: FastAPI, guard: Guard, token_router: APIRouter | None = None) -
     if token_router is not None:
         app.include_router(token_router)
     app.add_middleware(AuthorizationMiddleware, guard=guard)
+
+
+def https_files(settings: Settings) -> tuple[str, str] | None:
+    """uvicorn's ``ssl_certfile`` and ``ssl_keyfile`` when ``CAREGRAPH_TLS_CERT_FILE`` and
+    ``..._KEY_FILE`` are set; None for plain HTTP.
+
+    Raises:
+        ConfigError: only one of the two is set, or a file is unreadable.
+    """
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("set both CAREGRAPH_TLS_CERT_FILE and CAREGRAPH_TLS_KEY_FILE, or neither")
+    server_context(cert, key)  # fail now, with the setting's name, not in uvicorn's thread
+    return str(cert), str(key)
+
+
+def mllp_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The MLLP listener's TLS context (mutual TLS with ``CAREGRAPH_TLS_CLIENT_CA_FILE``)."""
+    files = https_files(settings)
+    if files is None:
+        return None
+    return server_context(Path(files[0]), Path(files[1]), settings.tls_client_ca_file)

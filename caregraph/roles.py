@@ -53,8 +53,15 @@ class ApiService:
         )
         guard = security_wiring.build_guard(s, ctx.store, ctx.mpi)
         security_wiring.install(app, guard, security_wiring.build_token_router(s, ctx.db))
+        cert, key = security_wiring.https_files(s) or (None, None)
         config = uvicorn.Config(
-            app, host=s.http_host, port=s.http_port, log_level="warning", lifespan="off"
+            app,
+            host=s.http_host,
+            port=s.http_port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=cert,
+            ssl_keyfile=key,
         )
         self._server = uvicorn.Server(config)
         self._thread = ThreadService("api", lambda stop: self._server.run())

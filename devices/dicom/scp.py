@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset
-from pydicom.filereader import read_dataset
+from pydicom.filereader import read_dataset, read_file_meta_info
 from pydicom.multival import MultiValue
 from pynetdicom.dsutils import encode
 
@@ -134,6 +134,34 @@ class _Values:
         else:
             text = value.decode("ascii", "replace")
         return "\\".join(part.strip(" \0") for part in text.split("\\"))
+
+
+def _indexed(v: _Values, sha256: str, size: int, transfer_syntax: str) -> IndexedInstance:
+    """The index row of an instance from the values its scan found (UIDs checked)."""
+    return IndexedInstance(
+        sop_instance_uid=uid(v.text(tags.SOP_INSTANCE_UID), "(0008,0018)"),
+        sop_class_uid=uid(v.text(tags.SOP_CLASS_UID), "(0008,0016)"),
+        instance_number=v.text(tags.INSTANCE_NUMBER),
+        series_instance_uid=uid(v.text(tags.SERIES_INSTANCE_UID), "(0020,000E)"),
+        series_number=v.text(tags.SERIES_NUMBER),
+        modality=v.text(tags.MODALITY),
+        series_description=v.text(tags.SERIES_DESCRIPTION),
+        study_instance_uid=uid(v.text(tags.STUDY_INSTANCE_UID), "(0020,000D)"),
+        study_date=v.text(tags.STUDY_DATE),
+        study_time=v.text(tags.STUDY_TIME),
+        accession_number=v.text(tags.ACCESSION_NUMBER),
+        study_id=v.text(tags.STUDY_ID),
+        study_description=v.text(tags.STUDY_DESCRIPTION),
+        referring_physician_name=v.text(tags.REFERRING_PHYSICIAN_NAME),
+        patient_id=v.text(tags.PATIENT_ID),
+        issuer_of_patient_id=v.text(tags.ISSUER_OF_PATIENT_ID),
+        patient_name=v.text(tags.PATIENT_NAME),
+        patient_birth_date=v.text(tags.PATIENT_BIRTH_DATE),
+        patient_sex=v.text(tags.PATIENT_SEX),
+        sha256=sha256,
+        size=size,
+        transfer_syntax=transfer_syntax,
+    )
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -246,6 +274,33 @@ class DicomGateway:
             self._index.close()
             self._index = None
 
+    def reindex(self) -> int:
+        """Rebuild the C-FIND index from the stored files; returns how many were indexed.
+
+        The index is derived data, kept with ``synchronous=NORMAL``: after a power loss
+        its last rows may be missing, and this restores them (run it before ``start``, or
+        while no C-STORE arrives). Files that cannot be read are logged and skipped.
+        """
+        store = ObjectStore(self.data_dir, fsync=self.fsync)
+        index = self._index or InstanceIndex(self.data_dir / "index.sqlite3")
+        count = 0
+        try:
+            for path in sorted(self.data_dir.glob("objects/*/*")):
+                try:
+                    data = store.read(path.name)
+                    offset = data_set_offset(data)
+                    meta = read_file_meta_info(path)
+                    syntax = str(meta.TransferSyntaxUID)
+                    found = scan(data[offset:], syntax, wanted=_WANTED)
+                    index.add(_indexed(_Values(found.values), path.name, len(data), syntax))
+                    count += 1
+                except (OSError, ValueError, MappingError) as exc:
+                    log.warning("reindex: skipping %s: %s", path.name, exc)
+        finally:
+            if index is not self._index:
+                index.close()
+        return count
+
     def __enter__(self) -> DicomGateway:
         self.start()
         return self
@@ -312,7 +367,7 @@ class DicomGateway:
         if sop_instance != request.sop_instance_uid:
             raise MappingError(f"SOP Instance {sop_instance} is not the one announced")
         study = uid(v.text(tags.STUDY_INSTANCE_UID), "(0020,000D)")
-        series = uid(v.text(tags.SERIES_INSTANCE_UID), "(0020,000E)")
+        uid(v.text(tags.SERIES_INSTANCE_UID), "(0020,000E)")  # refused before any write
 
         # Everything that can fail on the data happened above, before the file is
         # written, so a refused instance leaves nothing behind.
@@ -340,32 +395,7 @@ class DicomGateway:
         key = (patient_id or study).encode()
         headers = make_headers(f"dicom:{request.peer.calling_ae}", stored.sha256, CONTENT_TYPE)
         self.bus.publish(self.topic, message.encode(), key=key, headers=headers)
-        self._index.add(
-            IndexedInstance(
-                sop_instance_uid=sop_instance,
-                sop_class_uid=sop_class,
-                instance_number=v.text(tags.INSTANCE_NUMBER),
-                series_instance_uid=series,
-                series_number=v.text(tags.SERIES_NUMBER),
-                modality=v.text(tags.MODALITY),
-                series_description=v.text(tags.SERIES_DESCRIPTION),
-                study_instance_uid=study,
-                study_date=v.text(tags.STUDY_DATE),
-                study_time=v.text(tags.STUDY_TIME),
-                accession_number=v.text(tags.ACCESSION_NUMBER),
-                study_id=v.text(tags.STUDY_ID),
-                study_description=v.text(tags.STUDY_DESCRIPTION),
-                referring_physician_name=v.text(tags.REFERRING_PHYSICIAN_NAME),
-                patient_id=patient_id,
-                issuer_of_patient_id=v.text(tags.ISSUER_OF_PATIENT_ID),
-                patient_name=v.text(tags.PATIENT_NAME),
-                patient_birth_date=v.text(tags.PATIENT_BIRTH_DATE),
-                patient_sex=v.text(tags.PATIENT_SEX),
-                sha256=stored.sha256,
-                size=stored.size,
-                transfer_syntax=request.transfer_syntax,
-            )
-        )
+        self._index.add(_indexed(v, stored.sha256, stored.size, request.transfer_syntax))
         return stored.existed
 
     def find(self, peer: Peer, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:

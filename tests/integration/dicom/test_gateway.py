@@ -271,3 +271,33 @@ def test_a_long_header_is_abridged_but_still_maps(tmp_path: Path, dcmtk: Dcmtk) 
     assert study["identifier"][0]["value"] == f"urn:oid:{original.StudyInstanceUID}"
     (stored,) = [p for p in (tmp_path / "dicom" / "objects").rglob("*") if p.is_file()]
     assert pydicom.dcmread(stored).PixelData == pydicom.dcmread(path).PixelData  # file whole
+
+
+def test_the_index_can_be_rebuilt_from_the_files(tmp_path: Path, dcmtk: Dcmtk) -> None:
+    data_dir = tmp_path / "dicom"
+    names = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"]
+    gateway = DicomGateway(data_dir, MemoryBus(), ae_title=AE_TITLE, host="127.0.0.1", port=0)
+    with gateway:
+        for name in names:
+            extra = ["-xw"] if name == "JPEG2000.dcm" else []
+            result = dcmtk.run(
+                "storescu", *extra, "-aec", AE_TITLE, "127.0.0.1", str(gateway.port),
+                bundled_path(name),
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+    (data_dir / "index.sqlite3").unlink()  # as if lost
+    for leftover in data_dir.glob("index.sqlite3-*"):
+        leftover.unlink()
+    (data_dir / "objects" / "00" / ("0" * 64)).write_bytes(b"not DICOM")  # skipped
+    rebuilt = DicomGateway(data_dir, MemoryBus(), ae_title=AE_TITLE, host="127.0.0.1", port=0)
+    assert rebuilt.reindex() == 3
+    with rebuilt:
+        out = tmp_path / "found"
+        out.mkdir()
+        result = dcmtk.run(
+            "findscu", "-S", "-X", "-od", str(out), "-aec", AE_TITLE,
+            "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
+            "127.0.0.1", str(rebuilt.port),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    assert len(list(out.iterdir())) == 3

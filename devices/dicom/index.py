@@ -8,7 +8,8 @@ value, UID list, wildcard ``*``/``?``, date and time ranges; person names case-b
 
 The index is derived data: the files and the ``raw.dicom`` messages are the record. It runs
 WAL with ``synchronous=NORMAL``, durable across a process crash; after a power loss the
-last rows may need ``add`` again (a re-send of the instance does that).
+last rows may be missing until the instance is sent again or ``DicomGateway.reindex``
+rebuilds the index from the files.
 """
 
 from __future__ import annotations

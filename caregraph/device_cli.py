@@ -119,14 +119,15 @@ def _require(store: FhirStore, device_id: str) -> tuple[Registration, dict[str, 
     return registration_from_device(found), found
 
 
-def _options(pairs: list[str] | None) -> tuple[tuple[str, float], ...]:
-    out: dict[str, float] = {}
+def _options(pairs: list[str] | None) -> tuple[tuple[str, int | float], ...]:
+    out: dict[str, int | float] = {}
     for pair in pairs or []:
         name, sep, value = pair.partition("=")
         try:
             if not sep or not name.strip():
                 raise ValueError
-            out[name.strip()] = float(value)
+            number = float(value)
+            out[name.strip()] = int(number) if number.is_integer() else number
         except ValueError:
             raise CliError(
                 f"--option {pair!r}: use name=number, e.g. poll_interval_s=0.5"
@@ -152,7 +153,11 @@ def _write_device(
     # Validate what we are about to store with the same models the FHIR API uses.
     from fhir.resources.R4B.device import Device
 
-    Device.model_validate(device)
+    try:
+        Device.model_validate(device)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise CliError(f"the Device would not be valid FHIR: {where}") from None
     if reg.connection is not None and reg.status == "active":
         try:
             connection_of(reg)

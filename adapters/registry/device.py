@@ -21,7 +21,8 @@ the device. Sub-extensions: ``protocol`` (valueCode: astm, intellivue, datex, me
 protocol's default ``baudrate`` (valueInteger), ``bytesize`` (valueInteger 5-8),
 ``parity`` (valueCode N/E/O/M/S), ``stopbits`` (valueDecimal 1, 1.5, 2), ``rtscts``
 (valueBoolean), and any number of ``option`` (nested ``name`` valueString + ``value``
-valueDecimal: driver tuning such as ``poll_interval_s``).
+valueDecimal: driver tuning such as ``poll_interval_s``; whole numbers are read as
+integers).
 
 ``urn:caregraph:fhir:extension:placement`` (repeating), the placement history: ``location``
 (valueReference to a ``Location``, a bed) and ``period`` (valuePeriod; no end = still
@@ -79,7 +80,7 @@ class SerialConnection:
     protocol: str
     port: str
     line: LineSpec = LineSpec()
-    options: tuple[tuple[str, float], ...] = ()
+    options: tuple[tuple[str, int | float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,19 @@ class Registration:
     def __post_init__(self) -> None:
         if not self.device_id.strip():
             raise RegistryError("a device id cannot be empty", "Device.identifier")
+        if self.device_id != self.device_id.strip() or any(
+            c.isspace() and c != " " for c in self.device_id
+        ):
+            raise RegistryError(
+                f"device id {self.device_id!r} has leading, trailing or special white space",
+                "Device.identifier",
+            )
+        # FHIR strings allow no white space but space, tab and newlines (a pasted no-break
+        # space would make the Device invalid): labels are normalized, blank ones dropped.
+        for name in ("name", "manufacturer", "model", "serial_number", "udi", "type_text"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, " ".join(value.split()) or None)
         if self.status not in DEVICE_STATUSES:
             raise RegistryError(
                 f"status {self.status!r} is not one of {', '.join(DEVICE_STATUSES)}",
@@ -372,7 +386,7 @@ def _connection(ext: Mapping[str, Any], where: str) -> SerialConnection:
     baudrate = _one(subs, "baudrate", "valueInteger", where)
     if baudrate is not None and (not isinstance(baudrate, int) or baudrate <= 0):
         raise RegistryError(f"baudrate {baudrate!r} is not a positive integer", where)
-    options: dict[str, float] = {}
+    options: dict[str, int | float] = {}
     for url, sub in subs:
         if url != "option":
             continue
@@ -381,7 +395,8 @@ def _connection(ext: Mapping[str, Any], where: str) -> SerialConnection:
         value = _one(pair, "value", "valueDecimal", where)
         if not name or not isinstance(value, int | float) or isinstance(value, bool):
             raise RegistryError("an option needs a name and a numeric value", where)
-        options[str(name)] = float(value)
+        # Whole numbers stay integers: some settings are counts or whole seconds on the wire.
+        options[str(name)] = int(value) if float(value).is_integer() else float(value)
     rtscts = _one(subs, "rtscts", "valueBoolean", where)
     return SerialConnection(
         protocol=str(protocol),

@@ -38,9 +38,12 @@ class DatexDriver(SerialDriver):
         utc_offset_minutes: int = 0,
         **kwargs: float | None,
     ) -> None:
+        if int(interval_s) != interval_s or not 0 < interval_s <= 32767:
+            # The request carries whole seconds, a signed 16-bit field; refuse before any session.
+            raise ValueError(f"Datex interval_s must be whole seconds 1-32767, not {interval_s!r}")
         kwargs.setdefault("silence_timeout_s", max(15.0, 3.0 * interval_s))
         super().__init__(port, device_id, bus, **kwargs)  # type: ignore[arg-type]
-        self.interval_s = interval_s
+        self.interval_s = int(interval_s)
         self.utc_offset_minutes = utc_offset_minutes
         self.requests_sent = 0
 

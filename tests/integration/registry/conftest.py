@@ -7,10 +7,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from bus.memory import MemoryBus
@@ -23,6 +26,7 @@ from devices.serial.gateway import SerialGateway
 from fhir_store.database import open_database
 from fhir_store.store import FhirStore
 from fhir_store.writer import handle_fhir_batch
+from tests.support.services import free_port
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -35,6 +39,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/registry.sqlite3"
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[FhirStore]:
+    """A store on SQLite only (tests of timing that need not run twice)."""
+    db = open_database(sqlite_url)
+    try:
+        yield FhirStore(db)
+    finally:
+        db.close()
 
 
 @pytest.fixture
@@ -126,3 +140,19 @@ def pipeline() -> Iterator[Callable[..., Pipeline]]:
             t.join(10)
         assert not any(t.is_alive() for t in p.threads)
         assert p.role.gateway.devices() == []
+
+
+@contextmanager
+def serving_app(app: FastAPI) -> Iterator[str]:
+    """uvicorn serving ``app`` on a free loopback port; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 10, "uvicorn")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

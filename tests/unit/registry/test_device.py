@@ -61,7 +61,7 @@ def registrations(draw: st.DrawFn) -> Registration:
         )
     )
     reg = Registration(
-        device_id=draw(text),
+        device_id=draw(text.filter(lambda t: not any(c.isspace() for c in t))),
         status=draw(st.sampled_from(["active", "inactive"])),
         name=draw(opt_text),
         manufacturer=draw(opt_text),
@@ -218,6 +218,15 @@ def test_a_device_without_the_caregraph_identifier_is_no_registration() -> None:
 def test_status_must_be_a_device_status() -> None:
     with pytest.raises(RegistryError, match="status"):
         Registration("d", status="retired")
+
+
+def test_labels_are_normalized_and_odd_device_ids_refused() -> None:
+    reg = Registration("d", name="ICU\xa04\x85 monitor", model=" \u2003 ")
+    assert (reg.name, reg.model) == ("ICU 4 monitor", None)
+    Device.model_validate(device_resource(reg, T0))
+    for bad in (" d", "d\n", "a\xa0b"):
+        with pytest.raises(RegistryError, match="white space"):
+            Registration(bad)
 
 
 def test_udi_and_location() -> None:

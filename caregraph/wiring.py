@@ -34,7 +34,7 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Database:
     return fhir_store_database.open_database(settings.effective_database_url, migrate=migrate)
 
 
-@dataclass
+@dataclass(eq=False)  # an identity: roles may key caches by the context they run in
 class Context:
     """What the roles of one process share: one bus, one database, built once."""
 

@@ -22,6 +22,7 @@ from fhir_store.errors import ResourceGone, ResourceNotFound
 from fhir_store.store import FhirStore
 from linkage.mpi import Mpi
 from security.audit import Auditor
+from security.audit_log import ChainedAuditLog
 from security.backend_services import TokenService
 from security.clients import ClientRegistry
 from security.guard import Guard
@@ -106,10 +107,11 @@ def build_guard(settings: Settings, store: FhirStore, mpi: Mpi | None) -> Guard:
             return None
 
     def write_audit(event: dict[str, Any]) -> None:
-        store.create(event)
+        store.update("AuditEvent", event["id"], event)  # keep the id the chain recorded
 
     identities = MpiIdentities(mpi) if mpi is not None else NoLinks()
-    return Guard(token_validator(settings), identities, lookup, Auditor(write_audit))
+    audit_log = ChainedAuditLog(store.db, write_audit)
+    return Guard(token_validator(settings), identities, lookup, Auditor(audit_log))
 
 
 def build_token_router(settings: Settings, db: Database) -> APIRouter:

@@ -43,6 +43,7 @@ class AccessRecord:
     target: str | None = None
     break_glass: str | None = None
     client_address: str | None = None
+    status: int | None = None  # the HTTP status answered, when the request was let through
 
 
 def audit_event(record: AccessRecord, now: datetime | None = None) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def audit_event(record: AccessRecord, now: datetime | None = None) -> dict[str, 
         ],
         "action": _ACTIONS.get(record.permission or "", "E"),
         "recorded": (now or datetime.now(UTC)).isoformat(timespec="milliseconds"),
-        "outcome": "0" if record.allowed else "4",
+        "outcome": _outcome(record),
         "outcomeDesc": record.reason,
         "agent": [agent],
         "source": {"observer": {"display": "caregraph"}},
@@ -114,6 +115,15 @@ def audit_event(record: AccessRecord, now: datetime | None = None) -> dict[str, 
         ]
         event["meta"] = {"security": [{"system": ACT_REASON, "code": "BTG"}]}
     return event
+
+
+def _outcome(record: AccessRecord) -> str:
+    """AuditEvent.outcome: 0 success, 4 minor failure (refused, 4xx), 8 serious (5xx)."""
+    if not record.allowed or (record.status is not None and 400 <= record.status < 500):
+        return "4"
+    if record.status is not None and record.status >= 500:
+        return "8"
+    return "0"
 
 
 def _subtype(record: AccessRecord) -> str:

@@ -8,13 +8,15 @@ restriction must finally hold (``security.filter``). The dependency ``caregraph.
 Open without a token: ``/healthz``, ``/readyz``, the token endpoint, the SMART
 configuration and the public keys (none holds patient data).
 Errors leave as an OperationOutcome: 401 with ``WWW-Authenticate: Bearer ...``, 403 with
-``error="insufficient_scope"``. Every 403 and every break-glass access is audited.
+``error="insufficient_scope"``. Every FHIR, linkage and graph request is audited: refusals,
+break-glass (before it is let through: no audit, no access) and allowed ones with the status.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import replace
 from typing import Any
 
 import anyio.to_thread
@@ -133,10 +135,23 @@ class AuthorizationMiddleware:
             await _respond(send, 413, _outcome("too-costly", str(exc)), [])
             return
         scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
+        status: list[int] = []
+
+        async def answered(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
         if access.area is not Area.FHIR or decision.sees_everything:
-            await self.app(scope, receive, _flagging(send, decision))
-            return
-        await self._filtered(scope, receive, send, decision, access, method, path, address)
+            await self.app(scope, receive, _flagging(answered, decision))
+        elif not await self._filtered(
+            scope, receive, answered, decision, access, method, path, address
+        ):
+            return  # refused and audited on the way out
+        if access.area is not Area.OTHER and not decision.break_glass:
+            record = _record(principal, access, method, path, address, True, decision)
+            done = replace(record, status=status[0] if status else None)
+            await anyio.to_thread.run_sync(lambda: self.guard.audit(done))
 
     async def _deny(
         self,
@@ -190,8 +205,9 @@ class AuthorizationMiddleware:
         method: str,
         path: str,
         address: str | None,
-    ) -> None:
-        """Run the app with its response held back, filter it, then send it."""
+    ) -> bool:
+        """Run the app with its response held back, filter it, then send it; False when the
+        response had to be refused instead (already audited)."""
         start: Message | None = None
         chunks: list[bytes] = []
 
@@ -204,7 +220,7 @@ class AuthorizationMiddleware:
 
         await self.app(scope, receive, hold)
         if start is None:
-            return
+            return True
         body = b"".join(chunks)
         headers = Headers(raw=start.get("headers", []))
         if "json" in headers.get("content-type", "") and body:
@@ -219,7 +235,7 @@ class AuthorizationMiddleware:
                     await self._deny(
                         send, decision.principal, access, method, path, address, str(exc)
                     )
-                    return
+                    return False
                 body = json.dumps(shown).encode("utf-8")
         raw = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
         if start["status"] not in (204, 304):
@@ -228,6 +244,7 @@ class AuthorizationMiddleware:
             raw.append((BREAK_GLASS_FLAG.lower().encode(), b"audited"))
         await send({**start, "headers": raw})
         await send({"type": "http.response.body", "body": body})
+        return True
 
 
 class _TooLarge(Exception):

@@ -76,6 +76,14 @@ class Api:
         page = self.store.searching.search("AuditEvent", [("_count", "1000")])
         return [s.resource() for s in page.matches]
 
+    def denials(self) -> list[dict[str, Any]]:
+        """AuditEvents of refused requests (written before the 403 is sent)."""
+        return [
+            e
+            for e in self.audit_events()
+            if e["outcome"] == "4" and e["outcomeDesc"] not in ("allowed", "break-glass access")
+        ]
+
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:

@@ -93,7 +93,7 @@ def test_patient_token_sees_only_its_linked_compartment(api: Api) -> None:
         assert c.get("/fhir/Observation/obs-a1").status_code == 200
         assert c.get("/fhir/Observation/obs-a2").status_code == 200  # linked identity
         assert c.get("/fhir/Patient/a2").status_code == 200
-        before = len(api.audit_events())
+        before = len(api.denials())
         denied = [
             c.get("/fhir/Observation/obs-b"),
             c.get("/fhir/Patient/b"),
@@ -138,7 +138,7 @@ def test_patient_token_sees_only_its_linked_compartment(api: Api) -> None:
         ]
         for response in denied:
             assert_denied(response, 403)
-        assert len(api.audit_events()) - before == len(denied)
+        assert len(api.denials()) - before == len(denied)
         assert api.store.read("Observation", "obs-b").resource()["subject"] == {
             "reference": "Patient/b"
         }

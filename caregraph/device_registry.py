@@ -241,6 +241,7 @@ class HealthRow:
             "device_id": h.device_id,
             "protocol": h.protocol,
             "port": h.port,
+            "line": _line_text(h.line) if h.line else None,
             "connected": h.connected,
             "last_frame_at": last,
             "silent_for_s": None if h.silent_for_s is None else round(h.silent_for_s, 3),
@@ -253,6 +254,13 @@ class HealthRow:
             "alert": f"DetectedIssue/{self.alert}" if self.alert else None,
             "stats": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in s.items()},
         }
+
+
+def _line_text(line: LineSettings) -> str:
+    """``115200 8N1`` (``+RTS/CTS``), as interface guides write line settings."""
+    stop = f"{line.stopbits:g}"
+    flow = " RTS/CTS" if line.rtscts else ""
+    return f"{line.baudrate} {line.bytesize}{line.parity}{stop}{flow}"
 
 
 class HealthBoard:

@@ -50,6 +50,7 @@ class DeviceHealth:
     silent_for_s: float | None
     silent: bool
     stats: dict[str, object]
+    line: LineSettings | None = None  # what the port was opened with
 
 
 @dataclass
@@ -138,6 +139,7 @@ class SerialGateway:
                     silent_for,
                     silent_for > self.silence_alert_s,
                     s.snapshot(),
+                    r.driver.line_settings,
                 )
             )
         return sorted(out, key=lambda h: h.device_id)

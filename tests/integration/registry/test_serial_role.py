@@ -119,8 +119,10 @@ def test_the_role_follows_registry_changes_without_restart(
     ref = f"Device/{device_resource_id('vent-1')}"
     wait_for(lambda: len(_observations(store, ("device", ref))) >= 3, 30, "vent-1 readings")
 
-    cli("edit", "vent-1", "--port", second.path)
+    cli("edit", "vent-1", "--port", second.path, "--baudrate", "9600")
     wait_for(lambda: [h.port for h in p.role.gateway.health()] == [second.path], 10, "new port")
+    (moved,) = p.role.gateway.health()
+    assert moved.line is not None and moved.line.baudrate == 9600
     before = len(_observations(store, ("device", ref)))
     wait_for(
         lambda: len(_observations(store, ("device", ref))) > before + 2,
@@ -186,6 +188,7 @@ def test_silence_raises_and_clears_a_detected_issue(
     row = health()["devices"][0]
     assert row["device_id"] == "mon-s" and row["connected"] and not row["silent"]
     assert row["checksum_errors"] == 0 and row["last_frame_at"]
+    assert row["line"] == "19200 8E1 RTS/CTS"  # the Datex default, opened as registered
 
     sim.simulator.faults.add("corrupt_checksum", 3)
     wait_for(lambda: health()["devices"][0]["checksum_errors"] >= 1, 10, "checksum error counted")

@@ -1,4 +1,4 @@
-"""``caregraph token`` and ``caregraph client add|list|revoke``.
+"""``caregraph token``, ``caregraph client add|list|revoke`` and ``caregraph audit verify``.
 
 ``caregraph client add --name "Hospital B" --jwks b-public.json --scope "system/*.rs"``
 registers a SMART Backend Services client (its public keys and the scopes it may get) in
@@ -77,6 +77,32 @@ def register(app: typer.Typer) -> None:
     """Add ``token`` and ``client`` to the caregraph CLI."""
     clients = typer.Typer(help="SMART Backend Services clients (partners, service accounts).")
     app.add_typer(clients, name="client")
+
+    audit = typer.Typer(help="The audit log (AuditEvents, hash-chained).")
+    app.add_typer(audit, name="audit")
+
+    @audit.command("verify")
+    def audit_verify(
+        data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None
+    ) -> None:
+        """Walk the AuditEvent hash chain; exit 1 with each break found."""
+        from caregraph.cli import _clean_errors, _settings
+        from caregraph.security_wiring import verify_audit_log
+        from caregraph.wiring import open_database
+        from fhir_store.store import FhirStore
+
+        with _clean_errors():
+            settings = _settings(data_dir=data_dir, database_url=database_url)
+            db = open_database(settings)
+            try:
+                problems = verify_audit_log(FhirStore(db))
+            finally:
+                db.close()
+        for problem in problems:
+            typer.echo(problem, err=True)
+        if problems:
+            raise typer.Exit(1)
+        typer.echo("the audit chain is intact")
 
     @clients.command("add")
     def client_add(

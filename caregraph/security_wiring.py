@@ -10,6 +10,7 @@ with it.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,22 @@ def mllp_tls(settings: Settings) -> ssl.SSLContext | None:
     if files is None:
         return None
     return server_context(Path(files[0]), Path(files[1]), settings.tls_client_ca_file)
+
+
+def stored_audit_events(store: FhirStore, page_size: int = 500) -> Iterator[dict[str, Any]]:
+    """Every AuditEvent in the store, page by page (for ``caregraph audit verify``)."""
+    offset = 0
+    while True:
+        params = [("_count", str(page_size)), ("_offset", str(offset)), ("_sort", "_id")]
+        page = store.searching.search("AuditEvent", params)
+        for stored in page.matches:
+            yield stored.resource()
+        if not page.has_next:
+            return
+        offset += page_size
+
+
+def verify_audit_log(store: FhirStore) -> list[str]:
+    """Problems in the audit chain ([] when intact)."""
+    log = ChainedAuditLog(store.db, lambda event: None)
+    return log.verify(stored_audit_events(store))

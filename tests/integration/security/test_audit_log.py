@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -73,3 +76,27 @@ def test_every_api_access_is_audited_in_one_chain(api: Api) -> None:
     audit_token = api.token("user/AuditEvent.rs")
     found = httpx.get(f"{api.base}/fhir/AuditEvent", headers=audit_token).json()
     assert len(found["entry"]) >= 3
+
+
+def test_caregraph_audit_verify(api: Api) -> None:
+    token = api.token("user/*.rs")
+    for _ in range(2):
+        assert httpx.get(f"{api.base}/fhir/Patient/a1", headers=token).status_code == 200
+    deadline = time.monotonic() + 5
+    while len(api.audit_events()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    command = [sys.executable, "-m", "caregraph.cli", "audit", "verify"]
+    data = ["--data-dir", str(api.settings.data_dir)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREGRAPH_")}
+    intact = subprocess.run(
+        [*command, *data], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert intact.returncode == 0, intact.stderr
+    assert "intact" in intact.stdout
+    event = api.audit_events()[0]
+    api.store.update("AuditEvent", event["id"], {**event, "outcome": "8"})
+    broken = subprocess.run(
+        [*command, *data], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert broken.returncode == 1
+    assert "was altered" in broken.stderr

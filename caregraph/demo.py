@@ -17,6 +17,7 @@ import httpx
 import typer
 
 from caregraph.runtime import Service, ThreadService
+from caregraph.security_cli import mint_development_token
 from caregraph.settings import Settings
 from caregraph.wiring import Context
 from devices.feeds.hl7 import HospitalFeed, SimPatient
@@ -138,9 +139,11 @@ def tally(
 ) -> ThreadService:
     """Every few seconds, one line with the resource counts the FHIR API reports."""
     base = f"http://{settings.http_host}:{settings.http_port}/fhir"
+    token = mint_development_token(settings, "system/*.rs", subject="caregraph-demo-tally")
 
     def run(stop: threading.Event) -> None:
-        with httpx.Client(base_url=base, timeout=5) as client:
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, timeout=5, headers=auth) as client:
             while not stop.wait(interval_s):
                 counts = []
                 for kind in TALLY_TYPES:

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from adapters.serial.observation import device_resource_id
+from caregraph.security_cli import mint_development_token
+from caregraph.settings import Settings
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +68,9 @@ def test_demo_makes_data_flow_end_to_end(tmp_path: Path) -> None:
     try:
         base = f"http://127.0.0.1:{ports['http']}/fhir"
         deadline = time.monotonic() + 90
-        with httpx.Client(base_url=base, timeout=5) as client:
+        token = mint_development_token(Settings(data_dir=tmp_path), "user/*.rs")
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, timeout=5, headers=auth) as client:
             while time.monotonic() < deadline and proc.poll() is None:
                 try:
                     seen = {q: _count(client, "/" + q) for q in wanted}

@@ -173,8 +173,11 @@ class Guard:
         if access.interaction in ("create", "update"):
             if resource is None:
                 return  # not a resource: the handler answers 400
-            if access.resource_id and "id" not in resource:
-                resource = {**resource, "id": access.resource_id}
+            # The id the store will use: a create gets a new one whatever the body says (so a
+            # body claiming "id": "<my patient>" proves nothing); an update keeps the URL's.
+            resource = {k: v for k, v in resource.items() if k != "id"}
+            if access.interaction == "update" and access.resource_id:
+                resource["id"] = access.resource_id
             if not in_compartment(resource, patients):
                 raise Forbidden("the resource is not in this token's patient compartment")
 

@@ -109,6 +109,7 @@ def test_patient_token_sees_only_its_linked_compartment(api: Api) -> None:
                 headers={"Content-Type": "application/json-patch+json"},
             ),
             c.post("/fhir/Observation", json=observation("new", "b")),
+            c.post("/fhir/Patient", json={"resourceType": "Patient", "id": "a1"}),
             c.put("/fhir/Observation/obs-a1", json=observation("obs-a1", "b")),
             c.get("/linkage/patients/b"),
             c.get("/linkage/review"),
@@ -139,6 +140,8 @@ def test_patient_token_sees_only_its_linked_compartment(api: Api) -> None:
         for response in denied:
             assert_denied(response, 403)
         assert len(api.denials()) - before == len(denied)
+        patients = api.store.searching.search("Patient", [("_count", "100")]).matches
+        assert sorted(p.id for p in patients) == ["a1", "a2", "b"]  # nothing was written
         assert api.store.read("Observation", "obs-b").resource()["subject"] == {
             "reference": "Patient/b"
         }

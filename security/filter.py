@@ -136,4 +136,6 @@ def _filter_responses(bundle: dict[str, Any], view: View) -> tuple[dict[str, Any
     result = dict(bundle)
     if entries:
         result["entry"] = entries
+    if view.patients is not None:
+        result.pop("total", None)  # not defined for these bundles; never let a count out
     return result, hidden

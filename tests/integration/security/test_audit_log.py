@@ -20,8 +20,15 @@ from tests.integration.security.conftest import Api
 pytestmark = pytest.mark.integration
 
 
-def test_chain_detects_tampering(tmp_path: Path) -> None:
-    db = open_database(f"sqlite:///{tmp_path}/db.sqlite3")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/db.sqlite3"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_chain_detects_tampering(db_url: str) -> None:
+    db = open_database(db_url)
     written: list[dict[str, Any]] = []
     log = ChainedAuditLog(db, written.append)
     try:

@@ -56,6 +56,19 @@ def _media_type(path: Path) -> str:
     )
 
 
+def public_paths(static_dir: Path = STATIC_DIR, *, prefix: str = "/app") -> frozenset[str]:
+    """The paths that hold no data: the page and its static assets, exactly.
+
+    The authorization middleware should let these through without a token (add them to
+    its public paths), or a browser could not load the sign-in page that gets it one.
+    ``vitals.json`` and ``device-id`` are not among them: the console asks for those with
+    its token, like everything under ``/fhir``.
+    """
+    return frozenset(
+        {prefix, f"{prefix}/", *(f"{prefix}/static/{name}" for name in asset_table(static_dir))}
+    )
+
+
 def build_console_router(static_dir: Path = STATIC_DIR, *, prefix: str = "/app") -> APIRouter:
     """The console: ``GET /app/`` (the page), ``/app/static/...``, ``/app/vitals.json`` and
     ``/app/device-id/{device_id}``.

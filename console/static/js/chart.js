@@ -81,8 +81,9 @@ export class TimeChart {
     });
     this.legend = h("ul", { class: "legend" });
     this.zoomLabel = h("span", { class: "zoom-label" });
-    const button = (label, action) =>
-      h("button", { type: "button", class: "small", onclick: action }, label);
+    // Short visible text; the accessible name says which chart (it contains the text).
+    const button = (text, action) =>
+      h("button", { type: "button", class: "small", "aria-label": `${text} ${panel.title}`, onclick: action }, text);
     this.el = h(
       "figure",
       { class: "chart-panel", "data-panel": panel.key, "data-points": "0" },
@@ -93,9 +94,9 @@ export class TimeChart {
         h(
           "span",
           { class: "chart-tools" },
-          button(`Zoom in ${panel.title}`, () => this.zoomBy(0.5)),
-          button(`Zoom out ${panel.title}`, () => this.zoomBy(2)),
-          button(`Reset zoom ${panel.title}`, () => this.resetZoom()),
+          button("Zoom in", () => this.zoomBy(0.5)),
+          button("Zoom out", () => this.zoomBy(2)),
+          button("Reset zoom", () => this.resetZoom()),
           this.zoomLabel,
         ),
       ),

@@ -3,9 +3,10 @@
 // registration and editing, and a device's own vitals charts.
 
 import { announce, field, fill, h } from "./dom.js";
-import { ApiError, entries, fhirGet, fhirPut } from "./fhir.js";
+import { ApiError, authorizedFetch, entries, fhirGet, fhirPut } from "./fhir.js";
 import { conceptText, effectiveMs, fmtAgo, fmtDate, iso, refId } from "./format.js";
 import { deviceName } from "./patients.js";
+import { allows } from "./session.js";
 import { VitalsView } from "./vitals.js";
 
 const POLL_MS = 5000;
@@ -95,7 +96,7 @@ export function devicesView() {
     h("div", { class: "toolbar" },
       field("Silent after (seconds)", silentAfter)[0],
       h("div", { class: "field check" }, live, h("label", { for: live.id }, "Live (every 5 s)")),
-      h("a", { href: "#/device-new", class: "button" }, "Register a device")),
+      allows("Device", "u") ? h("a", { href: "#/device-new", class: "button" }, "Register a device") : null),
     summary, table);
   let rows = [];
   let timer = null;
@@ -173,7 +174,9 @@ function deviceForm(device, identifierValue, onSaved) {
   const statusSel = h("select", { name: "status" }, ...["active", "inactive", "entered-in-error"].map((v) => h("option", { value: v, selected: (d.status || "active") === v }, v === "inactive" ? "inactive (retired)" : v)));
   const connection = h("input", { name: "connection", value: (d.property || []).find((p) => p.type?.text === "connection")?.valueCode?.[0]?.text || "" });
   const message = h("p", { role: "status" });
+  const canWrite = allows("Device", "u");
   const form = h("form", { class: "device-form", "aria-label": device ? "Edit device" : "Register device" },
+    canWrite ? null : h("p", { class: "notice" }, "Your token may read devices but not change them."),
     field("Device identifier (as the driver reports it)", ident, "e.g. demo-icu-monitor-1")[0],
     field("Name", name)[0], field("Type", type)[0], field("Manufacturer", manufacturer)[0],
     field("Model", model)[0], field("Serial number", serial)[0],
@@ -181,12 +184,13 @@ function deviceForm(device, identifierValue, onSaved) {
     field("Placement (bed)", location, "e.g. ICU bed 04")[0],
     field("Patient id (current association)", patient)[0],
     field("Status", statusSel)[0],
-    h("div", { class: "actions" }, h("button", { type: "submit" }, device ? "Save changes" : "Register")),
+    h("div", { class: "actions" }, h("button", { type: "submit", disabled: !canWrite }, device ? "Save changes" : "Register")),
     message);
+  if (!canWrite) for (const control of form.querySelectorAll("input, select")) control.disabled = true;
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      const idResponse = await fetch(`device-id/${encodeURIComponent(ident.value.trim())}`);
+      const idResponse = await authorizedFetch(`device-id/${encodeURIComponent(ident.value.trim())}`);
       if (!idResponse.ok) throw new Error(`device id: ${idResponse.status}`);
       const { id } = await idResponse.json();
       const resource = {

@@ -1,5 +1,8 @@
-// The console's only way to data: the FHIR REST API (and the linkage JSON API when mounted).
-// Errors carry the server's OperationOutcome text so the page can say what went wrong.
+// The console's only way to data: the FHIR REST API (and the linkage JSON API when mounted),
+// with the session's bearer token. Errors carry the server's OperationOutcome text so the
+// page can say what went wrong; a 401 ends the session (the page asks to sign in again).
+
+import { token } from "./session.js";
 
 function meta(name, fallback) {
   return document.querySelector(`meta[name="${name}"]`)?.content || fallback;
@@ -36,11 +39,20 @@ export function query(params) {
   return text ? `?${text}` : "";
 }
 
+/** ``fetch`` with the session's bearer token; a 401 signals "sign in again". */
+export async function authorizedFetch(url, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  const jwt = token();
+  if (jwt) headers.Authorization = `Bearer ${jwt}`;
+  const response = await fetch(url, { ...options, headers });
+  if (response.status === 401) window.dispatchEvent(new CustomEvent("caregraph:unauthorized"));
+  return response;
+}
+
 async function request(url, options = {}) {
-  const response = await fetch(url, {
+  const response = await authorizedFetch(url, {
     ...options,
     headers: { Accept: "application/fhir+json, application/json", ...(options.headers || {}) },
-    signal: options.signal,
   });
   if (!response.ok) throw new ApiError(response.status, await explain(response));
   if (response.status === 204) return null;
@@ -109,7 +121,7 @@ export async function allPages(first, onPage, maxPages = 10, options) {
 /** Whether an API answers at all (the linkage router may not be mounted). */
 export async function available(url) {
   try {
-    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    const response = await authorizedFetch(url, { headers: { Accept: "application/json" } });
     return response.status !== 404;
   } catch {
     return false;

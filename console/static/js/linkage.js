@@ -5,6 +5,7 @@
 import { announce, field, fill, h } from "./dom.js";
 import { available, fhirGet, LINKAGE_BASE, linkageGet, linkagePost } from "./fhir.js";
 import { humanName, identifierText } from "./format.js";
+import { allows } from "./session.js";
 
 const FIELDS = [
   ["Name", (p) => humanName(p)],
@@ -52,7 +53,7 @@ function itemCard(item, reload) {
   const title = isMatch ? "Possible match" : "Possible duplicate golden records";
   const card = h("article", { class: "card review-item", "data-kind": item.kind },
     h("h2", {}, `${title} · score ${item.score === null || item.score === undefined ? "?" : (item.score * 100).toFixed(1) + " %"}`), body);
-  const act = (label, path, payload, done) => h("button", { type: "button", onclick: async (event) => {
+  const act = (label, path, payload, done) => h("button", { type: "button", disabled: !allows("Patient", "u"), onclick: async (event) => {
     event.target.disabled = true;
     try {
       await linkagePost(path, payload);

@@ -2,8 +2,11 @@
 // at a time, stops the previous view's polling, and moves keyboard focus to the new view.
 
 import { devicesView, deviceView, newDeviceView } from "./devices.js";
+import { fill, h } from "./dom.js";
 import { reviewView } from "./linkage.js";
 import { recordView, searchView } from "./patients.js";
+import { allows, claims, signOut, token } from "./session.js";
+import { signInView } from "./signin.js";
 
 const ROUTES = [
   [/^#\/patients(?:\?(.*))?$/, (m) => searchView(new URLSearchParams(m[1] || "")), "patients"],
@@ -12,12 +15,48 @@ const ROUTES = [
   [/^#\/device-new$/, () => newDeviceView(), "devices"],
   [/^#\/device\/([^/?]+)$/, (m) => deviceView(decodeURIComponent(m[1])), "devices"],
   [/^#\/review$/, () => reviewView(), "review"],
+  [/^#\/sign-in(?:\?(.*))?$/, (m) => signInView(new URLSearchParams(m[1] || "")), "sign-in"],
 ];
+
+// What each section needs from the token's scopes (the server enforces it regardless).
+const SECTION_NEEDS = { patients: ["Patient", "s"], devices: ["Device", "s"], review: ["Patient", "r"] };
+
+function sectionAllowed(section) {
+  const need = SECTION_NEEDS[section];
+  return !need || allows(...need);
+}
+
+function drawSession() {
+  const box = document.getElementById("session");
+  const who = claims();
+  for (const a of document.querySelectorAll("nav a[data-section]")) {
+    a.parentElement.hidden = !token() || !sectionAllowed(a.dataset.section);
+  }
+  if (!who) {
+    fill(box);
+    return;
+  }
+  const out = h("button", { type: "button", class: "small" }, "Sign out");
+  out.addEventListener("click", () => {
+    signOut();
+    current?.stop();
+    current = null;
+    location.hash = "#/sign-in";
+  });
+  const expires = typeof who.exp === "number" ? ` · until ${new Date(who.exp * 1000).toLocaleTimeString()}` : "";
+  fill(box, h("span", { class: "who", title: who.scope || "" }, `${who.sub || "signed in"}${who.patient ? ` (patient ${who.patient})` : ""}${expires}`), out);
+}
 
 let current = null;
 
 function route(event) {
-  const hash = location.hash;
+  let hash = location.hash;
+  if (!token() && !hash.startsWith("#/sign-in")) {
+    const next = hash.startsWith("#/") ? `?next=${encodeURIComponent(hash)}` : "";
+    history.replaceState(null, "", `#/sign-in${next}`);
+    hash = location.hash;
+  }
+  drawSession();
   if (!hash.startsWith("#/")) {
     if (!current) {
       history.replaceState(null, "", "#/patients"); // no hashchange: still the first load
@@ -34,6 +73,12 @@ function route(event) {
     return;
   }
   const [m, make, section] = found;
+  if (!sectionAllowed(section)) {
+    current = null;
+    main.replaceChildren(h("section", { class: "view" }, h("h1", {}, "Not allowed"),
+      h("p", {}, "Your token's scopes do not allow this page. Sign in with a token that does.")));
+    return;
+  }
   current = make(m);
   main.replaceChildren(current.el);
   for (const a of document.querySelectorAll("nav a[data-section]")) {
@@ -55,4 +100,12 @@ document.querySelector("[data-skip]")?.addEventListener("click", (event) => {
   document.getElementById("main").focus();
 });
 window.addEventListener("hashchange", route);
+window.addEventListener("caregraph:signed-in", drawSession);
+window.addEventListener("caregraph:unauthorized", () => {
+  if (!token()) return;
+  signOut();
+  current?.stop();
+  current = null;
+  location.hash = "#/sign-in?expired=1";
+});
 route(null);

@@ -5,7 +5,7 @@
 import { announce, field, fill, h, s } from "./dom.js";
 import { available, entries, fhirGet, linkageGet, LINKAGE_BASE } from "./fhir.js";
 import {
-  conceptText, effectiveMs, fmtAgo, fmtDate, humanName, identifierText, refId, refType,
+  conceptText, fmtAgo, fmtDate, humanName, identifierText, refId, refType,
 } from "./format.js";
 import { VitalsView } from "./vitals.js";
 
@@ -126,7 +126,7 @@ function identitiesCard({ golden, sources, scores }) {
     rows.push(h("tr", { class: "golden" },
       h("th", { scope: "row" }, h("span", { class: "badge golden" }, "Golden record")),
       h("td", {}, humanName(golden)), h("td", {}, golden.birthDate || "—"),
-      h("td", {}, (golden.identifier || []).map(identifierText).join("; ") || "—"),
+      h("td", { class: "wrap" }, (golden.identifier || []).map(identifierText).join("; ") || "—"),
       h("td", {}, "—")));
   }
   for (const p of sources) {
@@ -136,7 +136,7 @@ function identitiesCard({ golden, sources, scores }) {
     rows.push(h("tr", {},
       h("th", { scope: "row" }, p.meta?.source || (p.identifier?.[0]?.system ?? "source")),
       h("td", {}, humanName(p)), h("td", {}, p.birthDate || "—"),
-      h("td", {}, (p.identifier || []).map(identifierText).join("; ") || "—"),
+      h("td", { class: "wrap" }, (p.identifier || []).map(identifierText).join("; ") || "—"),
       h("td", {}, score)));
   }
   return section("Identities",
@@ -182,10 +182,10 @@ function encountersCard(encounters, included) {
     encounters.length ? h("ol", { class: "timeline-list" }, ...encounters.map((e) => h("li", {},
       h("strong", {}, period(e.period)), " · ",
       e.class?.display || e.class?.code || "encounter", " · ", e.status,
-      e.location?.length ? [" · ", e.location.map((l) => nameOf(byRef(l.location)) || l.location?.display || "").join(", ")] : null,
-      e.serviceProvider ? [" · ", nameOf(byRef(e.serviceProvider)) || e.serviceProvider.display || ""] : null,
+      e.location?.length ? [" · ", e.location.map((l) => nameOf(byRef(l.location)) || l.location?.display || l.location?.reference).join(", ")] : null,
+      e.serviceProvider ? [" · ", nameOf(byRef(e.serviceProvider)) || e.serviceProvider.display || e.serviceProvider.reference] : null,
       (e.participant || []).length ? h("div", { class: "muted" }, (e.participant || []).map((p) =>
-        `${conceptText(p.type?.[0])}: ${nameOf(byRef(p.individual)) || p.individual?.display || "?"}`).join("; ")) : null,
+        `${conceptText(p.type?.[0])}: ${nameOf(byRef(p.individual)) || p.individual?.display || p.individual?.reference || "?"}`).join("; ")) : null,
     ))) : h("p", { class: "muted" }, "No encounters."));
 }
 
@@ -193,7 +193,7 @@ function partiesCard(encounters, included, patients) {
   const staff = new Map();
   const orgs = new Map();
   const note = (map, key, label, role) => {
-    if (!key) return;
+    if (!key || !label) return;
     const entry = map.get(key) || { label, roles: new Set() };
     entry.roles.add(role);
     map.set(key, entry);
@@ -201,10 +201,10 @@ function partiesCard(encounters, included, patients) {
   for (const e of encounters) {
     for (const p of e.participant || []) {
       const r = included.get(p.individual?.reference);
-      note(staff, p.individual?.reference || p.individual?.display, nameOf(r) || p.individual?.display || "?", conceptText(p.type?.[0]));
+      note(staff, p.individual?.reference || p.individual?.display, nameOf(r) || p.individual?.display || p.individual?.reference, conceptText(p.type?.[0]));
     }
     const sp = included.get(e.serviceProvider?.reference);
-    note(orgs, e.serviceProvider?.reference, nameOf(sp) || e.serviceProvider?.display, "care provider");
+    note(orgs, e.serviceProvider?.reference, nameOf(sp) || e.serviceProvider?.display || e.serviceProvider?.reference, "care provider");
   }
   for (const p of patients) {
     for (const gp of p.generalPractitioner || []) {
@@ -233,7 +233,7 @@ function devicesCard(devices, seen) {
   return section("Devices",
     h("table", { class: "list" },
       h("caption", { class: "sr-only" }, "Devices attached to or measuring this patient"),
-      h("thead", {}, h("tr", {}, ...["Device", "Type", "Status", "Readings seen (recent)", "First", "Last"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ...["Device", "Type", "Status", "Readings in the chart window", "First", "Last"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, ...[...rows.entries()].map(([ref, r]) => h("tr", {},
         h("td", {}, h("a", { href: `#/device/${encodeURIComponent(refId(ref))}` }, deviceName(r.device) || r.label || ref)),
         h("td", {}, conceptText(r.device?.type)),
@@ -265,6 +265,17 @@ function imagingCard(studies) {
           h("td", {}, String(se.numberOfInstances ?? (se.instance || []).length)))))))))));
 }
 
+/** A short paragraph for a failed search: a refusal by the token's scopes, or an error. */
+function failure(error) {
+  if (error?.status === 403) return h("p", { class: "notice" }, `Your token is not allowed to see this: ${error.message}`);
+  return h("p", { class: "error" }, `Could not load: ${error?.message || error}`);
+}
+
+function withNote(card, error) {
+  if (error) card.querySelector("h2").after(failure(error));
+  return card;
+}
+
 export function recordView(id) {
   const body = h("div", { class: "record" }, h("p", { class: "muted" }, "Loading the linked record…"));
   const heading = h("h1", {}, "Patient record");
@@ -276,40 +287,47 @@ export function recordView(id) {
       const main = who.golden || who.patient;
       heading.textContent = `${humanName(main)} · ${main.birthDate || "birth date unknown"} · ${main.gender || ""}`.trim();
       const subjects = who.ids.map((x) => `Patient/${x}`).join(",");
-      const [encBundle, devBundle, imgBundle, patBundle, obsBundle] = await Promise.all([
+      // The charts start at once (their first page is the first view); the cards fill in
+      // beside them as their (small) searches answer.
+      vitals = new VitalsView([["subject", subjects]], { title: "Vital signs" });
+      const cards = {
+        identities: identitiesCard(who),
+        parties: section("Staff and institutions", h("p", { class: "muted" }, "Loading…")),
+        encounters: section("Encounters", h("p", { class: "muted" }, "Loading…")),
+        devices: section("Devices", h("p", { class: "muted" }, "Loading…")),
+        imaging: section("Imaging", h("p", { class: "muted" }, "Loading…")),
+      };
+      fill(body, h("div", { class: "grid2" }, cards.identities, cards.parties), vitals.el,
+        cards.encounters, cards.devices, cards.imaging);
+      const charts = vitals.start();
+      const swap = (key, card) => { cards[key].replaceWith(card); cards[key] = card; };
+      // Each card stands alone: a search the token does not allow (403) or that fails
+      // leaves a note in its card, and the rest of the record still shows.
+      const settle = (promise) => promise.then((value) => ({ value }), (error) => ({ error }));
+      const [enc, dev, img, pat] = await Promise.all([
         fhirGet("Encounter", [["subject", subjects], ["_sort", "-date"], ["_count", "100"],
           ["_include", "Encounter:participant"], ["_include", "Encounter:service-provider"], ["_include", "Encounter:location"]]),
         fhirGet("Device", [["patient", subjects], ["_count", "100"]]),
         fhirGet("ImagingStudy", [["subject", subjects], ["_sort", "-started"], ["_count", "50"]]),
         fhirGet("Patient", [["_id", who.ids.join(",")], ["_include", "Patient:general-practitioner"], ["_include", "Patient:organization"]]),
-        fhirGet("Observation", [["subject", subjects], ["_sort", "-date"], ["_count", "1000"], ["_elements", "device,effectiveDateTime,effectiveInstant,effectivePeriod,issued"]]),
-      ]);
+      ].map(settle));
       const included = new Map();
-      for (const b of [encBundle, patBundle]) {
-        for (const e of b.entry || []) if (e.resource) included.set(`${e.resource.resourceType}/${e.resource.id}`, e.resource);
+      for (const b of [enc.value, pat.value]) {
+        for (const e of b?.entry || []) if (e.resource) included.set(`${e.resource.resourceType}/${e.resource.id}`, e.resource);
       }
-      const encounters = entries(encBundle, "Encounter");
-      const seen = new Map();
-      for (const o of entries(obsBundle, "Observation")) {
-        const ref = o.device?.reference;
-        if (!ref) continue;
-        const t = effectiveMs(o);
-        const cur = seen.get(ref) || { first: t, last: t, count: 0, label: o.device.identifier?.value || o.device.display };
-        cur.first = Math.min(cur.first ?? t, t);
-        cur.last = Math.max(cur.last ?? t, t);
-        cur.count += 1;
-        seen.set(ref, cur);
-      }
-      vitals = new VitalsView([["subject", subjects]], { title: "Vital signs" });
-      fill(body,
-        h("div", { class: "grid2" },
-          identitiesCard(who),
-          partiesCard(encounters, included, entries(patBundle, "Patient"))),
-        vitals.el,
-        encountersCard(encounters, included),
-        devicesCard(entries(devBundle, "Device"), seen),
-        imagingCard(entries(imgBundle, "ImagingStudy")));
-      await vitals.start();
+      const encounters = enc.value ? entries(enc.value, "Encounter") : [];
+      swap("parties", withNote(partiesCard(encounters, included, pat.value ? entries(pat.value, "Patient") : [who.patient]), enc.error || pat.error));
+      swap("encounters", enc.error ? section("Encounters", failure(enc.error)) : encountersCard(encounters, included));
+      swap("imaging", img.error ? section("Imaging", failure(img.error)) : imagingCard(entries(img.value, "ImagingStudy")));
+      const devices = dev.value ? entries(dev.value, "Device") : [];
+      const drawDevices = (seen) => swap("devices", withNote(devicesCard(devices, seen), dev.error));
+      drawDevices(vitals.devices);
+      let pending = null;
+      vitals.onDevices = (seen) => {
+        // Pages arrive quickly one after another; redraw the table once per frame at most.
+        if (!pending) pending = requestAnimationFrame(() => { pending = null; drawDevices(seen); });
+      };
+      await charts;
     } catch (err) {
       fill(body, h("p", { class: "error", role: "alert" }, `Could not load this patient: ${err.message}`));
       announce(err.message, "error");

@@ -1,10 +1,10 @@
 // Vital-sign charts for a set of Observations (a patient's identities, or one device):
-// one query per chart, newest first, rendered page by page so the first view is quick,
+// one query for all charts, newest first, drawn page by page so the first view is quick,
 // then polled for newer readings while "Live" is on.
 
 import { TimeChart } from "./chart.js";
 import { announce, field, h, uid } from "./dom.js";
-import { allPages, entries, fhirGet } from "./fhir.js";
+import { allPages, authorizedFetch, entries, fhirGet } from "./fhir.js";
 import { effectiveMs, fmtTime, iso } from "./format.js";
 
 export const WINDOWS = [
@@ -15,36 +15,39 @@ export const WINDOWS = [
   ["Last 7 days", 7 * 24 * 3600e3],
 ];
 const PAGE = 1000;
+const MAX_PAGES = 100;
 const POLL_MS = 5000;
-const ELEMENTS = "code,effectiveDateTime,effectiveInstant,effectivePeriod,issued,valueQuantity";
+const ELEMENTS = "code,effectiveDateTime,effectiveInstant,effectivePeriod,issued,valueQuantity,device";
 
 let table = null;
 
 /** The chart table served by the console router (one source with the server's tests). */
 export async function vitalsTable() {
   if (!table) {
-    const response = await fetch("vitals.json");
+    const response = await authorizedFetch("vitals.json");
     if (!response.ok) throw new Error(`vitals.json: ${response.status}`);
     table = await response.json();
   }
   return table;
 }
 
-/** "system|code" -> series key, for one panel. */
-export function codeIndex(panel) {
+/** "system|code" -> [panel key, series key], over every panel. */
+export function codeIndex(panels) {
   const index = new Map();
-  for (const series of panel.series) for (const code of series.codes) index.set(code, series.key);
+  for (const panel of panels) {
+    for (const series of panel.series) for (const code of series.codes) index.set(code, [panel.key, series.key]);
+  }
   return index;
 }
 
-/** An Observation as a chart reading, or null (no number, no time, not this panel). */
+/** An Observation as a chart reading, or null (no number, no time, no charted code). */
 export function reading(obs, index) {
   const v = obs.valueQuantity?.value;
   const t = effectiveMs(obs);
   if (typeof v !== "number" || t === null) return null;
   for (const c of obs.code?.coding || []) {
     const key = index.get(`${c.system}|${c.code}`);
-    if (key) return { series: key, id: obs.id, t, v };
+    if (key) return { panel: key[0], series: key[1], id: obs.id, t, v, device: obs.device };
   }
   return null;
 }
@@ -55,8 +58,12 @@ export class VitalsView {
     this.filter = filter;
     this.windowMs = windowMs;
     this.charts = new Map();
-    this.indexes = new Map();
-    this.latest = new Map();
+    this.index = new Map();
+    this.codes = "";
+    this.latest = 0;
+    /** Device reference -> {first, last, count, label}: the devices that measured these. */
+    this.devices = new Map();
+    this.onDevices = null;
     this.timer = null;
     this.generation = 0;
     const select = h("select", { name: "window" },
@@ -80,56 +87,77 @@ export class VitalsView {
 
   async start() {
     const { panels } = await vitalsTable();
+    this.index = codeIndex(panels);
+    this.codes = [...this.index.keys()].join(",");
     for (const panel of panels) {
       const chart = new TimeChart(panel);
       this.charts.set(panel.key, chart);
-      this.indexes.set(panel.key, codeIndex(panel));
       this.grid.append(chart.el);
     }
     await this.reload();
   }
 
-  params(panel, extra) {
-    const codes = panel.series.flatMap((x) => x.codes).join(",");
-    return [...this.filter, ["code", codes], ...extra, ["_sort", "-date"], ["_count", PAGE], ["_elements", ELEMENTS]];
+  // One query for every chart, newest first: the first page (the latest readings of all
+  // vital signs) draws the first view; older pages fill the window in behind it.
+  params(since) {
+    return [...this.filter, ["code", this.codes], ["date", `ge${iso(since)}`],
+      ["_sort", "-date"], ["_count", PAGE], ["_elements", ELEMENTS], ["_total", "none"]];
   }
 
   async reload() {
     const generation = ++this.generation;
     const now = Date.now();
     const start = now - this.windowMs;
-    this.latest.clear();
-    const { panels } = await vitalsTable();
-    await Promise.all(panels.map(async (panel) => {
-      const chart = this.charts.get(panel.key);
+    this.latest = 0;
+    this.devices.clear();
+    for (const chart of this.charts.values()) {
       chart.clear();
       chart.zoom = null;
-      chart.setWindow(start, now);
-      try {
-        const first = await fhirGet("Observation", this.params(panel, [["date", `ge${iso(start)}`]]));
-        const more = await allPages(first, (bundle) => {
-          if (generation !== this.generation) return;
-          this.ingest(panel, bundle);
-          chart.render();
-        }, 20);
-        if (more) announce(`${panel.title}: showing the newest ${20 * PAGE} readings of this window`);
-      } catch (err) {
-        announce(`${panel.title}: ${err.message}`, "error");
-      }
-    }));
+      chart.window = [start, now];
+    }
+    try {
+      const first = await fhirGet("Observation", this.params(start));
+      const more = await allPages(first, (bundle) => {
+        if (generation !== this.generation) return;
+        this.ingest(bundle);
+        this.el.dataset.firstView = "true";
+      }, MAX_PAGES);
+      if (more) announce(`Vital signs: showing the newest ${MAX_PAGES * PAGE} readings of this window`);
+    } catch (err) {
+      announce(`Vital signs: ${err.message}`, "error");
+    }
     if (generation === this.generation) {
+      for (const chart of this.charts.values()) chart.render();
       this.el.dataset.loaded = "true";
       this.updated.textContent = `Updated ${fmtTime(Date.now())}`;
       this.schedule();
     }
   }
 
-  ingest(panel, bundle) {
-    const index = this.indexes.get(panel.key);
-    const readings = entries(bundle).map((o) => reading(o, index)).filter(Boolean);
-    this.charts.get(panel.key).add(readings);
-    const newest = Math.max(this.latest.get(panel.key) || 0, ...readings.map((r) => r.t));
-    this.latest.set(panel.key, newest);
+  ingest(bundle) {
+    const touched = new Set();
+    const byPanel = new Map();
+    for (const obs of entries(bundle)) {
+      const r = reading(obs, this.index);
+      if (!r) continue;
+      if (!byPanel.has(r.panel)) byPanel.set(r.panel, []);
+      byPanel.get(r.panel).push(r);
+      this.latest = Math.max(this.latest, r.t);
+      const ref = r.device?.reference;
+      if (ref) {
+        const seen = this.devices.get(ref) || { first: r.t, last: r.t, count: 0, label: r.device.identifier?.value || r.device.display };
+        seen.first = Math.min(seen.first, r.t);
+        seen.last = Math.max(seen.last, r.t);
+        seen.count += 1;
+        this.devices.set(ref, seen);
+      }
+    }
+    for (const [key, readings] of byPanel) {
+      this.charts.get(key).add(readings);
+      touched.add(key);
+    }
+    for (const key of touched) this.charts.get(key).render();
+    this.onDevices?.(this.devices);
   }
 
   schedule() {
@@ -140,22 +168,19 @@ export class VitalsView {
   async poll() {
     const generation = this.generation;
     const now = Date.now();
-    const { panels } = await vitalsTable();
-    await Promise.all(panels.map(async (panel) => {
-      const since = this.latest.get(panel.key) || now - this.windowMs;
-      try {
-        // ``ge`` rather than ``gt``: a reading in the same millisecond is not lost, and the
-        // chart upserts by id, so the one seen before is not drawn twice.
-        const bundle = await fhirGet("Observation", this.params(panel, [["date", `ge${iso(since)}`]]));
-        if (generation !== this.generation) return;
-        this.ingest(panel, bundle);
-        const chart = this.charts.get(panel.key);
-        chart.window = [now - this.windowMs, now];
-        chart.render();
-      } catch (err) {
-        announce(`${panel.title}: ${err.message}`, "error");
-      }
-    }));
+    // ``ge`` rather than ``gt``: a reading in the same millisecond is not lost, and the
+    // charts upsert by id, so the one seen before is not drawn twice.
+    const since = this.latest || now - this.windowMs;
+    try {
+      const first = await fhirGet("Observation", this.params(since));
+      for (const chart of this.charts.values()) chart.window = [now - this.windowMs, now];
+      await allPages(first, (bundle) => {
+        if (generation === this.generation) this.ingest(bundle);
+      }, MAX_PAGES);
+      for (const chart of this.charts.values()) chart.render();
+    } catch (err) {
+      announce(`Vital signs: ${err.message}`, "error");
+    }
     if (generation === this.generation) {
       this.updated.textContent = `Updated ${fmtTime(Date.now())}`;
       this.schedule();

@@ -3,10 +3,17 @@
 One demo serves every console test (starting it costs seconds); each test gets a fresh
 browser context that records page errors and CSP refusals, which the test then asserts
 are absent. Screenshots go to ``ci-artifacts/screenshots/`` (CI keeps that folder).
+
+Tokens come from ``caregraph token`` against the demo's data dir (development mode), and
+the tests sign in through the console's own sign-in page. The page and its assets hold no
+data and belong among the authorization middleware's public paths
+(``console.public_paths()``); until the api role lists them, ``lend_token_to_shell`` lends
+the token to requests for ``/app/`` only, never to ``/fhir``, so the sign-in is still real.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -38,16 +45,45 @@ SCREENSHOTS = Path(__file__).resolve().parents[3] / "ci-artifacts" / "screenshot
 DEMO_DEVICE = "demo-icu-monitor-1"
 
 
+FULL_SCOPE = "user/*.cruds"
+
+
+def mint_token(data_dir: Path, scope: str = FULL_SCOPE, subject: str = "e2e-clinician") -> str:
+    """``caregraph token`` for the demo in ``data_dir``: what a developer would run."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "caregraph.cli",
+            "token",
+            "--data-dir",
+            str(data_dir),
+            "--scope",
+            scope,
+            "--subject",
+            subject,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout.strip()
+
+
 @dataclass
 class Demo:
     base: str  # http://127.0.0.1:PORT
+    data_dir: Path
+    token: str = ""
 
     @property
     def app(self) -> str:
         return f"{self.base}/app/"
 
     def fhir(self) -> httpx.Client:
-        return httpx.Client(base_url=f"{self.base}/fhir", timeout=60)
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.Client(base_url=f"{self.base}/fhir", timeout=60, headers=headers)
 
 
 @dataclass
@@ -70,6 +106,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     data_dir = tmp_path_factory.mktemp("console-demo")
     ports = {name: free_port() for name in ("http", "mllp", "dicom")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREGRAPH_")}
+    # The demo logs a lot; a pipe nobody drains would fill and stall it, so: a file.
+    log_path = data_dir / "demo.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -86,15 +125,20 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             str(ports["dicom"]),
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
-    demo = Demo(f"http://127.0.0.1:{ports['http']}")
+    demo = Demo(f"http://127.0.0.1:{ports['http']}", data_dir)
     query = f"/Observation?device=Device/{device_resource_id(DEMO_DEVICE)}"
     try:
         deadline = time.monotonic() + 90
         seen = -1
+        while time.monotonic() < deadline and proc.poll() is None and not demo.token:
+            # The api role creates the signing key in the data dir as it starts.
+            if (data_dir / "security" / "signing-key.pem").exists():
+                demo.token = mint_token(data_dir)
+            else:
+                time.sleep(0.3)
         with demo.fhir() as client:
             while time.monotonic() < deadline and proc.poll() is None and seen < 1:
                 try:
@@ -103,18 +147,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
                     seen = -1
                 time.sleep(0.5)
         if seen < 1:
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=30)
-            pytest.fail(f"caregraph demo produced no serial readings in 90 s:\n{err[-3000:]}")
+            tail = log_path.read_text("utf-8", errors="replace")[-3000:]
+            pytest.fail(f"caregraph demo produced no serial readings in 90 s:\n{tail}")
         yield demo
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.communicate(timeout=30)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.communicate()
+                proc.wait()
+        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +204,33 @@ def page(browser: object, watched: Watched) -> Iterator[object]:
         context.close()
 
 
+def lend_token_to_shell(page: object, token: str) -> None:
+    """Requests for the console's own files (``/app/...``) carry ``token``; nothing else."""
+    from playwright.sync_api import Page, Route
+
+    assert isinstance(page, Page)
+
+    def add_token(route: Route) -> None:
+        headers = {**route.request.headers, "authorization": f"Bearer {token}"}
+        route.continue_(headers=headers)
+
+    page.route("**/app/**", add_token)
+    page.route("**/app", add_token)
+
+
+def sign_in(page: object, demo: Demo, token: str | None = None) -> None:
+    """Open the console and sign in through its sign-in page with ``token``."""
+    from playwright.sync_api import Page, expect
+
+    assert isinstance(page, Page)
+    lend_token_to_shell(page, demo.token)
+    page.goto(demo.app)
+    expect(page.get_by_role("heading", name="Sign in to the caregraph console")).to_be_visible()
+    page.get_by_label("Access token").fill(token or demo.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
 def screenshot(page: object, name: str) -> Path:
     """Save a full-page screenshot where CI collects them; returns the path."""
     from playwright.sync_api import Page
@@ -171,8 +242,12 @@ def screenshot(page: object, name: str) -> Path:
     return path
 
 
-def axe_violations(browser: object, url: str, ready: str) -> list[dict[str, Any]]:
-    """axe-core's WCAG 2.1 A/AA violations on ``url`` once ``ready`` is visible."""
+def axe_violations(
+    browser: object, url: str, ready: str, token: str | None = None, *, signed_in: bool = True
+) -> list[dict[str, Any]]:
+    """axe-core's WCAG 2.1 A/AA violations on ``url`` once ``ready`` is visible; with
+    ``token``, the shell may load, and with ``signed_in`` the tab's session holds the token
+    as the sign-in page leaves it."""
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
@@ -181,6 +256,12 @@ def axe_violations(browser: object, url: str, ready: str) -> list[dict[str, Any]
     context = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
     try:
         page = context.new_page()
+        if token:
+            lend_token_to_shell(page, token)
+        if token and signed_in:
+            page.add_init_script(
+                f"sessionStorage.setItem('caregraph.console.token', {json.dumps(token)})"
+            )
         page.goto(url)
         expect(page.locator(ready).first).to_be_visible(timeout=20_000)
         page.add_script_tag(content=AXE.read_text("utf-8"))

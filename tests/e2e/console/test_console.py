@@ -15,7 +15,16 @@ from playwright.sync_api import Browser, Page, expect
 
 from adapters.serial.observation import device_resource_id
 from tests.e2e.console import seed
-from tests.e2e.console.conftest import DEMO_DEVICE, Demo, Watched, axe_violations, screenshot
+from tests.e2e.console.conftest import (
+    DEMO_DEVICE,
+    Demo,
+    Watched,
+    axe_violations,
+    lend_token_to_shell,
+    mint_token,
+    screenshot,
+    sign_in,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +53,7 @@ def test_find_a_patient_open_the_linked_record_and_watch_vitals(
         expected, newest = _hr_in_last_hour(fhir)
     assert expected >= 60
 
-    page.goto(demo.app)
+    sign_in(page, demo)
     expect(page.get_by_role("heading", name="Find a patient")).to_be_visible()
     page.get_by_label("Name", exact=True).fill(seed.FAMILY[:6])
     page.get_by_role("button", name="Search").click()
@@ -95,7 +104,7 @@ def test_find_a_patient_by_identifier_or_birth_date(
 ) -> None:
     with demo.fhir() as fhir:
         seed.seed(fhir)
-    page.goto(demo.app)
+    sign_in(page, demo)
     page.get_by_label(field, exact=True).fill(value)
     page.get_by_label(field, exact=True).press("Enter")
     expect(page.get_by_role("link", name=f"{seed.FAMILY}, Ilse")).to_have_count(1)
@@ -109,6 +118,7 @@ def test_devices_live_status_registration_and_real_readings(
     demo: Demo, page: Page, watched: Watched
 ) -> None:
     serial_id = device_resource_id(DEMO_DEVICE)
+    sign_in(page, demo)
     page.goto(demo.app + "#/devices")
     row = page.locator(f'tr[data-device="{serial_id}"]')
     expect(row).to_have_attribute("data-state", "ok")
@@ -153,7 +163,9 @@ def test_devices_live_status_registration_and_real_readings(
 
 
 def test_linkage_review_page(demo: Demo, page: Page, watched: Watched) -> None:
-    mounted = httpx.get(f"{demo.base}/linkage/review").status_code != 404
+    auth = {"Authorization": f"Bearer {demo.token}"}
+    mounted = httpx.get(f"{demo.base}/linkage/review", headers=auth).status_code != 404
+    sign_in(page, demo)
     page.goto(demo.app + "#/review")
     expect(page.get_by_role("heading", level=1)).to_have_text("Linkage review")
     if mounted:
@@ -169,7 +181,8 @@ def test_keyboard_reaches_sections_and_chart_controls(
 ) -> None:
     with demo.fhir() as fhir:
         seed.seed(fhir)
-    page.goto(demo.app)
+    sign_in(page, demo)
+    page.reload()  # a fresh load of the signed-in console: the skip link comes first
     expect(page.get_by_role("heading", name="Find a patient")).to_be_visible()
     page.locator("body").focus()
     page.keyboard.press("Tab")
@@ -190,7 +203,7 @@ def test_keyboard_reaches_sections_and_chart_controls(
     expect(page.locator('figure[data-panel="hr"] .zoom-label')).to_contain_text("zoomed")
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")
-    expect(page.locator(":focus")).to_have_text("Reset zoom Heart rate")
+    expect(page.locator(":focus")).to_have_attribute("aria-label", "Reset zoom Heart rate")
     page.keyboard.press("Enter")
     expect(page.locator('figure[data-panel="hr"] .zoom-label')).to_have_text("")
     watched.assert_clean()
@@ -208,6 +221,7 @@ def test_keyboard_reaches_sections_and_chart_controls(
         ),
         ("#/device-new", "form.device-form"),
         ("#/review", "section.view h1"),
+        ("#/sign-in", "form.signin"),
     ],
 )
 def test_accessibility_wcag_aa_with_axe(
@@ -215,5 +229,55 @@ def test_accessibility_wcag_aa_with_axe(
 ) -> None:
     with demo.fhir() as fhir:
         seed.seed(fhir)
-    violations = axe_violations(browser, demo.app + fragment, ready)
+    if fragment == "#/sign-in":  # signed out: the sign-in page itself
+        violations = axe_violations(
+            browser, demo.app + fragment, ready, demo.token, signed_in=False
+        )
+        assert violations == [], violations
+        return
+    violations = axe_violations(browser, demo.app + fragment, ready, demo.token)
     assert violations == [], violations
+
+
+def test_sign_in_refuses_a_bad_token_and_ends_a_rejected_session(
+    demo: Demo, page: Page, watched: Watched
+) -> None:
+    lend_token_to_shell(page, demo.token)
+    page.goto(demo.app + "#/devices")
+    # Not signed in: the sign-in page, which will return to the page asked for.
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to the caregraph console")
+    expect(page.get_by_role("link", name="Devices")).to_be_hidden()
+    page.get_by_label("Access token").fill("not-a-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("not an access token")
+    forged = demo.token[: demo.token.rindex(".") + 1] + "AAAA"  # a bad signature
+    page.get_by_label("Access token").fill(forged)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("does not accept this token")
+    page.get_by_label("Access token").fill(demo.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Devices")
+    screenshot(page, "signed-in")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to the caregraph console")
+    watched.assert_clean()
+
+
+def test_pages_offer_only_what_the_token_allows(demo: Demo, page: Page, watched: Watched) -> None:
+    # Patients and their vitals may be read; devices not at all.
+    scope = "user/Patient.rs user/Observation.rs user/Encounter.rs user/ImagingStudy.rs"
+    reader = mint_token(demo.data_dir, scope, subject="e2e-reader")
+    with demo.fhir() as fhir:
+        seed.seed(fhir)
+    sign_in(page, demo, reader)
+    expect(page.get_by_role("link", name="Patients")).to_be_visible()
+    expect(page.get_by_role("link", name="Devices")).to_be_hidden()
+    page.goto(demo.app + "#/devices")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Not allowed")
+    page.goto(demo.app + f"#/patient/{seed.GOLDEN_ID}")
+    expect(page.locator("section.vitals[data-loaded=true]")).to_have_count(1)
+    expect(page.locator('figure[data-panel="hr"]')).not_to_have_attribute("data-points", "0")
+    # The server refuses the Device search; the page says so instead of failing.
+    expect(page.get_by_role("region", name="Devices")).to_contain_text("not allowed")
+    screenshot(page, "reader-record")
+    watched.assert_clean()

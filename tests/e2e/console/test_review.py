@@ -1,8 +1,9 @@
 """Linkage review in the browser: resolve the MPI's review items through the console.
 
 ``caregraph demo`` does not mount the ``/linkage`` router yet, so this test serves the
-caregraph app itself (``create_app`` with the linkage, FHIR and console routers, as the
-api role will) from uvicorn on a free port, over a real SQLite database. The MPI gets its
+caregraph app itself (``create_app`` with the linkage, FHIR and console routers, behind the
+authorization middleware with the console's page and assets public, as the api role
+should wire it) from uvicorn on a free port, over a real SQLite database. The MPI gets its
 records the way the linkage consumer gives them (``Mpi.ingest``); the store gets the same
 Patients, so the console can show the source records side by side with golden records.
 """
@@ -18,9 +19,12 @@ import pytest
 import uvicorn
 from playwright.sync_api import Page, expect
 
+from caregraph import security_wiring
 from caregraph.app import create_app
 from caregraph.auth import authorize
-from console import build_console_router
+from caregraph.security_cli import mint_development_token
+from caregraph.settings import Settings
+from console import build_console_router, public_paths
 from fhir_store.api import build_router as fhir_router
 from fhir_store.database import open_database
 from fhir_store.store import FhirStore
@@ -28,6 +32,7 @@ from linkage.api import build_router as linkage_router
 from linkage.links import LinkOrigin, LinkState
 from linkage.mpi import Mpi
 from linkage.sql import SqlRepository
+from security.middleware import DEFAULT_PUBLIC, AuthorizationMiddleware
 from tests.e2e.console.conftest import Watched, axe_violations, screenshot
 from tests.support.services import free_port, wait_for_port
 
@@ -49,6 +54,7 @@ class Served:
     """The app on a uvicorn thread; ``mpi`` and ``store`` are the ones it serves."""
 
     def __init__(self, tmp: Path) -> None:
+        settings = Settings(data_dir=tmp)
         self.db = open_database(f"sqlite:///{tmp / 'caregraph.sqlite3'}")
         self.store = FhirStore(self.db)
         self.mpi = Mpi(SqlRepository.open(self.db))
@@ -60,6 +66,11 @@ class Served:
                 build_console_router(),
             ],
         )
+        guard = security_wiring.build_guard(settings, self.store, self.mpi)
+        app.add_middleware(
+            AuthorizationMiddleware, guard=guard, public_paths=DEFAULT_PUBLIC | public_paths()
+        )
+        self.token = mint_development_token(settings, "user/*.cruds", subject="e2e-reviewer")
         self.port = free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
@@ -93,12 +104,20 @@ def served(tmp_path: Path) -> Iterator[Served]:
         yield s
 
 
+def open_review(page: Page, served: Served) -> None:
+    """Load the console with no token (its page is public), sign in, go to the review."""
+    page.goto(served.app_url + "#/review")
+    page.get_by_label("Access token").fill(served.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Linkage review")
+
+
 def test_accept_a_possible_match(served: Served, page: Page, watched: Watched) -> None:
     golden = served.add(_patient("a1", "1980-03-07", "3001"))
     served.add(_patient("a2", "1975-11-23", "3999"))  # unsure: a possible match
     assert served.mpi.golden_of("a2").state == LinkState.POSSIBLE_MATCH
 
-    page.goto(served.app_url + "#/review")
+    open_review(page, served)
     item = page.locator('article.review-item[data-kind="possible_match"]')
     expect(item).to_have_count(1)
     compare = item.locator("table.compare")
@@ -113,6 +132,7 @@ def test_accept_a_possible_match(served: Served, page: Page, watched: Watched) -
     expect(page.get_by_text("Nothing to review")).to_be_visible()
     link = served.mpi.golden_of("a2")
     assert (link.golden_id, link.state, link.origin) == (golden, LinkState.MATCH, LinkOrigin.MANUAL)
+    # Who decided: the linkage API's actor header, which the console sets.
     assert served.mpi.history(source_id="a2")[-1].actor == "console"
     watched.assert_clean()
 
@@ -121,7 +141,7 @@ def test_reject_a_possible_match(served: Served, page: Page, watched: Watched) -
     golden = served.add(_patient("a1", "1980-03-07", "3001"))
     served.add(_patient("a2", "1975-11-23", "3999"))
 
-    page.goto(served.app_url + "#/review")
+    open_review(page, served)
     page.get_by_role("button", name="Reject: a different person").click()
     expect(page.get_by_text("Nothing to review")).to_be_visible()
     link = served.mpi.golden_of("a2")
@@ -138,7 +158,7 @@ def test_merge_duplicates_then_unmerge(served: Served, page: Page, watched: Watc
     second = served.mpi.unlink("a2", first, actor="clerk").golden_id  # two goldens of Anna
     served.add(_patient("a3", "1980-03-07", "3001"))  # matches both: flags them
 
-    page.goto(served.app_url + "#/review")
+    open_review(page, served)
     duplicate = page.locator('article.review-item[data-kind="possible_duplicate"]')
     expect(duplicate).to_have_count(1)
     screenshot(page, "review-duplicates")
@@ -158,5 +178,6 @@ def test_merge_duplicates_then_unmerge(served: Served, page: Page, watched: Watc
 def test_review_page_accessibility(served: Served, browser: object) -> None:
     served.add(_patient("a1", "1980-03-07", "3001"))
     served.add(_patient("a2", "1975-11-23", "3999"))
-    violations = axe_violations(browser, served.app_url + "#/review", "table.weights")
+    url = served.app_url + "#/review"
+    violations = axe_violations(browser, url, "table.weights", served.token)
     assert violations == [], violations

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from adapters.serial.observation import device_resource_id
 from console import build_console_router
-from console.router import CSP, STATIC_DIR, asset_table
+from console.router import CSP, STATIC_DIR, asset_table, public_paths
 
 
 class TestClient:
@@ -156,3 +156,12 @@ def test_page_references_exist() -> None:
     page = TEXT_ASSETS["index.html"]
     for ref in re.findall(r"""(?:src|href)="static/([^"]+)\"""", page):
         assert ref in ASSETS, ref
+
+
+def test_public_paths_are_the_page_and_its_assets_only() -> None:
+    paths = public_paths()
+    assert {"/app", "/app/", "/app/static/js/main.js", "/app/static/index.html"} <= paths
+    assert len(paths) == len(ASSETS) + 2
+    assert "/app/vitals.json" not in paths
+    assert not any(p.startswith("/app/device-id") for p in paths)
+    assert all(p == "/app" or p.startswith("/app/") for p in paths)

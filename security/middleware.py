@@ -15,6 +15,7 @@ break-glass (before it is let through: no audit, no access) and allowed ones wit
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import replace
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import anyio.to_thread
 from starlette.datastructures import Headers
 
+from caregraph.errors import StoreError, StoreUnavailable
 from security.audit import AccessRecord
 from security.errors import Forbidden, Unauthenticated
 from security.filter import filter_body
@@ -34,6 +36,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 PRINCIPAL_KEY = "caregraph.principal"
 BREAK_GLASS_HEADER = "x-break-glass-reason"
@@ -115,7 +119,10 @@ class AuthorizationMiddleware:
         client = scope.get("client")
         address = str(client[0]) if client else None
         try:
-            decision = self.guard.decide(principal, access, headers.get(BREAK_GLASS_HEADER))
+            # decide asks the MPI for linked identities: database work, off the event loop
+            decision = await anyio.to_thread.run_sync(
+                self.guard.decide, principal, access, headers.get(BREAK_GLASS_HEADER)
+            )
             body: bytes | None = None
             if self.guard.needs_body(decision, access):
                 body = await self._read_body(receive)
@@ -133,6 +140,12 @@ class AuthorizationMiddleware:
             return
         except _TooLarge as exc:
             await _respond(send, 413, _outcome("too-costly", str(exc)), [])
+            return
+        except StoreError as exc:
+            # The store or the MPI could not answer a check: refuse, never guess (fail closed).
+            code = 503 if isinstance(exc, StoreUnavailable) else 500
+            log.warning("authorization check failed on %s %s: %s", method, path, exc)
+            await _respond(send, code, _outcome("transient", "authorization unavailable"), [])
             return
         scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
         status: list[int] = []

@@ -107,7 +107,10 @@ class AuthorizationMiddleware:
         path = str(scope["path"])
         access = classify(method, path, scope.get("query_string", b"").decode("latin-1"))
         try:
-            principal = self.guard.authenticate(headers.get("authorization"))
+            # may fetch the issuer's JWKS over HTTP: off the event loop
+            principal = await anyio.to_thread.run_sync(
+                self.guard.authenticate, headers.get("authorization")
+            )
         except Unauthenticated as exc:
             challenge = REALM
             if exc.error:

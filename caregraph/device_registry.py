@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,12 +46,15 @@ PAGE = 1000
 _CHECK_BUS = MemoryBus()
 
 
-def all_resources(store: FhirStore, type_name: str) -> Iterator[dict[str, Any]]:
-    """Every current resource of ``type_name``, page by page."""
+def all_resources(
+    store: FhirStore, type_name: str, *where: tuple[str, str]
+) -> Iterator[dict[str, Any]]:
+    """Every current resource of ``type_name`` (matching ``where``), page by page."""
     offset = 0
     while True:
         page = store.searching.search(
-            type_name, [("_count", str(PAGE)), ("_offset", str(offset)), ("_sort", "_id")]
+            type_name,
+            [*where, ("_count", str(PAGE)), ("_offset", str(offset)), ("_sort", "_id")],
         )
         for stored in page.matches:
             yield stored.resource()
@@ -113,35 +116,77 @@ class RegistryReader:
         return out
 
     def index(self) -> AssociationIndex:
-        regs, _ = self.registrations()
-        return AssociationIndex(self.attachments(regs))
+        devices = [r for r in all_resources(self.store, "Device") if is_registered(r)]
+        return build_index(devices, all_resources(self.store, "DeviceUseStatement"))
 
 
 def _why(exc: MappingError) -> str:
     return f"{exc} (at {exc.location})" if exc.location else str(exc)
 
 
-class AssociationCache:
-    """The device normalizer's patient lookup: an index reloaded at most every
-    ``max_age_s`` (one pair of searches per period, whatever the reading rate).
+def build_index(
+    devices: Iterable[Mapping[str, Any]], statements: Iterable[Mapping[str, Any]]
+) -> AssociationIndex:
+    """The attachment index from registered Devices and DeviceUseStatements (unusable
+    ones are logged and left out: one bad statement must not unassign every reading)."""
+    refs: dict[str, str] = {}
+    for d in devices:
+        try:
+            reg = registration_from_device(d)
+        except MappingError as exc:
+            log.debug("registry: Device/%s not usable: %s", d.get("id"), exc)
+            continue
+        refs[reg.reference] = reg.device_id
+    found: list[Attachment] = []
+    for s in statements:
+        try:
+            a = attachment_from_statement(s, refs)
+        except MappingError as exc:
+            log.warning("registry: ignoring DeviceUseStatement: %s", _why(exc))
+            continue
+        if a is not None:
+            found.append(a)
+    return AssociationIndex(found)
 
-    A reload that fails keeps the previous index (readings keep their patients while the
-    database blips); without any index yet, the error propagates so the batch is retried.
+
+def _updated(resource: Mapping[str, Any]) -> str:
+    return str(resource.get("meta", {}).get("lastUpdated", ""))
+
+
+class AssociationCache:
+    """The device normalizer's patient lookup: an index refreshed at most every
+    ``max_age_s``, whatever the reading rate.
+
+    A refresh asks only for Devices and DeviceUseStatements updated since the last one
+    (``_lastUpdated=ge``, with a margin for transactions that commit late), and rebuilds
+    the index only when something changed; every ``full_every_s`` it reloads everything,
+    which also drops deleted resources. A refresh that fails keeps the previous index
+    (readings keep their patients while the database blips); without any index yet, the
+    error propagates so the batch is retried.
     """
+
+    MARGIN = timedelta(seconds=10)
 
     def __init__(
         self,
         store: FhirStore,
         max_age_s: float = 2.0,
+        full_every_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.reader = RegistryReader(store)
+        self.store = store
         self.max_age_s = max_age_s
-        self.loads = 0
+        self.full_every_s = full_every_s
+        self.loads = 0  # refreshes that asked the store
+        self.builds = 0  # index rebuilds (something changed)
         self._clock = clock
         self._lock = threading.Lock()
         self._index: AssociationIndex | None = None
+        self._devices: dict[str, dict[str, Any]] = {}
+        self._statements: dict[str, dict[str, Any]] = {}
+        self._mark = ""
         self._loaded_at = 0.0
+        self._full_at = 0.0
 
     def __call__(self) -> SubjectAt:
         return self.index().subject_at
@@ -151,16 +196,45 @@ class AssociationCache:
             now = self._clock()
             if self._index is None or now - self._loaded_at >= self.max_age_s:
                 try:
-                    self._index = self.reader.index()
-                    self.loads += 1
+                    due = self._index is None or now - self._full_at >= self.full_every_s
+                    self._refresh(full=due)
                 except CaregraphError:
                     if self._index is None:
                         raise
                     log.warning("registry: attachments reload failed; keeping the last ones")
                 self._loaded_at = now
+            assert self._index is not None
             return self._index
 
+    def _refresh(self, *, full: bool) -> None:
+        where = [] if full or not self._mark else [("_lastUpdated", f"ge{self._mark}")]
+        devices = {
+            str(r["id"]): r for r in all_resources(self.store, "Device", *where) if is_registered(r)
+        }
+        statements = {
+            str(r["id"]): r for r in all_resources(self.store, "DeviceUseStatement", *where)
+        }
+        self.loads += 1
+        if full:
+            changed = devices != self._devices or statements != self._statements
+            self._devices, self._statements = devices, statements
+            self._full_at = self._clock()
+        else:
+            changed = any(self._devices.get(k) != v for k, v in devices.items()) or any(
+                self._statements.get(k) != v for k, v in statements.items()
+            )
+            self._devices.update(devices)
+            self._statements.update(statements)
+        latest = max(map(_updated, [*devices.values(), *statements.values()]), default="")
+        if latest and latest > self._mark:
+            when = datetime.fromisoformat(latest.replace("Z", "+00:00")) - self.MARGIN
+            self._mark = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if changed or self._index is None:
+            self._index = build_index(self._devices.values(), self._statements.values())
+            self.builds += 1
+
     def invalidate(self) -> None:
+        """Refresh on the next call (e.g. right after this process wrote an attachment)."""
         with self._lock:
             self._loaded_at = -self.max_age_s
 

@@ -151,6 +151,8 @@ class Guard:
         if not decision.restricted:
             return
         patients = decision.view.patients or frozenset()
+        if access.interaction == "operation-system":
+            raise Forbidden(f"{access.interaction} is not open to a patient-scoped token")
         if access.interaction == "patch":
             raise Forbidden("PATCH is not open to a patient-scoped token; use PUT")
         if access.conditional and access.interaction != "create":

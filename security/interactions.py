@@ -47,6 +47,10 @@ def classify_fhir(method: str, parts: list[str], has_query: bool) -> Access:
     if parts == ["_history"]:
         return Access(Area.FHIR, None, "s", "history-system")
     head = parts[0]
+    if head.startswith("$"):
+        # a system-level operation ($process-message, ...): it writes, so it needs a create
+        # permission; its own handler decides on each resource it touches
+        return Access(Area.FHIR, None, "c", "operation-system")
     if not _is_type(head):
         return Access(Area.FHIR, None, None, "unknown")
     if len(parts) == 1:

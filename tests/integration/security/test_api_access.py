@@ -113,6 +113,7 @@ def test_patient_token_sees_only_its_linked_compartment(api: Api) -> None:
             c.put("/fhir/Observation/obs-a1", json=observation("obs-a1", "b")),
             c.get("/linkage/patients/b"),
             c.get("/linkage/review"),
+            c.post("/fhir/$process-message", json={"resourceType": "Bundle", "type": "message"}),
             c.get("/graph/patients/b/record"),
             c.get("/graph/path", params={"from": "Patient/a1", "to": "Patient/b"}),
             c.post(

@@ -81,6 +81,7 @@ def test_scope_set_contexts() -> None:
         ("GET", "/fhir/Patient/1/$everything", "", ("Patient", "r", "operation", "1")),
         ("POST", "/fhir/Patient/$match", "", ("Patient", "s", "operation", None)),
         ("POST", "/fhir", "", (None, None, "transaction", None)),
+        ("POST", "/fhir/$process-message", "", (None, "c", "operation-system", None)),
         ("GET", "/linkage/review", "", ("Patient", "r", "linkage", None)),
         ("POST", "/linkage/links", "", ("Patient", "u", "linkage", None)),
         ("GET", "/graph/patients/1/record", "", ("Patient", "r", "graph-patient", "1")),

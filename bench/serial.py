@@ -287,8 +287,8 @@ def bench_fleet(devices: int, seconds: float) -> None:
         stop = threading.Event()
         threads = []
         drivers = []
-        for i, p in enumerate(paths):
-            d = make_driver("intellivue", p, f"bench-fleet-{i}", bus, poll_interval_s=1.0)
+        for i, path in enumerate(paths):
+            d = make_driver("intellivue", path, f"bench-fleet-{i}", bus, poll_interval_s=1.0)
             drivers.append(d)
             threads.append(threading.Thread(target=d.run, args=(stop,), daemon=True))
         threads.append(

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.integration
 
 def test_replay_assigns_readings_to_a_later_attachment(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    ctx = Context(settings=settings, bus=MemoryBus(partitions=1), db=open_database(settings))
+    bus = MemoryBus(partitions=1)
+    ctx = Context(settings=settings, bus=bus, db=open_database(settings))
     try:
         ctx.bus.ensure_topics(all_topics(ctx))
         cli = Cli(settings.effective_database_url)
@@ -46,8 +47,8 @@ def test_replay_assigns_readings_to_a_later_attachment(tmp_path: Path) -> None:
 
         # Live: nobody attached yet.
         _, handle = normalizers(ctx)[RAW_DEVICE]
-        handle(ctx.bus.snapshot(RAW_DEVICE))
-        (first,) = [json.loads(m.value) for m in ctx.bus.snapshot(fhir_topic("Observation"))]
+        handle(bus.snapshot(RAW_DEVICE))
+        (first,) = [json.loads(m.value) for m in bus.snapshot(fhir_topic("Observation"))]
         assert "subject" not in first and first["meta"]["tag"][0]["code"] == UNASSIGNED
 
         # The nurse records that the monitor was on p-r since 20 minutes ago.
@@ -55,7 +56,7 @@ def test_replay_assigns_readings_to_a_later_attachment(tmp_path: Path) -> None:
         cli("attach", "mon-r", "--patient", "Patient/p-r", "--from", since)
         result = replay(ctx, RAW_DEVICE, datetime.now(UTC) - timedelta(hours=1), idle_s=0.5)
         assert result.replayed == 1
-        observations = [json.loads(m.value) for m in ctx.bus.snapshot(fhir_topic("Observation"))]
+        observations = [json.loads(m.value) for m in bus.snapshot(fhir_topic("Observation"))]
         assert len(observations) == 2
         again = observations[1]
         assert again["id"] == first["id"]

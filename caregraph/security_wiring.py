@@ -10,7 +10,7 @@ with it.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from security.keys import (
     load_jwks_file,
     load_or_create_signing_key,
 )
-from security.middleware import AuthorizationMiddleware
+from security.middleware import DEFAULT_PUBLIC, AuthorizationMiddleware
 from security.tls import server_context
 from security.token_endpoint import build_token_router as build_token_router_for
 from security.tokens import TokenMinter, TokenPolicy, TokenValidator
@@ -121,12 +121,22 @@ def build_token_router(settings: Settings, db: Database) -> APIRouter:
     return build_token_router_for(service, signing_key(settings))
 
 
-def install(app: FastAPI, guard: Guard, token_router: APIRouter | None = None) -> None:
+def install(
+    app: FastAPI,
+    guard: Guard,
+    token_router: APIRouter | None = None,
+    public_paths: Iterable[str] = (),
+) -> None:
     """Put the authorization middleware in front of every route of ``app``, and serve the
-    token endpoint (open: a client has no token before it)."""
+    token endpoint (open: a client has no token before it).
+
+    ``public_paths``: more exact paths that hold no data and need no token, e.g. the
+    console's sign-in page and assets (``console.public_paths()``).
+    """
     if token_router is not None:
         app.include_router(token_router)
-    app.add_middleware(AuthorizationMiddleware, guard=guard)
+    open_paths = DEFAULT_PUBLIC | frozenset(public_paths)
+    app.add_middleware(AuthorizationMiddleware, guard=guard, public_paths=open_paths)
 
 
 def https_files(settings: Settings) -> tuple[str, str] | None:

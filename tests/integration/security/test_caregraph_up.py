@@ -85,6 +85,8 @@ def test_https_api_needs_a_token(https_api: tuple[str, Path, dict[str, str]]) ->
     verify = ssl.create_default_context(cafile=str(cert))
     with httpx.Client(base_url=base, verify=verify, timeout=10) as c:
         assert c.get("/healthz").status_code == 200
+        assert c.get("/app/").status_code == 200  # the console's sign-in page: no data
+        assert c.get("/app/vitals.json").status_code == 401
         refused = c.get("/fhir/Patient")
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith('Bearer realm="caregraph"')

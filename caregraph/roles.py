@@ -27,6 +27,7 @@ from caregraph.preflight import ensure_port_free
 from caregraph.runtime import Service, ThreadService
 from caregraph.wiring import Context
 from console import build_console_router
+from console import public_paths as console_public_paths
 from devices.dicom.scp import DicomGateway
 from devices.mllp.dedup import AckCache
 from devices.mllp.listener import MllpListener
@@ -52,7 +53,9 @@ class ApiService:
             routers=[build_router(ctx.store, authorize), build_console_router()],
         )
         guard = security_wiring.build_guard(s, ctx.store, ctx.mpi)
-        security_wiring.install(app, guard, security_wiring.build_token_router(s, ctx.db))
+        security_wiring.install(
+            app, guard, security_wiring.build_token_router(s, ctx.db), console_public_paths()
+        )
         cert, key = security_wiring.https_files(s) or (None, None)
         config = uvicorn.Config(
             app,

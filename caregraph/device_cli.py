@@ -112,11 +112,19 @@ def _find(store: FhirStore, device_id: str) -> dict[str, Any] | None:
     return page.matches[0].resource() if page.matches else None
 
 
-def _require(store: FhirStore, device_id: str) -> tuple[Registration, dict[str, Any]]:
+def _require(
+    store: FhirStore, device_id: str, *, in_service: bool = False
+) -> tuple[Registration, dict[str, Any]]:
     found = _find(store, device_id)
     if found is None:
         raise CliError(f"no device {device_id!r} is registered; add it with `caregraph device add`")
-    return registration_from_device(found), found
+    reg = registration_from_device(found)
+    if in_service and reg.status != "active":
+        raise CliError(
+            f"device {device_id!r} is {reg.status}; a retired device is not attached or placed"
+            " (back in service: `caregraph device edit --status active`)"
+        )
+    return reg, found
 
 
 def _options(pairs: list[str] | None) -> tuple[tuple[str, int | float], ...]:
@@ -261,6 +269,9 @@ def edit(
     no_connection: Annotated[
         bool, typer.Option("--no-connection", help="Remove the serial connection.")
     ] = False,
+    status: Annotated[
+        str | None, typer.Option(help="active (in service) or inactive (retired).")
+    ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -297,6 +308,7 @@ def edit(
             serial_number=reg.serial_number if serial_number is None else serial_number,
             udi=reg.udi if udi is None else udi,
             type_text=reg.type_text if type_text is None else type_text,
+            status=reg.status if status is None else status,
         )
         _write_device(store, reg, base, datetime.now(UTC))
         typer.echo(f"updated {device_id}")
@@ -474,7 +486,7 @@ def attach(
     earlier open attachment ends where this one starts; with --to, this one takes
     precedence during its period only."""
     with _store(data_dir, database_url) as store:
-        reg, base = _require(store, device_id)
+        reg, base = _require(store, device_id, in_service=True)
         start = parse_when(from_)
         end = parse_when(to) if to else None
         subject = _patient(store, patient)
@@ -512,7 +524,7 @@ def place(
 ) -> None:
     """Place the device in a bed from a time; the previous placement ends then."""
     with _store(data_dir, database_url) as store:
-        reg, base = _require(store, device_id)
+        reg, base = _require(store, device_id, in_service=True)
         start = parse_when(from_)
         reg = reg.placed(f"Location/{location_id(location)}", start, location)
         _write_device(store, reg, base, datetime.now(UTC), [location_resource(location)])

@@ -143,6 +143,10 @@ def test_attach_and_place_keep_history(store: FhirStore, cli: Cli) -> None:
     assert store.searching.search("Device", [("location", loc_id)]).matches
 
     cli("retire", "mon-1", "--at", "2026-11-23T08:00Z")
+    code, _, err = cli("attach", "mon-1", "--patient", "Patient/p-bob", ok=False)
+    assert code == 2 and "inactive" in err
+    code, _, err = cli("edit", "mon-1", "--status", "retired", ok=False)
+    assert code == 2 and "status" in err
     device = _device(store, "mon-1")
     assert device["status"] == "inactive" and "patient" not in device and "location" not in device
     regs, _ = reader.registrations()

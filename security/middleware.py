@@ -64,7 +64,10 @@ def _outcome(code: str, text: str) -> bytes:
 
 
 def _quoted(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', "'")
+    """Text safe inside a quoted header parameter: reasons can echo request data (an id
+    from the path, a kid), so no control characters, no quotes, bounded length."""
+    printable = "".join(c if " " <= c < "\x7f" else "?" for c in text)
+    return printable.replace("\\", "/").replace('"', "'")[:200]
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
@@ -105,7 +108,8 @@ class AuthorizationMiddleware:
         headers = Headers(scope=scope)
         method = str(scope["method"])
         path = str(scope["path"])
-        access = classify(method, path, scope.get("query_string", b"").decode("latin-1"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        access = classify(method, path, query, fhir_prefix=self.fhir_prefix)
         try:
             # may fetch the issuer's JWKS over HTTP: off the event loop
             principal = await anyio.to_thread.run_sync(

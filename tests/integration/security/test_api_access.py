@@ -177,6 +177,17 @@ def test_patient_token_sees_only_its_linked_compartment(api: Api) -> None:
         assert own.status_code == 201, own.text
 
 
+def test_refusal_headers_do_not_echo_control_characters(api: Api) -> None:
+    token = api.token(**PATIENT_A)
+    response = httpx.get(
+        f"{api.base}/fhir/Patient/x%0d%0aSet-Cookie:%20a=b%22/$everything", headers=token
+    )
+    assert_denied(response, 403)
+    assert "set-cookie" not in response.headers
+    challenge = response.headers["www-authenticate"]
+    assert "Patient/x??Set-Cookie: a=b'" in challenge and "\r" not in challenge
+
+
 def test_a_search_nested_in_a_batch_is_filtered(api: Api) -> None:
     batch = {
         "resourceType": "Bundle",

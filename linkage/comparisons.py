@@ -13,6 +13,7 @@ scoring a hundred candidates stays well inside a millisecond of comparator time.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -148,12 +149,15 @@ def email(a: PatientFeatures, b: PatientFeatures) -> int:
     return 0 if a.email == b.email else 1
 
 
-def _by_system(identifiers: Sequence[str]) -> dict[str, set[str]]:
+@functools.lru_cache(maxsize=65_536)
+def _by_system(identifiers: tuple[str, ...]) -> dict[str, frozenset[str]]:
+    """Values per system; cached, since one record meets many candidates (callers must not
+    mutate the result)."""
     systems: dict[str, set[str]] = {}
     for key in identifiers:
         system, _, value = key.partition("|")
         systems.setdefault(system, set()).add(value)
-    return systems
+    return {k: frozenset(v) for k, v in systems.items()}
 
 
 def identifier(a: PatientFeatures, b: PatientFeatures) -> int:

@@ -94,14 +94,25 @@ class FellegiSunterModel:
     u: dict[str, list[float]]
     prior: float
     tf_minimum_u: float = 1e-6
+    _weights: list[list[float]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def prior_weight(self) -> float:
         p = _clamp(self.prior)
         return math.log2(p / (1.0 - p))
 
     def level_weight(self, index: int, level: int) -> float:
-        c = self.comparisons[index]
-        return math.log2(_clamp(self.m[c.name][level]) / _clamp(self.u[c.name][level]))
+        table = self._weights
+        if table is None:
+            # Computed once: m and u are not changed after a model scores (training builds
+            # its model completely first; a new estimate is a new model).
+            table = self._weights = [
+                [
+                    math.log2(_clamp(m) / _clamp(u))
+                    for m, u in zip(self.m[c.name], self.u[c.name], strict=True)
+                ]
+                for c in self.comparisons
+            ]
+        return table[index][level]
 
     def score_vector(self, vector: Sequence[int], tf_u: Mapping[int, float] | None = None) -> Score:
         """Score a comparison vector; ``tf_u`` overrides u at exact levels, by position."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from linkage.links import SourceRecord
@@ -48,8 +49,8 @@ class GoldenView:
     provenance: dict[str, str]
 
 
-def _rank(record: SourceRecord, trust: Mapping[str, int]) -> tuple[int, str, str]:
-    return (trust.get(record.source, 0), record.updated_at.isoformat(), record.source_id)
+def _rank(record: SourceRecord, trust: Mapping[str, int]) -> tuple[int, datetime, str]:
+    return (trust.get(record.source, 0), record.updated_at, record.source_id)
 
 
 def build_golden(

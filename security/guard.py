@@ -40,6 +40,8 @@ class Decision:
     principal: Principal
     view: View
     break_glass: str | None = None
+    #: the scope contexts that count (None: all, because a patient restriction is in force)
+    contexts: frozenset[Context] | None = None
 
     @property
     def restricted(self) -> bool:
@@ -95,7 +97,7 @@ class Guard:
         patients = (
             self._identities.linked(principal.patient) if restricted and principal.patient else None
         )
-        decision = Decision(principal, View(readable, patients), reason)
+        decision = Decision(principal, View(readable, patients), reason, contexts)
         if access.area is Area.LINKAGE and restricted:
             own_graph = access.interaction == "graph-patient" and access.resource_id in (
                 patients or frozenset()
@@ -105,21 +107,7 @@ class Guard:
                     "of the linkage and graph routes, a patient-scoped token may only read its"
                     " own patient's graph (/graph/patients/{id}/...)"
                 )
-        if access.permission is None:
-            return decision
-        if access.resource_type is None:
-            in_force = frozenset(Context) if contexts is None else contexts
-            if not any(
-                s.context in in_force and access.permission in s.permissions
-                for s in principal.scopes.scopes
-            ):
-                raise Forbidden(f"no scope grants '{access.permission}' on any resource type")
-            return decision
-        if not permitted(access.resource_type, access.permission):
-            raise Forbidden(
-                f"no scope grants '{access.permission}' on {access.resource_type}"
-                f" ({access.interaction})"
-            )
+        check_scopes(decision, access)
         return decision
 
     def needs_body(self, decision: Decision, access: Access) -> bool:
@@ -198,7 +186,7 @@ class Guard:
             if access.resource_type is None or access.permission is None:
                 raise Forbidden(f"entry {position}: {request['url']!r} is not an interaction")
             try:
-                self.decide(decision.principal, access, decision.break_glass)
+                check_scopes(decision, access)
                 resource = entry.get("resource")
                 self._check_one(decision, access, resource if isinstance(resource, dict) else None)
             except Forbidden as exc:
@@ -206,6 +194,29 @@ class Guard:
 
     def audit(self, record: AccessRecord, *, required: bool = False) -> None:
         self.auditor.record(record, required=required)
+
+
+def check_scopes(decision: Decision, access: Access) -> None:
+    """Whether some scope in force grants the access's permission on its type.
+
+    Raises:
+        Forbidden: none does.
+    """
+    if access.permission is None:
+        return
+    scopes = decision.principal.scopes
+    if access.resource_type is None:
+        in_force = frozenset(Context) if decision.contexts is None else decision.contexts
+        if not any(
+            s.context in in_force and access.permission in s.permissions for s in scopes.scopes
+        ):
+            raise Forbidden(f"no scope grants '{access.permission}' on any resource type")
+        return
+    if not scopes.allows(access.resource_type, access.permission, decision.contexts):
+        raise Forbidden(
+            f"no scope grants '{access.permission}' on {access.resource_type}"
+            f" ({access.interaction})"
+        )
 
 
 def _resource_of(body: bytes | None) -> dict[str, Any] | None:

@@ -25,7 +25,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from caregraph.errors import MappingError, StoreError, StoreUnavailable
-from linkage.errors import LinkageError
+from linkage.errors import LinkageError, LinkageNotFound
+from linkage.identity import RESOURCE_TYPES as IDENTITY_TYPES
+from linkage.identity import EntityLink, IdentityIndex
 from linkage.links import Candidate, Golden, Link
 from linkage.mpi import Mpi, match_grade
 
@@ -165,8 +167,10 @@ def build_router(
     *,
     fhir_prefix: str = "/fhir",
     actor_of: Callable[[Request], str] = header_actor,
+    identity: IdentityIndex | None = None,
 ) -> APIRouter:
-    """The linkage routes; every route depends on ``authorize``."""
+    """The linkage routes; every route depends on ``authorize``. With ``identity``, also
+    ``/linkage/identity/...`` for Practitioner, Organization and Device."""
     router = APIRouter(route_class=LinkageRoute, dependencies=[Depends(authorize)])
 
     @router.post(f"{fhir_prefix}/Patient/$match", tags=["fhir"], response_class=Response)
@@ -277,4 +281,39 @@ def build_router(
         """The link history of a source Patient or a golden record, oldest first."""
         return [e.to_json() for e in mpi.history(source_id=source_id, golden_id=golden_id)]
 
+    if identity is not None:
+        _identity_routes(router, identity)
     return router
+
+
+def _entity_json(link: EntityLink) -> dict[str, Any]:
+    return {
+        "resource_type": link.resource_type,
+        "source_id": link.source_id,
+        "entity_id": link.entity_id,
+        "state": link.state.value,
+        "rule": link.rule,
+    }
+
+
+def _identity_routes(router: APIRouter, identity: IdentityIndex) -> None:
+    def checked(resource_type: str) -> str:
+        if resource_type not in IDENTITY_TYPES:
+            raise LinkageNotFound(f"no identity index for {resource_type!r}")
+        return resource_type
+
+    @router.get("/linkage/identity/{resource_type}/{source_id}", tags=["linkage"])
+    def entity_of(resource_type: str, source_id: str) -> dict[str, Any]:
+        """The entity a Practitioner, Organization or Device belongs to, with all its
+        sources and the rule that put each there."""
+        link = identity.entity_of(checked(resource_type), source_id)
+        members = identity.members(resource_type, link.entity_id)
+        return {**_entity_json(link), "members": [_entity_json(m) for m in members]}
+
+    @router.get("/linkage/identity/{resource_type}", tags=["linkage"])
+    def entity_duplicates(resource_type: str) -> list[dict[str, str]]:
+        """Entities flagged as possibly one (a key shared by several)."""
+        return [
+            {"entity_a": a, "entity_b": b}
+            for a, b in identity.possible_duplicates(checked(resource_type))
+        ]

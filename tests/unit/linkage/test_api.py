@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from linkage.api import MATCH_GRADE_URL, build_router
+from linkage.identity import IdentityIndex
 from linkage.mpi import Mpi
 
 from .factories import patient
@@ -44,9 +45,9 @@ class TestClient:
 
 
 @pytest.fixture
-def client(mpi: Mpi) -> TestClient:
+def client(mpi: Mpi, identity: IdentityIndex) -> TestClient:
     app = FastAPI()
-    app.include_router(build_router(mpi, allow))
+    app.include_router(build_router(mpi, allow, identity=identity))
     return TestClient(app)
 
 
@@ -131,3 +132,15 @@ def test_json_match_explains_each_candidate(mpi: Mpi, client: TestClient) -> Non
 def test_openapi_documents_the_linkage_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/linkage/review", "/linkage/merges", "/fhir/Patient/$match"} <= set(paths)
+
+
+def test_identity_routes(identity: IdentityIndex, client: TestClient) -> None:
+    for k in range(2):
+        identity.ingest(
+            {"resourceType": "Device", "id": f"d{k}", "udiCarrier": [{"deviceIdentifier": "X"}]}
+        )
+    body = client.get("/linkage/identity/Device/d1").json()
+    assert body["rule"] == "udi-di:X" and {m["source_id"] for m in body["members"]} == {"d0", "d1"}
+    assert client.get("/linkage/identity/Device").json() == []
+    assert client.get("/linkage/identity/Location/l1").status_code == 404
+    assert client.get("/linkage/identity/Device/nope").status_code == 404

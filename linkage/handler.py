@@ -16,22 +16,32 @@ published on the same topic for the store). Content that is not JSON or not a re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bus.base import Message
-from bus.headers import SOURCE
+from bus.base import Bus, Message, Record
+from bus.headers import SOURCE, make_headers
+from bus.topics import fhir_topic
 from linkage.errors import InvalidPatient
 from linkage.identity import RESOURCE_TYPES as IDENTITY_TYPES
 from linkage.identity import EntityOutcome, IdentityIndex
-from linkage.links import LinkOutcome
-from linkage.mpi import Mpi
+from linkage.links import Golden, LinkOutcome
+from linkage.mpi import GoldenListener, Mpi
 from linkage.survivorship import is_golden
 
-__all__ = ["IDENTITY_TYPES", "IdentityHandler", "PatientHandler", "merge_request"]
+__all__ = [
+    "IDENTITY_TYPES",
+    "IdentityHandler",
+    "PatientHandler",
+    "merge_request",
+    "publish_goldens",
+]
+
+FHIR_JSON = "application/fhir+json"
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +135,24 @@ class IdentityHandler:
         if not isinstance(resource, dict):
             raise InvalidPatient("not a FHIR resource", location=message.topic)
         return self.index.ingest(resource)
+
+
+def publish_goldens(bus: Bus, topic: str = fhir_topic("Patient")) -> GoldenListener:
+    """A golden listener that publishes each changed golden Patient on ``fhir.Patient``,
+    keyed by its id, so the store writer keeps it beside the sources (``Mpi(...,
+    golden_listeners=[publish_goldens(bus)])``). ``PatientHandler`` skips them when they
+    come back. Errors are ``BusError`` and propagate: the change is committed, and the
+    next delivery of the source Patient publishes again."""
+
+    def listener(goldens: list[Golden]) -> None:
+        records = []
+        for golden in goldens:
+            body = json.dumps(golden.resource, separators=(",", ":")).encode()
+            digest = hashlib.sha256(body).hexdigest()[:16]
+            headers = make_headers(
+                "caregraph:linkage", f"golden:{golden.golden_id}:{digest}", FHIR_JSON
+            )
+            records.append(Record(topic, body, golden.golden_id.encode(), headers))
+        bus.publish_many(records)
+
+    return listener

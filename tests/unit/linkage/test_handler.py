@@ -13,7 +13,7 @@ from bus.memory import MemoryBus
 from bus.topics import DEADLETTER, fhir_topic
 from bus.worker import RetryPolicy, WorkerStats, run_consumer
 from linkage.errors import InvalidPatient
-from linkage.handler import IdentityHandler, PatientHandler, merge_request
+from linkage.handler import IdentityHandler, PatientHandler, merge_request, publish_goldens
 from linkage.identity import IdentityIndex
 from linkage.links import LinkOutcome
 from linkage.mpi import Mpi
@@ -126,3 +126,17 @@ def test_identity_handler_resolves_staff_and_devices(identity: IdentityIndex) ->
     )
     with pytest.raises(InvalidPatient):
         handler.handle(message({"resourceType": "Location", "id": "l"}, topic="fhir.Location"))
+
+
+def test_golden_records_are_published_for_the_store(mpi: Mpi) -> None:
+    bus = MemoryBus(partitions=1)
+    mpi.golden_listeners.append(publish_goldens(bus))
+    handler = PatientHandler(mpi)
+    out = handler.handle(message(patient(pid="a1")))
+    [published] = bus.snapshot(PATIENT)
+    golden = json.loads(published.value)
+    assert out is not None and golden["id"] == out.golden_id
+    assert published.key == out.golden_id.encode()
+    assert published.headers["content-type"] == "application/fhir+json"
+    # Consumed back from fhir.Patient, the golden record is skipped, not linked.
+    assert handler.handle(message(golden)) is None

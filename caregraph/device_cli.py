@@ -23,26 +23,20 @@ import typer
 from pydantic import ValidationError
 
 from adapters.registry.associations import (
+    AssociationIndex,
     attachment_from_statement,
-    ended,
-    statement_resource,
 )
 from adapters.registry.device import (
     LineSpec,
     Registration,
     SerialConnection,
-    device_resource,
-    location_id,
-    location_resource,
-    registration_from_device,
 )
 from adapters.registry.timing import instant
-from adapters.serial.observation import DEVICE_ID_SYSTEM, device_resource_id
-from caregraph.device_registry import connection_of, is_registered
+from caregraph.device_admin import DeviceAdmin
+from caregraph.device_registry import RegistryReader
 from caregraph.errors import CaregraphError, ConfigError
 from caregraph.settings import Settings
 from caregraph.wiring import open_database
-from fhir_store.errors import ResourceGone, ResourceNotFound
 from fhir_store.store import FhirStore
 
 app = typer.Typer(
@@ -65,14 +59,14 @@ class CliError(ConfigError):
 
 
 @contextmanager
-def _store(data_dir: Path | None, database_url: str | None) -> Iterator[FhirStore]:
+def _admin(data_dir: Path | None, database_url: str | None) -> Iterator[DeviceAdmin]:
     """The store the settings name, closed afterwards; errors as one line, exit 2."""
     try:
         given = {k: v for k, v in (("data_dir", data_dir), ("database_url", database_url)) if v}
         settings = Settings(**given)  # type: ignore[arg-type]
         db = open_database(settings)
         try:
-            yield FhirStore(db)
+            yield DeviceAdmin(FhirStore(db))
         finally:
             db.close()
     except CaregraphError as exc:
@@ -101,32 +95,6 @@ def parse_when(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.astimezone()
 
 
-def _find(store: FhirStore, device_id: str) -> dict[str, Any] | None:
-    """The Device registered as ``device_id``: at its derived id, else by identifier (one a
-    client POSTed under a server-assigned id)."""
-    try:
-        return store.read("Device", device_resource_id(device_id)).resource()
-    except (ResourceNotFound, ResourceGone):
-        pass
-    page = store.searching.search("Device", [("identifier", f"{DEVICE_ID_SYSTEM}|{device_id}")])
-    return page.matches[0].resource() if page.matches else None
-
-
-def _require(
-    store: FhirStore, device_id: str, *, in_service: bool = False
-) -> tuple[Registration, dict[str, Any]]:
-    found = _find(store, device_id)
-    if found is None:
-        raise CliError(f"no device {device_id!r} is registered; add it with `caregraph device add`")
-    reg = registration_from_device(found)
-    if in_service and reg.status != "active":
-        raise CliError(
-            f"device {device_id!r} is {reg.status}; a retired device is not attached or placed"
-            " (back in service: `caregraph device edit --status active`)"
-        )
-    return reg, found
-
-
 def _options(pairs: list[str] | None) -> tuple[tuple[str, int | float], ...]:
     out: dict[str, int | float] = {}
     for pair in pairs or []:
@@ -141,38 +109,6 @@ def _options(pairs: list[str] | None) -> tuple[tuple[str, int | float], ...]:
                 f"--option {pair!r}: use name=number, e.g. poll_interval_s=0.5"
             ) from None
     return tuple(sorted(out.items()))
-
-
-def _statements(store: FhirStore, reg: Registration) -> list[dict[str, Any]]:
-    page = store.searching.search(
-        "DeviceUseStatement", [("device", reg.reference), ("_count", "1000")]
-    )
-    return [s.resource() for s in page.matches]
-
-
-def _write_device(
-    store: FhirStore,
-    reg: Registration,
-    base: dict[str, Any] | None,
-    now: datetime,
-    extra: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    device = device_resource(reg, now, base)
-    # Validate what we are about to store with the same models the FHIR API uses.
-    from fhir.resources.R4B.device import Device
-
-    try:
-        Device.model_validate(device)
-    except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise CliError(f"the Device would not be valid FHIR: {where}") from None
-    if reg.connection is not None and reg.status == "active":
-        try:
-            connection_of(reg)
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
-    store.upsert_many([*(extra or []), device])
-    return device
 
 
 ProtocolOpt = Annotated[
@@ -218,18 +154,13 @@ def add(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Register a device (with its serial connection, if --protocol and --port are given)."""
-    with _store(data_dir, database_url) as store:
-        if _find(store, device_id) is not None:
-            raise CliError(
-                f"device {device_id!r} is already registered; use `caregraph device edit`"
-            )
+    with _admin(data_dir, database_url) as admin:
         if (protocol is None) != (port is None):
             raise CliError("a serial connection needs both --protocol and --port")
         connection = None
         if protocol is not None and port is not None:
             line = LineSpec(baudrate, bytesize, parity, stopbits, rtscts)
             connection = SerialConnection(protocol, port, line, _options(option))
-        now = datetime.now(UTC)
         reg = Registration(
             device_id,
             "active",
@@ -241,11 +172,7 @@ def add(
             type_text,
             connection,
         )
-        extra: list[dict[str, Any]] = []
-        if location:
-            reg = reg.placed(f"Location/{location_id(location)}", now, location)
-            extra.append(location_resource(location))
-        device = _write_device(store, reg, None, now, extra)
+        device = admin.add(reg, location)
         typer.echo(f"registered {device_id} as Device/{device['id']}")
 
 
@@ -276,8 +203,8 @@ def edit(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Change what is given; everything else (and anything a FHIR client added) stays."""
-    with _store(data_dir, database_url) as store:
-        reg, base = _require(store, device_id)
+    with _admin(data_dir, database_url) as admin:
+        reg, base = admin.get(device_id)
         connection = reg.connection
         line_given = any(v is not None for v in (baudrate, bytesize, parity, stopbits, rtscts))
         if no_connection:
@@ -310,7 +237,7 @@ def edit(
             type_text=reg.type_text if type_text is None else type_text,
             status=reg.status if status is None else status,
         )
-        _write_device(store, reg, base, datetime.now(UTC))
+        admin.save(reg, base)
         typer.echo(f"updated {device_id}")
 
 
@@ -337,11 +264,8 @@ def list_devices(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Registered devices: id, status, protocol, port, bed and patient now."""
-    from adapters.registry.associations import AssociationIndex
-    from caregraph.device_registry import RegistryReader
-
-    with _store(data_dir, database_url) as store:
-        reader = RegistryReader(store)
+    with _admin(data_dir, database_url) as admin:
+        reader = RegistryReader(admin.store)
         regs, problems = reader.registrations()
         index = AssociationIndex(reader.attachments(regs))
         now = datetime.now(UTC)
@@ -370,10 +294,10 @@ def show(
     database_url: DatabaseUrl = None,
 ) -> None:
     """The Device resource, its attachments and placements, as JSON."""
-    with _store(data_dir, database_url) as store:
-        reg, device = _require(store, device_id)
+    with _admin(data_dir, database_url) as admin:
+        reg, device = admin.get(device_id)
         attachments = []
-        for s in _statements(store, reg):
+        for s in admin.statements(reg):
             a = attachment_from_statement(s, {reg.reference: reg.device_id})
             if a is not None:
                 attachments.append(
@@ -409,66 +333,10 @@ def retire(
 ) -> None:
     """Take a device out of service: status inactive, its open bed placement and patient
     attachment end; the serial gateway stops reading it. History is kept."""
-    with _store(data_dir, database_url) as store:
-        reg, base = _require(store, device_id)
+    with _admin(data_dir, database_url) as admin:
         when = parse_when(at)
-        now = datetime.now(UTC)
-        placements = tuple(
-            replace(p, end=when) if p.end is None and p.start < when else p for p in reg.placements
-        )
-        closes = [
-            ended(s, when, now)
-            for s in _statements(store, reg)
-            if "end" not in s.get("timingPeriod", {})
-            and s.get("status") not in ("entered-in-error", "intended")
-        ]
-        base = dict(base)
-        base.pop("patient", None)
-        reg = replace(reg, status="inactive", placements=placements)
-        _write_device(store, reg, base, now, closes)
+        admin.retire(device_id, when)
         typer.echo(f"retired {device_id} at {instant(when)}")
-
-
-def _with_current_patient(
-    base: dict[str, Any], reg: Registration, statements: list[dict[str, Any]], now: datetime
-) -> dict[str, Any]:
-    """``base`` with ``Device.patient`` = the patient attached now, or without it (the
-    console lists a patient's devices by it)."""
-    from adapters.registry.associations import AssociationIndex
-
-    found = (attachment_from_statement(s, {reg.reference: reg.device_id}) for s in statements)
-    index = AssociationIndex(a for a in found if a is not None)
-    subject = index.subject_at(reg.device_id, now)
-    out = dict(base)
-    if subject is None:
-        out.pop("patient", None)
-    else:
-        out["patient"] = dict(subject)
-    return out
-
-
-def _patient(store: FhirStore, text: str) -> dict[str, Any]:
-    """``Patient/<id>`` as stored, or an identifier (``system|value`` or a bare value)
-    matching exactly one Patient."""
-    if text.startswith("Patient/"):
-        try:
-            patient = store.read("Patient", text.removeprefix("Patient/")).resource()
-        except (ResourceNotFound, ResourceGone):
-            raise CliError(f"{text} is not in the store") from None
-    else:
-        page = store.searching.search("Patient", [("identifier", text), ("_count", "2")])
-        if len(page.matches) != 1:
-            how = "no Patient has" if not page.matches else "several Patients have"
-            raise CliError(f"{how} the identifier {text!r}; give Patient/<id> instead")
-        patient = page.matches[0].resource()
-    ref: dict[str, Any] = {"reference": f"Patient/{patient['id']}"}
-    names = patient.get("name") or []
-    if names:
-        n = names[0]
-        display = n.get("text") or " ".join([*n.get("given", []), n.get("family", "")]).strip()
-        if display:
-            ref["display"] = display
-    return ref
 
 
 @app.command()
@@ -485,28 +353,11 @@ def attach(
     """Attach the device to a patient for a period (a DeviceUseStatement). Without --to, an
     earlier open attachment ends where this one starts; with --to, this one takes
     precedence during its period only."""
-    with _store(data_dir, database_url) as store:
-        reg, base = _require(store, device_id, in_service=True)
+    with _admin(data_dir, database_url) as admin:
         start = parse_when(from_)
         end = parse_when(to) if to else None
-        subject = _patient(store, patient)
-        now = datetime.now(UTC)
-        new = statement_resource(reg.device_id, reg.reference, subject, start, end, now)
-        writes = [new]
-        statements = {s["id"]: s for s in _statements(store, reg)}
-        if end is None:
-            # An open attachment replaces the open one before it (one patient at a time);
-            # a bounded one only takes precedence during its period (latest start wins).
-            for s in list(statements.values()):
-                if s["id"] == new["id"] or "end" in s.get("timingPeriod", {}):
-                    continue
-                a = attachment_from_statement(s, {reg.reference: reg.device_id})
-                if a is not None and a.start < start:
-                    statements[s["id"]] = ended(s, start, now)
-                    writes.append(statements[s["id"]])
-        statements[new["id"]] = new
-        base = _with_current_patient(base, reg, list(statements.values()), now)
-        _write_device(store, reg, base, now, writes)
+        subject = admin.patient(patient)
+        new = admin.attach(device_id, subject, start, end)
         until = f" to {instant(end)}" if end else ""
         typer.echo(
             f"attached {device_id} to {subject['reference']} from {instant(start)}{until}"
@@ -523,12 +374,10 @@ def place(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Place the device in a bed from a time; the previous placement ends then."""
-    with _store(data_dir, database_url) as store:
-        reg, base = _require(store, device_id, in_service=True)
+    with _admin(data_dir, database_url) as admin:
         start = parse_when(from_)
-        reg = reg.placed(f"Location/{location_id(location)}", start, location)
-        _write_device(store, reg, base, datetime.now(UTC), [location_resource(location)])
+        admin.place(device_id, location, start)
         typer.echo(f"placed {device_id} at {location} from {instant(start)}")
 
 
-__all__ = ["app", "is_registered"]
+__all__ = ["app"]

@@ -133,7 +133,7 @@ class TokenService:
         except jwt.PyJWTError as exc:
             raise ClientAuthFailed(f"the client assertion is invalid: {exc}") from None
         exp = int(claims["exp"])
-        if exp > now + MAX_ASSERTION_LIFETIME_S + self.leeway_s:
+        if exp > now + MAX_ASSERTION_LIFETIME_S:  # no leeway: the bound is the spec's
             raise ClientAuthFailed("the assertion expires more than 5 minutes ahead")
         self.registry.spend_jti(client_id, str(claims["jti"]), exp, int(now))
         return client

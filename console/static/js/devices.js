@@ -4,7 +4,7 @@
 
 import { announce, field, fill, h } from "./dom.js";
 import { ApiError, authorizedFetch, entries, fhirGet, fhirPut } from "./fhir.js";
-import { conceptText, effectiveMs, fmtAgo, fmtDate, iso, refId } from "./format.js";
+import { conceptText, effectiveMs, fmtAgo, fmtDate, humanName, iso, refId } from "./format.js";
 import { deviceName } from "./patients.js";
 import { allows } from "./session.js";
 import { VitalsView } from "./vitals.js";
@@ -22,7 +22,7 @@ const STATE_TEXT = { ok: "Sending", silent: "Silent", "no-readings": "No reading
 
 /**
  * The devices to watch: registered top-level Devices, plus devices seen in recent
- * Observations that nobody registered yet. Each has the references its readings carry
+ * Observations (the last 15 minutes) that nobody registered yet. Each has the references its readings carry
  * (the Device, and the DeviceMetrics whose source it is, as HL7 PCD-01 reports them).
  */
 async function inventory() {
@@ -30,7 +30,7 @@ async function inventory() {
   const [devBundle, metricBundle, obsBundle] = await Promise.all([
     fhirGet("Device", [["_count", "500"]]),
     fhirGet("DeviceMetric", [["_count", "1000"], ["_elements", "source,parent"]]),
-    fhirGet("Observation", [["date", `ge${iso(now - 3600e3)}`], ["_sort", "-date"], ["_count", "1000"], ["_elements", "device"]]),
+    fhirGet("Observation", [["date", `ge${iso(now - 15 * 60e3)}`], ["_sort", "-date"], ["_count", "1000"], ["_elements", "device"]]),
   ]);
   const devices = entries(devBundle, "Device");
   const byId = new Map(devices.map((d) => [d.id, d]));
@@ -54,7 +54,19 @@ async function inventory() {
       rows.get(top).refs.add(ref);
     }
   }
-  return [...rows.values()];
+  const out = [...rows.values()];
+  // Names of the patients the devices are associated with, in one search.
+  const patientIds = [...new Set(out.map((r) => refId(r.device?.patient?.reference)).filter(Boolean))];
+  if (patientIds.length) {
+    try {
+      const found = entries(await fhirGet("Patient", [["_id", patientIds.join(",")], ["_count", "500"], ["_elements", "name"]]), "Patient");
+      const names = new Map(found.map((p) => [p.id, humanName(p)]));
+      for (const r of out) r.patientName = names.get(refId(r.device?.patient?.reference)) || null;
+    } catch {
+      // a token without Patient access still sees its devices, with the bare reference
+    }
+  }
+  return out;
 }
 
 function topOf(id, byId) {
@@ -111,7 +123,7 @@ export function devicesView() {
         h("td", {}, conceptText(r.device?.type)),
         h("td", {}, r.device ? r.device.status || "—" : h("span", { class: "badge warn" }, "not registered")),
         h("td", {}, r.device?.location?.display || "—"),
-        h("td", {}, r.device?.patient ? h("a", { href: `#/patient/${encodeURIComponent(refId(r.device.patient.reference))}` }, r.device.patient.display || refId(r.device.patient.reference)) : "—"),
+        h("td", {}, r.device?.patient ? h("a", { href: `#/patient/${encodeURIComponent(refId(r.device.patient.reference))}` }, r.patientName || r.device.patient.display || refId(r.device.patient.reference)) : "—"),
         c.last, c.rate, c.state);
       cells.set(r.id, c);
       return c.tr;

@@ -94,6 +94,18 @@ async function identities(id) {
     const found = entries(await fhirGet("Patient", [["link", `Patient/${id}`], ["_tag", GOLDEN_TAG]]), "Patient");
     golden = found[0] || null;
   }
+  const linkage = await available(`${LINKAGE_BASE}/review`);
+  let scores = new Map();
+  if (!golden && linkage) {
+    // Golden records not published to the store: ask the MPI for this source's record.
+    try {
+      const record = await linkageGet(`patients/${encodeURIComponent(id)}`);
+      golden = record.golden?.resource || null;
+      scores = new Map((record.golden?.members || []).map((m) => [m.source_id, m]));
+    } catch {
+      // not a source the MPI knows (yet)
+    }
+  }
   const ids = new Set([id]);
   if (golden) {
     ids.add(golden.id);
@@ -104,8 +116,7 @@ async function identities(id) {
     ? entries(await fhirGet("Patient", [["_id", others.join(",")], ["_count", "100"]]), "Patient")
     : [];
   const sources = [...(isGolden(patient) ? [] : [patient]), ...members];
-  let scores = new Map();
-  if (golden && (await available(`${LINKAGE_BASE}/review`))) {
+  if (golden && linkage && !scores.size) {
     try {
       const record = await linkageGet(`golden/${encodeURIComponent(golden.id)}`);
       scores = new Map(record.members.map((m) => [m.source_id, m]));
@@ -134,7 +145,7 @@ function identitiesCard({ golden, sources, scores }) {
     const score = link?.score !== undefined && link?.score !== null
       ? `${(link.score * 100).toFixed(1)} % (${link.state}, ${link.origin})` : "—";
     rows.push(h("tr", {},
-      h("th", { scope: "row" }, p.meta?.source || (p.identifier?.[0]?.system ?? "source")),
+      h("th", { scope: "row", class: "wrap" }, p.meta?.source || (p.identifier?.[0]?.system ?? "source")),
       h("td", {}, humanName(p)), h("td", {}, p.birthDate || "—"),
       h("td", { class: "wrap" }, (p.identifier || []).map(identifierText).join("; ") || "—"),
       h("td", {}, score)));
@@ -221,12 +232,17 @@ function partiesCard(encounters, included, patients) {
   return section("Staff and institutions", h("h3", {}, "Staff"), list(staff), h("h3", {}, "Institutions"), list(orgs));
 }
 
-function devicesCard(devices, seen) {
+/** ``metricSource``: "DeviceMetric/x" -> "Device/y", so a monitor's metrics (as HL7
+ * PCD-01 reports readings) count as the monitor's own readings. */
+function devicesCard(devices, seen, metricSource = new Map()) {
   const rows = new Map();
   for (const d of devices) rows.set(`Device/${d.id}`, { device: d, first: null, last: null, count: 0 });
-  for (const [ref, info] of seen) {
+  for (const [seenRef, info] of seen) {
+    const ref = metricSource.get(seenRef) || seenRef;
     const row = rows.get(ref) || { device: null, label: info.label, first: null, last: null, count: 0 };
-    Object.assign(row, { first: info.first, last: info.last, count: info.count });
+    row.first = row.first === null ? info.first : Math.min(row.first, info.first);
+    row.last = row.last === null ? info.last : Math.max(row.last, info.last);
+    row.count += info.count;
     rows.set(ref, row);
   }
   if (!rows.size) return section("Devices", h("p", { class: "muted" }, "No devices attached or measuring."));
@@ -320,12 +336,26 @@ export function recordView(id) {
       swap("encounters", enc.error ? section("Encounters", failure(enc.error)) : encountersCard(encounters, included));
       swap("imaging", img.error ? section("Imaging", failure(img.error)) : imagingCard(entries(img.value, "ImagingStudy")));
       const devices = dev.value ? entries(dev.value, "Device") : [];
-      const drawDevices = (seen) => swap("devices", withNote(devicesCard(devices, seen), dev.error));
+      const metricSource = new Map();
+      const asked = new Set();
+      const drawDevices = (seen) => swap("devices", withNote(devicesCard(devices, seen, metricSource), dev.error));
+      const resolveMetrics = async (seen) => {
+        const unknown = [...seen.keys()].filter((r) => r.startsWith("DeviceMetric/") && !asked.has(r));
+        if (!unknown.length) return;
+        unknown.forEach((r) => asked.add(r));
+        try {
+          const found = await fhirGet("DeviceMetric", [["_id", unknown.map(refId).join(",")], ["_count", "500"], ["_elements", "source"]]);
+          for (const m of entries(found, "DeviceMetric")) if (m.source?.reference) metricSource.set(`DeviceMetric/${m.id}`, m.source.reference);
+          drawDevices(vitals.devices);
+        } catch {
+          // without DeviceMetric access the metrics stay rows of their own
+        }
+      };
       drawDevices(vitals.devices);
       let pending = null;
       vitals.onDevices = (seen) => {
         // Pages arrive quickly one after another; redraw the table once per frame at most.
-        if (!pending) pending = requestAnimationFrame(() => { pending = null; drawDevices(seen); });
+        if (!pending) pending = requestAnimationFrame(() => { pending = null; drawDevices(seen); resolveMetrics(seen); });
       };
       await charts;
     } catch (err) {

@@ -181,3 +181,19 @@ def test_review_page_accessibility(served: Served, browser: object) -> None:
     url = served.app_url + "#/review"
     violations = axe_violations(browser, url, "table.weights", served.token)
     assert violations == [], violations
+
+
+def test_linked_record_from_the_mpi_when_goldens_are_not_in_the_store(
+    served: Served, page: Page, watched: Watched
+) -> None:
+    golden = served.add(_patient("a1", "1980-03-07", "3001"))
+    assert served.add(_patient("b1", "1980-03-07", "3001")) == golden  # a certain match
+    page.goto(served.app_url + "#/patient/a1")
+    page.get_by_label("Access token").fill(served.token)
+    page.get_by_role("button", name="Sign in").click()
+    identities = page.get_by_role("region", name="Identities")
+    expect(identities.locator("tbody tr")).to_have_count(3)  # golden record and two sources
+    expect(identities.locator("tbody tr").nth(0)).to_contain_text("Golden record")
+    # Each source with the MPI's score for its link, and how it was linked.
+    expect(identities).to_contain_text("(MATCH, AUTO)")
+    watched.assert_clean()

@@ -193,6 +193,14 @@ def test_silence_raises_and_clears_a_detected_issue(
     sim.simulator.faults.add("corrupt_checksum", 3)
     wait_for(lambda: health()["devices"][0]["checksum_errors"] >= 1, 10, "checksum error counted")
 
+    metrics = client.get("/devices/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "# TYPE caregraph_device_frames_total counter" in metrics.text
+    assert (
+        'caregraph_device_checksum_errors_total{device="mon-s",protocol="datex"} ' in metrics.text
+    )
+    assert 'caregraph_device_silent{device="mon-s",protocol="datex"} 0' in metrics.text
+
     sim.simulator.go_silent(3.0)
     wait_for(lambda: bool(health()["alerts"]), 10, "silence alert")
     view = health()
@@ -201,6 +209,9 @@ def test_silence_raises_and_clears_a_detected_issue(
     assert view["devices"][0]["silent"] and view["devices"][0]["alert"] == alert["issue"]
     issue = store.read("DetectedIssue", alert["issue"].split("/")[1]).resource()
     assert issue["status"] == OPEN
+    assert 'caregraph_device_silent{device="mon-s",protocol="datex"} 1' in (
+        client.get("/devices/metrics").text
+    )
     assert issue["implicated"][0]["reference"] == f"Device/{device_resource_id('mon-s')}"
 
     wait_for(lambda: not health()["alerts"], 20, "alert cleared when frames return")

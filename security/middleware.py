@@ -48,6 +48,7 @@ DEFAULT_PUBLIC = frozenset(
         "/readyz",
         "/auth/token",
         "/.well-known/smart-configuration",
+        "/fhir/.well-known/smart-configuration",
         "/.well-known/jwks.json",
     }
 )

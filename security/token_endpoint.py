@@ -1,8 +1,9 @@
 """HTTP routes of the authorization server side: ``POST /auth/token`` and discovery.
 
-``/.well-known/smart-configuration`` tells clients where the token endpoint is and what it
-accepts; ``/.well-known/jwks.json`` publishes caregraph's public key, so a partner can verify
-tokens caregraph issued. All three are open (see ``security.middleware.DEFAULT_PUBLIC``).
+``/.well-known/smart-configuration`` (also under the FHIR base) tells clients where the
+token endpoint is and what it accepts; ``/.well-known/jwks.json`` publishes caregraph's
+public key, so a partner can verify tokens caregraph issued. All are open (see
+``security.middleware.DEFAULT_PUBLIC``).
 Errors follow RFC 6749 section 5.2: a JSON body with ``error`` and ``error_description``,
 400, or 401 for ``invalid_client``.
 """
@@ -27,8 +28,15 @@ MAX_FORM_BYTES = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def build_token_router(service: TokenService, key: SigningKey) -> APIRouter:
-    """The token endpoint and discovery documents."""
+def build_token_router(
+    service: TokenService, key: SigningKey, fhir_prefix: str = "/fhir"
+) -> APIRouter:
+    """The token endpoint and discovery documents.
+
+    SMART clients look for the configuration under the FHIR base
+    (``/fhir/.well-known/smart-configuration``): include this router *before* the FHIR
+    router, whose catch-all would answer that path otherwise.
+    """
     router = APIRouter(tags=["auth"])
 
     @router.post(TOKEN_PATH)
@@ -50,6 +58,7 @@ def build_token_router(service: TokenService, key: SigningKey) -> APIRouter:
             return _error(exc)
         return JSONResponse(issued.to_json(), headers=NO_STORE)
 
+    @router.get(f"{fhir_prefix}/.well-known/smart-configuration")
     @router.get("/.well-known/smart-configuration")
     def smart_configuration(request: Request) -> dict[str, Any]:
         """SMART discovery: the token endpoint and what it supports."""

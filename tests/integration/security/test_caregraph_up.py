@@ -102,8 +102,10 @@ def test_https_api_needs_a_token(https_api: tuple[str, Path, dict[str, str]]) ->
         searched = c.get("/fhir/Patient", headers=auth)
         assert searched.status_code == 200, searched.text
         assert searched.json()["type"] == "searchset"
-        assert c.get("/.well-known/smart-configuration").json()["token_endpoint"] == (
-            f"{base}/auth/token"
-        )
+        for discovery in (
+            "/.well-known/smart-configuration",
+            "/fhir/.well-known/smart-configuration",
+        ):
+            assert c.get(discovery).json()["token_endpoint"] == f"{base}/auth/token"
     with pytest.raises(httpx.TransportError):
         httpx.get(base.replace("https", "http") + "/healthz", timeout=5)

@@ -50,12 +50,15 @@ class ApiService:
         ensure_port_free(s.http_host, s.http_port, "CAREGRAPH_HTTP_PORT", "--http-port")
         app = create_app(
             readiness={"database": ctx.db.ping, "bus": ctx.bus.ping},
-            routers=[build_router(ctx.store, authorize), build_console_router()],
+            # the token router first: SMART discovery lives under /fhir too
+            routers=[
+                security_wiring.build_token_router(s, ctx.db),
+                build_router(ctx.store, authorize),
+                build_console_router(),
+            ],
         )
         guard = security_wiring.build_guard(s, ctx.store, ctx.mpi)
-        security_wiring.install(
-            app, guard, security_wiring.build_token_router(s, ctx.db), console_public_paths()
-        )
+        security_wiring.install(app, guard, public_paths=console_public_paths())
         cert, key = security_wiring.https_files(s) or (None, None)
         config = uvicorn.Config(
             app,

@@ -203,8 +203,10 @@ def device_resource(
         extensions.append(connection_extension(reg.connection))
     extensions.extend(placement_extension(p) for p in reg.placements)
     _set(out, "extension", extensions or None)
-    here = reg.placement_at(now)
-    _set(out, "location", _location_ref(here) if here else None)
+    if reg.placements:
+        here = reg.placement_at(now)
+        _set(out, "location", _location_ref(here) if here else None)
+    # Without placements, a ``location`` a client set is theirs to keep.
     return out
 
 

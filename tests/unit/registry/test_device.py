@@ -139,6 +139,7 @@ def test_a_device_posted_by_a_client_is_read() -> None:
             }
         ],
         "note": [{"text": "loaner"}],
+        "location": {"reference": "Location/ward-3"},
     }
     Device.model_validate(posted)
     reg = registration_from_device(posted)
@@ -150,6 +151,7 @@ def test_a_device_posted_by_a_client_is_read() -> None:
     # Writing it back keeps what caregraph does not manage.
     out = device_resource(reg, T0, posted)
     assert out["note"] == [{"text": "loaner"}]
+    assert out["location"] == {"reference": "Location/ward-3"}  # no placements: theirs
     assert {"system": "urn:other", "value": "asset-77"} in out["identifier"]
     assert out["id"] == "server-assigned-1"
 

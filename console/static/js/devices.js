@@ -37,7 +37,8 @@ async function inventory() {
   const rows = new Map();
   for (const d of devices) {
     if (d.parent) continue; // channels and VMDs are shown inside their monitor
-    rows.set(d.id, { id: d.id, device: d, refs: new Set([`Device/${d.id}`]), label: deviceName(d) });
+    const key = d.identifier?.find((i) => i.system === DEVICE_ID_SYSTEM)?.value || null;
+    rows.set(d.id, { id: d.id, device: d, refs: new Set([`Device/${d.id}`]), label: deviceName(d), key });
   }
   for (const m of entries(metricBundle, "DeviceMetric")) {
     const top = topOf(refId(m.source?.reference), byId);
@@ -49,7 +50,8 @@ async function inventory() {
     const id = refId(ref);
     const top = topOf(id, byId) || id;
     if (!rows.has(top)) {
-      rows.set(top, { id: top, device: null, refs: new Set([ref]), label: o.device.identifier?.value || o.device.display || id });
+      const key = o.device.identifier?.value || null;
+      rows.set(top, { id: top, device: null, refs: new Set([ref]), label: key || o.device.display || id, key });
     } else {
       rows.get(top).refs.add(ref);
     }
@@ -94,14 +96,38 @@ async function status(refs) {
   return { last: o ? effectiveMs(o) : null, received, perMinute: minute.total ?? 0 };
 }
 
+/** The serial gateway's live figures (``/devices/health``) when that router is mounted. */
+let healthMounted = true;
+async function gatewayHealth() {
+  if (!healthMounted) return null; // asked once: not mounted in this caregraph
+  const response = await authorizedFetch("/devices/health", { headers: { Accept: "application/json" } });
+  if (response.status === 404) {
+    healthMounted = false;
+    return null;
+  }
+  if (!response.ok) throw new ApiError(response.status, `devices/health: ${response.status}`);
+  return response.json();
+}
+
+function lineText(hl) {
+  if (!hl) return "—";
+  const parts = [hl.connected ? "connected" : "disconnected"];
+  if (hl.frames_per_s !== null && hl.frames_per_s !== undefined) parts.push(`${hl.frames_per_s} frames/s`);
+  if (hl.checksum_errors) parts.push(`${hl.checksum_errors} checksum errors`);
+  if (hl.reconnects) parts.push(`${hl.reconnects} reconnects`);
+  if (hl.line) parts.push(hl.line);
+  return parts.join(" · ");
+}
+
 export function devicesView() {
   const silentAfter = h("input", { type: "number", name: "silent", min: "5", max: "86400", step: "5", value: "30" });
   const live = h("input", { type: "checkbox", name: "live", id: "devices-live", checked: true });
   const tbody = h("tbody", {});
   const summary = h("p", { class: "summary", "aria-live": "polite" });
+  const alerts = h("div", { class: "alerts" });
   const table = h("table", { class: "list devices" },
     h("caption", {}, "Devices and their live status"),
-    h("thead", {}, h("tr", {}, ...["Device", "Type", "Registry", "Location", "Patient", "Last reading", "Readings / min", "State"].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {}, ...["Device", "Type", "Registry", "Location", "Patient", "Last reading", "Readings / min", "Serial line", "State"].map((t) => h("th", { scope: "col" }, t)))),
     tbody);
   const el = h("section", { class: "view" },
     h("h1", {}, "Devices"),
@@ -109,7 +135,7 @@ export function devicesView() {
       field("Silent after (seconds)", silentAfter)[0],
       h("div", { class: "field check" }, live, h("label", { for: live.id }, "Live (every 5 s)")),
       allows("Device", "u") ? h("a", { href: "#/device-new", class: "button" }, "Register a device") : null),
-    summary, table);
+    summary, alerts, table);
   let rows = [];
   let timer = null;
   let stopped = false;
@@ -117,29 +143,46 @@ export function devicesView() {
 
   const draw = () => {
     fill(tbody, ...rows.map((r) => {
-      const c = { last: h("td", {}, "…"), rate: h("td", {}, "…"), state: h("td", {}, "…"), tr: null };
+      const c = { last: h("td", {}, "…"), rate: h("td", {}, "…"), line: h("td", {}, "—"), state: h("td", {}, "…"), tr: null };
       c.tr = h("tr", { "data-device": r.id },
         h("th", { scope: "row" }, h("a", { href: `#/device/${encodeURIComponent(r.id)}` }, r.label || r.id)),
         h("td", {}, conceptText(r.device?.type)),
         h("td", {}, r.device ? r.device.status || "—" : h("span", { class: "badge warn" }, "not registered")),
         h("td", {}, r.device?.location?.display || "—"),
         h("td", {}, r.device?.patient ? h("a", { href: `#/patient/${encodeURIComponent(refId(r.device.patient.reference))}` }, r.patientName || r.device.patient.display || refId(r.device.patient.reference)) : "—"),
-        c.last, c.rate, c.state);
+        c.last, c.rate, c.line, c.state);
       cells.set(r.id, c);
       return c.tr;
     }));
-    if (!rows.length) fill(tbody, h("tr", {}, h("td", { colspan: "8" }, "No devices registered or sending.")));
+    if (!rows.length) fill(tbody, h("tr", {}, h("td", { colspan: "9" }, "No devices registered or sending.")));
   };
 
   const refresh = async () => {
     const now = Date.now();
     const silentMs = Math.max(5, Number(silentAfter.value) || 30) * 1000;
     let silent = 0;
+    let health = null;
+    try {
+      health = await gatewayHealth();
+    } catch (err) {
+      fill(alerts, h("p", { class: "notice" }, `Serial gateway figures unavailable: ${err.message}`));
+    }
+    const byKey = new Map((health?.devices || []).map((d) => [d.device_id, d]));
+    if (health) {
+      fill(alerts,
+        ...(health.alerts || []).map((a) => h("p", { class: "notice", role: "alert" },
+          `Silence alert: ${a.device_id} since ${fmtDate(a.since)}${a.detail ? ` — ${a.detail}` : ""}`)),
+        ...(health.not_served || []).map((p) => h("p", { class: "notice" },
+          `Not served by the serial gateway: ${p.device_id} — ${p.reason}`)));
+    }
     await Promise.all(rows.map(async (r) => {
       const c = cells.get(r.id);
+      const line = r.key ? byKey.get(r.key) : null;
+      c.line.textContent = lineText(line);
       try {
         const st = await status(r.refs);
-        const state = deviceState(st.received ?? st.last, now, silentMs);
+        let state = deviceState(st.received ?? st.last, now, silentMs);
+        if (line?.silent || (line && !line.connected)) state = "silent";
         if (state !== "ok") silent += 1;
         c.last.textContent = st.last === null ? "never" : `${fmtAgo(now - (st.received ?? st.last))} (${fmtDate(new Date(st.last).toISOString())})`;
         c.rate.textContent = String(st.perMinute);
@@ -162,7 +205,7 @@ export function devicesView() {
       draw();
       await refresh();
     } catch (err) {
-      fill(tbody, h("tr", {}, h("td", { colspan: "8", class: "error", role: "alert" }, `Could not load devices: ${err.message}`)));
+      fill(tbody, h("tr", {}, h("td", { colspan: "9", class: "error", role: "alert" }, `Could not load devices: ${err.message}`)));
     }
   };
   live.addEventListener("change", () => { clearTimeout(timer); if (live.checked) refresh(); });

@@ -1,40 +1,23 @@
 """Linkage review in the browser: resolve the MPI's review items through the console.
 
-``caregraph demo`` does not mount the ``/linkage`` router yet, so this test serves the
-caregraph app itself (``create_app`` with the linkage, FHIR and console routers, behind the
-authorization middleware with the console's page and assets public, as the api role
-should wire it) from uvicorn on a free port, over a real SQLite database. The MPI gets its
-records the way the linkage consumer gives them (``Mpi.ingest``); the store gets the same
-Patients, so the console can show the source records side by side with golden records.
+``caregraph demo`` does not mount the ``/linkage`` router yet, so these tests use the app
+served in-process (``served.py``). The MPI gets its records the way the linkage consumer
+gives them (``Mpi.ingest``); the store gets the same Patients, so the console can show the
+source records side by side with golden records.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import Page, expect
 
-from caregraph import security_wiring
-from caregraph.app import create_app
-from caregraph.auth import authorize
-from caregraph.security_cli import mint_development_token
-from caregraph.settings import Settings
-from console import build_console_router, public_paths
-from fhir_store.api import build_router as fhir_router
-from fhir_store.database import open_database
-from fhir_store.store import FhirStore
-from linkage.api import build_router as linkage_router
 from linkage.links import LinkOrigin, LinkState
-from linkage.mpi import Mpi
-from linkage.sql import SqlRepository
-from security.middleware import DEFAULT_PUBLIC, AuthorizationMiddleware
 from tests.e2e.console.conftest import Watched, axe_violations, screenshot
-from tests.support.services import free_port, wait_for_port
+from tests.e2e.console.served import Served
 
 pytestmark = pytest.mark.e2e
 
@@ -48,54 +31,6 @@ def _patient(pid: str, birth: str, postcode: str) -> dict[str, Any]:
         "gender": "female",
         "address": [{"line": ["12 Lake Road"], "city": "Bern", "postalCode": postcode}],
     }
-
-
-class Served:
-    """The app on a uvicorn thread; ``mpi`` and ``store`` are the ones it serves."""
-
-    def __init__(self, tmp: Path) -> None:
-        settings = Settings(data_dir=tmp)
-        self.db = open_database(f"sqlite:///{tmp / 'caregraph.sqlite3'}")
-        self.store = FhirStore(self.db)
-        self.mpi = Mpi(SqlRepository.open(self.db))
-        app = create_app(
-            readiness={},
-            routers=[
-                linkage_router(self.mpi, authorize),
-                fhir_router(self.store, authorize),
-                build_console_router(),
-            ],
-        )
-        guard = security_wiring.build_guard(settings, self.store, self.mpi)
-        app.add_middleware(
-            AuthorizationMiddleware, guard=guard, public_paths=DEFAULT_PUBLIC | public_paths()
-        )
-        self.token = mint_development_token(settings, "user/*.cruds", subject="e2e-reviewer")
-        self.port = free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def app_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/app/"
-
-    def add(self, patient: dict[str, Any]) -> str:
-        """Store a source Patient and record it in the MPI; returns its golden record id."""
-        self.store.update("Patient", patient["id"], patient)
-        return self.mpi.ingest(patient).golden_id
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        wait_for_port("127.0.0.1", self.port)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.db.close()
 
 
 @pytest.fixture

@@ -212,6 +212,26 @@ class DeviceAdmin:
         self.save(reg, self._with_current_patient(base, reg, list(statements.values())), writes)
         return new
 
+    def detach(self, device_id: str, at: datetime) -> list[dict[str, Any]]:
+        """End every attachment of the device still open at ``at``; returns them ended.
+
+        Raises:
+            RegistryRefused: not registered, or nothing attached at ``at``.
+        """
+        reg, base = self.get(device_id)
+        now = self.clock()
+        statements = {s["id"]: s for s in self.statements(reg)}
+        closes = []
+        for s in list(statements.values()):
+            a = attachment_from_statement(s, {reg.reference: reg.device_id})
+            if a is not None and a.end is None and a.start < at:
+                statements[s["id"]] = ended(s, at, now)
+                closes.append(statements[s["id"]])
+        if not closes:
+            raise RegistryRefused(f"device {device_id!r} has no open attachment before {at}")
+        self.save(reg, self._with_current_patient(base, reg, list(statements.values())), closes)
+        return closes
+
     def place(self, device_id: str, location: str, start: datetime) -> None:
         """Place the device in the bed named ``location`` from ``start``.
 

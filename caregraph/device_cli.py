@@ -1,7 +1,8 @@
 """``caregraph device ...``: the registry as biomedical engineers use it from a terminal.
 
-``add``, ``edit``, ``list``, ``show``, ``retire``, ``attach`` (a patient, for a period) and
-``place`` (in a bed, from a time). Every command writes FHIR resources through the store,
+``add``, ``edit``, ``list``, ``show``, ``retire``, ``attach`` (a patient, for a period),
+``detach`` (end the open attachment) and ``place`` (in a bed, from a time). Every command
+writes FHIR resources through the store (``caregraph.device_admin`` holds the rules),
 exactly what a FHIR client could PUT (``adapters.registry`` says how), so a running
 ``--role serial`` picks the change up within its refresh interval, without a restart.
 
@@ -363,6 +364,22 @@ def attach(
             f"attached {device_id} to {subject['reference']} from {instant(start)}{until}"
             f" (DeviceUseStatement/{new['id']})"
         )
+
+
+@app.command()
+def detach(
+    device_id: DeviceId,
+    at: When = "now",
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """End the device's open patient attachment (the monitor was taken off the patient)."""
+    with _admin(data_dir, database_url) as admin:
+        when = parse_when(at)
+        for s in admin.detach(device_id, when):
+            typer.echo(
+                f"detached {device_id} from {s['subject'].get('reference')} at {instant(when)}"
+            )
 
 
 @app.command()

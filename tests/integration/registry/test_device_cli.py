@@ -128,6 +128,18 @@ def test_attach_and_place_keep_history(store: FhirStore, cli: Cli) -> None:
     # The console lists a patient's devices by Device.patient.
     assert store.searching.search("Device", [("patient", "Patient/p-bob")]).matches
 
+    cli("detach", "mon-1", "--at", "2026-11-22T12:00Z")
+    assert "patient" not in _device(store, "mon-1")
+    code, _, err = cli("detach", "mon-1", ok=False)
+    assert code == 2 and "no open attachment" in err
+    reader = RegistryReader(store)
+    regs, _ = reader.registrations()
+    detached = AssociationIndex(reader.attachments(regs))
+    assert detached.subject_at("mon-1", datetime(2026, 11, 22, 13, tzinfo=UTC)) is None
+    assert detached.subject_at("mon-1", datetime(2026, 11, 22, 10, tzinfo=UTC)) == {
+        "reference": "Patient/p-bob"
+    }
+    cli("attach", "mon-1", "--patient", "Patient/p-bob", "--from", "2026-11-22T18:00Z")
     cli("place", "mon-1", "--location", "ICU-1 bed 1", "--from", "2026-11-20T08:00Z")
     cli("place", "mon-1", "--location", "ICU-1 bed 2", "--from", "2026-11-21T08:00Z")
     code, _, err = cli("place", "mon-1", "--location", "X", "--from", "2026-11-19T08:00Z", ok=False)
@@ -138,7 +150,7 @@ def test_attach_and_place_keep_history(store: FhirStore, cli: Cli) -> None:
         ("ICU-1 bed 1", "2026-11-20T08:00:00.000Z", "2026-11-21T08:00:00.000Z"),
         ("ICU-1 bed 2", "2026-11-21T08:00:00.000Z", None),
     ]
-    assert len(shown["attachments"]) == 3
+    assert len(shown["attachments"]) == 4
     loc_id = _device(store, "mon-1")["location"]["reference"]  # type: ignore[index]
     assert store.searching.search("Device", [("location", loc_id)]).matches
 

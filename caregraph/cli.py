@@ -116,7 +116,11 @@ def up(
     dicom_port: DicomPort = None,
     dicom_ae: DicomAe = None,
     insecure: Annotated[
-        bool, typer.Option(help="Allow a non-loopback HTTP address without authorization.")
+        bool,
+        typer.Option(
+            help="Allow a non-loopback address in development auth mode, whose tokens anyone "
+            "with the data dir can mint (jwks mode needs no flag)."
+        ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

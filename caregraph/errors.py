@@ -6,7 +6,14 @@
     │   └── BusUnavailable     the broker or the log cannot be reached
     ├── StoreError             the database seam
     │   └── StoreUnavailable   the database cannot be reached
-    └── MappingError           content that cannot be translated (carries where and why)
+    ├── MappingError           content that cannot be translated (carries where and why)
+    └── SecurityError          (security/errors.py) access refused
+        ├── Unauthenticated    no valid token: 401
+        ├── Forbidden          the token does not allow it: 403
+        └── ClientAuthFailed   a Backend Services client assertion was refused
+
+Packages add their own leaves (e.g. ``fhir_store.errors``, ``linkage.errors``,
+``bus.errors``) under these branches.
 
 Third-party errors are wrapped at their seam with ``raise ... from exc``; the edges (HL7 ACK,
 DICOM status, FHIR OperationOutcome, CLI) turn these into what their peer understands.

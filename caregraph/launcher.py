@@ -31,9 +31,12 @@ def up(
     if len(set(chosen)) != len(chosen):
         raise ConfigError(f"a role is given twice in --role: {', '.join(chosen)}")
     ensure_writable_dir(settings.data_dir)
-    if "api" in chosen and ensure_loopback_unless_insecure(settings.http_host, insecure):
+    if "api" in chosen and ensure_loopback_unless_insecure(
+        settings.http_host, insecure, auth_mode=settings.auth_mode
+    ):
         typer.secho(
-            f"WARNING: serving on {settings.http_host} without authorization (--insecure)",
+            f"WARNING: serving on {settings.http_host} in development auth mode (--insecure): "
+            "anyone who can read the data dir can mint tokens",
             fg="red",
             err=True,
         )

@@ -36,6 +36,7 @@ from fhir_store.api import build_router
 from fhir_store.errors import ResourceGone, ResourceNotFound
 from fhir_store.writer import handle_fhir_batch
 from linkage.handler import PatientHandler
+from security.allowlists import dicom_allowlist, facility_allowlist
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +165,29 @@ def _mllp(ctx: Context) -> Service:
     s = ctx.settings
     ensure_port_free(s.http_host, s.mllp_port, "CAREGRAPH_MLLP_PORT", "--mllp-port")
     cache = AckCache(path=s.data_dir / "mllp-acks.sqlite3")
-    listener = MllpListener(s.http_host, s.mllp_port, ctx.bus, ack_cache=cache)
+    facilities = facility_allowlist(s.hl7_allowed_facilities)
+    listener = MllpListener(
+        s.http_host,
+        s.mllp_port,
+        ctx.bus,
+        ack_cache=cache,
+        tls=security_wiring.mllp_tls(s),
+        allow_facility=facilities.allows if facilities else None,
+    )
     return StartStop("mllp", listener.start, listener.stop)
 
 
 def _dicom(ctx: Context) -> Service:
     s = ctx.settings
     ensure_port_free(s.http_host, s.dicom_port, "CAREGRAPH_DICOM_PORT", "--dicom-port")
+    allow = dicom_allowlist(s.dicom_allowed_callers)
     gateway = DicomGateway(
-        s.data_dir / "dicom", ctx.bus, ae_title=s.dicom_ae, host=s.http_host, port=s.dicom_port
+        s.data_dir / "dicom",
+        ctx.bus,
+        ae_title=s.dicom_ae,
+        host=s.http_host,
+        port=s.dicom_port,
+        allowed_callers=allow.gateway_callers() if allow else None,
     )
     return StartStop("dicom", gateway.start, gateway.stop)
 

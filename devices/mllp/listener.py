@@ -135,7 +135,8 @@ class MllpListener:
     ``map_content`` (default True) maps every message before AA so unmappable content gets
     AE; False checks scope and structure only (about 30x cheaper per message) and leaves
     content errors to the normalizer's dead letters. ``ack_cache`` with a ``path`` keeps
-    the repeat detection across restarts.
+    the repeat detection across restarts. ``allow_facility`` (MSH-4 -> may it send?)
+    answers AR to every other sending facility; None accepts all.
     """
 
     def __init__(
@@ -154,6 +155,7 @@ class MllpListener:
         source: str = "mllp",
         map_content: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        allow_facility: Callable[[str], bool] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -168,6 +170,7 @@ class MllpListener:
         self.source = source
         self.map_content = map_content
         self.clock = clock
+        self.allow_facility = allow_facility
         self.stats = ListenerStats()
         self._server: socket.socket | None = None
         self._stopping = threading.Event()
@@ -308,6 +311,16 @@ class MllpListener:
             )
         raw = event.payload
         header = peek_header(raw)
+        if (
+            header is not None
+            and self.allow_facility is not None
+            and not self.allow_facility(header.sending_facility)
+        ):
+            self.stats.rejected += 1
+            self._count("AR")
+            log.warning("%s: sending facility %r is not allowed", peer, header.sending_facility)
+            text = f"sending facility {header.sending_facility!r} may not send to caregraph"
+            return build_ack(raw, "AR", AckError(text, "207"), at=received_at)
         if header is not None and header.control_id:
             cached = self._await_duplicate(header.dedup_key)
             if cached is not None:

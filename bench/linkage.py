@@ -71,7 +71,9 @@ def febrl_rows(name: str) -> list[dict[str, str]]:
         ]
 
 
-def to_patient(row: dict[str, str], institution: str, position: int) -> dict[str, Any]:
+def to_patient(
+    row: dict[str, str], institution: str, position: int, national_id: bool = True
+) -> dict[str, Any]:
     """A FEBRL row as the Patient institution A or B would send (ids reveal nothing)."""
     mrn_system = f"urn:caregraph:bench:{institution}:mrn"
     p: dict[str, Any] = {
@@ -93,7 +95,7 @@ def to_patient(row: dict[str, str], institution: str, position: int) -> dict[str
             }
         ],
     }
-    if row["soc_sec_id"]:
+    if national_id and row["soc_sec_id"]:
         p["identifier"].append({"system": SSN, "value": row["soc_sec_id"]})
     dob = row["date_of_birth"]
     if len(dob) == 8 and dob.isdigit():
@@ -101,22 +103,25 @@ def to_patient(row: dict[str, str], institution: str, position: int) -> dict[str
     return p
 
 
-def load(dataset: str) -> list[Labelled]:
+def load(dataset: str, national_id: bool = True) -> list[Labelled]:
     def truth(rec_id: str) -> str:
         return rec_id.split("-")[1]
 
     if dataset == "febrl4":
         a = [
-            Labelled(truth(r["rec_id"]), to_patient(r, "a", i))
+            Labelled(truth(r["rec_id"]), to_patient(r, "a", i, national_id))
             for i, r in enumerate(febrl_rows("dataset4a.csv"))
         ]
         b = [
-            Labelled(truth(r["rec_id"]), to_patient(r, "b", i))
+            Labelled(truth(r["rec_id"]), to_patient(r, "b", i, national_id))
             for i, r in enumerate(febrl_rows("dataset4b.csv"))
         ]
         return a + b
     rows = febrl_rows("dataset3.csv")
-    return [Labelled(truth(r["rec_id"]), to_patient(r, "ab"[i % 2], i)) for i, r in enumerate(rows)]
+    return [
+        Labelled(truth(r["rec_id"]), to_patient(r, "ab"[i % 2], i, national_id))
+        for i, r in enumerate(rows)
+    ]
 
 
 @dataclass(frozen=True)
@@ -196,8 +201,8 @@ def open_mpi(url: str) -> Mpi:
     return Mpi(SqlRepository.open(open_database(url)))
 
 
-def accuracy(dataset: str, url: str) -> None:
-    data = load(dataset)
+def accuracy(dataset: str, url: str, national_id: bool = True) -> None:
+    data = load(dataset, national_id)
     mpi = open_mpi(url)
     start = time.perf_counter()
     sessions = mpi.train([x.patient for x in data])
@@ -208,7 +213,8 @@ def accuracy(dataset: str, url: str) -> None:
     linked, timings = mpi_accuracy(mpi, data)
     took = time.perf_counter() - start
     sp, sr = SPLINK[dataset]
-    print(f"\n{dataset}: {len(data)} Patients, {pairs.true_pairs} true pairs")
+    without = "" if national_id else ", without the national identifier"
+    print(f"\n{dataset}: {len(data)} Patients, {pairs.true_pairs} true pairs{without}")
     print(
         f"  EM training: {trained:.1f} s, sessions "
         + ", ".join(f"{s.rule} ({s.pairs} pairs, {s.iterations} iterations)" for s in sessions)
@@ -306,11 +312,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--database", help="an empty database URL per data set; default: fresh SQLite files"
     )
+    parser.add_argument(
+        "--without-national-id",
+        action="store_true",
+        help="leave FEBRL's soc_sec_id out: names, birth date and address only",
+    )
     args = parser.parse_args(argv)
     datasets = [d for d in (args.dataset or ["febrl4", "febrl3"]) if d != "none"]
     with tempfile.TemporaryDirectory() as tmp:
         for i, dataset in enumerate(datasets):
-            accuracy(dataset, args.database or f"sqlite:///{Path(tmp) / f'acc{i}.db'}")
+            url = args.database or f"sqlite:///{Path(tmp) / f'acc{i}.db'}"
+            accuracy(dataset, url, not args.without_national_id)
         if args.latency_n:
             latency(
                 args.database or f"sqlite:///{Path(tmp) / 'latency.db'}",

@@ -156,8 +156,24 @@ class Mpi:
         self, patients: Iterable[Mapping[str, Any]], u_pairs: int = 200_000
     ) -> list[SessionResult]:
         """Train the model by EM on unlabelled Patients, save it, and use it from now on."""
-        features = [extract(p) for p in patients]
-        model, sessions = train(features, self.model.comparisons, u_pairs=u_pairs)
+        return self._train([extract(p) for p in patients], u_pairs)
+
+    def train_from_index(
+        self, max_records: int = 200_000, u_pairs: int = 200_000
+    ) -> list[SessionResult]:
+        """Train on the records the index holds (up to ``max_records``, ordered by id,
+        which is random for uuid ids), e.g. after an initial batch load.
+
+        Raises ValueError when the index holds fewer than two records.
+        """
+        with self.repository.transaction(write=False):
+            features = self.repository.sample_features(max_records)
+        return self._train(features, u_pairs)
+
+    def _train(self, features: list[PatientFeatures], u_pairs: int) -> list[SessionResult]:
+        model, sessions = train(
+            [f for f in features if not f.placeholder], self.model.comparisons, u_pairs=u_pairs
+        )
         with self.repository.transaction():
             self.repository.save_model(model.to_json())
         self.model = model

@@ -64,6 +64,10 @@ class LinkageRepository(ABC):
     @abstractmethod
     def count_records(self) -> int: ...
 
+    @abstractmethod
+    def sample_features(self, limit: int) -> list[PatientFeatures]:
+        """Up to ``limit`` records' features (for training on what the index holds)."""
+
     # links ----------------------------------------------------------------------------
     @abstractmethod
     def links_of(self, source_id: str) -> list[Link]:
@@ -222,6 +226,9 @@ class MemoryRepository(LinkageRepository):
 
     def count_records(self) -> int:
         return len(self._records)
+
+    def sample_features(self, limit: int) -> list[PatientFeatures]:
+        return [r.features for r in list(self._records.values())[:limit]]
 
     def links_of(self, source_id: str) -> list[Link]:
         return [link for (s, _), link in self._links.items() if s == source_id]

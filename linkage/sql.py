@@ -326,6 +326,12 @@ class SqlRepository(SqlTransactions, LinkageRepository):
     def count_records(self) -> int:
         return self.term_counts([_COUNTER])[_COUNTER]
 
+    def sample_features(self, limit: int) -> list[PatientFeatures]:
+        rows = self._tx.execute(
+            "SELECT features FROM linkage_record ORDER BY source_id LIMIT ?", (limit,)
+        ).fetchall()
+        return [PatientFeatures.from_json(json.loads(r[0])) for r in rows]
+
     # links ----------------------------------------------------------------------------
     def links_of(self, source_id: str) -> list[Link]:
         rows = self._tx.execute(

@@ -370,3 +370,19 @@ def test_most_recent_means_the_sources_last_update_not_arrival(mpi: Mpi) -> None
     mpi.ingest(anna("a2", line="1 Old Road", last_updated="2019-01-01T10:00:00Z"))
     golden, _ = mpi.golden(a.golden_id)
     assert golden.resource["address"][0]["line"] == ["1 New Road"]
+
+
+def test_training_on_the_index_is_saved_and_used(mpi: Mpi) -> None:
+    from .test_training import synthetic
+
+    records, _ = synthetic(300, seed=4)
+    for k, f in enumerate(records):
+        mpi.ingest(
+            patient(f.given, f.family, f.birth_date, pid=f"s{k}", postcode=f.postcode, line=None)
+        )
+    sessions = mpi.train_from_index(u_pairs=20_000)
+    assert {s.rule for s in sessions} == {"dob", "names"}
+    with mpi.repository.transaction(write=False):
+        saved = mpi.repository.load_model()
+    assert saved is not None and saved == mpi.model.to_json()
+    assert Mpi(mpi.repository).model.to_json() == saved  # a new Mpi loads it

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -33,12 +33,11 @@ from adapters.registry.device import (
     SerialConnection,
 )
 from adapters.registry.timing import instant
-from caregraph.device_admin import DeviceAdmin
-from caregraph.device_registry import RegistryReader
 from caregraph.errors import CaregraphError, ConfigError
 from caregraph.settings import Settings
-from caregraph.wiring import open_database
-from fhir_store.store import FhirStore
+
+if TYPE_CHECKING:
+    from caregraph.device_admin import DeviceAdmin
 
 app = typer.Typer(
     help="Register, edit, list, attach, place and retire bedside devices (FHIR Device).",
@@ -62,6 +61,11 @@ class CliError(ConfigError):
 @contextmanager
 def _admin(data_dir: Path | None, database_url: str | None) -> Iterator[DeviceAdmin]:
     """The store the settings name, closed afterwards; errors as one line, exit 2."""
+    # Imported here: the store and the FHIR models would slow every ``caregraph`` command.
+    from caregraph.device_admin import DeviceAdmin
+    from caregraph.wiring import open_database
+    from fhir_store.store import FhirStore
+
     try:
         given = {k: v for k, v in (("data_dir", data_dir), ("database_url", database_url)) if v}
         settings = Settings(**given)  # type: ignore[arg-type]
@@ -266,6 +270,8 @@ def list_devices(
 ) -> None:
     """Registered devices: id, status, protocol, port, bed and patient now."""
     with _admin(data_dir, database_url) as admin:
+        from caregraph.device_registry import RegistryReader
+
         reader = RegistryReader(admin.store)
         regs, problems = reader.registrations()
         index = AssociationIndex(reader.attachments(regs))

@@ -21,7 +21,8 @@ from bus.worker import Handler, run_consumer
 from caregraph import security_wiring
 from caregraph.app import create_app
 from caregraph.auth import authorize
-from caregraph.device_registry import build_resolver, build_serial_role
+from caregraph.device_api import build_device_router
+from caregraph.device_registry import build_resolver, build_serial_role, health_board
 from caregraph.errors import ConfigError
 from caregraph.preflight import ensure_port_free
 from caregraph.runtime import Service, ThreadService
@@ -55,6 +56,7 @@ class ApiService:
             routers=[
                 security_wiring.build_token_router(s, ctx.db),
                 build_router(ctx.store, authorize),
+                build_device_router(ctx.store, health_board(ctx), authorize),
                 build_console_router(),
             ],
         )

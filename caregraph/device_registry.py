@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapters.registry.alerts import ALERT_SYSTEM, CLEARED, OPEN, SILENT, silence_issue
+from adapters.registry.alerts import ALERT_SYSTEM, OPEN, SILENT, silence_issue
 from adapters.registry.associations import (
     AssociationIndex,
     Attachment,
@@ -400,40 +400,50 @@ class SilenceAlerts:
         self.loaded = True
 
     def update(self, health: list[DeviceHealth], refs: Mapping[str, str], now: datetime) -> None:
+        """Raise or clear alerts for ``health``; the state changes only once written.
+
+        Raises:
+            StoreError: the write failed (the next update tries again).
+        """
         if not self.loaded:
             self.load()
+        state = dict(self.open)
         writes: list[dict[str, Any]] = []
         seen = set()
         for h in health:
             seen.add(h.device_id)
-            current = self.open.get(h.device_id)
-            ref = refs.get(h.device_id, "")
+            current = state.get(h.device_id)
             if h.silent and current is None:
                 since = now - timedelta(seconds=h.silent_for_s or 0)
+                ref = refs.get(h.device_id, "")
                 issue = silence_issue(h.device_id, ref, since, self.threshold_s, now)
-                self.open[h.device_id] = _Silence(issue, since)
+                state[h.device_id] = _Silence(issue, since)
                 writes.append(issue)
-                log.warning("serial: %s silent since %s", h.device_id, since.isoformat())
             elif not h.silent and current is not None:
+                del state[h.device_id]
                 writes.append(self._cleared(h.device_id, current, h.last_frame_at or now, now))
         # A device no longer served (retired, disconnected from the registry) is no alert.
-        for device_id in [d for d in self.open if d not in seen]:
-            writes.append(self._cleared(device_id, self.open[device_id], now, now))
+        for device_id in [d for d in state if d not in seen]:
+            writes.append(self._cleared(device_id, state.pop(device_id), now, now))
         if writes:
             self.store.upsert_many(writes)
+        for issue in writes:
+            device_id = issue["implicated"][0]["identifier"]["value"]
+            if issue["status"] == OPEN:
+                log.warning("serial: %s silent (%s)", device_id, issue["detail"])
+            else:
+                log.info("serial: %s sends again", device_id)
+        self.open = state
 
     def _cleared(
         self, device_id: str, current: _Silence, end: datetime, now: datetime
     ) -> dict[str, Any]:
-        del self.open[device_id]
         ref = (current.issue.get("implicated") or [{}])[0].get("reference", "")
-        detected = current.issue.get("detail", "")
         issue = silence_issue(
             device_id, ref, current.since, self.threshold_s, now, cleared=max(end, current.since)
         )
-        issue["detail"] = detected or issue["detail"]
-        assert issue["status"] == CLEARED
-        log.info("serial: %s sends again", device_id)
+        # Keep what was said when the silence was detected.
+        issue["detail"] = current.issue.get("detail") or issue["detail"]
         return issue
 
     def issue_id(self, device_id: str) -> str | None:

@@ -54,7 +54,7 @@ def silence_issue(
         "severity": "high",
         "implicated": [
             {
-                "reference": device_ref,
+                **({"reference": device_ref} if device_ref else {}),
                 "identifier": {"system": DEVICE_ID_SYSTEM, "value": device_id},
             }
         ],

@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from fhir.resources.R4B.detectedissue import DetectedIssue
+
 from adapters.registry.alerts import CLEARED, OPEN
 from caregraph.device_api import prometheus_text
 from caregraph.device_registry import HealthRow, SilenceAlerts
+from caregraph.errors import StoreUnavailable
 from devices.serial.base import DriverStats
 from devices.serial.gateway import DeviceHealth
 from devices.serial.port import LineSettings
@@ -53,8 +57,11 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.writes: list[list[dict[str, Any]]] = []
+        self.down = False
 
     def upsert_many(self, resources: list[dict[str, Any]]) -> None:
+        if self.down:
+            raise StoreUnavailable("database down")
         self.writes.append(resources)
 
 
@@ -81,3 +88,18 @@ def test_silence_alerts_write_only_on_change() -> None:
     alerts.update([_health("b", True)], refs, T0 + timedelta(seconds=10))
     alerts.update([], refs, T0 + timedelta(seconds=11))
     assert [w[0]["status"] for w in store.writes[2:]] == [OPEN, CLEARED]
+
+
+def test_an_alert_that_could_not_be_written_is_written_next_time() -> None:
+    store = FakeStore()
+    alerts = SilenceAlerts(store, 30)  # type: ignore[arg-type]
+    alerts.loaded = True
+    store.down = True
+    with pytest.raises(StoreUnavailable):
+        alerts.update([_health("a", True)], {}, T0)
+    assert alerts.issue_id("a") is None
+    store.down = False
+    alerts.update([_health("a", True)], {}, T0)
+    ((issue,),) = store.writes
+    DetectedIssue.model_validate(issue)  # no Device resource known: identifier only
+    assert issue["implicated"] == [{"identifier": {"system": "urn:caregraph:device", "value": "a"}}]

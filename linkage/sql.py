@@ -114,6 +114,18 @@ def _schema(dialect: str) -> list[tuple[int, list[str]]]:
                 "CREATE INDEX linkage_edge_dst ON linkage_edge (dst, rel, valid_from)",
             ],
         ),
+        (
+            4,
+            [
+                # Covering indexes: a hop reads only the index, never the table rows.
+                "DROP INDEX linkage_edge_src",
+                "DROP INDEX linkage_edge_dst",
+                "CREATE INDEX linkage_edge_out ON linkage_edge "
+                "(src, rel, valid_from, valid_to, dst)",
+                "CREATE INDEX linkage_edge_in ON linkage_edge "
+                "(dst, rel, valid_from, valid_to, src)",
+            ],
+        ),
     ]
 
 

@@ -25,8 +25,8 @@ def record(pid: str, **kw: object) -> SourceRecord:
 def test_migration_is_idempotent(database_url: str) -> None:
     db = open_database(database_url)
     try:
-        assert migrate(db) == 3
-        assert migrate(db) == 3
+        assert migrate(db) == 4
+        assert migrate(db) == 4
     finally:
         db.close()
 

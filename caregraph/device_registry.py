@@ -500,6 +500,8 @@ class SerialRole:
                 self.sync()
             except CaregraphError as exc:  # the database blipped: keep the drivers running
                 log.warning("serial: registry not read (%s); drivers unchanged", exc)
+            except Exception:  # the loop is the role: a bug must not stop the drivers
+                log.exception("serial: registry sync failed; drivers unchanged")
             try:
                 self.check_health()
             except CaregraphError as exc:

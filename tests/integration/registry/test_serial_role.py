@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from fhir.resources.R4B.observation import Observation
 from adapters.registry.alerts import CLEARED, OPEN
 from adapters.serial.observation import TAG_SYSTEM, device_resource_id
 from caregraph.device_api import build_device_router
+from caregraph.errors import StoreUnavailable
 from devices.simulators import SimulatorHandle, start_simulator
 from devices.simulators.base import DeviceClock
 from fhir_store.store import FhirStore
@@ -139,6 +141,20 @@ def test_the_role_follows_registry_changes_without_restart(
     assert running
     assert {pr.device_id for pr in problems} == {"broken-1"}
     wait_for(lambda: sorted(p.role.gateway.devices()) == ["vent-1", "vent-2"], 10, "both served")
+
+    # The database goes away for a while: the drivers keep running, the role keeps trying.
+    real = store.searching.search
+
+    def down(*_: Any, **__: Any) -> Any:
+        raise StoreUnavailable("database down")
+
+    store.searching.search = down  # type: ignore[method-assign]
+    syncs = p.role.syncs
+    time.sleep(1.0)
+    assert p.role.alive and p.role.syncs == syncs
+    assert sorted(p.role.gateway.devices()) == ["vent-1", "vent-2"]
+    store.searching.search = real  # type: ignore[method-assign]
+    wait_for(lambda: p.role.syncs > syncs, 10, "sync after the database is back")
 
     cli("retire", "vent-1")
     cli("retire", "vent-2")

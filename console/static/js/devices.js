@@ -3,13 +3,15 @@
 // registration and editing, and a device's own vitals charts.
 
 import { announce, field, fill, h } from "./dom.js";
-import { ApiError, authorizedFetch, entries, fhirGet, fhirPut } from "./fhir.js";
+import { ApiError, authorizedFetch, entries, fhirGet, fhirPost, fhirPut } from "./fhir.js";
 import { conceptText, effectiveMs, fmtAgo, fmtDate, humanName, iso, refId } from "./format.js";
 import { deviceName } from "./patients.js";
 import { allows } from "./session.js";
 import { VitalsView } from "./vitals.js";
 
 const POLL_MS = 5000;
+// DeviceUseStatements that never count as an attachment (a mistake, or a plan).
+const NOT_COUNTED = new Set(["entered-in-error", "intended"]);
 const DEVICE_ID_SYSTEM = "urn:caregraph:device";
 
 /** Silent when the last reading is older than ``silentMs`` (or there never was one). */
@@ -57,13 +59,25 @@ async function inventory() {
     }
   }
   const out = [...rows.values()];
-  // Names of the patients the devices are associated with, in one search.
-  const patientIds = [...new Set(out.map((r) => refId(r.device?.patient?.reference)).filter(Boolean))];
+  // The patient each device is attached to now (open DeviceUseStatements), else Device.patient.
+  try {
+    const uses = entries(await fhirGet("DeviceUseStatement", [["_count", "1000"]]), "DeviceUseStatement");
+    for (const st of uses) {
+      if (NOT_COUNTED.has(st.status) || st.timingPeriod?.end) continue;
+      const row = rows.get(refId(st.device?.reference));
+      if (row && st.subject?.reference) row.attachedTo = st.subject.reference;
+    }
+  } catch {
+    // a token without DeviceUseStatement access: Device.patient only
+  }
+  for (const r of out) r.attachedTo ||= r.device?.patient?.reference || null;
+  // Names of the patients the devices are attached to, in one search.
+  const patientIds = [...new Set(out.map((r) => refId(r.attachedTo)).filter(Boolean))];
   if (patientIds.length) {
     try {
       const found = entries(await fhirGet("Patient", [["_id", patientIds.join(",")], ["_count", "500"], ["_elements", "name"]]), "Patient");
       const names = new Map(found.map((p) => [p.id, humanName(p)]));
-      for (const r of out) r.patientName = names.get(refId(r.device?.patient?.reference)) || null;
+      for (const r of out) r.patientName = names.get(refId(r.attachedTo)) || null;
     } catch {
       // a token without Patient access still sees its devices, with the bare reference
     }
@@ -149,7 +163,7 @@ export function devicesView() {
         h("td", {}, conceptText(r.device?.type)),
         h("td", {}, r.device ? r.device.status || "—" : h("span", { class: "badge warn" }, "not registered")),
         h("td", {}, r.device?.location?.display || "—"),
-        h("td", {}, r.device?.patient ? h("a", { href: `#/patient/${encodeURIComponent(refId(r.device.patient.reference))}` }, r.patientName || r.device.patient.display || refId(r.device.patient.reference)) : "—"),
+        h("td", {}, r.attachedTo ? h("a", { href: `#/patient/${encodeURIComponent(refId(r.attachedTo))}` }, r.patientName || refId(r.attachedTo)) : "—"),
         c.last, c.rate, c.line, c.state);
       cells.set(r.id, c);
       return c.tr;
@@ -216,18 +230,42 @@ export function devicesView() {
 
 // ---------------------------------------------------------------- one device
 
+const CONNECTION_URL = "urn:caregraph:fhir:extension:serial-connection";
+const PLACEMENT_URL = "urn:caregraph:fhir:extension:placement";
+const PROTOCOLS = ["astm", "intellivue", "datex", "medibus"];
+
+function sub(ext, url) {
+  return (ext?.extension || []).find((x) => x.url === url);
+}
+
+/**
+ * The registry's serial-connection extension (see ``adapters/registry/device.py``) with
+ * protocol, port and baud rate set; line settings and driver options already there are
+ * kept. Null when no protocol or no port: the device is then not served by the gateway.
+ */
+export function connectionExtension(previous, protocol, port, baudrate) {
+  if (!protocol || !port) return null;
+  const kept = (previous?.extension || []).filter((x) => !["protocol", "port", "baudrate"].includes(x.url));
+  const subs = [{ url: "protocol", valueCode: protocol }, { url: "port", valueString: port }];
+  if (baudrate) subs.push({ url: "baudrate", valueInteger: baudrate });
+  return { url: CONNECTION_URL, extension: [...subs, ...kept] };
+}
+
 function deviceForm(device, identifierValue, onSaved) {
   const d = device || {};
-  const ident = h("input", { name: "identifier", required: true, value: d.identifier?.find((i) => i.system === DEVICE_ID_SYSTEM)?.value || identifierValue || "" , readonly: device ? true : undefined });
+  const conn = (d.extension || []).find((x) => x.url === CONNECTION_URL);
+  const ident = h("input", { name: "identifier", required: true, value: d.identifier?.find((i) => i.system === DEVICE_ID_SYSTEM)?.value || identifierValue || "", readonly: device ? true : undefined });
   const name = h("input", { name: "name", required: true, value: d.deviceName?.[0]?.name || "" });
   const type = h("input", { name: "type", value: d.type?.text || "" });
   const manufacturer = h("input", { name: "manufacturer", value: d.manufacturer || "" });
   const model = h("input", { name: "model", value: d.modelNumber || "" });
   const serial = h("input", { name: "serial", value: d.serialNumber || "" });
-  const location = h("input", { name: "location", value: d.location?.display || "" });
-  const patient = h("input", { name: "patient", value: d.patient?.reference ? refId(d.patient.reference) : "" });
+  const current = sub(conn, "protocol")?.valueCode || "";
+  const protocol = h("select", { name: "protocol" }, h("option", { value: "" }, "not on a serial line"),
+    ...PROTOCOLS.map((p) => h("option", { value: p, selected: p === current }, p)));
+  const port = h("input", { name: "port", value: sub(conn, "port")?.valueString || "" });
+  const baud = h("input", { name: "baudrate", type: "number", min: "1", step: "1", value: sub(conn, "baudrate")?.valueInteger ?? "" });
   const statusSel = h("select", { name: "status" }, ...["active", "inactive", "entered-in-error"].map((v) => h("option", { value: v, selected: (d.status || "active") === v }, v === "inactive" ? "inactive (retired)" : v)));
-  const connection = h("input", { name: "connection", value: (d.property || []).find((p) => p.type?.text === "connection")?.valueCode?.[0]?.text || "" });
   const message = h("p", { role: "status" });
   const canWrite = allows("Device", "u");
   const form = h("form", { class: "device-form", "aria-label": device ? "Edit device" : "Register device" },
@@ -235,9 +273,9 @@ function deviceForm(device, identifierValue, onSaved) {
     field("Device identifier (as the driver reports it)", ident, "e.g. demo-icu-monitor-1")[0],
     field("Name", name)[0], field("Type", type)[0], field("Manufacturer", manufacturer)[0],
     field("Model", model)[0], field("Serial number", serial)[0],
-    field("Connection (port, protocol, speed)", connection, "e.g. /dev/ttyUSB0 intellivue 115200")[0],
-    field("Placement (bed)", location, "e.g. ICU bed 04")[0],
-    field("Patient id (current association)", patient)[0],
+    field("Serial protocol", protocol)[0],
+    field("Serial port", port, "e.g. /dev/ttyUSB0")[0],
+    field("Baud rate", baud, "empty: the protocol's default")[0],
     field("Status", statusSel)[0],
     h("div", { class: "actions" }, h("button", { type: "submit", disabled: !canWrite }, device ? "Save changes" : "Register")),
     message);
@@ -245,9 +283,12 @@ function deviceForm(device, identifierValue, onSaved) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
+      if (protocol.value && !port.value.trim()) throw new Error("a serial protocol needs a port");
       const idResponse = await authorizedFetch(`device-id/${encodeURIComponent(ident.value.trim())}`);
       if (!idResponse.ok) throw new Error(`device id: ${idResponse.status}`);
       const { id } = await idResponse.json();
+      // Placement history, patient attachments and other extensions are kept as they are:
+      // the registry owns them (caregraph device place|attach, or the cards below).
       const resource = {
         ...d,
         resourceType: "Device",
@@ -260,14 +301,13 @@ function deviceForm(device, identifierValue, onSaved) {
         if (value.trim()) resource[key] = value.trim(); else delete resource[key];
       }
       if (type.value.trim()) resource.type = { text: type.value.trim() }; else delete resource.type;
-      if (location.value.trim()) resource.location = { display: location.value.trim() }; else delete resource.location;
-      if (patient.value.trim()) resource.patient = { reference: `Patient/${patient.value.trim()}` }; else delete resource.patient;
-      resource.property = (d.property || []).filter((p) => p.type?.text !== "connection");
-      if (connection.value.trim()) resource.property.push({ type: { text: "connection" }, valueCode: [{ text: connection.value.trim() }] });
-      if (!resource.property.length) delete resource.property;
+      const ext = connectionExtension(conn, protocol.value, port.value.trim(), Number(baud.value) || null);
+      resource.extension = [...(d.extension || []).filter((x) => x.url !== CONNECTION_URL), ...(ext ? [ext] : [])];
+      if (!resource.extension.length) delete resource.extension;
       delete resource.meta;
       const saved = await fhirPut(`Device/${id}`, resource);
       message.textContent = device ? "Saved." : "Registered.";
+      message.className = "";
       announce(`Device ${name.value.trim()} saved`);
       onSaved(saved);
     } catch (err) {
@@ -276,6 +316,98 @@ function deviceForm(device, identifierValue, onSaved) {
     }
   });
   return form;
+}
+
+/** Where the device stood over time: the registry's placement extensions. */
+function placementsCard(device) {
+  const rows = (device?.extension || []).filter((x) => x.url === PLACEMENT_URL).map((x) => ({
+    where: sub(x, "location")?.valueReference,
+    period: sub(x, "period")?.valuePeriod || {},
+  })).sort((a, b) => String(b.period.start).localeCompare(String(a.period.start)));
+  return h("section", { class: "card", "aria-label": "Placement" }, h("h2", {}, "Placement"),
+    rows.length ? h("ul", {}, ...rows.map((r) => h("li", {}, h("strong", {}, r.where?.display || r.where?.reference || "?"),
+      ` — ${fmtDate(r.period.start)} to ${r.period.end ? fmtDate(r.period.end) : "now"}`)))
+      : h("p", { class: "muted" }, "Not placed at a bed (caregraph device place sets it)."));
+}
+
+/** Patients the device was attached to over time (DeviceUseStatement), attach and detach. */
+function attachmentsCard(id, deviceIdentifier, onChange) {
+  const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  const patient = h("input", { name: "patient" });
+  const canWrite = allows("DeviceUseStatement", "c") && allows("DeviceUseStatement", "u");
+  const form = h("form", { class: "inline", "aria-label": "Attach to a patient" },
+    field("Patient id", patient, "the Patient this device measures from now on")[0],
+    h("button", { type: "submit", disabled: !canWrite }, "Attach"));
+  const card = h("section", { class: "card", "aria-label": "Patient attachments" }, h("h2", {}, "Patient attachments"), body, canWrite ? form : null);
+  let open = [];
+  const endOpen = async (when) => {
+    // As the registry does: an open attachment ends where the next one starts.
+    for (const st of open) {
+      await fhirPut(`DeviceUseStatement/${st.id}`, { ...st, meta: undefined, status: "completed", timingPeriod: { ...st.timingPeriod, end: when } });
+    }
+  };
+  const load = async () => {
+    try {
+      const statements = entries(await fhirGet("DeviceUseStatement", [["device", `Device/${id}`], ["_count", "200"]]), "DeviceUseStatement")
+        .filter((st) => !NOT_COUNTED.has(st.status))
+        .sort((a, b) => String(b.timingPeriod?.start).localeCompare(String(a.timingPeriod?.start)));
+      open = statements.filter((st) => !st.timingPeriod?.end);
+      const ids = [...new Set(statements.map((st) => refId(st.subject?.reference)).filter(Boolean))];
+      const names = new Map();
+      if (ids.length) {
+        try {
+          for (const p of entries(await fhirGet("Patient", [["_id", ids.join(",")], ["_elements", "name"]]), "Patient")) names.set(p.id, humanName(p));
+        } catch {
+          // without Patient access, the references alone
+        }
+      }
+      const detach = h("button", { type: "button", class: "small", disabled: !canWrite || !open.length }, "Detach now");
+      detach.addEventListener("click", async () => {
+        await endOpen(new Date().toISOString());
+        announce("Detached");
+        await load();
+        onChange();
+      });
+      fill(body, statements.length ? h("table", { class: "list" },
+        h("caption", { class: "sr-only" }, "Patients this device was attached to"),
+        h("thead", {}, h("tr", {}, ...["Patient", "From", "Until", "Status"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, ...statements.map((st) => {
+          const pid = refId(st.subject?.reference);
+          return h("tr", {},
+            h("td", {}, pid ? h("a", { href: `#/patient/${encodeURIComponent(pid)}` }, names.get(pid) || pid) : "—"),
+            h("td", {}, fmtDate(st.timingPeriod?.start)), h("td", {}, st.timingPeriod?.end ? fmtDate(st.timingPeriod.end) : "attached now"),
+            h("td", {}, st.status));
+        }))) : h("p", { class: "muted" }, "Never attached to a patient."), open.length ? detach : null);
+    } catch (err) {
+      fill(body, h("p", { class: err.status === 403 ? "notice" : "error" }, err.message));
+    }
+  };
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const pid = patient.value.trim();
+    if (!pid) return;
+    try {
+      await fhirGet(`Patient/${encodeURIComponent(pid)}`, [["_elements", "id"]]);
+      const now = new Date().toISOString();
+      await endOpen(now);
+      await fhirPost("DeviceUseStatement", {
+        resourceType: "DeviceUseStatement",
+        status: "active",
+        subject: { reference: `Patient/${pid}` },
+        device: { reference: `Device/${id}`, ...(deviceIdentifier ? { identifier: { system: DEVICE_ID_SYSTEM, value: deviceIdentifier } } : {}) },
+        timingPeriod: { start: now },
+        recordedOn: now,
+      });
+      patient.value = "";
+      announce(`Attached to patient ${pid}`);
+      await load();
+      onChange();
+    } catch (err) {
+      announce(`Not attached: ${err.message}`, "error");
+    }
+  });
+  load();
+  return card;
 }
 
 export function newDeviceView() {
@@ -308,10 +440,12 @@ export function deviceView(id) {
     const seenAs = readings[0]?.device?.identifier?.value;
     heading.textContent = device ? `Device: ${deviceName(device)}` : `Unregistered device ${seenAs || id}`;
     vitals = new VitalsView([["device", refs.join(",")]], { title: "Readings", windowMs: 15 * 60e3 });
+    const identifierValue = device?.identifier?.find((i) => i.system === DEVICE_ID_SYSTEM)?.value || seenAs;
     fill(body,
       h("section", { class: "card" }, h("h2", {}, device ? "Registry entry" : "Register this device"),
         device ? null : h("p", {}, "Readings arrive from this device, but it has no Device resource yet."),
         deviceForm(device, seenAs, (saved) => { heading.textContent = `Device: ${deviceName(saved)}`; })),
+      device ? h("div", { class: "grid2" }, placementsCard(device), attachmentsCard(id, identifierValue, () => {})) : null,
       vitals.el,
       h("section", { class: "card" }, h("h2", {}, "Latest readings"),
         readings.length ? h("table", { class: "list" },

@@ -77,6 +77,14 @@ export function fhirPut(path, resource) {
   });
 }
 
+export function fhirPost(path, resource) {
+  return request(`${FHIR_BASE}/${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/fhir+json" },
+    body: JSON.stringify(resource),
+  });
+}
+
 export function linkageGet(path, params) {
   return request(`${LINKAGE_BASE}/${path}${query(params)}`);
 }

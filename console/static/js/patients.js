@@ -234,12 +234,19 @@ function partiesCard(encounters, included, patients) {
 
 /** ``metricSource``: "DeviceMetric/x" -> "Device/y", so a monitor's metrics (as HL7
  * PCD-01 reports readings) count as the monitor's own readings. */
-function devicesCard(devices, seen, metricSource = new Map()) {
+function devicesCard(devices, seen, metricSource = new Map(), attachments = []) {
   const rows = new Map();
-  for (const d of devices) rows.set(`Device/${d.id}`, { device: d, first: null, last: null, count: 0 });
+  for (const d of devices) rows.set(`Device/${d.id}`, { device: d, first: null, last: null, count: 0, periods: [] });
+  for (const st of attachments) {
+    const ref = st.device?.reference;
+    if (!ref) continue;
+    const row = rows.get(ref) || { device: null, label: st.device.identifier?.value, first: null, last: null, count: 0, periods: [] };
+    row.periods.push(st.timingPeriod || {});
+    rows.set(ref, row);
+  }
   for (const [seenRef, info] of seen) {
     const ref = metricSource.get(seenRef) || seenRef;
-    const row = rows.get(ref) || { device: null, label: info.label, first: null, last: null, count: 0 };
+    const row = rows.get(ref) || { device: null, label: info.label, first: null, last: null, count: 0, periods: [] };
     row.first = row.first === null ? info.first : Math.min(row.first, info.first);
     row.last = row.last === null ? info.last : Math.max(row.last, info.last);
     row.count += info.count;
@@ -249,11 +256,12 @@ function devicesCard(devices, seen, metricSource = new Map()) {
   return section("Devices",
     h("table", { class: "list" },
       h("caption", { class: "sr-only" }, "Devices attached to or measuring this patient"),
-      h("thead", {}, h("tr", {}, ...["Device", "Type", "Status", "Readings in the chart window", "First", "Last"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ...["Device", "Type", "Status", "Attached", "Readings in the chart window", "First", "Last"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, ...[...rows.entries()].map(([ref, r]) => h("tr", {},
         h("td", {}, h("a", { href: `#/device/${encodeURIComponent(refId(ref))}` }, deviceName(r.device) || r.label || ref)),
         h("td", {}, conceptText(r.device?.type)),
         h("td", {}, r.device?.status || "not registered"),
+        h("td", {}, r.periods.length ? r.periods.map((p) => `${fmtDate(p.start)} – ${p.end ? fmtDate(p.end) : "now"}`).join("; ") : "—"),
         h("td", {}, String(r.count)),
         h("td", {}, r.first ? fmtDate(new Date(r.first).toISOString()) : "—"),
         h("td", {}, r.last ? fmtAgo(Date.now() - r.last) : "—"))))));
@@ -320,12 +328,13 @@ export function recordView(id) {
       // Each card stands alone: a search the token does not allow (403) or that fails
       // leaves a note in its card, and the rest of the record still shows.
       const settle = (promise) => promise.then((value) => ({ value }), (error) => ({ error }));
-      const [enc, dev, img, pat] = await Promise.all([
+      const [enc, dev, img, pat, use] = await Promise.all([
         fhirGet("Encounter", [["subject", subjects], ["_sort", "-date"], ["_count", "100"],
           ["_include", "Encounter:participant"], ["_include", "Encounter:service-provider"], ["_include", "Encounter:location"]]),
         fhirGet("Device", [["patient", subjects], ["_count", "100"]]),
         fhirGet("ImagingStudy", [["subject", subjects], ["_sort", "-started"], ["_count", "50"]]),
         fhirGet("Patient", [["_id", who.ids.join(",")], ["_include", "Patient:general-practitioner"], ["_include", "Patient:organization"]]),
+        fhirGet("DeviceUseStatement", [["subject", subjects], ["_count", "200"], ["_include", "DeviceUseStatement:device"]]),
       ].map(settle));
       const included = new Map();
       for (const b of [enc.value, pat.value]) {
@@ -335,10 +344,13 @@ export function recordView(id) {
       swap("parties", withNote(partiesCard(encounters, included, pat.value ? entries(pat.value, "Patient") : [who.patient]), enc.error || pat.error));
       swap("encounters", enc.error ? section("Encounters", failure(enc.error)) : encountersCard(encounters, included));
       swap("imaging", img.error ? section("Imaging", failure(img.error)) : imagingCard(entries(img.value, "ImagingStudy")));
-      const devices = dev.value ? entries(dev.value, "Device") : [];
+      // Devices attached over time (the registry's DeviceUseStatements) and Device.patient.
+      const attachments = use.value ? entries(use.value, "DeviceUseStatement").filter((st) => !["entered-in-error", "intended"].includes(st.status)) : [];
+      const devices = [...(dev.value ? entries(dev.value, "Device") : []), ...(use.value ? entries(use.value, "Device") : [])]
+        .filter((d, i, all) => all.findIndex((x) => x.id === d.id) === i);
       const metricSource = new Map();
       const asked = new Set();
-      const drawDevices = (seen) => swap("devices", withNote(devicesCard(devices, seen, metricSource), dev.error));
+      const drawDevices = (seen) => swap("devices", withNote(devicesCard(devices, seen, metricSource, attachments), dev.error));
       const resolveMetrics = async (seen) => {
         const unknown = [...seen.keys()].filter((r) => r.startsWith("DeviceMetric/") && !asked.has(r));
         if (!unknown.length) return;

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from adapters.registry.device import registration_from_device
 from adapters.serial.observation import device_resource_id
 from tests.e2e.console import seed
 from tests.e2e.console.conftest import (
@@ -28,6 +29,13 @@ from tests.e2e.console.conftest import (
 
 pytestmark = pytest.mark.e2e
 
+ATTACHED = "console-attached-1"
+ATTACHED_PATIENT = {
+    "resourceType": "Patient",
+    "id": ATTACHED,
+    "name": [{"family": "Monitored", "given": ["Maria"]}],
+    "birthDate": "1970-01-01",
+}
 HR_CODES = "http://loinc.org|8867-4,urn:iso:std:iso:11073:10101|147842"
 SUBJECTS = ",".join(f"Patient/{p}" for p in (*seed.SOURCE_IDS, seed.GOLDEN_ID))
 
@@ -135,27 +143,58 @@ def test_devices_live_status_registration_and_real_readings(
     screenshot(page, "device-readings")
 
     page.get_by_label("Name", exact=True).fill("ICU monitor, bed 1")
-    page.get_by_label("Placement (bed)").fill("ICU bed 01")
     page.get_by_role("button", name="Register").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Device: ICU monitor, bed 1")
     with demo.fhir() as fhir:
         stored = fhir.get(f"/Device/{serial_id}").json()
     assert stored["deviceName"][0]["name"] == "ICU monitor, bed 1"
     assert stored["identifier"] == [{"system": "urn:caregraph:device", "value": DEMO_DEVICE}]
-    assert stored["location"] == {"display": "ICU bed 01"}
+    # What the console wrote is a registration the registry reads.
+    assert registration_from_device(stored).device_id == DEMO_DEVICE
 
-    # A device that never sent anything: registered, then shown as silent.
+    # Attach it to a patient (the registry's DeviceUseStatement) on the device page ...
+    with demo.fhir() as fhir:
+        fhir.put(f"/Patient/{ATTACHED}", json=ATTACHED_PATIENT).raise_for_status()
+    page.reload()
+    attachments = page.get_by_role("region", name="Patient attachments")
+    attachments.get_by_label("Patient id").fill(ATTACHED)
+    attachments.get_by_role("button", name="Attach").click()
+    expect(attachments.get_by_role("link", name="Monitored, Maria")).to_be_visible()
+    expect(attachments).to_contain_text("attached now")
+    # ... and the monitor's next readings, through the real pipeline, are that patient's.
+    attachments.get_by_role("link", name="Monitored, Maria").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Monitored, Maria")
+    expect(page.get_by_role("region", name="Devices")).to_contain_text("ICU monitor, bed 1")
+    hr = page.locator('figure[data-panel="hr"]')
+    expect(hr).not_to_have_attribute("data-points", "0", timeout=30_000)
+    screenshot(page, "attached-patient-live")
+    page.go_back()
+
+    # A device that never sent anything, on a serial line: registered, then shown silent.
     page.goto(demo.app + "#/device-new")
     page.get_by_label("Device identifier (as the driver reports it)").fill("e2e-pump-9")
     page.get_by_label("Name", exact=True).fill("Infusion pump 9")
+    page.get_by_label("Serial protocol").select_option("astm")
+    page.get_by_label("Serial port").fill("/dev/ttyE2E9")
+    page.get_by_label("Baud rate").fill("9600")
     page.get_by_role("button", name="Register").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Device: Infusion pump 9")
+    with demo.fhir() as fhir:
+        pump = fhir.get(f"/Device/{device_resource_id('e2e-pump-9')}").json()
+    connection = registration_from_device(pump).connection
+    assert connection is not None
+    assert (connection.protocol, connection.port, connection.line.baudrate) == (
+        "astm",
+        "/dev/ttyE2E9",
+        9600,
+    )
 
     page.get_by_role("link", name="All devices").click()
     pump = page.locator(f'tr[data-device="{device_resource_id("e2e-pump-9")}"]')
     expect(pump).to_have_attribute("data-state", "no-readings")
     expect(pump).to_have_class("silent")
     expect(row).to_contain_text("ICU monitor, bed 1")
+    expect(row).to_contain_text("Monitored, Maria")  # attached now
     expect(row).to_have_attribute("data-state", "ok")
     expect(row).not_to_have_class("silent")
     screenshot(page, "devices")

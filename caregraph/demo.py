@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
 import typer
 
+from adapters.hl7v2.parties import patient_id_for
+from adapters.registry.device import Registration, SerialConnection
+from caregraph.device_admin import DeviceAdmin, RegistryRefused
 from caregraph.runtime import Service, ThreadService
 from caregraph.security_cli import mint_development_token
 from caregraph.settings import Settings
@@ -23,7 +27,6 @@ from caregraph.wiring import Context
 from devices.feeds.hl7 import HospitalFeed, SimPatient
 from devices.feeds.modality import SAMPLE_FILES, PatientLabel, relabel, send
 from devices.mllp.client import MllpClient
-from devices.serial import make_driver
 from devices.simulators import SimulatorHandle, start_simulator
 
 log = logging.getLogger(__name__)
@@ -32,29 +35,66 @@ SERIAL_DEVICES = (("intellivue", "demo-icu-monitor-1"), ("datex", "demo-or-monit
 TALLY_TYPES = ("Patient", "Encounter", "Observation", "Device", "ImagingStudy")
 
 
-class SerialSource:
-    """A device simulator on a pty and the real driver reading it."""
+class RegisteredMonitor(ThreadService):
+    """A monitor simulator on a pty, registered in the device registry so that the serial
+    role opens its port, and attached to a feed patient as soon as that patient is admitted.
 
-    def __init__(self, ctx: Context, protocol: str, device_id: str, seed: int) -> None:
-        self.name = f"sim:{device_id}"
+    Readings from before the attachment stay unassigned (tagged so), as on a real ward
+    where a monitor is switched on before it is connected to the patient.
+    """
+
+    def __init__(
+        self, ctx: Context, protocol: str, device_id: str, seed: int, patient_id: str
+    ) -> None:
         self._ctx = ctx
         self._protocol = protocol
         self._device_id = device_id
         self._seed = seed
+        self._patient_id = patient_id
         self._handle: SimulatorHandle | None = None
-        self._driver: ThreadService | None = None
+        super().__init__(f"sim:{device_id}", self._attach_when_admitted)
 
     def start(self) -> None:
         path, self._handle = start_simulator(self._protocol, seed=self._seed)
-        driver = make_driver(self._protocol, path, self._device_id, self._ctx.bus)
-        self._driver = ThreadService(f"driver:{self._device_id}", driver.run)
-        self._driver.start()
+        admin = DeviceAdmin(self._ctx.store)
+        connection = SerialConnection(self._protocol, path)
+        if admin.find(self._device_id) is None:
+            admin.add(
+                Registration(
+                    self._device_id,
+                    name=f"Demo {self._protocol} monitor",
+                    type_text="patient monitor",
+                    connection=connection,
+                ),
+                location="ICU bed 01" if "icu" in self._device_id else "OR 2",
+            )
+        else:  # a new pty each run: follow it, and bring the device back into service
+            reg, base = admin.get(self._device_id)
+            admin.save(replace(reg, connection=connection, status="active"), base)
+        super().start()
+
+    def _attach_when_admitted(self, stop: threading.Event) -> None:
+        admin = DeviceAdmin(self._ctx.store)
+        while not stop.wait(1):
+            try:
+                subject = admin.patient(f"Patient/{self._patient_id}")
+            except RegistryRefused:
+                continue  # not admitted yet
+            admin.attach(self._device_id, subject, datetime.now(UTC), None)
+            log.info("%s attached to %s", self._device_id, subject.get("display"))
+            stop.wait()  # a source lives as long as the demo
+            return
 
     def stop(self) -> None:
-        if self._driver is not None:
-            self._driver.stop()
+        super().stop()
         if self._handle is not None:
             self._handle.stop()
+
+
+def adt_patient_id(feed: HospitalFeed, p: SimPatient) -> str:
+    """The id the HL7 mapping gives the Patient that ``p``'s ADT admission creates."""
+    mrn = {"system": f"urn:oid:{feed.authority_oid}", "value": p.mrn}
+    return str(patient_id_for([{**mrn, "type": {"coding": [{"code": "MR"}]}}]))
 
 
 class Hl7Source(ThreadService):
@@ -159,11 +199,13 @@ def tally(
 
 def sources(ctx: Context) -> list[Service]:
     """The simulated sources the demo runs beside the roles."""
-    out: list[Service] = [
-        SerialSource(ctx, protocol, device_id, seed)
-        for seed, (protocol, device_id) in enumerate(SERIAL_DEVICES, start=1)
-    ]
     feed = HospitalFeed(patients=6, seed=1)
+    out: list[Service] = [
+        RegisteredMonitor(ctx, protocol, device_id, seed, adt_patient_id(feed, patient))
+        for seed, ((protocol, device_id), patient) in enumerate(
+            zip(SERIAL_DEVICES, feed.patients[: len(SERIAL_DEVICES)], strict=True), start=1
+        )
+    ]
     out.append(Hl7Source(ctx.settings, feed))
     out.append(ModalitySource(ctx.settings, feed))
     out.append(tally(ctx.settings))

@@ -13,8 +13,10 @@ import httpx
 import pytest
 
 from adapters.serial.observation import device_resource_id
+from caregraph.demo import adt_patient_id
 from caregraph.security_cli import mint_development_token
 from caregraph.settings import Settings
+from devices.feeds.hl7 import HospitalFeed
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.e2e
@@ -51,11 +53,16 @@ def test_demo_makes_data_flow_end_to_end(tmp_path: Path) -> None:
         text=True,
     )
     seen: dict[str, int] = {}
+    feed = HospitalFeed(patients=6, seed=1)  # the demo's feed: same seed, same patients
     wanted = {
-        # serial monitors on PTYs, read by the real drivers
+        # serial monitors on PTYs, registered, read by the serial role, and attached to
+        # the first two admitted patients: their readings carry the patient
         **{
-            f"Observation?device=Device/{device_resource_id(device)}": 1
-            for device in ("demo-icu-monitor-1", "demo-or-monitor-1")
+            f"Observation?device=Device/{device_resource_id(device)}"
+            f"&subject=Patient/{adt_patient_id(feed, patient)}": 1
+            for device, patient in zip(
+                ("demo-icu-monitor-1", "demo-or-monitor-1"), feed.patients, strict=False
+            )
         },
         # the HIS over MLLP: admitted patients, and their PCD-01 vitals by LOINC-less MDC code
         "Patient?identifier=urn:oid:2.16.840.1.113883.3.999.1|MRN100005": 1,

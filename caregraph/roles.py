@@ -215,13 +215,6 @@ def _linkage(ctx: Context) -> Service:
     return consumer_service(ctx, "linkage", "linkage", [fhir_topic("Patient")], handler)
 
 
-def _not_built(role: str, issue: int) -> Callable[[Context], Service]:
-    def build(ctx: Context) -> Service:
-        raise ConfigError(f"role {role} is not built yet (issue {issue}); leave it out of --role")
-
-    return build
-
-
 ROLE_BUILDERS: dict[str, Callable[[Context], Service]] = {
     "api": ApiService,
     "mllp": _mllp,
@@ -231,7 +224,7 @@ ROLE_BUILDERS: dict[str, Callable[[Context], Service]] = {
     "store-writer": _store_writer,
     "linkage": _linkage,
 }
-AVAILABLE_ROLES = tuple(r for r, b in ROLE_BUILDERS.items() if b.__name__ != "build")
+AVAILABLE_ROLES = tuple(ROLE_BUILDERS)
 
 
 def all_topics(ctx: Context) -> list[str]:

@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from fhir_store import combos
 from fhir_store.dates import HIGHEST, LOWEST, date_range
 from fhir_store.fhirpath import Collection, Node, shared_evaluation
 from fhir_store.searchparams import COLUMN_PARAMS, Registry, SearchParam, element_keys
@@ -132,7 +133,7 @@ class Indexer:
 
     def rows(self, resource: Mapping[str, Any], into: Rows | None = None) -> Rows:
         """Index rows for one resource, added to ``into`` (a table -> rows mapping)."""
-        out: Rows = into if into is not None else {}
+        out: Rows = {}
         res_type = resource["resourceType"]
         res_id = resource["id"]
         keys = element_keys(resource)
@@ -143,7 +144,20 @@ class Indexer:
                 found = param.evaluate(resource)
                 if found:
                     self._add(out, res_type, res_id, param, found)
-        return out
+        for compound in combos.for_type(res_type):
+            rows = combos.compound_rows(
+                compound,
+                list(out.get("idx_reference", ())),
+                list(out.get("idx_token", ())),
+                list(out.get("idx_date", ())),
+            )
+            if rows:
+                out.setdefault("idx_compound", set()).update(rows)
+        if into is None:
+            return out
+        for table, part in out.items():
+            into.setdefault(table, set()).update(part)
+        return into
 
     def _add(
         self, out: Rows, res_type: str, res_id: str, param: SearchParam, found: Collection
@@ -261,6 +275,7 @@ def _composite_values(
 
 #: Column order of each table's rows as :class:`Indexer` builds them.
 COLUMNS: dict[str, tuple[str, ...]] = {
+    "idx_compound": combos.COLUMNS,
     "idx_token": ("res_type", "res_id", "param", "system", "code", "text"),
     "idx_string": ("res_type", "res_id", "param", "value", "exact"),
     "idx_date": ("res_type", "res_id", "param", "lo", "hi"),

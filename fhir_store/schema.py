@@ -102,6 +102,28 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX resources_live ON resources (res_type, res_id, deleted, first_created)",
         ],
     ),
+    (
+        # Compound (reference, token, date) rows: see fhir_store/combos.py. Backfilled from
+        # the per-parameter rows so that an upgraded store answers searches the same way.
+        5,
+        [
+            "CREATE TABLE idx_compound (res_type TEXT NOT NULL, res_id TEXT NOT NULL,"
+            " combo TEXT NOT NULL, ref_id TEXT NOT NULL, system TEXT NOT NULL,"
+            " code TEXT NOT NULL, lo TEXT NOT NULL, hi TEXT NOT NULL)",
+            "CREATE INDEX idx_compound_key ON idx_compound"
+            " (res_type, combo, ref_id, code, system, hi, lo, res_id)",
+            "CREATE INDEX idx_compound_res ON idx_compound (res_id, res_type)",
+            "INSERT INTO idx_compound (res_type, res_id, combo, ref_id, system, code, lo, hi)"
+            " SELECT r.res_type, r.res_id, 'patient|code|date', r.target_id, t.system, t.code,"
+            " d.lo, d.hi FROM idx_reference r"
+            " JOIN idx_token t ON t.res_type = r.res_type AND t.res_id = r.res_id"
+            " AND t.param = 'code'"
+            " JOIN idx_date d ON d.res_type = r.res_type AND d.res_id = r.res_id"
+            " AND d.param = 'date'"
+            " WHERE r.res_type = 'Observation' AND r.param = 'patient'"
+            " AND r.target_type = 'Patient'",
+        ],
+    ),
 ]
 
 INDEX_TABLES = (
@@ -113,4 +135,5 @@ INDEX_TABLES = (
     "idx_uri",
     "idx_number",
     "idx_composite",
+    "idx_compound",
 )

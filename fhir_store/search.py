@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from fhir_store import combos
 from fhir_store.dates import FORMAT, date_range
 from fhir_store.errors import InvalidSearch, NotSupported
 from fhir_store.indexing import normalize, reference_target
@@ -174,7 +175,13 @@ class QueryBuilder:
     ) -> Query:
         """Raises ``InvalidSearch`` for unreadable values (and unknown names when strict)."""
         query = Query(type_name, [], [], DEFAULT_COUNT, 0, "auto", None, None, [], [], [], [])
-        for name, raw in params:
+        compound, consumed = self._compound(type_name, params)
+        if compound is not None:
+            query.where.append(compound)
+        for index, (name, raw) in enumerate(params):
+            if index in consumed:
+                query.used.append((name, raw))
+                continue
             base, _, modifier = name.partition(":")
             if base in ("_include", "_revinclude") and modifier in ("iterate", "recurse"):
                 spec = self._include_spec(raw, name)
@@ -199,6 +206,48 @@ class QueryBuilder:
             query.where.append(condition)
             query.used.append((name, raw))
         return query
+
+    def _compound(
+        self, type_name: str, params: Sequence[tuple[str, str]]
+    ) -> tuple[Sql | None, set[int]]:
+        """One ``idx_compound`` predicate for a reference, a token and a date named together
+        (see ``combos.py``), and which parameters it stands for; else ``(None, set())``."""
+        for compound in combos.for_type(type_name):
+            ref_names = (compound.reference, f"{compound.reference}:{compound.target_type}")
+            found: dict[str, int] = {}
+            for index, (name, raw) in enumerate(params):
+                if not raw or ("," in raw and name != compound.token):
+                    continue
+                if name in ref_names and "ref" not in found:
+                    found["ref"] = index
+                elif name == compound.token and "token" not in found:
+                    found["token"] = index
+                elif name == compound.date and "date" not in found:
+                    found["date"] = index
+            if len(found) < 3:
+                continue
+            ref_raw = params[found["ref"]][1]
+            kind, ref_id = reference_target(ref_raw)
+            if kind not in ("", compound.target_type):
+                continue
+            values = split_values(params[found["token"]][1])
+            if any(not v for v in values):
+                continue  # the plain path reports the empty value
+            tokens = self._token_values(values, compound.token)
+            codes = [_unescape(_split_pipe(v)[-1]) for v in values]
+            if all(codes):  # lets the index range on code; the pairs then check systems
+                tokens = Sql(
+                    f"code IN ({', '.join('?' * len(codes))}) AND {tokens.text}",
+                    [*codes, *tokens.params],
+                )
+            dates = self._date_range_sql("lo", "hi", params[found["date"]][1], compound.date)
+            body = (
+                "idx_compound WHERE res_type = ? AND combo = ? AND ref_id = ?"
+                f" AND {tokens.text} AND {dates.text}"
+            )
+            args = [type_name, compound.name, ref_id or ref_raw, *tokens.params, *dates.params]
+            return _sub("r", False, "res_id", body, args, -1), set(found.values())
+        return None, set()
 
     # -- result parameters ---------------------------------------------------------------
 

@@ -152,3 +152,40 @@ def test_clock_is_the_databases_in_column_form(db_url: str) -> None:
     moment = datetime.strptime(first, FORMAT).replace(tzinfo=UTC)
     assert abs((datetime.now(UTC) - moment).total_seconds()) < 60
     assert len(first) == len("2020-01-01T00:00:00.000000") and second >= first
+
+
+def test_upgrade_to_compound_index_backfills_it(db_url: str) -> None:
+    old = open_database(db_url, migrate=False)
+    old.migrate(upto=4)
+    with old.transaction() as tx:
+        tx.insert_rows(
+            "idx_reference",
+            ["res_type", "res_id", "param", "target_type", "target_id", "ref"],
+            [("Observation", "o", "patient", "Patient", "p", "Patient/p")],
+        )
+        tx.insert_rows(
+            "idx_token",
+            ["res_type", "res_id", "param", "system", "code"],
+            [("Observation", "o", "code", "http://loinc.org", "8867-4")],
+        )
+        tx.insert_rows(
+            "idx_date",
+            ["res_type", "res_id", "param", "lo", "hi"],
+            [
+                (
+                    "Observation",
+                    "o",
+                    "date",
+                    "2024-01-01T00:00:00.000000",
+                    "2024-01-01T00:00:00.999999",
+                )
+            ],
+        )
+    old.close()
+    new = open_database(db_url)
+    with new.transaction(write=False) as tx:
+        rows = tx.execute("SELECT res_id, combo, ref_id, code, lo FROM idx_compound").fetchall()
+    new.close()
+    assert [tuple(r) for r in rows] == [
+        ("o", "patient|code|date", "p", "8867-4", "2024-01-01T00:00:00.000000")
+    ]

@@ -191,3 +191,77 @@ def test_id_and_last_updated_refuse_other_modifiers(loaded: FhirStore) -> None:
     with pytest.raises(InvalidSearch, match=":not"):
         loaded.searching.search("Patient", [("_id:not", "pat1")])
     assert len(loaded.searching.search("Patient", [("_lastUpdated:missing", "false")]).matches) == 2
+
+
+def test_compound_index_answers_exactly_like_the_plain_path(
+    loaded: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_store import combos
+
+    extra = [
+        {
+            "resourceType": "Observation",
+            "id": f"c{i}",
+            "status": "final",
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://loinc.org" if i % 3 else "urn:other",
+                        "code": ["8867-4", "8310-5"][i % 2],
+                    }
+                ]
+            },
+            "subject": {"reference": f"Patient/pat{1 + i % 2}"},
+            "effectiveDateTime": f"2024-02-{1 + i:02d}T12:00:00Z",
+        }
+        for i in range(12)
+    ]
+    loaded.upsert_many(extra)
+    searches = [
+        [("patient", p), ("code", c), ("date", d)]
+        for p in ("Patient/pat1", "pat2", "Patient/nobody", "Group/pat1")
+        for c in (
+            "8867-4",
+            "http://loinc.org|8867-4",
+            "urn:other|8867-4,8310-5",
+            "http://loinc.org|",
+        )
+        for d in ("ge2024-02-05", "lt2024-02-03", "2024-02", "ap2024-02-06", "eb2024-01-01")
+    ]
+    searches += [
+        [
+            ("patient", "pat1"),
+            ("code", "8867-4"),
+            ("date", "ge2024-02-01"),
+            ("date", "le2024-02-09"),
+            ("_sort", "-date"),
+        ],
+        [("patient", "pat1"), ("code", "8310-5"), ("code", "urn:other|8310-5"), ("date", "ge2024")],
+    ]
+    fast = [[m.id for m in loaded.searching.search("Observation", s).matches] for s in searches]
+    monkeypatch.setattr(combos, "COMPOUNDS", ())
+    plain = [[m.id for m in loaded.searching.search("Observation", s).matches] for s in searches]
+    assert fast == plain
+    assert sum(map(len, fast)) > 20  # the comparison is not between empty results
+
+
+def test_compound_rows_are_written_and_replaced(loaded: FhirStore) -> None:
+    query = loaded.searching.builder.build(
+        "Observation", [("patient", "pat1"), ("code", "8867-4"), ("date", "2024-01-01")]
+    )
+    assert query.where[0].rank == -1 and "idx_compound" in query.where[0].text
+    obs = loaded.read("Observation", "obs1").resource()
+    obs["effectiveDateTime"] = "2025-05-05T00:00:00Z"
+    loaded.update("Observation", "obs1", obs)
+    assert [
+        m.id
+        for m in loaded.searching.search(
+            "Observation", [("patient", "pat1"), ("code", "8867-4"), ("date", "2024-01-01")]
+        ).matches
+    ] == []
+    assert [
+        m.id
+        for m in loaded.searching.search(
+            "Observation", [("patient", "pat1"), ("code", "8867-4"), ("date", "2025-05")]
+        ).matches
+    ] == ["obs1"]

@@ -39,7 +39,24 @@ def test_escaped_commas() -> None:
 
 def test_ranks_drive_from_references() -> None:
     query = QueryBuilder(default_registry()).build(
-        "Observation", [("date", "ge2020"), ("code", "x"), ("patient", "Patient/1")]
+        "Observation", [("date", "ge2020"), ("code", "x"), ("subject", "Patient/1")]
     )
     assert [w.rank for w in query.where] == [2, 1, 0]
     assert all(w.exists and w.exists.startswith("EXISTS") for w in query.where)
+
+
+def test_patient_code_date_together_use_the_compound_index() -> None:
+    query = QueryBuilder(default_registry()).build(
+        "Observation",
+        [
+            ("date", "ge2020"),
+            ("code", "http://loinc.org|8867-4"),
+            ("patient", "Patient/1"),
+            ("status", "final"),
+        ],
+    )
+    assert len(query.where) == 2
+    compound = next(w for w in query.where if w.rank == -1)
+    assert "idx_compound" in compound.text and "code IN (?)" in compound.text
+    assert compound.params[:3] == ["Observation", "patient|code|date", "1"]
+    assert [name for name, _ in query.used] == ["date", "code", "patient", "status"]

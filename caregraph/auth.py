@@ -31,3 +31,9 @@ def authorize(request: Request) -> Principal:
             headers={"WWW-Authenticate": REALM},
         )
     return principal
+
+
+def actor(request: Request) -> str:
+    """Who made a manual decision (link, merge, ...), as the validated token names them."""
+    principal = authorize(request)
+    return principal.fhir_user or principal.subject

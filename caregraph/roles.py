@@ -20,7 +20,7 @@ from bus import DEADLETTER, RAW_DEVICE, RAW_DICOM, RAW_HL7V2, Message, Record, f
 from bus.worker import Handler, run_consumer
 from caregraph import security_wiring
 from caregraph.app import create_app
-from caregraph.auth import authorize
+from caregraph.auth import actor, authorize
 from caregraph.device_api import build_device_router
 from caregraph.device_registry import build_resolver, build_serial_role, health_board
 from caregraph.errors import ConfigError
@@ -36,7 +36,10 @@ from devices.serial.normalizer import normalize_batch as normalize_device_batch
 from fhir_store.api import build_router
 from fhir_store.errors import ResourceGone, ResourceNotFound
 from fhir_store.writer import handle_fhir_batch
-from linkage.handler import PatientHandler
+from linkage.api import build_router as build_linkage_router
+from linkage.graph.api import build_router as build_graph_router
+from linkage.graph.handler import GRAPH_TYPES, GraphHandler
+from linkage.handler import IdentityHandler, PatientHandler
 from security.allowlists import dicom_allowlist, facility_allowlist
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,9 @@ class ApiService:
             # the token router first: SMART discovery lives under /fhir too
             routers=[
                 security_wiring.build_token_router(s, ctx.db),
+                # before the store's router, whose catch-all would answer Patient/$match
+                build_linkage_router(ctx.mpi, authorize, identity=ctx.identity, actor_of=actor),
+                build_graph_router(ctx.graph, authorize),
                 build_router(ctx.store, authorize),
                 build_device_router(ctx.store, health_board(ctx), authorize),
                 build_console_router(),
@@ -211,8 +217,28 @@ def _store_writer(ctx: Context) -> Service:
 
 
 def _linkage(ctx: Context) -> Service:
-    handler = PatientHandler(ctx.mpi)
-    return consumer_service(ctx, "linkage", "linkage", [fhir_topic("Patient")], handler)
+    """The patient index, staff/organization/device identity and the care graph."""
+    patients = [fhir_topic("Patient"), fhir_topic("Parameters")]  # Parameters: A40 merges
+    return ServiceGroup(
+        "linkage",
+        [
+            consumer_service(ctx, "linkage:mpi", "linkage", patients, PatientHandler(ctx.mpi)),
+            consumer_service(
+                ctx,
+                "linkage:identity",
+                "linkage-identity",
+                [fhir_topic(t) for t in ("Practitioner", "Organization", "Device")],
+                IdentityHandler(ctx.identity),
+            ),
+            consumer_service(
+                ctx,
+                "linkage:graph",
+                "linkage-graph",
+                [fhir_topic(t) for t in GRAPH_TYPES],
+                GraphHandler(ctx.graph),
+            ),
+        ],
+    )
 
 
 ROLE_BUILDERS: dict[str, Callable[[Context], Service]] = {
@@ -229,8 +255,8 @@ AVAILABLE_ROLES = tuple(ROLE_BUILDERS)
 
 def all_topics(ctx: Context) -> list[str]:
     """Every topic the roles use, so they exist before anyone subscribes."""
-    fhir = [fhir_topic(t) for t in ctx.store.registry.types]
-    return [RAW_HL7V2, RAW_DICOM, RAW_DEVICE, DEADLETTER, *fhir]
+    fhir = {fhir_topic(t) for t in (*ctx.store.registry.types, *GRAPH_TYPES, "Parameters")}
+    return [RAW_HL7V2, RAW_DICOM, RAW_DEVICE, DEADLETTER, *sorted(fhir)]
 
 
 def build_services(ctx: Context, roles: Sequence[str]) -> list[Service]:

@@ -14,8 +14,11 @@ from caregraph.settings import Settings
 from fhir_store import database as fhir_store_database
 from fhir_store.database import Database
 from fhir_store.store import FhirStore
+from linkage.graph.store import Graph, MpiIdentity
+from linkage.handler import publish_goldens
+from linkage.identity import IdentityIndex
 from linkage.mpi import Mpi
-from linkage.sql import SqlRepository
+from linkage.sql import SqlIdentityRepository, SqlRepository
 
 
 def build_bus(settings: Settings) -> Bus:
@@ -49,7 +52,16 @@ class Context:
 
     @cached_property
     def mpi(self) -> Mpi:
-        return Mpi(SqlRepository.open(self.db))
+        # Golden records go to the store beside their sources, via fhir.Patient.
+        return Mpi(SqlRepository.open(self.db), golden_listeners=[publish_goldens(self.bus)])
+
+    @cached_property
+    def identity(self) -> IdentityIndex:
+        return IdentityIndex(SqlIdentityRepository.open(self.db))
+
+    @cached_property
+    def graph(self) -> Graph:
+        return Graph.open(self.db, MpiIdentity(self.mpi))
 
     def close(self) -> None:
         if not self._closed:

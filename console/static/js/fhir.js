@@ -112,12 +112,13 @@ export function nextLink(bundle) {
   return bundle?.link?.find((l) => l.relation === "next")?.url || null;
 }
 
-/** Every page of a search, up to ``maxPages``; calls ``onPage(bundle)`` as each arrives. */
+/** Every page of a search, up to ``maxPages``; calls ``onPage(bundle)`` as each arrives,
+ * and stops early when it returns ``false``. */
 export async function allPages(first, onPage, maxPages = 10, options) {
   let bundle = first;
   let pages = 0;
   while (bundle) {
-    onPage(bundle);
+    if (onPage(bundle) === false) return false;
     pages += 1;
     const next = nextLink(bundle);
     if (!next || pages >= maxPages) return Boolean(next);

@@ -307,24 +307,32 @@ export function recordView(id) {
   let vitals = null;
   const load = async () => {
     try {
+      // The charts start with this patient at once (their first page is the first view)
+      // while the linked identities are looked up; the cards fill in as their searches answer.
+      vitals = new VitalsView([["subject", `Patient/${id}`]], { title: "Vital signs" });
+      const loading = () => h("p", { class: "muted" }, "Loading…");
+      const cards = {
+        identities: section("Identities", loading()),
+        parties: section("Staff and institutions", loading()),
+        encounters: section("Encounters", loading()),
+        devices: section("Devices", loading()),
+        imaging: section("Imaging", loading()),
+      };
+      fill(body, h("div", { class: "grid2" }, cards.identities, cards.parties), vitals.el,
+        cards.encounters, cards.devices, cards.imaging);
+      let charts = vitals.start();
       const who = await identities(id);
       const main = who.golden || who.patient;
       heading.textContent = `${humanName(main)} · ${main.birthDate || "birth date unknown"} · ${main.gender || ""}`.trim();
       const subjects = who.ids.map((x) => `Patient/${x}`).join(",");
-      // The charts start at once (their first page is the first view); the cards fill in
-      // beside them as their (small) searches answer.
-      vitals = new VitalsView([["subject", subjects]], { title: "Vital signs" });
-      const cards = {
-        identities: identitiesCard(who),
-        parties: section("Staff and institutions", h("p", { class: "muted" }, "Loading…")),
-        encounters: section("Encounters", h("p", { class: "muted" }, "Loading…")),
-        devices: section("Devices", h("p", { class: "muted" }, "Loading…")),
-        imaging: section("Imaging", h("p", { class: "muted" }, "Loading…")),
-      };
-      fill(body, h("div", { class: "grid2" }, cards.identities, cards.parties), vitals.el,
-        cards.encounters, cards.devices, cards.imaging);
-      const charts = vitals.start();
+      if (who.ids.length > 1) {
+        // Linked records: the charts show every identity's readings.
+        await vitals.ready;
+        vitals.filter = [["subject", subjects]];
+        charts = vitals.reload();
+      }
       const swap = (key, card) => { cards[key].replaceWith(card); cards[key] = card; };
+      swap("identities", identitiesCard(who));
       // Each card stands alone: a search the token does not allow (403) or that fails
       // leaves a note in its card, and the rest of the record still shows.
       const settle = (promise) => promise.then((value) => ({ value }), (error) => ({ error }));

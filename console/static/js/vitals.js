@@ -64,6 +64,8 @@ export class VitalsView {
     /** Device reference -> {first, last, count, label}: the devices that measured these. */
     this.devices = new Map();
     this.onDevices = null;
+    /** Resolves once the charts exist (``start`` has read the chart table). */
+    this.ready = Promise.resolve();
     this.timer = null;
     this.generation = 0;
     const select = h("select", { name: "window" },
@@ -86,6 +88,8 @@ export class VitalsView {
   }
 
   async start() {
+    let built;
+    this.ready = new Promise((resolve) => { built = resolve; });
     const { panels } = await vitalsTable();
     this.index = codeIndex(panels);
     this.codes = [...this.index.keys()].join(",");
@@ -94,6 +98,7 @@ export class VitalsView {
       this.charts.set(panel.key, chart);
       this.grid.append(chart.el);
     }
+    built();
     await this.reload();
   }
 
@@ -118,7 +123,7 @@ export class VitalsView {
     try {
       const first = await fhirGet("Observation", this.params(start));
       const more = await allPages(first, (bundle) => {
-        if (generation !== this.generation) return;
+        if (generation !== this.generation) return false; // superseded: stop paging
         this.ingest(bundle);
         this.el.dataset.firstView = "true";
       }, MAX_PAGES);
@@ -175,7 +180,9 @@ export class VitalsView {
       const first = await fhirGet("Observation", this.params(since));
       for (const chart of this.charts.values()) chart.window = [now - this.windowMs, now];
       await allPages(first, (bundle) => {
-        if (generation === this.generation) this.ingest(bundle);
+        if (generation !== this.generation) return false;
+        this.ingest(bundle);
+        return true;
       }, MAX_PAGES);
       for (const chart of this.charts.values()) chart.render();
     } catch (err) {

@@ -130,27 +130,39 @@ def test_devices_live_status_registration_and_real_readings(
     page.goto(demo.app + "#/devices")
     row = page.locator(f'tr[data-device="{serial_id}"]')
     expect(row).to_have_attribute("data-state", "ok")
-    expect(row).to_contain_text("not registered")
     rate = int(row.locator("td").nth(5).inner_text())
     assert rate > 0, "the demo monitor sends readings every second"
+    # The demo may register its monitors itself (with their serial connection), or not yet.
+    with demo.fhir() as fhir:
+        before = fhir.get(f"/Device/{serial_id}")
+    registered = before.status_code == 200
+    if not registered:
+        expect(row).to_contain_text("not registered")
 
     # Its readings come through the real serial driver, normalizer and store.
-    row.get_by_role("link").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text(f"Unregistered device {DEMO_DEVICE}")
+    row.get_by_role("rowheader").get_by_role("link").click()
+    heading = page.get_by_role("heading", level=1)
+    expect(heading).to_contain_text("Device: " if registered else "Unregistered device")
     expect(page.locator("section.vitals[data-loaded=true]")).to_have_count(1)
     expect(page.locator('figure[data-panel="hr"]')).not_to_have_attribute("data-points", "0")
     assert _points(page, "spo2") > 0
     screenshot(page, "device-readings")
 
     page.get_by_label("Name", exact=True).fill("ICU monitor, bed 1")
-    page.get_by_role("button", name="Register").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Device: ICU monitor, bed 1")
+    page.get_by_role("button", name="Save changes" if registered else "Register").click()
+    expect(heading).to_have_text("Device: ICU monitor, bed 1")
     with demo.fhir() as fhir:
         stored = fhir.get(f"/Device/{serial_id}").json()
     assert stored["deviceName"][0]["name"] == "ICU monitor, bed 1"
-    assert stored["identifier"] == [{"system": "urn:caregraph:device", "value": DEMO_DEVICE}]
-    # What the console wrote is a registration the registry reads.
-    assert registration_from_device(stored).device_id == DEMO_DEVICE
+    assert stored["identifier"][0] == {"system": "urn:caregraph:device", "value": DEMO_DEVICE}
+    # What the console wrote is a registration the registry reads, and an edit keeps the
+    # serial connection and placements the registry had.
+    registration = registration_from_device(stored)
+    assert registration.device_id == DEMO_DEVICE
+    if registered:
+        previous = registration_from_device(before.json())
+        assert registration.connection == previous.connection
+        assert registration.placements == previous.placements
 
     # Attach it to a patient (the registry's DeviceUseStatement) on the device page ...
     with demo.fhir() as fhir:

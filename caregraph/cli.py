@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 import caregraph
 from caregraph import device_cli, security_cli
-from caregraph.errors import CaregraphError
-from caregraph.settings import ROLES, Settings
+from caregraph.cli_common import DatabaseUrl, DataDir, KafkaBootstrap, clean_errors, settings_from
+from caregraph.settings import ROLES
 
 app = typer.Typer(
     help="caregraph: links a hospital's bedside equipment and clinical data into FHIR.",
@@ -30,39 +26,11 @@ app = typer.Typer(
 )
 
 
-@contextmanager
-def _clean_errors() -> Iterator[None]:
-    try:
-        yield
-    except CaregraphError as exc:
-        typer.echo(f"caregraph: error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"CAREGRAPH_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        typer.echo(f"caregraph: error: invalid settings: {problems}", err=True)
-        raise typer.Exit(2) from None
-
-
-DataDir = Annotated[Path | None, typer.Option(help="Data directory [CAREGRAPH_DATA_DIR].")]
-DatabaseUrl = Annotated[
-    str | None, typer.Option(help="sqlite:///path or postgresql://... [CAREGRAPH_DATABASE_URL].")
-]
-KafkaBootstrap = Annotated[
-    str | None, typer.Option(help="host:port of Kafka; unset = embedded bus.")
-]
 HttpHost = Annotated[str | None, typer.Option(help="HTTP listen address [CAREGRAPH_HTTP_HOST].")]
 HttpPort = Annotated[int | None, typer.Option(help="HTTP port [CAREGRAPH_HTTP_PORT].")]
 MllpPort = Annotated[int | None, typer.Option(help="HL7 MLLP port [CAREGRAPH_MLLP_PORT].")]
 DicomPort = Annotated[int | None, typer.Option(help="DICOM port [CAREGRAPH_DICOM_PORT].")]
 DicomAe = Annotated[str | None, typer.Option(help="DICOM AE title [CAREGRAPH_DICOM_AE].")]
-
-
-def _settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with the flags that were given taking precedence."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**given)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -90,8 +58,8 @@ def check(
     """Validate the settings, then reach the database and the bus; exit 2 with the reason."""
     from caregraph import checks
 
-    with _clean_errors():
-        settings = _settings(
+    with clean_errors():
+        settings = settings_from(
             data_dir=data_dir, database_url=database_url, kafka_bootstrap=kafka_bootstrap
         )
         for line in checks.run_checks(settings):
@@ -128,8 +96,8 @@ def up(
     from caregraph import launcher
 
     _setup_logging(verbose)
-    with _clean_errors():
-        settings = _settings(
+    with clean_errors():
+        settings = settings_from(
             data_dir=data_dir,
             database_url=database_url,
             kafka_bootstrap=kafka_bootstrap,
@@ -156,8 +124,8 @@ def demo(
     from caregraph import launcher
 
     _setup_logging(False)
-    with _clean_errors():
-        settings = _settings(
+    with clean_errors():
+        settings = settings_from(
             data_dir=data_dir, http_port=http_port, mllp_port=mllp_port, dicom_port=dicom_port
         )
         launcher.demo(settings, seconds=seconds)
@@ -182,8 +150,8 @@ def replay(
     from caregraph import replay as replaying
     from caregraph.wiring import open_context
 
-    with _clean_errors():
-        settings = _settings(
+    with clean_errors():
+        settings = settings_from(
             data_dir=data_dir, database_url=database_url, kafka_bootstrap=kafka_bootstrap
         )
         ctx = open_context(settings)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from adapters.registry.associations import (
     AssociationIndex,
@@ -33,8 +32,8 @@ from adapters.registry.device import (
     SerialConnection,
 )
 from adapters.registry.timing import instant
-from caregraph.errors import CaregraphError, ConfigError
-from caregraph.settings import Settings
+from caregraph.cli_common import DatabaseUrl, DataDir, clean_errors, settings_from
+from caregraph.errors import ConfigError
 
 if TYPE_CHECKING:
     from caregraph.device_admin import DeviceAdmin
@@ -44,10 +43,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-DataDir = Annotated[Path | None, typer.Option(help="Data directory [CAREGRAPH_DATA_DIR].")]
-DatabaseUrl = Annotated[
-    str | None, typer.Option(help="sqlite:///path or postgresql://... [CAREGRAPH_DATABASE_URL].")
-]
 DeviceId = Annotated[str, typer.Argument(help="The device id the driver reports readings as.")]
 When = Annotated[
     str, typer.Option(help="ISO 8601 time (no zone = local time) or 'now'.", show_default=True)
@@ -66,23 +61,12 @@ def _admin(data_dir: Path | None, database_url: str | None) -> Iterator[DeviceAd
     from caregraph.wiring import open_database
     from fhir_store.store import FhirStore
 
-    try:
-        given = {k: v for k, v in (("data_dir", data_dir), ("database_url", database_url)) if v}
-        settings = Settings(**given)  # type: ignore[arg-type]
-        db = open_database(settings)
+    with clean_errors():
+        db = open_database(settings_from(data_dir=data_dir, database_url=database_url))
         try:
             yield DeviceAdmin(FhirStore(db))
         finally:
             db.close()
-    except CaregraphError as exc:
-        typer.echo(f"caregraph: error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"CAREGRAPH_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        typer.echo(f"caregraph: error: invalid settings: {problems}", err=True)
-        raise typer.Exit(2) from None
 
 
 def parse_when(text: str) -> datetime:

@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 
+from caregraph.cli_common import DatabaseUrl, DataDir, clean_errors, settings_from
 from caregraph.errors import ConfigError
 from caregraph.settings import Settings
 from security.clients import ClientRegistry
@@ -52,20 +53,13 @@ def mint_development_token(
     )
 
 
-DataDirOption = Annotated[Path | None, typer.Option(help="Data directory [CAREGRAPH_DATA_DIR].")]
-DatabaseUrlOption = Annotated[
-    str | None, typer.Option(help="sqlite:///path or postgresql://... [CAREGRAPH_DATABASE_URL].")
-]
-
-
 @contextmanager
 def _registry(data_dir: Path | None, database_url: str | None) -> Iterator[ClientRegistry]:
     """The client registry on the configured database; errors as one line, exit 2."""
-    from caregraph.cli import _clean_errors, _settings
     from caregraph.wiring import open_database
 
-    with _clean_errors():
-        settings = _settings(data_dir=data_dir, database_url=database_url)
+    with clean_errors():
+        settings = settings_from(data_dir=data_dir, database_url=database_url)
         db = open_database(settings)
         try:
             yield ClientRegistry.open(db)
@@ -82,17 +76,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audit, name="audit")
 
     @audit.command("verify")
-    def audit_verify(
-        data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None
-    ) -> None:
+    def audit_verify(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
         """Walk the AuditEvent hash chain; exit 1 with each break found."""
-        from caregraph.cli import _clean_errors, _settings
         from caregraph.security_wiring import verify_audit_log
         from caregraph.wiring import open_database
         from fhir_store.store import FhirStore
 
-        with _clean_errors():
-            settings = _settings(data_dir=data_dir, database_url=database_url)
+        with clean_errors():
+            settings = settings_from(data_dir=data_dir, database_url=database_url)
             db = open_database(settings)
             try:
                 problems = verify_audit_log(FhirStore(db))
@@ -111,8 +102,8 @@ def register(app: typer.Typer) -> None:
         scope: Annotated[
             str, typer.Option(help='system/ scopes it may be granted, e.g. "system/*.rs".')
         ],
-        data_dir: DataDirOption = None,
-        database_url: DatabaseUrlOption = None,
+        data_dir: DataDir = None,
+        database_url: DatabaseUrl = None,
     ) -> None:
         """Register a client; prints its client_id."""
         with _registry(data_dir, database_url) as registry:
@@ -124,7 +115,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(client.client_id)
 
     @clients.command("list")
-    def client_list(data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None) -> None:
+    def client_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
         """One line per client: id, status, scopes, key ids, name."""
         with _registry(data_dir, database_url) as registry:
             for c in registry.list():
@@ -134,7 +125,7 @@ def register(app: typer.Typer) -> None:
 
     @clients.command("revoke")
     def client_revoke(
-        client_id: str, data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None
+        client_id: str, data_dir: DataDir = None, database_url: DatabaseUrl = None
     ) -> None:
         """Revoke a client: its assertions are refused from now on."""
         with _registry(data_dir, database_url) as registry:
@@ -155,13 +146,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         subject: Annotated[str, typer.Option(help="sub claim.")] = "developer",
         lifetime: Annotated[int, typer.Option(help="Seconds until it expires.", min=1)] = 3600,
-        data_dir: DataDirOption = None,
+        data_dir: DataDir = None,
     ) -> None:
         """Print a development access token for the API (development mode only)."""
-        from caregraph.cli import _clean_errors, _settings
 
-        with _clean_errors():
-            settings = _settings(data_dir=data_dir)
+        with clean_errors():
+            settings = settings_from(data_dir=data_dir)
             typer.echo(
                 mint_development_token(
                     settings,

@@ -1,0 +1,159 @@
+"""``POST /fhir/$process-message``: the edge where partner messages get their answer.
+
+The one place messaging errors become what a partner understands (table below). The route
+uses the store's :class:`~fhir_store.api.FhirRoute`, so authorization failures (401/403 from
+the ``authorize`` dependency) and unreadable bodies leave as OperationOutcomes too.
+
+    what happened                         HTTP  answer                      kept for a repeat
+    envelope unusable (NotAMessage)       400   OperationOutcome            no
+    processed                             200   response message: ok        yes
+    refused (other MessagingError)        200   response message: fatal-error  yes
+    database unavailable or raced         503   response message: transient-error  no
+    anything else (a bug)                 500   response message: fatal-error  no
+
+A refused message is still a message processed (its answer is the response message), hence
+200; the partner reads ``MessageHeader.response.code``. Only synchronous processing exists.
+"""
+
+# No ``from __future__ import annotations``: FastAPI must see the real annotation objects
+# of the handler defined inside build_router (the Body alias is local to it).
+import json
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from caregraph.errors import StoreUnavailable
+from fhir_store.api import DEFAULT_MAX_BODY, FhirRoute, fhir_response
+from fhir_store.errors import FhirError, StoreConflict
+from fhir_store.outcome import dumps, outcome
+from fhir_store.store import FhirStore
+from linkage.mpi import Mpi
+from messaging.envelope import OPERATION, InboundMessage, parse, response, validate
+from messaging.errors import MessagingError, NotAMessage
+from messaging.events import MessageProcessor, Processed
+from messaging.ledger import Ledger
+from security.scopes import Context
+from security.tokens import Principal
+
+log = logging.getLogger(__name__)
+
+#: Where a partner's write permission may come from: its own (system) or a user's scopes;
+#: a patient-scoped token never reaches here (the guard refuses system operations to it).
+_WRITERS = frozenset({Context.SYSTEM, Context.USER})
+RETRY_AFTER_S = 5
+
+
+def may_write(principal: Principal) -> Callable[[str], bool]:
+    """Whether the token lets its holder create and update a resource type (a message's
+    resources are upserts under deterministic ids: new the first time, updates after)."""
+
+    def check(resource_type: str) -> bool:
+        scopes = principal.scopes
+        return scopes.allows(resource_type, "c", _WRITERS) and scopes.allows(
+            resource_type, "u", _WRITERS
+        )
+
+    return check
+
+
+def ok_outcome(done: Processed) -> dict[str, Any]:
+    """What the message did, one informational issue per stored resource and link."""
+    issues = [(None, f"stored {ref}") for ref in done.stored]
+    issues += [
+        (None, f"{ref} is in golden record Patient/{golden}")
+        for ref, golden in done.goldens.items()
+    ]
+    issues += [(None, f"{ref}: link changed as asked") for ref in done.linked]
+    return outcome(issues or [(None, "nothing to store")], "informational", "information")
+
+
+def build_router(
+    store: FhirStore,
+    mpi: Mpi,
+    authorize: Callable[..., Principal],
+    *,
+    prefix: str = "/fhir",
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+) -> APIRouter:
+    """The messaging router; include it before the FHIR store's router (whose catch-all
+    would otherwise answer ``$process-message``). Creates the ``messaging_*`` tables."""
+    router = APIRouter(prefix=prefix, route_class=FhirRoute)
+    processor = MessageProcessor(store, mpi)
+    ledger = Ledger.open(store.db)
+    served = store.registry.types
+
+    async def read_body(request: Request) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise FhirError(f"body larger than {max_body_bytes} bytes", status=413)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    Body = Annotated[bytes, Depends(read_body)]
+    Caller = Annotated[Principal, Depends(authorize)]
+
+    @router.post(f"/{OPERATION}")
+    def process_message(request: Request, body: Body, principal: Caller) -> Response:
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return fhir_response(400, outcome([(None, "the body is not JSON")], "structure"))
+        try:
+            message = parse(data)
+        except NotAMessage as exc:
+            return fhir_response(400, outcome(exc.issues, exc.issue_code))
+        answered = ledger.find(message.source, message.identifier)
+        if answered is not None:
+            return fhir_response(200, answered.response)
+        endpoint = str(request.base_url).rstrip("/") + f"{prefix}/{OPERATION}"
+        actor = f"partner:{principal.client_id or principal.subject}"
+        return answer(message, data, endpoint, principal, actor)
+
+    def answer(
+        message: InboundMessage,
+        data: dict[str, Any],
+        endpoint: str,
+        principal: Principal,
+        actor: str,
+    ) -> Response:
+        try:
+            validate(data, served)
+            done = processor.process(message, may_write(principal), actor)
+        except MessagingError as exc:
+            body = response(
+                message, "fatal-error", outcome(exc.issues, exc.issue_code), endpoint=endpoint
+            )
+            return keep(message, "fatal-error", body)
+        except (StoreUnavailable, StoreConflict) as exc:
+            log.warning("message %s from %s: %s", message.identifier, message.source, exc)
+            body = response(
+                message,
+                "transient-error",
+                outcome([(None, str(exc))], "transient"),
+                endpoint=endpoint,
+            )
+            return fhir_response(503, body, {"Retry-After": str(RETRY_AFTER_S)})
+        except Exception as exc:
+            log.exception("message %s from %s failed", message.identifier, message.source)
+            issue = (None, f"internal error: {type(exc).__name__}")
+            body = response(
+                message, "fatal-error", outcome([issue], "exception"), endpoint=endpoint
+            )
+            return fhir_response(500, body)
+        body = response(message, "ok", ok_outcome(done), endpoint=endpoint, focus=done.stored)
+        return keep(message, "ok", body)
+
+    def keep(message: InboundMessage, code: str, body: dict[str, Any]) -> Response:
+        event = "|".join(message.event)
+        kept = ledger.record(message.source, message.identifier, event, code, dumps(body))
+        return fhir_response(200, kept.response)
+
+    return router
+
+
+__all__ = ["build_router"]

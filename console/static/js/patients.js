@@ -63,7 +63,9 @@ async function runSearch(params, results) {
     const covered = new Set(goldens.flatMap(memberIds));
     const shown = [...goldens, ...patients.filter((p) => !isGolden(p) && !covered.has(p.id))];
     const total = bundle.total ?? patients.length;
-    const caption = [...params.keys()].length ? `${total} matching patient records` : `Patients (${total} records)`;
+    const hidden = patients.length - shown.length;
+    const caption = `${[...params.keys()].length ? `${total} matching patient records` : `${total} patient records`}`
+      + (hidden ? ` · ${shown.length} shown: a golden record stands for the sources it links` : "");
     if (!shown.length) {
       fill(results, h("p", {}, "No patient matches. Try fewer letters of the name, or only the birth date."));
       return;

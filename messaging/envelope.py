@@ -109,6 +109,8 @@ def _event(header: dict[str, Any]) -> tuple[str, str]:
 
 
 def _model_issues(data: dict[str, Any]) -> list[Issue]:
+    """The Bundle's own problems; those inside an entry's resource are left to
+    ``validate_resource``, which names the element within the resource."""
     try:
         Bundle.model_validate(data)
     except ValidationError as exc:
@@ -118,6 +120,7 @@ def _model_issues(data: dict[str, Any]) -> list[Issue]:
                 e["msg"],
             )
             for e in exc.errors(include_url=False)
+            if not (len(e["loc"]) > 2 and e["loc"][0] == "entry" and e["loc"][2] == "resource")
         ]
     return []
 

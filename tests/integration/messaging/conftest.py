@@ -1,0 +1,104 @@
+"""caregraph's API with the messaging router, behind the authorization middleware, on a real
+uvicorn over loopback, on SQLite or PostgreSQL; built the way ``caregraph.roles`` builds it.
+
+The hospital already knows Anna Andersen as ``Patient/h1``; partner messages
+(``tests.unit.messaging.messages``) bring her in under the partner's ids.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from caregraph import security_wiring
+from caregraph.app import create_app
+from caregraph.auth import authorize
+from caregraph.settings import Settings
+from fhir_store.api import build_router as fhir_router
+from fhir_store.database import open_database
+from fhir_store.store import FhirStore
+from linkage.mpi import Mpi
+from linkage.sql import SqlRepository
+from messaging.api import build_router as messaging_router
+from security.clients import ClientRegistry
+from security.tokens import TokenMinter
+from tests.support.services import free_port
+from tests.unit.messaging.messages import patient
+
+HOSPITAL_PATIENT = "h1"
+
+
+@dataclass
+class Server:
+    base: str
+    store: FhirStore
+    mpi: Mpi
+    minter: TokenMinter
+    registry: ClientRegistry
+
+    def token(self, scope: str, **claims: Any) -> dict[str, str]:
+        subject = claims.pop("subject", "hospital-b")
+        return {"Authorization": f"Bearer {self.minter.mint(scope, subject=subject, **claims)}"}
+
+    def process(self, bundle: Any, headers: dict[str, str]) -> httpx.Response:
+        return httpx.post(
+            f"{self.base}/fhir/$process-message",
+            json=bundle,
+            headers={**headers, "Content-Type": "application/fhir+json"},
+            timeout=30,
+        )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/caregraph.sqlite3"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    settings = Settings(data_dir=tmp_path)
+    db = open_database(url)
+    store = FhirStore(db)
+    mpi = Mpi(SqlRepository.open(db))
+    own = patient(HOSPITAL_PATIENT, "Andersen", "Anna", "1970-01-01", "H-1")
+    own["identifier"][0]["system"] = "urn:oid:1.2.3.4.hospital-a"
+    store.update("Patient", HOSPITAL_PATIENT, own)
+    mpi.ingest(own)
+    app = create_app(
+        readiness={"database": db.ping},
+        routers=[
+            security_wiring.build_token_router(settings, db),
+            # before the store's router, whose catch-all would answer $process-message
+            messaging_router(store, mpi, authorize),
+            fhir_router(store, authorize),
+        ],
+    )
+    security_wiring.install(app, security_wiring.build_guard(settings, store, mpi))
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base}/healthz", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    try:
+        yield Server(
+            base, store, mpi, security_wiring.token_minter(settings), ClientRegistry.open(db)
+        )
+    finally:
+        uv.should_exit = True
+        thread.join(10)
+        db.close()

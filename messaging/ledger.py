@@ -6,8 +6,7 @@ both process it (processing is idempotent: local ids are deterministic), and the
 loses the primary key returns the winner's response, so both partners' copies see one answer.
 Transient errors are not recorded: the retry they invite must be processed again.
 
-The schema is versioned in its own table, as ``linkage.sql`` does, so the store's
-migrations and ours never need to know about each other.
+Tables: ``messaging.schema``.
 """
 
 from __future__ import annotations
@@ -15,34 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fhir_store.database import Database
-
-_SCHEMA: list[tuple[int, list[str]]] = [
-    (
-        1,
-        [
-            """CREATE TABLE messaging_received (
-                partner TEXT NOT NULL, identifier TEXT NOT NULL, received_at TEXT NOT NULL,
-                event TEXT NOT NULL, code TEXT NOT NULL, response TEXT NOT NULL,
-                PRIMARY KEY (partner, identifier))""",
-        ],
-    ),
-]
-
-
-def migrate(db: Database) -> int:
-    """Create or upgrade the ``messaging_*`` tables; returns the schema version."""
-    with db.transaction() as tx:
-        tx.execute("CREATE TABLE IF NOT EXISTS messaging_schema_version (version INTEGER NOT NULL)")
-        row = tx.execute("SELECT MAX(version) FROM messaging_schema_version").fetchone()
-        current = int(row[0]) if row and row[0] is not None else 0
-        for version, statements in _SCHEMA:
-            if version <= current:
-                continue
-            for sql in statements:
-                tx.execute(sql)
-            tx.execute("INSERT INTO messaging_schema_version (version) VALUES (?)", (version,))
-            current = version
-    return current
+from messaging.schema import migrate
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ A refused message is still a message processed (its answer is the response messa
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -34,6 +35,7 @@ from messaging.envelope import OPERATION, InboundMessage, parse, response, valid
 from messaging.errors import MessagingError, NotAMessage
 from messaging.events import MessageProcessor, Processed
 from messaging.ledger import Ledger
+from messaging.outbox import Delivery, DeliveryStatus, Outbox
 from security.scopes import Context
 from security.tokens import Principal
 
@@ -76,9 +78,13 @@ def build_router(
     *,
     prefix: str = "/fhir",
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    outbox: Outbox | None = None,
 ) -> APIRouter:
     """The messaging router; include it before the FHIR store's router (whose catch-all
-    would otherwise answer ``$process-message``). Creates the ``messaging_*`` tables."""
+    would otherwise answer ``$process-message``). Creates the ``messaging_*`` tables.
+
+    With ``outbox``, ``GET {prefix}/$outbox-status[?id=...][&status=...]`` reports delivery
+    status as a Parameters resource (one ``delivery`` per outgoing message)."""
     router = APIRouter(prefix=prefix, route_class=FhirRoute)
     processor = MessageProcessor(store, mpi)
     ledger = Ledger.open(store.db)
@@ -153,7 +159,66 @@ def build_router(
         kept = ledger.record(message.source, message.identifier, event, code, dumps(body))
         return fhir_response(200, kept.response)
 
+    if outbox is not None:
+        _serve_status(router, outbox, authorize)
     return router
+
+
+def _part(name: str, kind: str, value: Any) -> dict[str, Any]:
+    return {"name": name, f"value{kind}": value}
+
+
+def delivery_parameter(row: Delivery) -> dict[str, Any]:
+    """One outgoing message's delivery status as a ``Parameters.parameter`` with parts."""
+    parts = [
+        _part("id", "String", row.id),
+        _part("partner", "String", row.partner),
+        _part("endpoint", "Url", row.endpoint),
+        _part("status", "Code", row.status.value),
+        _part("attempts", "Integer", row.attempts),
+        _part("created", "Instant", _instant(row.created_at)),
+    ]
+    if row.status is DeliveryStatus.PENDING:
+        parts.append(_part("nextAttempt", "Instant", _instant(row.next_attempt_at)))
+    if row.finished_at is not None:
+        parts.append(_part("finished", "Instant", _instant(row.finished_at)))
+    if row.response_code:
+        parts.append(_part("responseCode", "Code", row.response_code))
+    if row.last_error:
+        parts.append(_part("lastError", "String", row.last_error))
+    return {"name": "delivery", "part": parts}
+
+
+def _instant(epoch: float) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _serve_status(router: APIRouter, outbox: Outbox, authorize: Callable[..., Principal]) -> None:
+    Caller = Annotated[Principal, Depends(authorize)]
+
+    @router.get("/$outbox-status")
+    def outbox_status(
+        principal: Caller, id: str | None = None, status: str | None = None
+    ) -> Response:
+        if id is not None:
+            row = outbox.get(id)
+            if row is None:
+                return fhir_response(
+                    404, outcome([("id", f"no outgoing message {id!r}")], "not-found")
+                )
+            rows = [row]
+        else:
+            try:
+                wanted = DeliveryStatus(status) if status else None
+            except ValueError:
+                known = ", ".join(s.value for s in DeliveryStatus)
+                return fhir_response(
+                    400, outcome([("status", f"status is one of {known}")], "invalid")
+                )
+            rows = outbox.recent(wanted)
+        body = {"resourceType": "Parameters", "parameter": [delivery_parameter(r) for r in rows]}
+        return fhir_response(200, body)
 
 
 __all__ = ["build_router"]

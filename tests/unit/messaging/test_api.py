@@ -10,12 +10,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fhir.resources.R4B.parameters import Parameters
 
 from caregraph.errors import StoreUnavailable
 from fhir_store.store import FhirStore
 from linkage.mpi import Mpi
 from messaging.api import build_router
 from messaging.identity import local_id
+from messaging.outbox import Outbox
 from security.scopes import ScopeSet
 from security.tokens import Principal
 
@@ -129,3 +131,31 @@ def test_a_database_outage_is_transient_and_not_remembered(
     retried = post(app, transfer("m1"))
     assert retried.status_code == 200
     assert answer(retried)[0] == "ok"
+
+
+def get(app: FastAPI, url: str) -> httpx.Response:
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get(url)
+
+    return asyncio.run(send())
+
+
+def test_delivery_status_is_readable_as_parameters(store: FhirStore, mpi: Mpi) -> None:
+    outbox = Outbox.open(store.db)
+    app = FastAPI()
+    app.include_router(build_router(store, mpi, principal("system/*.cruds"), outbox=outbox))
+    message_id = outbox.enqueue("hospital-b", PARTNER, transfer("out-1"))
+    one = get(app, f"/fhir/$outbox-status?id={message_id}")
+    assert one.status_code == 200
+    body = one.json()
+    Parameters.model_validate(body)
+    parts = {p["name"]: p for p in body["parameter"][0]["part"]}
+    assert parts["status"]["valueCode"] == "pending"
+    assert parts["attempts"]["valueInteger"] == 0
+    assert "nextAttempt" in parts
+    assert get(app, "/fhir/$outbox-status?status=delivered").json()["parameter"] == []
+    assert len(get(app, "/fhir/$outbox-status").json()["parameter"]) == 1
+    assert get(app, "/fhir/$outbox-status?id=nope").status_code == 404
+    assert get(app, "/fhir/$outbox-status?status=lost").status_code == 400

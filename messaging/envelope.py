@@ -216,3 +216,41 @@ def response(
             {"fullUrl": outcome_url, "resource": {**outcome, "id": outcome_id}},
         ],
     }
+
+
+def request(
+    event: tuple[str, str],
+    resources: Sequence[dict[str, Any]],
+    *,
+    source: str,
+    destination: str,
+    focus: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A message Bundle caregraph sends a partner: a MessageHeader for ``event`` (system,
+    code) from ``source`` to ``destination``, then ``resources`` with their ``Type/id``
+    as fullUrl (so the partner's reference rewriting finds them)."""
+    system, code = event
+    header: dict[str, Any] = {
+        "resourceType": "MessageHeader",
+        "id": str(uuid.uuid4()),
+        "eventCoding": {"system": system, "code": code},
+        "source": {"name": "caregraph", "endpoint": source},
+        "destination": [{"endpoint": destination}],
+    }
+    if focus:
+        header["focus"] = [{"reference": ref} for ref in focus]
+    base = source.rsplit("/", 1)[0]
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "message",
+        "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
+        "timestamp": _now(),
+        "entry": [
+            {"fullUrl": f"urn:uuid:{header['id']}", "resource": header},
+            *(
+                {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r}
+                for r in resources
+            ),
+        ],
+    }

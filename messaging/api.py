@@ -116,20 +116,17 @@ def build_router(
         answered = ledger.find(message.source, message.identifier)
         if answered is not None:
             return fhir_response(200, answered.response)
-        endpoint = str(request.base_url).rstrip("/") + f"{prefix}/{OPERATION}"
-        actor = f"partner:{principal.client_id or principal.subject}"
-        return answer(message, data, endpoint, principal, actor)
+        own_base = str(request.base_url).rstrip("/") + prefix
+        return answer(message, data, own_base, principal)
 
     def answer(
-        message: InboundMessage,
-        data: dict[str, Any],
-        endpoint: str,
-        principal: Principal,
-        actor: str,
+        message: InboundMessage, data: dict[str, Any], own_base: str, principal: Principal
     ) -> Response:
+        endpoint = f"{own_base}/{OPERATION}"
+        actor = f"partner:{principal.client_id or principal.subject}"
         try:
             validate(data, served)
-            done = processor.process(message, may_write(principal), actor)
+            done = processor.process(message, may_write(principal), actor, own_base)
         except MessagingError as exc:
             body = response(
                 message, "fatal-error", outcome(exc.issues, exc.issue_code), endpoint=endpoint

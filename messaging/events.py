@@ -91,8 +91,15 @@ class MessageProcessor:
         self._store = store
         self._mpi = mpi
 
-    def process(self, message: InboundMessage, may_write: MayWrite, actor: str) -> Processed:
-        """Store the message's resources and apply its event.
+    def process(
+        self,
+        message: InboundMessage,
+        may_write: MayWrite,
+        actor: str,
+        own_base: str | None = None,
+    ) -> Processed:
+        """Store the message's resources and apply its event. ``own_base``: caregraph's FHIR
+        base, under which a reference names the hospital's own resource (see ``localize``).
 
         Raises:
             UnsupportedEvent: not an event in ``EVENTS``.
@@ -108,7 +115,7 @@ class MessageProcessor:
                 f"event {code!r} of {system or 'eventUri'!r} is not one caregraph processes",
                 location="MessageHeader.event[x]",
             )
-        local = localize(message)
+        local = localize(message, own_base)
         types = {str(r["resourceType"]) for r in local.resources}
         stray = sorted(types - event.carries)
         if stray:

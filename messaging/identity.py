@@ -34,18 +34,34 @@ class Localized:
     focus: tuple[str, ...]
 
 
-def _rewrite(value: Any, refs: Mapping[str, str], partner: str) -> Any:
-    if isinstance(value, dict):
-        out = {k: _rewrite(v, refs, partner) for k, v in value.items() if k != "contained"}
-        if "contained" in value:
-            out["contained"] = value["contained"]  # '#x' references stay inside it
-        ref = value.get("reference")
-        if isinstance(ref, str):
-            out["reference"] = _local_reference(ref, refs, partner)
-        return out
-    if isinstance(value, list):
-        return [_rewrite(v, refs, partner) for v in value]
-    return value
+@dataclass(frozen=True, slots=True)
+class _Space:
+    """How references are read: the message's own resources, the partner, and caregraph's
+    own FHIR base (a reference under it names one of the hospital's resources)."""
+
+    refs: Mapping[str, str]
+    partner: str
+    own_base: str | None
+
+    def rewrite(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {k: self.rewrite(v) for k, v in value.items() if k != "contained"}
+            if "contained" in value:
+                out["contained"] = value["contained"]  # '#x' references stay inside it
+            ref = value.get("reference")
+            if isinstance(ref, str):
+                out["reference"] = self.local(ref)
+            return out
+        if isinstance(value, list):
+            return [self.rewrite(v) for v in value]
+        return value
+
+    def local(self, ref: str) -> str:
+        if self.own_base and ref.startswith(self.own_base + "/"):
+            own = ref[len(self.own_base) + 1 :]
+            if _RELATIVE.match(own):
+                return own.split("/_history/")[0]  # one of the hospital's own resources
+        return _local_reference(ref, self.refs, self.partner)
 
 
 def _local_reference(ref: str, refs: Mapping[str, str], partner: str) -> str:
@@ -57,9 +73,12 @@ def _local_reference(ref: str, refs: Mapping[str, str], partner: str) -> str:
     return ref  # '#contained', absolute URLs of third parties, conditional references
 
 
-def localize(message: InboundMessage) -> Localized:
+def localize(message: InboundMessage, own_base: str | None = None) -> Localized:
     """Every non-header resource under its local id, tagged with the partner as
-    ``meta.source``, with references (relative, fullUrl) rewritten to local ones."""
+    ``meta.source``, with references (relative, fullUrl) rewritten to local ones.
+
+    ``own_base``: caregraph's FHIR base URL as partners see it; an absolute reference below
+    it (``<own_base>/Patient/h1``) stays the hospital's own ``Patient/h1``."""
     partner = message.source
     refs: dict[str, str] = {}
     keyed: list[tuple[str, dict[str, Any]]] = []
@@ -74,16 +93,17 @@ def localize(message: InboundMessage) -> Localized:
         if entry.full_url:
             refs[entry.full_url] = local
         keyed.append((new_id, resource))
+    space = _Space(refs, partner, own_base.rstrip("/") if own_base else None)
     resources = []
     for new_id, resource in keyed:
-        body = _rewrite(copy.deepcopy(resource), refs, partner)
+        body = space.rewrite(copy.deepcopy(resource))
         meta = dict(body.get("meta") or {})
         meta.pop("versionId", None)
         meta["source"] = partner
         body.update(id=new_id, meta=meta)
         resources.append(body)
     focus = tuple(
-        _local_reference(f["reference"], refs, partner)
+        space.local(f["reference"])
         for f in message.header.get("focus") or ()
         if isinstance(f, dict) and isinstance(f.get("reference"), str)
     )

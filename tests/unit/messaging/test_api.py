@@ -159,3 +159,21 @@ def test_delivery_status_is_readable_as_parameters(store: FhirStore, mpi: Mpi) -
     assert len(get(app, "/fhir/$outbox-status").json()["parameter"]) == 1
     assert get(app, "/fhir/$outbox-status?id=nope").status_code == 404
     assert get(app, "/fhir/$outbox-status?status=lost").status_code == 400
+
+
+def test_a_bug_is_a_500_fatal_error_that_is_not_remembered(
+    store: FhirStore, mpi: Mpi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = app_for(store, mpi)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(mpi, "ingest", broken)
+    failed = post(app, transfer("m1"))
+    assert failed.status_code == 500
+    code, outcome = answer(failed)
+    assert code == "fatal-error" and outcome["issue"][0]["code"] == "exception"
+    assert "a bug" not in failed.text  # internals stay inside
+    monkeypatch.undo()
+    assert answer(post(app, transfer("m1")))[0] == "ok"

@@ -128,3 +128,15 @@ def test_linking_patients_the_index_never_saw_is_invalid(store: FhirStore, mpi: 
     data = message("m1", LINK, [], focus=["Patient/nobody", "Patient/none"])
     with pytest.raises(InvalidContent, match="patient-link"):
         MessageProcessor(store, mpi).process(parse(data), anything, "partner:b")
+
+
+def test_a_partner_links_its_patient_to_a_hospital_record_named_by_absolute_url(
+    store: FhirStore, mpi: Mpi
+) -> None:
+    own_base = "https://a.example/fhir"
+    other = patient("p9", "Zimmer", "Zoe", "1999-09-09", "B-99")
+    focus = [f"{own_base}/Patient/{HOSPITAL_PATIENT}", "Patient/p9"]
+    data = message("m1", LINK, [other], focus=focus)
+    MessageProcessor(store, mpi).process(parse(data), anything, "partner:b", own_base)
+    p9 = local_id(PARTNER, "Patient", "p9")
+    assert mpi.golden_of(p9).golden_id == mpi.golden_of(HOSPITAL_PATIENT).golden_id

@@ -14,14 +14,17 @@ registered its public JWKS.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from caregraph.errors import ConfigError
-from messaging.delivery import ClientCredentials
+from messaging.delivery import ClientCredentials, Deliverer
 from messaging.outbox import Outbox
 from security.keys import SigningKey
 
@@ -99,3 +102,15 @@ class Partners:
         """
         partner = self._by_name[name]
         return outbox.enqueue(partner.name, partner.endpoint, bundle)
+
+    def worker(
+        self, outbox: Outbox, *, timeout_s: float = 30.0, idle_s: float = 1.0
+    ) -> Callable[[threading.Event], None]:
+        """The delivery loop for a thread (``caregraph.runtime.ThreadService(name, run)``):
+        it owns its HTTP client, opened when the loop starts and closed when it stops."""
+
+        def run(stop: threading.Event) -> None:
+            with httpx.Client(timeout=timeout_s) as http:
+                Deliverer(outbox, self.credentials, http).run(stop, idle_s)
+
+        return run

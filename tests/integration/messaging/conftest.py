@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ from fhir_store.store import FhirStore
 from linkage.mpi import Mpi
 from linkage.sql import SqlRepository
 from messaging.api import build_router as messaging_router
+from messaging.outbox import Outbox
 from security.clients import ClientRegistry
+from security.keys import SigningKey
 from security.tokens import TokenMinter
 from tests.support.services import free_port
 from tests.unit.messaging.messages import patient
@@ -43,6 +46,8 @@ class Server:
     mpi: Mpi
     minter: TokenMinter
     registry: ClientRegistry
+    outbox: Outbox
+    key: SigningKey
 
     def token(self, scope: str, **claims: Any) -> dict[str, str]:
         subject = claims.pop("subject", "hospital-b")
@@ -57,13 +62,10 @@ class Server:
         )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/caregraph.sqlite3"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    settings = Settings(data_dir=tmp_path)
+@contextmanager
+def running_api(url: str, data_dir: Path) -> Iterator[Server]:
+    """caregraph's API with messaging (and its outbox) on ``url``, served until the block ends."""
+    settings = Settings(data_dir=data_dir)
     db = open_database(url)
     store = FhirStore(db)
     mpi = Mpi(SqlRepository.open(db))
@@ -71,12 +73,13 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     own["identifier"][0]["system"] = "urn:oid:1.2.3.4.hospital-a"
     store.update("Patient", HOSPITAL_PATIENT, own)
     mpi.ingest(own)
+    outbox = Outbox.open(db)
     app = create_app(
         readiness={"database": db.ping},
         routers=[
             security_wiring.build_token_router(settings, db),
             # before the store's router, whose catch-all would answer $process-message
-            messaging_router(store, mpi, authorize),
+            messaging_router(store, mpi, authorize, outbox=outbox),
             fhir_router(store, authorize),
         ],
     )
@@ -96,9 +99,28 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
             time.sleep(0.05)
     try:
         yield Server(
-            base, store, mpi, security_wiring.token_minter(settings), ClientRegistry.open(db)
+            base,
+            store,
+            mpi,
+            security_wiring.token_minter(settings),
+            ClientRegistry.open(db),
+            outbox,
+            security_wiring.signing_key(settings),
         )
     finally:
         uv.should_exit = True
         thread.join(10)
         db.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/caregraph.sqlite3"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
+    with running_api(database_url, tmp_path / "hospital") as api:
+        yield api

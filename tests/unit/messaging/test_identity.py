@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import re
+from typing import Any
 
 from messaging.envelope import parse
 from messaging.identity import local_id, localize
@@ -26,7 +27,7 @@ def test_localize_rewrites_ids_references_focus_and_marks_the_source() -> None:
     local = localize(parse(data))
     pid = local_id(PARTNER, "Patient", "p1")
     eid = local_id(PARTNER, "Encounter", "e1")
-    by_type = {}
+    by_type: dict[str, list[dict[str, Any]]] = {}
     for r in local.resources:
         by_type.setdefault(r["resourceType"], []).append(r)
     assert by_type["Patient"][0]["id"] == pid

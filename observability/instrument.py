@@ -8,6 +8,7 @@ gives messages in and out per source and topic for every role at once:
   each ``raw.*`` record also times receipt (its ``received-at`` header) to durable on the
   bus, which is when the gateway sends its ACK (HL7 AA, C-STORE success), so it is the ACK
   latency without a hook in each gateway.
+- records on the dead-letter topic count as dead letters, per original topic and error type;
 - ``instrument_handler`` wraps a consumer's handler: each message handled counts as a
   message in, and a batch of one (the worker retries a failing batch one message at a
   time) logs under that message's trace id.
@@ -25,8 +26,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bus.base import Bus, Consumer, Message, Record
+from bus.deadletter import decode_deadletter
+from bus.errors import DeadLetterFormatError
 from bus.headers import RECEIVED_AT, SOURCE, TRACE_ID
-from bus.topics import RAW_DEVICE, RAW_DICOM, RAW_HL7V2
+from bus.topics import DEADLETTER, RAW_DEVICE, RAW_DICOM, RAW_HL7V2
 from observability.logging import trace_scope
 from observability.metrics import Metrics
 
@@ -70,11 +73,24 @@ class MeteredBus(Bus):
         for (source, topic), count in counts.items():
             self.metrics.record_out(source, topic, count)
         for record in records:
-            if record.topic in RAW_TOPICS:
+            if record.topic == DEADLETTER:
+                self._count_deadletter(record)
+            elif record.topic in RAW_TOPICS:
                 received = _received_at(record.headers)
                 if received is not None:
                     source = source_label(record.headers.get(SOURCE))
                     self.metrics.observe_ack(source, max(0.0, now - received))
+
+    def _count_deadletter(self, record: Record) -> None:
+        try:
+            letter = decode_deadletter(record.value)
+        except DeadLetterFormatError:
+            self.metrics.record_deadletter("unknown", "unreadable")
+            return
+        # the exception type only ("MappingError: OBX-3 ..." -> "MappingError"): the text
+        # varies per message and would make a label per message
+        reason = letter.error.split(":", 1)[0].strip() or "unknown"
+        self.metrics.record_deadletter(letter.topic, reason)
 
     def subscribe(self, group: str, topics: Iterable[str]) -> Consumer:
         return self.inner.subscribe(group, topics)

@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 import pytest
 
 from bus.base import Message, Record
+from bus.deadletter import deadletter_record
 from bus.headers import make_headers
 from bus.memory import MemoryBus
+from bus.topics import DEADLETTER
 from caregraph.errors import BusUnavailable
 from observability.instrument import MeteredBus, instrument_handler, source_label
 from observability.logging import configure
@@ -134,3 +136,21 @@ def test_handled_messages_count_in_and_a_single_message_logs_its_trace_id(
     assert value(metrics, "caregraph_messages_in_total", source="mllp", topic="raw.hl7v2") == 3
     lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     assert [line.get("trace_id") for line in lines] == [None, "t0", "t1", None]
+
+
+def test_dead_letters_count_per_original_topic_and_error_type() -> None:
+    metrics = Metrics()
+    bus = MeteredBus(MemoryBus(partitions=1), metrics)
+    poison = message(7, "mllp:10.0.0.5:4100", "t7")
+    bus.publish_many(
+        [
+            deadletter_record(poison, "normalizer-hl7v2", "MappingError: OBX-3 has no code", 3),
+            deadletter_record(poison, "normalizer-hl7v2", "MappingError: PID-3 is empty", 3),
+            Record(DEADLETTER, b"not json", None, {}),
+        ]
+    )
+    mapping = value(
+        metrics, "caregraph_deadletters_total", topic="raw.hl7v2", reason="MappingError"
+    )
+    assert mapping == 2
+    assert value(metrics, "caregraph_deadletters_total", topic="unknown", reason="unreadable") == 1

@@ -79,12 +79,18 @@ def build_router(
     prefix: str = "/fhir",
     max_body_bytes: int = DEFAULT_MAX_BODY,
     outbox: Outbox | None = None,
+    speaks_for: Callable[[Principal, str], bool] | None = None,
 ) -> APIRouter:
     """The messaging router; include it before the FHIR store's router (whose catch-all
     would otherwise answer ``$process-message``). Creates the ``messaging_*`` tables.
 
     With ``outbox``, ``GET {prefix}/$outbox-status[?id=...][&status=...]`` reports delivery
-    status as a Parameters resource (one ``delivery`` per outgoing message)."""
+    status as a Parameters resource (one ``delivery`` per outgoing message).
+
+    ``speaks_for(principal, endpoint)``: whether the caller may send as the partner at
+    ``MessageHeader.source.endpoint``; the partner namespaces ids and idempotency, so without
+    this check any writer could send in another partner's name. A refusal is a 403 (nothing
+    processed, nothing kept). None trusts every authorised writer."""
     router = APIRouter(prefix=prefix, route_class=FhirRoute)
     processor = MessageProcessor(store, mpi)
     ledger = Ledger.open(store.db)
@@ -113,6 +119,11 @@ def build_router(
             message = parse(data)
         except NotAMessage as exc:
             return fhir_response(400, outcome(exc.issues, exc.issue_code))
+        if speaks_for is not None and not speaks_for(principal, message.source):
+            why = f"this client may not send messages as {message.source}"
+            return fhir_response(
+                403, outcome([("MessageHeader.source.endpoint", why)], "forbidden")
+            )
         answered = ledger.find(message.source, message.identifier)
         if answered is not None:
             return fhir_response(200, answered.response)

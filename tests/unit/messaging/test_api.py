@@ -177,3 +177,17 @@ def test_a_bug_is_a_500_fatal_error_that_is_not_remembered(
     assert "a bug" not in failed.text  # internals stay inside
     monkeypatch.undo()
     assert answer(post(app, transfer("m1")))[0] == "ok"
+
+
+def test_a_client_may_send_only_as_the_partners_it_speaks_for(store: FhirStore, mpi: Mpi) -> None:
+    def speaks_for(caller: Principal, endpoint: str) -> bool:
+        return caller.client_id == "hospital-b" and endpoint == PARTNER
+
+    app = FastAPI()
+    app.include_router(build_router(store, mpi, principal("system/*.cruds"), speaks_for=speaks_for))
+    spoofed = transfer("m1")
+    spoofed["entry"][0]["resource"]["source"]["endpoint"] = "https://hospital-c.example/fhir"
+    refused = post(app, spoofed)
+    assert refused.status_code == 403
+    assert refused.json()["issue"][0]["code"] == "forbidden"
+    assert answer(post(app, transfer("m1")))[0] == "ok"

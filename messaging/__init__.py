@@ -1,11 +1,19 @@
-"""FHIR messaging with partner institutions: ``POST /fhir/$process-message``.
+"""FHIR messaging with partner institutions: in through ``POST /fhir/$process-message``,
+out through a durable outbox.
 
-    partner Bundle(type=message) --envelope.parse--> InboundMessage (validated, R4B)
+Inbound (``api``):
+
+    partner Bundle(type=message) --envelope.parse/validate--> InboundMessage (R4B-valid)
         --identity.localize--> resources with ids derived from the partner and its own ids
-        --events.EVENTS[event]--> FhirStore.upsert_many + Mpi.ingest / link / unlink
-        --envelope.response--> Bundle(type=message) with MessageHeader.response + outcome
-    ledger.Ledger: the first response per (partner, Bundle.identifier), so a repeat gets it
+        --events.MessageProcessor (table EVENTS)--> FhirStore.upsert_many, Mpi.ingest/link
+        --envelope.response--> Bundle(type=message), MessageHeader.response + outcome
+    ledger.Ledger: the first response per (partner, Bundle.identifier); a repeat gets it
 
-The composition root mounts ``messaging.api.build_router(store, mpi, authorize)`` before the
-FHIR store's router (whose catch-all would answer ``$process-message`` otherwise).
+Outbound: ``partners.Partners.send`` -> ``outbox.Outbox`` (table ``messaging_outbox``)
+-> ``delivery.Deliverer`` (Backend Services token with caregraph's own key, retries with
+backoff) -> the partner's ``$process-message``; status at ``GET /fhir/$outbox-status``.
+
+Tables: ``schema`` (``messaging_*``, on the store's database seam). The composition root
+mounts ``api.build_router(store, mpi, authorize)`` before the FHIR store's router (whose
+catch-all would answer ``$process-message`` otherwise).
 """

@@ -4,15 +4,17 @@ The one place messaging errors become what a partner understands (table below). 
 uses the store's :class:`~fhir_store.api.FhirRoute`, so authorization failures (401/403 from
 the ``authorize`` dependency) and unreadable bodies leave as OperationOutcomes too.
 
-    what happened                         HTTP  answer                      kept for a repeat
-    envelope unusable (NotAMessage)       400   OperationOutcome            no
-    processed                             200   response message: ok        yes
-    refused (other MessagingError)        200   response message: fatal-error  yes
-    database unavailable or raced         503   response message: transient-error  no
-    anything else (a bug)                 500   response message: fatal-error  no
+    what happened                      HTTP  answer                             kept for a repeat
+    envelope unusable (NotAMessage)    400   OperationOutcome                   no
+    caller not that partner            403   OperationOutcome (speaks_for)      no
+    processed                          200   response message: ok               yes
+    refused (other MessagingError)     200   response message: fatal-error      yes
+    database unavailable or raced      503   response message: transient-error  no
+    anything else (a bug)              500   response message: fatal-error      no
 
-A refused message is still a message processed (its answer is the response message), hence
-200; the partner reads ``MessageHeader.response.code``. Only synchronous processing exists.
+The partner reads each answer message's ``MessageHeader.response.code``. A refused message
+is still a message processed (its answer is the response message), hence 200.
+Only synchronous processing exists (``?async`` is not offered).
 """
 
 # No ``from __future__ import annotations``: FastAPI must see the real annotation objects

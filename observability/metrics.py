@@ -193,8 +193,9 @@ class Metrics:
         )
         self.unmatched_codes = Counter(
             "caregraph_unmatched_codes",
-            "codes a translator found no mapping for, per code system",
-            ["system"],
+            "codes and units a translator passed through unmapped, per kind"
+            " (the adapters' counters: unknown_code, unknown_unit)",
+            ["kind"],
             registry=self.registry,
         )
         self._stats = _StatsCollector()
@@ -224,8 +225,8 @@ class Metrics:
     def record_deadletter(self, topic: str, reason: str, count: int = 1) -> None:
         self.deadletters.labels(topic, reason).inc(count)
 
-    def record_unmatched_code(self, system: str, count: int = 1) -> None:
-        self.unmatched_codes.labels(system).inc(count)
+    def record_unmatched_code(self, kind: str, count: int = 1) -> None:
+        self.unmatched_codes.labels(kind).inc(count)
 
     def watch_worker(self, group: str, stats: WorkerCounters) -> None:
         """Expose a consumer's ``WorkerStats`` as ``caregraph_worker_*{group=...}``."""

@@ -101,11 +101,11 @@ def test_db_write_timer_observes_even_when_the_write_raises(
 
 def test_deadletters_and_unmatched_codes(metrics: Metrics, client: Client) -> None:
     metrics.record_deadletter("raw.hl7v2", "ParseError")
-    metrics.record_unmatched_code("urn:iso:std:iso:11073:10101", 3)
+    metrics.record_unmatched_code("unknown_unit", 3)
     samples = scrape(client)
     dl = (("reason", "ParseError"), ("topic", "raw.hl7v2"))
     assert samples[("caregraph_deadletters_total", dl)] == 1
-    code = (("system", "urn:iso:std:iso:11073:10101"),)
+    code = (("kind", "unknown_unit"),)
     assert samples[("caregraph_unmatched_codes_total", code)] == 3
 
 

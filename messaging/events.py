@@ -17,11 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from fhir_store.store import FhirStore
-from linkage.errors import LinkageError
+from linkage.errors import InvalidPatient, LinkageError
 from linkage.links import LinkOutcome
 from linkage.mpi import Mpi
+from linkage.survivorship import GOLDEN_TAG_SYSTEM
 from messaging.envelope import InboundMessage
 from messaging.errors import InvalidContent, MessageRefused, UnsupportedEvent
 from messaging.identity import localize
@@ -116,7 +118,8 @@ class MessageProcessor:
                 location="MessageHeader.event[x]",
             )
         local = localize(message, own_base)
-        types = {str(r["resourceType"]) for r in local.resources}
+        resources = [_as_source(r) for r in local.resources]
+        types = {str(r["resourceType"]) for r in resources}
         stray = sorted(types - event.carries)
         if stray:
             raise InvalidContent(
@@ -132,18 +135,21 @@ class MessageProcessor:
                 f"this client may not create and update {', '.join(refused)}"
                 " (it needs system/<type>.cu scopes)"
             )
-        self._store.upsert_many(list(local.resources))
+        self._store.upsert_many(resources)
         goldens: dict[str, str] = {}
-        for resource in local.resources:
+        for resource in resources:
             if resource["resourceType"] == "Patient":
-                outcome: LinkOutcome = self._mpi.ingest(resource, source=message.source)
+                try:
+                    outcome: LinkOutcome = self._mpi.ingest(resource, source=message.source)
+                except InvalidPatient as exc:
+                    raise InvalidContent(f"Patient/{resource['id']}: {exc}") from exc
                 goldens[f"Patient/{outcome.source_id}"] = outcome.golden_id
         linked: tuple[str, ...] = ()
         if event.link is not None:
             linked = self._link(event.link, local.focus, actor)
             for ref in linked:
                 goldens[ref] = self._mpi.golden_of(ref.removeprefix("Patient/")).golden_id
-        stored = tuple(f"{r['resourceType']}/{r['id']}" for r in local.resources)
+        stored = tuple(f"{r['resourceType']}/{r['id']}" for r in resources)
         return Processed(stored, goldens, linked)
 
     def _link(self, action: LinkAction, focus: tuple[str, ...], actor: str) -> tuple[str, ...]:
@@ -167,3 +173,16 @@ class MessageProcessor:
                 f"patient-{action}: {exc}", location="MessageHeader.focus"
             ) from exc
         return tuple(patients)
+
+
+def _as_source(resource: dict[str, Any]) -> dict[str, Any]:
+    """A partner's golden record (another caregraph's, tagged so) is, here, one source
+    record of that partner: the tag goes, or the MPI would refuse to match it and our own
+    golden-record views would take it for one of ours."""
+    meta = resource.get("meta") or {}
+    tags = meta.get("tag") or []
+    kept = [t for t in tags if not (isinstance(t, dict) and t.get("system") == GOLDEN_TAG_SYSTEM)]
+    if len(kept) == len(tags):
+        return resource
+    new_meta = {**meta, "tag": kept} if kept else {k: v for k, v in meta.items() if k != "tag"}
+    return {**resource, "meta": new_meta}

@@ -5,6 +5,7 @@ import pytest
 from fhir_store.errors import ResourceNotFound
 from fhir_store.store import FhirStore
 from linkage.mpi import Mpi
+from linkage.survivorship import GOLDEN_TAG
 from messaging.envelope import parse
 from messaging.errors import InvalidContent, MessageRefused, UnsupportedEvent
 from messaging.events import MessageProcessor
@@ -140,3 +141,22 @@ def test_a_partner_links_its_patient_to_a_hospital_record_named_by_absolute_url(
     MessageProcessor(store, mpi).process(parse(data), anything, "partner:b", own_base)
     p9 = local_id(PARTNER, "Patient", "p9")
     assert mpi.golden_of(p9).golden_id == mpi.golden_of(HOSPITAL_PATIENT).golden_id
+
+
+def test_another_caregraphs_golden_record_is_a_source_record_here(
+    store: FhirStore, mpi: Mpi
+) -> None:
+    theirs = patient("g1", "Andersen", "Anna", "1970-01-01", "B-77")
+    theirs["meta"] = {"tag": [dict(GOLDEN_TAG), {"system": "urn:x", "code": "keep"}]}
+    data = message(
+        "m1",
+        LINK,
+        [theirs, patient("p9", "Z", "Z", "1999-09-09", "9")],
+        focus=["Patient/g1", "Patient/p9"],
+    )
+    MessageProcessor(store, mpi).process(parse(data), anything, "partner:b")
+    gid = local_id(PARTNER, "Patient", "g1")
+    assert store.read("Patient", gid).resource()["meta"]["tag"] == [
+        {"system": "urn:x", "code": "keep"}
+    ]
+    assert mpi.golden_of(gid).golden_id == mpi.golden_of(HOSPITAL_PATIENT).golden_id

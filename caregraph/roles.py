@@ -40,6 +40,8 @@ from linkage.api import build_router as build_linkage_router
 from linkage.graph.api import build_router as build_graph_router
 from linkage.graph.handler import GRAPH_TYPES, GraphHandler
 from linkage.handler import IdentityHandler, PatientHandler
+from messaging.api import build_router as build_messaging_router
+from messaging.outbox import Outbox
 from security.allowlists import dicom_allowlist, facility_allowlist
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class ApiService:
                 # before the store's router, whose catch-all would answer Patient/$match
                 build_linkage_router(ctx.mpi, authorize, identity=ctx.identity, actor_of=actor),
                 build_graph_router(ctx.graph, authorize),
+                build_messaging_router(ctx.store, ctx.mpi, authorize, outbox=Outbox.open(ctx.db)),
                 build_router(ctx.store, authorize),
                 build_device_router(ctx.store, health_board(ctx), authorize),
                 build_console_router(),

@@ -13,6 +13,8 @@ Rules, for a token whose view is restricted:
   the matches kept, so no count of other patients' data leaks;
 - a transaction or batch response keeps its positions: a hidden entry becomes a 403 entry,
   and a search or history nested in it (a batch GET) is filtered like a top-level one;
+- a message Bundle (the answer of ``$process-message``) keeps its MessageHeader, which
+  describes this exchange rather than stored data, and only the visible other entries;
 - any other resource that is not visible makes the whole response a 403.
 """
 
@@ -73,6 +75,8 @@ def filter_body(body: Any, view: View) -> tuple[Any, int]:
         return _filter_container(body, view)
     if body.get("resourceType") == "Bundle" and body.get("type") in _RESPONSES:
         return _filter_responses(body, view)
+    if body.get("resourceType") == "Bundle" and body.get("type") == "message":
+        return _filter_message(body, view)
     if view.sees(body):
         return body, 0
     raise Forbidden(f"this token may not see {body.get('resourceType')}/{body.get('id')}")
@@ -97,6 +101,24 @@ def _filter_container(bundle: dict[str, Any], view: View) -> tuple[dict[str, Any
     elif "total" in bundle and not hidden:
         result["total"] = bundle["total"]
     return result, hidden
+
+
+def _filter_message(bundle: dict[str, Any], view: View) -> tuple[dict[str, Any], int]:
+    entries = bundle.get("entry") or []
+    kept = [
+        entry
+        for i, entry in enumerate(entries)
+        if isinstance(entry, dict)
+        and isinstance(entry.get("resource"), dict)
+        and (
+            (i == 0 and entry["resource"].get("resourceType") == "MessageHeader")
+            or view.sees(entry["resource"])
+        )
+    ]
+    result = {k: v for k, v in bundle.items() if k != "entry"}
+    if kept:
+        result["entry"] = kept
+    return result, len(entries) - len(kept)
 
 
 def _is_match(entry: Any) -> bool:

@@ -220,3 +220,25 @@ def test_unrestricted_view_hides_only_unreadable_types() -> None:
     shown, hidden = filter_body(bundle, view)
     assert hidden == 1 and "total" not in shown
     assert [e["resource"]["id"] for e in shown["entry"]] == ["a"]
+
+
+def test_message_response_keeps_its_header_and_only_visible_entries() -> None:
+    view = View(lambda t: t == "Patient", frozenset({"p1"}))
+    answer = {
+        "resourceType": "Bundle",
+        "type": "message",
+        "entry": [
+            {"resource": {"resourceType": "MessageHeader", "id": "h", "response": {}}},
+            {"resource": {"resourceType": "Patient", "id": "p1"}},
+            {"resource": {"resourceType": "Patient", "id": "p2"}},
+            {"resource": {"resourceType": "Observation", "id": "o1"}},
+        ],
+    }
+    body, hidden = filter_body(answer, view)
+    assert [e["resource"]["id"] for e in body["entry"]] == ["h", "p1"]
+    assert hidden == 2
+    # a MessageHeader anywhere but first is an ordinary resource
+    answer["entry"] = [answer["entry"][1], answer["entry"][0]]
+    body, hidden = filter_body(answer, view)
+    assert [e["resource"]["id"] for e in body["entry"]] == ["p1"]
+    assert hidden == 1

@@ -9,11 +9,16 @@ from collections.abc import Callable, Sequence
 import typer
 
 from caregraph.errors import ConfigError
-from caregraph.preflight import ensure_loopback_unless_insecure, ensure_writable_dir
+from caregraph.preflight import (
+    ensure_loopback_unless_insecure,
+    ensure_port_free,
+    ensure_writable_dir,
+)
 from caregraph.roles import AVAILABLE_ROLES, build_services
 from caregraph.runtime import Service, run_services
 from caregraph.settings import Settings
 from caregraph.wiring import Context, open_context
+from observability.ops import OpsServer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,14 @@ def up(
     ctx = open_context(settings)
     try:
         services = [*build_services(ctx, chosen), *(extra(ctx) if extra else ())]
+        if "api" not in chosen:
+            # probes and metrics for orchestrators, on the HTTP port the api would use
+            ensure_port_free(
+                settings.http_host, settings.http_port, "CAREGRAPH_HTTP_PORT", "--http-port"
+            )
+            probes = {"database": ctx.db.ping, "bus": ctx.bus.ping}
+            ops = OpsServer(settings.http_host, settings.http_port, probes, ctx.metrics)
+            services.append(ops)
         log.info("caregraph up: %s", ", ".join(s.name for s in services))
         if "api" in chosen:
             base = f"http://{settings.http_host}:{settings.http_port}"

@@ -17,7 +17,7 @@ import uvicorn
 from adapters.dicom.normalize import DicomNormalizer
 from adapters.hl7v2.normalizer import Hl7v2Normalizer
 from bus import DEADLETTER, RAW_DEVICE, RAW_DICOM, RAW_HL7V2, Message, Record, fhir_topic
-from bus.worker import Handler, run_consumer
+from bus.worker import Handler, WorkerStats, run_consumer
 from caregraph import security_wiring
 from caregraph.app import create_app
 from caregraph.auth import actor, authorize
@@ -42,6 +42,8 @@ from linkage.graph.handler import GRAPH_TYPES, GraphHandler
 from linkage.handler import IdentityHandler, PatientHandler
 from messaging.api import build_router as build_messaging_router
 from messaging.outbox import Outbox
+from observability.instrument import instrument_handler
+from observability.metrics import build_metrics_router
 from security.allowlists import dicom_allowlist, facility_allowlist
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,13 @@ class ApiService:
                 build_router(ctx.store, authorize),
                 build_device_router(ctx.store, health_board(ctx), authorize),
                 build_console_router(),
+                build_metrics_router(ctx.metrics),
             ],
         )
         guard = security_wiring.build_guard(s, ctx.store, ctx.mpi)
-        security_wiring.install(app, guard, public_paths=console_public_paths())
+        # /metrics holds counters, never patient data; Prometheus scrapes it without a token
+        public = {*console_public_paths(), "/metrics"}
+        security_wiring.install(app, guard, public_paths=public)
         cert, key = security_wiring.https_files(s) or (None, None)
         config = uvicorn.Config(
             app,
@@ -99,8 +104,13 @@ class ApiService:
 def consumer_service(
     ctx: Context, name: str, group: str, topics: Sequence[str], handler: Handler
 ) -> Service:
+    """A ``run_consumer`` thread whose counters and messages in show up in ``/metrics``."""
+    stats = WorkerStats()
+    ctx.metrics.watch_worker(group, stats)
+    metered = instrument_handler(handler, ctx.metrics)
+
     def run(stop: threading.Event) -> None:
-        run_consumer(ctx.bus, group, topics, handler, stop=stop)
+        run_consumer(ctx.bus, group, topics, metered, stop=stop, stats=stats)
 
     return ThreadService(name, run)
 
@@ -185,6 +195,7 @@ def _mllp(ctx: Context) -> Service:
         tls=security_wiring.mllp_tls(s),
         allow_facility=facilities.allows if facilities else None,
     )
+    ctx.metrics.watch_listener("mllp", listener.stats)
     return StartStop("mllp", listener.start, listener.stop)
 
 
@@ -212,11 +223,21 @@ class StartStop:
     stop: Callable[[], None]
 
 
+def _serial(ctx: Context) -> Service:
+    board = health_board(ctx)
+    ctx.metrics.watch_silent_devices(lambda: sum(r.health.silent for r in board.snapshot()[0]))
+    return build_serial_role(ctx)
+
+
 def _store_writer(ctx: Context) -> Service:
     topics = [fhir_topic(t) for t in ctx.store.registry.types]
-    return consumer_service(
-        ctx, "store-writer", "store-writer", topics, handle_fhir_batch(ctx.store)
-    )
+    write = handle_fhir_batch(ctx.store)
+
+    def timed(batch: list[Message]) -> None:
+        with ctx.metrics.time_db_write("fhir-batch"):
+            write(batch)
+
+    return consumer_service(ctx, "store-writer", "store-writer", topics, timed)
 
 
 def _linkage(ctx: Context) -> Service:
@@ -248,7 +269,7 @@ ROLE_BUILDERS: dict[str, Callable[[Context], Service]] = {
     "api": ApiService,
     "mllp": _mllp,
     "dicom": _dicom,
-    "serial": build_serial_role,
+    "serial": _serial,
     "normalizer": _normalizer,
     "store-writer": _store_writer,
     "linkage": _linkage,

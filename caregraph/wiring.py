@@ -19,6 +19,8 @@ from linkage.handler import publish_goldens
 from linkage.identity import IdentityIndex
 from linkage.mpi import Mpi
 from linkage.sql import SqlIdentityRepository, SqlRepository
+from observability.instrument import MeteredBus
+from observability.metrics import Metrics
 
 
 def build_bus(settings: Settings) -> Bus:
@@ -44,6 +46,7 @@ class Context:
     settings: Settings
     bus: Bus
     db: Database
+    metrics: Metrics = field(default_factory=Metrics)
     _closed: bool = field(default=False, init=False)
 
     @cached_property
@@ -79,7 +82,9 @@ def open_context(settings: Settings) -> Context:
     except BaseException:
         db.close()
         raise
-    ctx = Context(settings=settings, bus=bus, db=db)
+    metrics = Metrics()
+    # Every publish of every role is counted (messages out, ACK latency, dead letters).
+    ctx = Context(settings=settings, bus=MeteredBus(bus, metrics), db=db, metrics=metrics)
     try:
         bus.ping()
     except BaseException:

@@ -89,9 +89,9 @@ def fleet(tmp_path: Path, kafka_bootstrap: str, postgres_url: str) -> Iterator[F
 def test_two_normalizers_and_two_writers_store_everything_once(fleet: Fleet) -> None:
     http, mllp = free_port(), free_port()
     gateway = fleet.start("gateway", "api", "mllp", http_port=str(http), mllp_port=str(mllp))
-    for i in range(2):
-        fleet.start(f"normalizer-{i}", "normalizer")
-        fleet.start(f"writer-{i}", "store-writer")
+    for i in range(2):  # each serves its probes and /metrics on a port of its own
+        fleet.start(f"normalizer-{i}", "normalizer", http_port=str(free_port()))
+        fleet.start(f"writer-{i}", "store-writer", http_port=str(free_port()))
     wait_for_port("127.0.0.1", mllp, timeout_s=60)
     wait_for_port("127.0.0.1", http, timeout_s=60)
 
@@ -139,3 +139,15 @@ def test_two_normalizers_and_two_writers_store_everything_once(fleet: Fleet) -> 
             time.sleep(1)
         time.sleep(3)  # anything still in flight would show up as a duplicate now
         assert counts() == [per_patient] * PATIENTS
+
+
+def test_a_consumer_role_serves_probes_and_metrics(fleet: Fleet) -> None:
+    port = free_port()
+    fleet.start("writer", "store-writer", http_port=str(port))
+    wait_for_port("127.0.0.1", port, timeout_s=60)
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{base}/healthz").status_code == 200
+    ready = httpx.get(f"{base}/readyz")
+    assert ready.status_code == 200, ready.text
+    metrics = httpx.get(f"{base}/metrics").text
+    assert 'caregraph_worker_batches_total{group="store-writer"}' in metrics, metrics[:2000]

@@ -19,6 +19,7 @@ from devices.simulators import SimulatorHandle, start_simulator
 from fhir_store.database import open_database
 from fhir_store.store import FhirStore
 from tests.integration.registry.conftest import Cli, wait_for
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,8 @@ def test_up_serial_reads_registered_devices(tmp_path: Path, sims: list[Simulator
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREGRAPH_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "caregraph.cli", "up", "--data-dir", str(data),
-         "--role", "serial", "--role", "normalizer", "--role", "store-writer"],
+         "--role", "serial", "--role", "normalizer", "--role", "store-writer",
+         "--http-port", str(free_port())],  # the probes and metrics listen there
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

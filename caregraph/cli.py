@@ -7,7 +7,6 @@ exit status 2, never a traceback: the person at the terminal needs what to fix, 
 from __future__ import annotations
 
 import logging
-import sys
 from datetime import datetime
 from typing import Annotated
 
@@ -33,14 +32,10 @@ DicomPort = Annotated[int | None, typer.Option(help="DICOM port [CAREGRAPH_DICOM
 DicomAe = Annotated[str | None, typer.Option(help="DICOM AE title [CAREGRAPH_DICOM_AE].")]
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # One line per HTTP request would drown what matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _setup_logging(verbose: bool, json: bool) -> None:
+    from observability.logging import configure
+
+    configure(json=json, level=logging.DEBUG if verbose else logging.INFO)
 
 
 @app.command()
@@ -95,7 +90,6 @@ def up(
     """Run caregraph's services in this process until Ctrl-C (all, or the chosen --role)."""
     from caregraph import launcher
 
-    _setup_logging(verbose)
     with clean_errors():
         settings = settings_from(
             data_dir=data_dir,
@@ -107,6 +101,7 @@ def up(
             dicom_port=dicom_port,
             dicom_ae=dicom_ae,
         )
+        _setup_logging(verbose, settings.log_json)
         launcher.up(settings, role or None, insecure=insecure)
 
 
@@ -123,11 +118,11 @@ def demo(
     """``up`` on the embedded defaults plus simulated sources, so you can watch data flow."""
     from caregraph import launcher
 
-    _setup_logging(False)
     with clean_errors():
         settings = settings_from(
             data_dir=data_dir, http_port=http_port, mllp_port=mllp_port, dicom_port=dicom_port
         )
+        _setup_logging(False, settings.log_json)
         launcher.demo(settings, seconds=seconds)
 
 

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     mllp_port: int = Field(2575, ge=0, le=65535)
     dicom_port: int = Field(11112, ge=0, le=65535)
     dicom_ae: str = Field("CAREGRAPH", min_length=1, max_length=16)
+    log_json: bool = Field(False, description="One JSON object per log line (for collectors).")
     # Authorization (issue 7), see security/ and caregraph/security_wiring.py.
     auth_mode: Literal["development", "jwks"] = Field(
         "development", description="development: caregraph mints tokens with its own key."

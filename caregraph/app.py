@@ -1,4 +1,4 @@
-"""The HTTP app: health probes now, FHIR under ``/fhir`` and the rest as they land."""
+"""The HTTP app: the health probes, plus the routers each role hands in (FHIR, linkage, ...)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from fhir_store.api import build_router
 from fhir_store.database import open_database
 from fhir_store.store import FhirStore
-from tests.support.services import free_port
+from tests.support.services import serve_app
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -53,20 +50,8 @@ def serving(store: FhirStore, authorize: Callable[..., Any] = _allow_all) -> Ite
     """uvicorn serving the FHIR router on a free loopback port; yields the FHIR base URL."""
     app = FastAPI()
     app.include_router(build_router(store, authorize, max_body_bytes=2 * 1024 * 1024))
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert uv.started, "uvicorn did not start"
-    try:
-        yield f"http://127.0.0.1:{port}/fhir"
-    finally:
-        uv.should_exit = True
-        thread.join(10)
+    with serve_app(app) as base:
+        yield f"{base}/fhir"
 
 
 @pytest.fixture

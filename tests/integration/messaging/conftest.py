@@ -7,8 +7,6 @@ The hospital already knows Anna Andersen as ``Patient/h1``; partner messages
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from caregraph import security_wiring
 from caregraph.app import create_app
@@ -33,7 +30,7 @@ from messaging.outbox import Outbox
 from security.clients import ClientRegistry
 from security.keys import SigningKey
 from security.tokens import TokenMinter
-from tests.support.services import free_port
+from tests.support.services import serve_app
 from tests.unit.messaging.messages import patient
 
 HOSPITAL_PATIENT = "h1"
@@ -84,32 +81,18 @@ def running_api(url: str, data_dir: Path) -> Iterator[Server]:
         ],
     )
     security_wiring.install(app, security_wiring.build_guard(settings, store, mpi))
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base}/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
     try:
-        yield Server(
-            base,
-            store,
-            mpi,
-            security_wiring.token_minter(settings),
-            ClientRegistry.open(db),
-            outbox,
-            security_wiring.signing_key(settings),
-        )
-    finally:
-        uv.should_exit = True
-        thread.join(10)
+        with serve_app(app) as base:
+            yield Server(
+                base,
+                store,
+                mpi,
+                security_wiring.token_minter(settings),
+                ClientRegistry.open(db),
+                outbox,
+                security_wiring.signing_key(settings),
+            )
+    finally:  # after the server has stopped
         db.close()
 
 

@@ -7,13 +7,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from bus.memory import MemoryBus
@@ -26,7 +23,7 @@ from devices.serial.gateway import SerialGateway
 from fhir_store.database import open_database
 from fhir_store.store import FhirStore
 from fhir_store.writer import handle_fhir_batch
-from tests.support.services import free_port
+from tests.support.services import serve_app
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -142,17 +139,4 @@ def pipeline() -> Iterator[Callable[..., Pipeline]]:
         assert p.role.gateway.devices() == []
 
 
-@contextmanager
-def serving_app(app: FastAPI) -> Iterator[str]:
-    """uvicorn serving ``app`` on a free loopback port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 10, "uvicorn")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+serving_app = serve_app  # the name the registry tests import

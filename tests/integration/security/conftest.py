@@ -7,16 +7,12 @@ the MPI; patient ``b`` is someone else. Each has one Observation.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 
 from caregraph import security_wiring
 from caregraph.app import create_app
@@ -33,7 +29,7 @@ from linkage.mpi import Mpi
 from linkage.sql import SqlRepository
 from security.clients import ClientRegistry
 from security.tokens import TokenMinter
-from tests.support.services import free_port
+from tests.support.services import serve_app
 
 
 def patient(res_id: str, family: str, given: str, born: str, mrn: str) -> dict[str, Any]:
@@ -119,23 +115,9 @@ def api(tmp_path: Path) -> Iterator[Api]:
         security_wiring.build_guard(settings, store, mpi),
         security_wiring.build_token_router(settings, db),
     )
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base}/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
     try:
-        registry = ClientRegistry.open(db)
-        yield Api(base, store, mpi, security_wiring.token_minter(settings), settings, registry)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+        with serve_app(app) as base:
+            registry = ClientRegistry.open(db)
+            yield Api(base, store, mpi, security_wiring.token_minter(settings), settings, registry)
+    finally:  # after the server has stopped
         db.close()

@@ -30,6 +30,10 @@ from fhir_store.errors import StoreConflict
 from fhir_store.schema import MIGRATIONS
 
 Params = Sequence[Any]
+#: One schema change: its version and the statements that make it.
+Migration = tuple[int, Sequence[str]]
+#: The PostgreSQL advisory lock every caregraph process takes while it migrates.
+_SCHEMA_LOCK_KEY = 0x63617265677261  # "caregra"
 
 
 class Cursor(Protocol):
@@ -266,20 +270,37 @@ class Database(ABC):
 
     @final
     def migrate(self, upto: int | None = None) -> int:
-        """Apply the migrations this database has not seen yet (up to ``upto``, for tests of
-        upgrades); return the schema version."""
+        """Apply the store's migrations this database has not seen yet (up to ``upto``, for
+        tests of upgrades); return the schema version."""
+        return self.apply_migrations("schema_version", MIGRATIONS, upto)
+
+    @final
+    def apply_migrations(
+        self, table: str, migrations: Sequence[Migration], upto: int | None = None
+    ) -> int:
+        """Apply ``migrations`` newer than the version recorded in ``table``; return it.
+
+        Several processes starting at once on a fresh database (a scaled-out deployment)
+        would race on ``CREATE TABLE``; the schema lock makes them take turns, and each
+        finds what the one before it created.
+        """
         with self.transaction() as tx:
-            tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = tx.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            self._lock_schema(tx)
+            tx.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+            row = tx.execute(f"SELECT MAX(version) FROM {table}").fetchone()
             current = int(row[0]) if row and row[0] is not None else 0
-            for version, statements in MIGRATIONS:
+            for version, statements in migrations:
                 if version <= current or (upto is not None and version > upto):
                     continue
                 for statement in statements:
                     tx.execute(statement)
-                tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                tx.execute(f"INSERT INTO {table} (version) VALUES (?)", (version,))
                 current = version
         return current
+
+    @abstractmethod
+    def _lock_schema(self, tx: Transaction) -> None:
+        """Serialize migrations across processes until ``tx`` ends."""
 
     @final
     def close(self) -> None:
@@ -317,6 +338,9 @@ class SqliteDatabase(Database):
     def _begin(self, raw: Any, write: bool) -> None:
         raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
+    def _lock_schema(self, tx: Transaction) -> None:
+        """Nothing to add: the write transaction's ``BEGIN IMMEDIATE`` already holds the lock."""
+
     def translate(self, sql: str) -> str:
         return sql
 
@@ -349,6 +373,10 @@ class PostgresDatabase(Database):
 
     def translate(self, sql: str) -> str:
         return sql.replace("%", "%%").replace("?", "%s")
+
+    def _lock_schema(self, tx: Transaction) -> None:
+        # released at commit; the key is arbitrary but fixed for every caregraph process
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_KEY,))
 
     def clock(self, tx: Transaction) -> str:
         row = tx.execute(

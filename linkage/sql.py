@@ -131,18 +131,7 @@ def _schema(dialect: str) -> list[tuple[int, list[str]]]:
 
 def migrate(db: Database) -> int:
     """Create or upgrade the ``linkage_*`` tables; returns the schema version."""
-    with db.transaction() as tx:
-        tx.execute("CREATE TABLE IF NOT EXISTS linkage_schema_version (version INTEGER NOT NULL)")
-        row = tx.execute("SELECT MAX(version) FROM linkage_schema_version").fetchone()
-        current = int(row[0]) if row and row[0] is not None else 0
-        for version, statements in _schema(db.dialect):
-            if version <= current:
-                continue
-            for statement in statements:
-                tx.execute(statement)
-            tx.execute("INSERT INTO linkage_schema_version (version) VALUES (?)", (version,))
-            current = version
-    return current
+    return db.apply_migrations("linkage_schema_version", _schema(db.dialect))
 
 
 def marks(n: int) -> str:

@@ -37,15 +37,4 @@ _SCHEMA: list[tuple[int, list[str]]] = [
 
 def migrate(db: Database) -> int:
     """Create or upgrade the ``messaging_*`` tables; returns the schema version."""
-    with db.transaction() as tx:
-        tx.execute("CREATE TABLE IF NOT EXISTS messaging_schema_version (version INTEGER NOT NULL)")
-        row = tx.execute("SELECT MAX(version) FROM messaging_schema_version").fetchone()
-        current = int(row[0]) if row and row[0] is not None else 0
-        for version, statements in _SCHEMA:
-            if version <= current:
-                continue
-            for sql in statements:
-                tx.execute(sql)
-            tx.execute("INSERT INTO messaging_schema_version (version) VALUES (?)", (version,))
-            current = version
-    return current
+    return db.apply_migrations("messaging_schema_version", _SCHEMA)

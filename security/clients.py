@@ -38,18 +38,7 @@ _SCHEMA: list[tuple[int, list[str]]] = [
 
 def migrate(db: Database) -> int:
     """Create or upgrade the ``security_*`` tables; returns the schema version."""
-    with db.transaction() as tx:
-        tx.execute("CREATE TABLE IF NOT EXISTS security_schema_version (version INTEGER NOT NULL)")
-        row = tx.execute("SELECT MAX(version) FROM security_schema_version").fetchone()
-        current = int(row[0]) if row and row[0] is not None else 0
-        for version, statements in _SCHEMA:
-            if version <= current:
-                continue
-            for statement in statements:
-                tx.execute(statement)
-            tx.execute("INSERT INTO security_schema_version (version) VALUES (?)", (version,))
-            current = version
-    return current
+    return db.apply_migrations("security_schema_version", _SCHEMA)
 
 
 @dataclass(frozen=True)

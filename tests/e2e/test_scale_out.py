@@ -82,7 +82,7 @@ def fleet(tmp_path: Path, kafka_bootstrap: str, postgres_url: str) -> Iterator[F
         f.stop()
         for log in sorted(tmp_path.glob("*.log")):
             tail = log.read_text(errors="replace")[-1500:]
-            if "Traceback" in tail:
+            if "Traceback" in tail or "error:" in tail:
                 print(f"--- {log.name}\n{tail}")
 
 

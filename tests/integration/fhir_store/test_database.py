@@ -31,6 +31,36 @@ def test_open_creates_schema_and_reopen_keeps_data(db_url: str) -> None:
     assert [tuple(r) for r in rows] == [("x:y",)]
 
 
+def test_processes_starting_together_migrate_a_fresh_database_once(db_url: str) -> None:
+    """A scaled-out deployment starts every role at once on an empty database."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from linkage.sql import migrate as migrate_linkage
+    from messaging.schema import migrate as migrate_messaging
+    from security.clients import migrate as migrate_security
+
+    def start() -> tuple[int, ...]:
+        db = open_database(db_url)
+        try:
+            return (
+                db.migrate(),
+                migrate_linkage(db),
+                migrate_messaging(db),
+                migrate_security(db),
+            )
+        finally:
+            db.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        versions = set(pool.map(lambda _: start(), range(6)))
+    assert len(versions) == 1
+    db = open_database(db_url)
+    with db.transaction(write=False) as tx:
+        rows = tx.execute("SELECT version FROM schema_version").fetchall()
+    db.close()
+    assert sorted(r[0] for r in rows) == [v for v, _ in MIGRATIONS]
+
+
 def test_rollback_on_error_and_conflict_is_typed(db_url: str) -> None:
     db = open_database(db_url)
     row = ("Patient", "p", 1, "2020-01-01T00:00:00.000000", 0, "h", "{}")

@@ -29,13 +29,14 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from caregraph.errors import StoreUnavailable
 from fhir_store.api import DEFAULT_MAX_BODY, FhirRoute, fhir_response
+from fhir_store.capability import capability_statement
 from fhir_store.errors import FhirError, StoreConflict
 from fhir_store.outcome import dumps, outcome
 from fhir_store.store import FhirStore
 from linkage.mpi import Mpi
 from messaging.envelope import OPERATION, InboundMessage, parse, response, validate
 from messaging.errors import MessagingError, NotAMessage
-from messaging.events import MessageProcessor, Processed
+from messaging.events import EVENTS, MessageProcessor, Processed
 from messaging.ledger import Ledger
 from messaging.outbox import Delivery, DeliveryStatus, Outbox
 from security.scopes import Context
@@ -87,7 +88,8 @@ def build_router(
     would otherwise answer ``$process-message``). Creates the ``messaging_*`` tables.
 
     With ``outbox``, ``GET {prefix}/$outbox-status[?id=...][&status=...]`` reports delivery
-    status as a Parameters resource (one ``delivery`` per outgoing message).
+    status as a Parameters resource (one ``delivery`` per outgoing message; with ``id``, the
+    partner's response message too, as the part ``response``).
 
     ``speaks_for(principal, endpoint)``: whether the caller may send as the partner at
     ``MessageHeader.source.endpoint``; the partner namespaces ids and idempotency, so without
@@ -169,9 +171,45 @@ def build_router(
         kept = ledger.record(message.source, message.identifier, event, code, dumps(body))
         return fhir_response(200, kept.response)
 
+    @router.get("/metadata")
+    def metadata(request: Request, principal: Caller) -> Response:
+        # Served here, before the store's router answers the same path: the store's
+        # CapabilityStatement plus what this router adds (see with_messaging).
+        base = str(request.base_url).rstrip("/") + prefix
+        statement = with_messaging(capability_statement(store.registry, base), base)
+        return fhir_response(200, statement)
+
     if outbox is not None:
         _serve_status(router, outbox, authorize)
     return router
+
+
+PROCESS_MESSAGE = "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"
+
+
+def with_messaging(statement: dict[str, Any], base: str) -> dict[str, Any]:
+    """The store's CapabilityStatement with FHIR messaging: the ``$process-message``
+    operation, and a ``messaging`` entry with its endpoint and the events processed."""
+    rest = [dict(r) for r in statement.get("rest") or [{"mode": "server"}]]
+    server = rest[0]
+    operations = [o for o in server.get("operation") or [] if o.get("name") != "process-message"]
+    server["operation"] = [*operations, {"name": "process-message", "definition": PROCESS_MESSAGE}]
+    events = ", ".join(f"{system}|{code}" for system, code in EVENTS)
+    messaging = {
+        "endpoint": [
+            {
+                "protocol": {
+                    "system": "http://terminology.hl7.org/CodeSystem/message-transport",
+                    "code": "http",
+                },
+                "address": f"{base}/{OPERATION}",
+            }
+        ],
+        "documentation": (
+            f"Synchronous $process-message, idempotent by Bundle.identifier. Events: {events}."
+        ),
+    }
+    return {**statement, "rest": rest, "messaging": [messaging]}
 
 
 def _part(name: str, kind: str, value: Any) -> dict[str, Any]:
@@ -218,6 +256,15 @@ def _serve_status(router: APIRouter, outbox: Outbox, authorize: Callable[..., Pr
                     404, outcome([("id", f"no outgoing message {id!r}")], "not-found")
                 )
             rows = [row]
+            answer = outbox.response(id)
+            parameter = delivery_parameter(row)
+            if answer:
+                try:
+                    parameter["part"].append({"name": "response", "resource": json.loads(answer)})
+                except ValueError:  # a partner's answer that is not JSON: shown as text
+                    parameter["part"].append(_part("response", "String", answer[:2000]))
+            body = {"resourceType": "Parameters", "parameter": [parameter]}
+            return fhir_response(200, body)
         else:
             try:
                 wanted = DeliveryStatus(status) if status else None

@@ -153,6 +153,15 @@ class Outbox:
             ).fetchone()
         return None if row is None else _delivery(row)
 
+    def response(self, message_id: str) -> str | None:
+        """The partner's answer to a finished message (its response message, as sent), or
+        None while there is none."""
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute(
+                "SELECT response FROM messaging_outbox WHERE id = ?", (message_id,)
+            ).fetchone()
+        return None if row is None else row[0]
+
     def recent(self, status: DeliveryStatus | None = None, limit: int = 100) -> list[Delivery]:
         """The newest rows first, of one status or all."""
         where, params = ("WHERE status = ?", [status.value]) if status else ("", [])

@@ -1,4 +1,4 @@
-"""The ``caregraph`` command line: ``up``, ``demo``, ``check``, ``version``.
+"""The ``caregraph`` command line: ``up``, ``demo``, ``simulate``, ``check``, ``version``.
 
 Every failure caused by settings or unreachable services ends as one line on stderr and
 exit status 2, never a traceback: the person at the terminal needs what to fix, not where.
@@ -124,6 +124,51 @@ def demo(
         )
         _setup_logging(False, settings.log_json)
         launcher.demo(settings, seconds=seconds)
+
+
+@app.command()
+def simulate(
+    beds: Annotated[int, typer.Option(min=1, help="Beds, each with a monitor at 1 Hz.")],
+    seconds: Annotated[
+        float, typer.Option(min=1, help="Measuring window, after the warm-up.")
+    ] = 60.0,
+    warmup: Annotated[float, typer.Option(min=0, help="Warm-up seconds, not measured.")] = 10.0,
+    attach: Annotated[
+        bool,
+        typer.Option(help="Drive the caregraph already running on these settings."),
+    ] = False,
+    pid: Annotated[
+        list[int] | None,
+        typer.Option(help="With --attach: pids of its processes, for memory (repeatable)."),
+    ] = None,
+    split: Annotated[
+        bool, typer.Option(help="One process per role group instead of one for all.")
+    ] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    kafka_bootstrap: KafkaBootstrap = None,
+    http_port: HttpPort = None,
+    mllp_port: MllpPort = None,
+    dicom_port: DicomPort = None,
+) -> None:
+    """Drive monitors, an HIS and a modality at hospital rates; report what caregraph
+    sustains (Observations/s, frame-to-searchable p99, memory, consumer lag)."""
+    from caregraph import simulate as simulation
+
+    with clean_errors():
+        settings = settings_from(
+            data_dir=data_dir,
+            database_url=database_url,
+            kafka_bootstrap=kafka_bootstrap,
+            http_port=http_port,
+            mllp_port=mllp_port,
+            dicom_port=dicom_port,
+        )
+        _setup_logging(False, settings.log_json)
+        plan = simulation.Plan(beds=beds, seconds=seconds, warmup_s=warmup)
+        simulation.simulate(
+            settings, plan, attach=attach, split=split, pids=pid or (), echo=typer.echo
+        )
 
 
 security_cli.register(app)

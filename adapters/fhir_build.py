@@ -39,11 +39,18 @@ _ID_OK = re.compile(r"[A-Za-z0-9\-.]{1,64}\Z")
 # --- primitives -------------------------------------------------------------------------
 
 
+_ODD_WS = re.compile(r"[^\S \r\n\t]")
+
+
 def fhir_string(value: str | None) -> str | None:
-    """``value`` stripped, or None when nothing is left."""
+    """``value`` stripped, or None when nothing is left.
+
+    FHIR strings allow only space, CR, LF and tab as whitespace: other whitespace a message
+    may carry (form feed, vertical tab, Unicode separators) becomes a space.
+    """
     if not value:
         return None
-    value = value.strip()
+    value = _ODD_WS.sub(" ", value).strip()
     return value or None
 
 
@@ -562,6 +569,8 @@ def observation(
     }
     if value_key in _COMPOSITE_VALUES and isinstance(value, dict):
         value = compact(value)  # callers assemble these from parts that may be empty
+    elif value_key == "valueString" and isinstance(value, str):
+        value = fhir_string(value)
     has_value = value_key is not None and value not in _EMPTY
     if has_value:
         assert value_key is not None

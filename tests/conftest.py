@@ -6,8 +6,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.support.services import fresh_postgres_database, tansu_broker
+
+# CI explores the same examples on every run (a red CI must mean a change broke something);
+# developers' runs keep drawing new examples, which is how property tests find new bugs.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

@@ -276,3 +276,16 @@ def test_builders_refuse_what_fhir_forbids() -> None:
         fb.quantity(Decimal("NaN"))
     assert fb.fhir_code("  a \t b ") == "a b"
     assert fb.fhir_uri("urn:x y") == "urn:x%20y"
+
+
+def test_strings_keep_only_the_whitespace_fhir_allows() -> None:
+    assert fb.fhir_string("\x0c") is None
+    assert fb.fhir_string(" a\x0bb\u2028c\td\r\ne ") == "a b c\td\r\ne"
+
+
+def test_observation_string_value_of_only_odd_whitespace_is_no_value() -> None:
+    obs = fb.observation(
+        "o1", status="final", code={"text": "x"}, value_key="valueString", value="\x0c"
+    )
+    assert "valueString" not in obs
+    assert_valid(obs)

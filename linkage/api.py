@@ -25,7 +25,11 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from caregraph.errors import MappingError, StoreError, StoreUnavailable
+from fhir_store.api import FhirRoute, fhir_response
+from fhir_store.shaping import bundle_text
+from fhir_store.store import FhirStore
 from linkage.errors import LinkageError, LinkageNotFound
+from linkage.everything import LinkedEverything
 from linkage.identity import RESOURCE_TYPES as IDENTITY_TYPES
 from linkage.identity import EntityLink, IdentityIndex
 from linkage.links import Candidate, Golden, Link
@@ -168,10 +172,16 @@ def build_router(
     fhir_prefix: str = "/fhir",
     actor_of: Callable[[Request], str] = header_actor,
     identity: IdentityIndex | None = None,
+    store: FhirStore | None = None,
 ) -> APIRouter:
     """The linkage routes; every route depends on ``authorize``. With ``identity``, also
-    ``/linkage/identity/...`` for Practitioner, Organization and Device."""
+    ``/linkage/identity/...`` for Practitioner, Organization and Device; with ``store``,
+    ``Patient/[id]/$everything`` across a golden record's linked identities (mounted before
+    the store's router, it answers for every Patient: the store's own answer for the others).
+    """
     router = APIRouter(route_class=LinkageRoute, dependencies=[Depends(authorize)])
+    if store is not None:
+        router.include_router(_everything_router(LinkedEverything(mpi, store), fhir_prefix))
 
     @router.post(f"{fhir_prefix}/Patient/$match", tags=["fhir"], response_class=Response)
     def patient_match(request: Request, body: dict[str, Any]) -> Response:
@@ -283,6 +293,22 @@ def build_router(
 
     if identity is not None:
         _identity_routes(router, identity)
+    return router
+
+
+def _everything_router(linked: LinkedEverything, fhir_prefix: str) -> APIRouter:
+    # The store's route class: errors leave exactly as the store's own $everything's do.
+    router = APIRouter(route_class=FhirRoute)
+
+    @router.get(f"{fhir_prefix}/Patient/{{res_id}}/$everything", tags=["fhir"])
+    def everything(request: Request, res_id: str) -> Response:
+        """FHIR ``Patient/[id]/$everything``; for a golden record, across its confirmed
+        source Patients (merged in the store's order, each resource once, paged by
+        ``_count``/``_offset``; ``_type`` and ``_since`` apply to every identity)."""
+        page = linked.everything(res_id, list(request.query_params.multi_items()))
+        base = str(request.base_url).rstrip("/") + fhir_prefix
+        return fhir_response(200, bundle_text(base, f"{base}/Patient/{res_id}/$everything", page))
+
     return router
 
 

@@ -50,13 +50,22 @@ log = logging.getLogger(__name__)
 
 
 class ApiService:
-    """uvicorn serving the FastAPI app on a thread."""
+    """uvicorn serving the FastAPI app on a thread, and the delivery of partner messages.
+
+    Delivery is part of this role, not a role of its own: the api already holds messaging
+    (``$process-message`` in, ``$outbox-status``), the outbox is a database table, not a
+    topic, so delivery needs no consumer group, and several api processes deliver side by
+    side safely (outbox claims are disjoint). It runs only when partners are configured
+    (``CAREGRAPH_PARTNERS_FILE``), as a thread beside uvicorn.
+    """
 
     name = "api"
 
     def __init__(self, ctx: Context) -> None:
         s = ctx.settings
         ensure_port_free(s.http_host, s.http_port, "CAREGRAPH_HTTP_PORT", "--http-port")
+        partners = security_wiring.partners(s)
+        outbox = Outbox.open(ctx.db)
         app = create_app(
             readiness={"database": ctx.db.ping, "bus": ctx.bus.ping},
             # the token router first: SMART discovery lives under /fhir too
@@ -65,7 +74,13 @@ class ApiService:
                 # before the store's router, whose catch-all would answer Patient/$match
                 build_linkage_router(ctx.mpi, authorize, identity=ctx.identity, actor_of=actor),
                 build_graph_router(ctx.graph, authorize),
-                build_messaging_router(ctx.store, ctx.mpi, authorize, outbox=Outbox.open(ctx.db)),
+                build_messaging_router(
+                    ctx.store,
+                    ctx.mpi,
+                    authorize,
+                    outbox=outbox,
+                    speaks_for=partners.speaks_for,
+                ),
                 build_router(ctx.store, authorize),
                 build_device_router(ctx.store, health_board(ctx), authorize),
                 build_console_router(),
@@ -88,17 +103,27 @@ class ApiService:
         )
         self._server = uvicorn.Server(config)
         self._thread = ThreadService("api", lambda stop: self._server.run())
+        self._delivery = (
+            ThreadService("delivery", partners.worker(outbox, idle_s=s.outbox_poll_s))
+            if len(partners)
+            else None
+        )
 
     def start(self) -> None:
         self._thread.start()
+        if self._delivery is not None:
+            self._delivery.start()
 
     def stop(self) -> None:
+        if self._delivery is not None:
+            self._delivery.stop()
         self._server.should_exit = True
         self._thread.stop()
 
     @property
     def alive(self) -> bool:
-        return self._thread.alive
+        delivering = self._delivery is None or self._delivery.alive
+        return self._thread.alive and delivering
 
 
 def consumer_service(

@@ -4,7 +4,12 @@ Development mode: caregraph's own EC P-384 key in ``DATA_DIR/security/signing-ke
 signs the tokens ``caregraph token`` mints; jwks mode adds the keys of an external
 authorization server (``CAREGRAPH_AUTH_JWKS``, tokens with ``iss`` = ``AUTH_JWKS_ISSUER``).
 caregraph's own key is trusted in both modes: the token endpoint (Backend Services) signs
-with it.
+with it. It is also caregraph's client key at partners (``CAREGRAPH_PARTNERS_FILE``): it
+signs the client assertions traded at their token endpoints, and partners register its
+public JWKS (``/.well-known/jwks.json``, or ``caregraph partner jwks``). One key for both
+is safe because the two token kinds cannot stand in for each other: an access token has
+``iss`` = ``AUTH_ISSUER`` and ``aud`` = ``AUTH_AUDIENCE``, an assertion ``iss`` = ``sub`` =
+the client id and ``aud`` = the partner's token URL, and each side checks its own.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from fhir_store.database import Database
 from fhir_store.errors import ResourceGone, ResourceNotFound
 from fhir_store.store import FhirStore
 from linkage.mpi import Mpi
+from messaging.envelope import OPERATION
+from messaging.outbox import Outbox
+from messaging.partners import Partners, load_partners
+from messaging.transfer import Sender
 from security.audit import Auditor
 from security.audit_log import ChainedAuditLog
 from security.backend_services import TokenService
@@ -137,6 +146,41 @@ def install(
         app.include_router(token_router)
     open_paths = DEFAULT_PUBLIC | frozenset(public_paths)
     app.add_middleware(AuthorizationMiddleware, guard=guard, public_paths=open_paths)
+
+
+def partners(settings: Settings) -> Partners:
+    """The partners of ``CAREGRAPH_PARTNERS_FILE`` (none when unset), with caregraph's own
+    key (the one ``/.well-known/jwks.json`` publishes) for its client assertions.
+
+    Raises:
+        ConfigError: the file is unreadable or invalid, or the key is unusable.
+    """
+    if settings.partners_file is None:
+        return Partners([], signing_key(settings))
+    return Partners(load_partners(settings.partners_file), signing_key(settings))
+
+
+def message_endpoint(settings: Settings) -> str:
+    """caregraph's own ``$process-message`` URL as partners reach it: the source endpoint
+    of what it sends, hence the name partners know it by."""
+    return f"{settings.effective_public_url}/fhir/{OPERATION}"
+
+
+def message_sender(
+    settings: Settings, store: FhirStore, mpi: Mpi, outbox: Outbox | None = None
+) -> Sender:
+    """What queues messages about patients for partners (CLI, and any other front end).
+
+    Raises:
+        ConfigError: as :func:`partners`.
+    """
+    return Sender(
+        store,
+        partners(settings),
+        outbox or Outbox.open(store.db),
+        message_endpoint(settings),
+        MpiIdentities(mpi).linked,
+    )
 
 
 def https_files(settings: Settings) -> tuple[str, str] | None:

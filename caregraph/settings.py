@@ -54,12 +54,41 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = Field(None, description="PEM private key of TLS_CERT_FILE.")
     tls_client_ca_file: Path | None = Field(None, description="CA for mutual TLS on MLLP.")
 
+    # Partner messaging (issue 7), see messaging/ and caregraph/security_wiring.py.
+    partners_file: Path | None = Field(
+        None, description="JSON file of partner institutions (messaging/partners.py); unset: none."
+    )
+    public_url: str | None = Field(
+        None,
+        description="Base URL partners reach caregraph at; unset: http://HTTP_HOST:HTTP_PORT.",
+    )
+    outbox_poll_s: float = Field(
+        1.0, gt=0, le=60, description="Seconds between the delivery loop's looks at the outbox."
+    )
+
     @field_validator("auth_algorithms", "hl7_allowed_facilities", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def effective_public_url(self) -> str:
+        """caregraph's base URL as partners reach it (its FHIR base is this plus /fhir)."""
+        if self.public_url:
+            return self.public_url
+        scheme = "https" if self.tls_cert_file else "http"
+        return f"{scheme}://{self.http_host}:{self.http_port}"
 
     @property
     def effective_database_url(self) -> str:

@@ -26,7 +26,7 @@ from fhir_store.store import FhirStore
 from messaging.envelope import request
 from messaging.events import CAREGRAPH_EVENTS, FHIR_EVENTS
 from messaging.outbox import Outbox
-from messaging.partners import PartnerRefused, Partners
+from messaging.partners import Partner, PartnerRefused, Partners
 
 TRANSFER = (CAREGRAPH_EVENTS, "patient-transfer")
 OBSERVATIONS = (FHIR_EVENTS, "observation-provide")
@@ -127,6 +127,18 @@ def observations_message(
     return request(OBSERVATIONS, resources, source=source, destination=destination, focus=focus)
 
 
+def without_source(record: PatientRecord, source: str) -> PatientRecord:
+    """``record`` without the vitals and Encounter that ``source`` sent here (their
+    ``meta.source``, see ``messaging.identity``): no echo of a partner's own data to it."""
+
+    def foreign(resource: dict[str, Any] | None) -> bool:
+        return resource is not None and (resource.get("meta") or {}).get("source") == source
+
+    encounter = None if foreign(record.encounter) else record.encounter
+    kept = tuple(o for o in record.observations if not foreign(o))
+    return PatientRecord(record.patient, encounter, kept)
+
+
 def _instant(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -187,11 +199,13 @@ class Sender:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def _record(
-        self, patient_id: str, hours: float, limit: int
+        self, patient_id: str, partner: Partner, hours: float, limit: int
     ) -> tuple[PatientRecord, Collection[str]]:
+        """The patient's record without what came from ``partner`` itself (it has that)."""
         linked = self.linked(patient_id)
         since = self.clock() - timedelta(hours=hours)
-        return gather(self.store, patient_id, linked, since=since, limit=limit), linked
+        record = gather(self.store, patient_id, linked, since=since, limit=limit)
+        return without_source(record, partner.endpoint), linked
 
     def transfer(
         self, patient_id: str, partner: str, *, hours: float = 24, limit: int = 200
@@ -203,7 +217,7 @@ class Sender:
             PartnerRefused: unknown partner or patient, or the partner takes no transfers.
         """
         to = self.partners.get(partner)
-        record, linked = self._record(patient_id, hours, limit)
+        record, linked = self._record(patient_id, to, hours, limit)
         bundle = transfer_message(
             record,
             linked,
@@ -224,6 +238,6 @@ class Sender:
                 no observation messages.
         """
         to = self.partners.get(partner)
-        record, linked = self._record(patient_id, hours, limit)
+        record, linked = self._record(patient_id, to, hours, limit)
         bundle = observations_message(record, linked, source=self.source, destination=to.endpoint)
         return self.partners.send(self.outbox, to.name, bundle)

@@ -48,6 +48,7 @@ B = {
     "client_id": "cg-a",
     "inbound_client_id": "b-here",
 }
+B_ENDPOINT = "https://b.example/fhir/$process-message"
 
 
 def vital(res_id: str, subject: str, at: datetime, category: str = "vital-signs") -> dict[str, Any]:
@@ -167,9 +168,11 @@ def test_a_transfer_built_here_is_processed_by_a_partner_into_one_linked_patient
     # The partner side, on the same database for brevity: all vitals land on one Patient,
     # which the MPI links to the hospital's own record.
     (claimed,) = outbox.claim_due()
-    message = parse(json.loads(claimed.bundle))
+    bundle = json.loads(claimed.bundle)
+    bundle["entry"][0]["resource"]["source"]["endpoint"] = B_ENDPOINT  # as if B sent it
+    message = parse(bundle)
     done = MessageProcessor(store, mpi).process(message, lambda _type: True, "test")
-    sent_patient = f"Patient/{local_id(SOURCE, 'Patient', HOSPITAL_PATIENT)}"
+    sent_patient = f"Patient/{local_id(B_ENDPOINT, 'Patient', HOSPITAL_PATIENT)}"
     observations = [ref for ref in done.stored if ref.startswith("Observation/")]
     assert len(observations) == 2
     for ref in observations:
@@ -180,6 +183,10 @@ def test_a_transfer_built_here_is_processed_by_a_partner_into_one_linked_patient
 
     observed = sender.observations(HOSPITAL_PATIENT, "hospital-b")
     assert observed != queued
+    # What hospital B sent (now linked to h1 here) is not echoed back to it.
+    (again,) = outbox.claim_due()
+    echoed = [e["resource"] for e in json.loads(again.bundle)["entry"][1:]]
+    assert sorted(r["id"] for r in echoed) == ["h1", "v1", "v2"]
     with pytest.raises(PartnerRefused, match="no partner 'nobody'"):
         sender.transfer(HOSPITAL_PATIENT, "nobody")
 

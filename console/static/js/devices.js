@@ -7,6 +7,7 @@ import { ApiError, authorizedFetch, entries, fhirGet, fhirPost, fhirPut } from "
 import { conceptText, effectiveMs, fmtAgo, fmtDate, humanName, iso, refId } from "./format.js";
 import { deviceName } from "./patients.js";
 import { allows } from "./session.js";
+import { trailCard } from "./trail.js";
 import { VitalsView } from "./vitals.js";
 
 const POLL_MS = 5000;
@@ -421,6 +422,8 @@ export function deviceView(id) {
   const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   const el = h("section", { class: "view" }, h("p", {}, h("a", { href: "#/devices" }, "← All devices")), heading, body);
   let vitals = null;
+  let trail = null;
+  let stopped = false;
   const load = async () => {
     let device = null;
     try {
@@ -441,6 +444,8 @@ export function deviceView(id) {
     heading.textContent = device ? `Device: ${deviceName(device)}` : `Unregistered device ${seenAs || id}`;
     vitals = new VitalsView([["device", refs.join(",")]], { title: "Readings", windowMs: 15 * 60e3 });
     const identifierValue = device?.identifier?.find((i) => i.system === DEVICE_ID_SYSTEM)?.value || seenAs;
+    if (stopped) return;
+    trail = identifierValue && allows("Device", "r") ? trailCard(identifierValue) : null;
     fill(body,
       h("section", { class: "card" }, h("h2", {}, device ? "Registry entry" : "Register this device"),
         device ? null : h("p", {}, "Readings arrive from this device, but it has no Device resource yet."),
@@ -455,9 +460,10 @@ export function deviceView(id) {
             h("td", {}, fmtDate(o.effectiveDateTime || o.issued)),
             h("td", {}, conceptText(o.code)),
             h("td", {}, o.valueQuantity ? `${o.valueQuantity.value} ${o.valueQuantity.unit || ""}` : o.valueString || conceptText(o.dataAbsentReason)),
-            h("td", {}, o.status))))) : h("p", { class: "muted" }, "No readings yet.")));
+            h("td", {}, o.status))))) : h("p", { class: "muted" }, "No readings yet.")),
+      trail?.el);
     await vitals.start();
   };
   load().catch((err) => fill(body, h("p", { class: "error", role: "alert" }, err.message)));
-  return { el, focus: heading, stop() { vitals?.stop(); } };
+  return { el, focus: heading, stop() { stopped = true; vitals?.stop(); trail?.stop(); } };
 }

@@ -37,7 +37,7 @@ class Served:
     a development token with every scope."""
 
     def __init__(self, tmp: Path, extra: ExtraRouters | None = None) -> None:
-        settings = Settings(data_dir=tmp)
+        settings = self.settings = Settings(data_dir=tmp)
         self.db = open_database(f"sqlite:///{tmp / 'caregraph.sqlite3'}")
         self.store = FhirStore(self.db)
         self.mpi = Mpi(SqlRepository.open(self.db))
@@ -61,6 +61,10 @@ class Served:
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def mint(self, scope: str, *, patient: str | None = None, subject: str = "e2e") -> str:
+        """A development token for this app with ``scope`` (and a patient context)."""
+        return mint_development_token(self.settings, scope, patient=patient, subject=subject)
 
     @property
     def app_url(self) -> str:

@@ -136,6 +136,13 @@ def test_state_of_a_device(js: Any) -> None:
     assert states == ["no-readings", "ok", "silent"]
 
 
+def test_hex_rows_of_a_frame(js: Any) -> None:
+    rows = js(
+        "trail.js", "return [m.hexRows(arg, 4), m.hexRows(''), m.hexRows(arg)]", "01 24 37 44 0d"
+    )
+    assert rows == [["01 24 37 44", "0d"], [], ["01 24 37 44 0d"]]
+
+
 def test_vendor_dir_is_not_served(served: Served) -> None:
     # axe-core is test data only: the console never ships it (401 without a token: an
     # unknown path is not public; 404 with one).

@@ -1,4 +1,4 @@
-"""The DICOM gateway: an SCP for C-ECHO, C-STORE, C-FIND and C-GET.
+"""The DICOM gateway: an SCP for C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE.
 
 A C-STORE is answered with success only after, in this order: the data set was checked
 whole (one walk over its element framing, ``devices.dicom.framing``, which also picks out
@@ -12,7 +12,9 @@ when it cannot be understood, 0xA900 when the data set is not of the announced S
 Threads: ``start`` runs an accept loop in one daemon thread and each association in a
 thread of its own (``devices.dicom.ul``); the object store and index are shared by them.
 
-Defences at the edge: calling AE titles (and their hosts) can be allowlisted; every PDU's
+Defences at the edge: an association must call the gateway's own AE title (else
+A-ASSOCIATE-RJ, called AE title not recognised); calling AE titles (and their hosts) can be
+allowlisted with the operations each may use (``devices.dicom.access``); every PDU's
 announced length is checked before its body is read, and a data set cannot grow past
 ``max_message_bytes`` (``devices.dicom.pdu_guard``); silent peers time out.
 """
@@ -39,6 +41,7 @@ from bus.base import Bus
 from bus.headers import make_headers
 from bus.topics import RAW_DICOM
 from caregraph.errors import ConfigError, MappingError
+from devices.dicom.access import CallerPolicy, caller_policy
 from devices.dicom.framing import scan
 from devices.dicom.index import IndexedInstance, InstanceIndex
 from devices.dicom.part10 import data_set_offset, file_header
@@ -177,9 +180,13 @@ class DicomGateway:
     """The DICOM SCP of caregraph. Nothing listens until ``start``.
 
     ``data_dir`` holds ``objects/`` (the files), ``tmp/`` and ``index.sqlite3``.
-    ``allowed_callers`` maps a calling AE title to the hosts it may connect from (an empty
-    set: any host); ``None`` accepts every caller. ``max_pdu`` is the largest P-DATA PDU
-    the gateway announces and accepts; ``max_message_bytes`` bounds one data set.
+    ``allowed_callers`` is the caller policy, or anything ``caller_policy`` reads (the
+    setting's JSON or compact text, AE -> rule, or the older AE -> hosts, which permits
+    every operation); ``None`` accepts every caller for everything. C-MOVE destinations
+    are the allowlisted AEs with a port. ``require_called_ae=False`` accepts associations
+    whatever AE title they call (for a peer that cannot be configured; off by default).
+    ``max_pdu`` is the largest P-DATA PDU the gateway announces and accepts;
+    ``max_message_bytes`` bounds one data set.
     ``fsync=False`` trades power-loss safety of the stored files for speed, as
     ``EmbeddedBus(fsync=False)`` does for the log. ``max_header_bytes`` bounds the header
     in a ``raw.dicom`` message (Kafka's default message limit is 1 MB); the largest
@@ -196,7 +203,8 @@ class DicomGateway:
         ae_title: str,
         host: str,
         port: int,
-        allowed_callers: Mapping[str, set[str]] | None = None,
+        allowed_callers: CallerPolicy | Mapping[str, object] | str | None = None,
+        require_called_ae: bool = True,
         max_pdu: int = DEFAULT_MAX_PDU,
         max_message_bytes: int = 1 << 30,
         max_associations: int = 16,
@@ -214,11 +222,8 @@ class DicomGateway:
         self.ae_title = ae_title.strip()
         self.host = host
         self._port = port
-        self.allowed_callers = (
-            {k.strip(): set(v) for k, v in allowed_callers.items()}
-            if allowed_callers is not None
-            else None
-        )
+        self.policy = caller_policy(allowed_callers)
+        self.require_called_ae = require_called_ae
         self.max_pdu = max_pdu
         self.max_message_bytes = max_message_bytes
         self.max_associations = max_associations
@@ -257,6 +262,8 @@ class DicomGateway:
                 max_associations=self.max_associations,
                 timeout_s=self.timeout_s,
                 on_refused_pdu=lambda: self._count("aborted_pdus"),
+                require_called_ae=self.require_called_ae,
+                on_rejected=lambda: self._count("rejected_associations"),
             )
         except OSError as exc:
             self._index.close()
@@ -314,18 +321,20 @@ class DicomGateway:
 
     # -- ul.Services -----------------------------------------------------------------------
 
-    def allow(self, peer: Peer) -> bool:
-        """Callers outside the allowlist are rejected (calling AE title not recognised)."""
-        if self.allowed_callers is None:
-            return True
-        hosts = self.allowed_callers.get(peer.calling_ae)
-        if hosts is None or (hosts and peer.host not in hosts):
+    def operations(self, peer: Peer) -> frozenset[str] | None:
+        """What a caller may do; callers outside the allowlist are rejected (calling AE
+        title not recognised)."""
+        allowed = self.policy.operations(peer.calling_ae, peer.host)
+        if allowed is None:
             log.warning(
                 "rejecting association from %s at %s: not allowed", peer.calling_ae, peer.host
             )
             self._count("rejected_associations")
-            return False
-        return True
+        return allowed
+
+    def destination(self, ae_title: str) -> tuple[str, int] | None:
+        """A C-MOVE destination's address, from the allowlist (AEs with a port)."""
+        return self.policy.destination(ae_title)
 
     def store(self, request: StoreRequest) -> Dataset:
         """Answer one C-STORE: success only once the instance is durable (module doc)."""
@@ -413,7 +422,7 @@ class DicomGateway:
             yield PENDING, _response(level, keys, match)
 
     def retrieve(self, peer: Peer, identifier: Dataset) -> list[Retrievable]:
-        """C-GET: the stored instances under the matches of the identifier."""
+        """C-GET and C-MOVE: the stored instances under the matches of the identifier."""
         assert self._index is not None and self._store is not None
         store = self._store
         level, keys = _query_keys(identifier)
@@ -431,7 +440,13 @@ class DicomGateway:
             return read
 
         return [
-            Retrievable(row.sop_class_uid, row.sop_instance_uid, row.transfer_syntax, reader(row))
+            Retrievable(
+                row.sop_class_uid,
+                row.sop_instance_uid,
+                row.transfer_syntax,
+                reader(row),
+                store.path_for(row.sha256),
+            )
             for row in rows
         ]
 

@@ -10,9 +10,13 @@ DIMSE commands and responses go through the pure codec of ``devices.dicom.dimse`
 byte for byte against pynetdicom's). The transport loop is a blocking ``recv``: read a
 PDU, act, answer. Nothing waits on a timer.
 
-Scope, as the gateway needs it: association acceptance (with the allowlist and a limit on
-concurrent associations), P-DATA reassembly, C-ECHO, C-STORE, C-FIND and C-GET (answered
-through the ``Services`` the gateway passes in), release and abort. Every PDU length is checked by
+Scope, as the gateway needs it: association acceptance (the called AE title must be the
+gateway's; the calling AE title and host must be admitted by the gateway's policy, which
+also says which operations the caller may use; a limit on concurrent associations),
+P-DATA reassembly, C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE (answered through the
+``Services`` the gateway passes in; C-MOVE's sub-operations go out over an association of
+their own to the destination's address, opened with pynetdicom as an SCU), release and
+abort. Every PDU length is checked by
 ``PduGuard`` before its body is read. A C-CANCEL is honoured between C-FIND responses
 (not during a C-GET, whose sub-operations are short); asynchronous operations are not
 negotiated, so a peer has one request outstanding at a time.
@@ -28,10 +32,11 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from pydicom.dataset import Dataset
-from pynetdicom import ALL_TRANSFER_SYNTAXES, PYNETDICOM_IMPLEMENTATION_UID
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.dsutils import decode as decode_dataset
 from pynetdicom.dsutils import encode as encode_dataset
 from pynetdicom.pdu import (
@@ -55,6 +60,7 @@ from pynetdicom.presentation import (
     negotiate_as_acceptor,
 )
 
+from devices.dicom.access import ECHO, FIND, GET, MOVE, STORE
 from devices.dicom.dimse import (
     AFFECTED_SOP_CLASS_UID,
     AFFECTED_SOP_INSTANCE_UID,
@@ -80,10 +86,36 @@ VERIFICATION = "1.2.840.10008.1.1"
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 C_STORE_RQ, C_ECHO_RQ, C_FIND_RQ, C_GET_RQ = 0x0001, 0x0030, 0x0020, 0x0010
-C_CANCEL_RQ = 0x0FFF
+C_MOVE_RQ, C_CANCEL_RQ = 0x0021, 0x0FFF
 PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+MOVE_DESTINATION = 0x00000600
 NO_DATA_SET = 0x0101
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): result 1 permanent; source 1 service user; its reasons.
+REJECTED_PERMANENT, SERVICE_USER = 0x01, 0x01
+CALLING_AE_NOT_RECOGNIZED, CALLED_AE_NOT_RECOGNIZED = 0x03, 0x07
+# Statuses (PS3.7 C.4, PS3.4 C.4.2.1.5): a refused operation, an unknown move destination,
+# sub-operations that could not be performed.
+NOT_AUTHORIZED, MOVE_DESTINATION_UNKNOWN, UNABLE_TO_PERFORM = 0x0124, 0xA801, 0xA702
+# The DIMSE operation each request is; C-CANCEL and responses need no permission.
+OPERATION_OF_COMMAND = {
+    C_ECHO_RQ: ECHO,
+    C_STORE_RQ: STORE,
+    C_FIND_RQ: FIND,
+    C_GET_RQ: GET,
+    C_MOVE_RQ: MOVE,
+}
+_MODEL_OPERATION = {
+    VERIFICATION: ECHO,
+    PATIENT_ROOT_FIND: FIND,
+    STUDY_ROOT_FIND: FIND,
+    PATIENT_ROOT_GET: GET,
+    STUDY_ROOT_GET: GET,
+    PATIENT_ROOT_MOVE: MOVE,
+    STUDY_ROOT_MOVE: MOVE,
+}
 _PDU_TYPES = frozenset({0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07})
 UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
 # The acceptor picks, per context, the first of its syntaxes the peer proposed: explicit VR
@@ -127,13 +159,19 @@ class Retrievable:
     transfer_syntax: str
     read_data_set: Callable[[str], bytes]
     """The data set in the given transfer syntax; ``ValueError`` if it cannot be had in it."""
+    file_path: Path | None = None
+    """The stored Part 10 file, which a C-MOVE sends as it is."""
 
 
 class Services(Protocol):
     """What the gateway answers; the upper layer only moves messages."""
 
-    def allow(self, peer: Peer) -> bool:
-        """May this peer associate?"""
+    def operations(self, peer: Peer) -> frozenset[str] | None:
+        """What this peer may do (``devices.dicom.access`` names); ``None``: it may not
+        associate at all."""
+
+    def destination(self, ae_title: str) -> tuple[str, int] | None:
+        """(host, port) of a C-MOVE destination; ``None`` if it is not a known AE."""
 
     def store(self, request: StoreRequest) -> Dataset:
         """Handle a C-STORE; return the status data set (Status, maybe ErrorComment)."""
@@ -142,7 +180,8 @@ class Services(Protocol):
         """Yield (status, identifier) C-FIND responses; the last one is final."""
 
     def retrieve(self, peer: Peer, identifier: Dataset) -> list[Retrievable]:
-        """The instances a C-GET asks for; raises (a status is derived) if it cannot."""
+        """The instances a C-GET or C-MOVE asks for; raises (a status is derived) if it
+        cannot."""
 
 
 def supported_contexts() -> list[PresentationContext]:
@@ -157,9 +196,15 @@ def supported_contexts() -> list[PresentationContext]:
         # Either role: SCP for C-STORE, SCU when a C-GET peer asks for the role reversal.
         storage.scu_role, storage.scp_role = True, True
         out.append(storage)
-    models = (VERIFICATION, PATIENT_ROOT_FIND, STUDY_ROOT_FIND, PATIENT_ROOT_GET, STUDY_ROOT_GET)
-    out += [build_context(uid) for uid in models]
+    out += [build_context(uid) for uid in _MODEL_OPERATION]
     return out
+
+
+def context_operations(abstract_syntax: str) -> frozenset[str]:
+    """The operations for which a presentation context of ``abstract_syntax`` is needed:
+    a storage SOP class serves C-STORE and, in the reverse role, C-GET's sub-operations."""
+    model = _MODEL_OPERATION.get(abstract_syntax)
+    return frozenset({model}) if model else frozenset({STORE, GET})
 
 
 class Callable0(Protocol):
@@ -183,9 +228,13 @@ class Listener:
         max_associations: int,
         timeout_s: float,
         on_refused_pdu: Callable0,
+        require_called_ae: bool = True,
+        on_rejected: Callable[[], None] | None = None,
     ) -> None:
         self.services = services
         self.ae_title = ae_title
+        self.require_called_ae = require_called_ae
+        self.on_rejected = on_rejected or (lambda: None)
         self.max_pdu = max_pdu
         self.max_message_bytes = max_message_bytes
         self.timeout_s = timeout_s
@@ -285,6 +334,7 @@ class _Association:
         self.peer = Peer("", "", host)
         self.peer_max_pdu = 0
         self.contexts: dict[int, PresentationContext] = {}
+        self.operations: frozenset[str] = frozenset()
 
     # -- PDU I/O ---------------------------------------------------------------------------
 
@@ -368,9 +418,22 @@ class _Association:
         self.peer = Peer(
             request.calling_ae_title.strip(), request.called_ae_title.strip(), self.host
         )
-        if not self.listener.services.allow(self.peer):
-            self._reject(0x01, 0x01, 0x03)  # permanent, user, calling AE not recognised
+        if self.listener.require_called_ae and self.peer.called_ae != self.listener.ae_title:
+            log.warning(
+                "rejecting association from %s at %s: called AE %r is not %r",
+                self.peer.calling_ae,
+                self.host,
+                self.peer.called_ae,
+                self.listener.ae_title,
+            )
+            self.listener.on_rejected()
+            self._reject(REJECTED_PERMANENT, SERVICE_USER, CALLED_AE_NOT_RECOGNIZED)
             return False
+        operations = self.listener.services.operations(self.peer)
+        if operations is None:
+            self._reject(REJECTED_PERMANENT, SERVICE_USER, CALLING_AE_NOT_RECOGNIZED)
+            return False
+        self.operations = operations
         roles: dict[str, tuple[bool | None, bool | None]] = {}
         for item in request.user_information:
             if isinstance(item, MaximumLengthNotification):
@@ -379,9 +442,19 @@ class _Association:
                 roles[str(item.sop_class_uid)] = (item.scu_role, item.scp_role)
         results, reply_roles = negotiate_as_acceptor(
             request.presentation_context_definition_list,
-            self.listener.contexts,
+            [
+                cx
+                for cx in self.listener.contexts
+                if context_operations(str(cx.abstract_syntax)) & operations
+            ],
             roles or None,  # type: ignore[arg-type]
         )
+        known = {str(cx.abstract_syntax) for cx in self.listener.contexts}
+        for cx in results:
+            # Known but not permitted to this caller: a user rejection (result 1), so the
+            # peer's log says it was refused rather than "abstract syntax not supported".
+            if cx.result == 0x03 and str(cx.abstract_syntax) in known:
+                cx.result = 0x01
         self.contexts = {
             int(cx.context_id): cx for cx in results if cx.result == 0 and cx.context_id
         }
@@ -461,6 +534,23 @@ class _Association:
         if context is None:
             raise CommandError(f"message on a presentation context not accepted: {context_id}")
         field = command.field
+        needed = OPERATION_OF_COMMAND.get(field)
+        if needed is not None and needed not in self.operations:
+            # Possible only on a context accepted for another operation (a storage context
+            # accepted for C-GET's sub-operations): refused, the association goes on.
+            log.warning("refusing %s from %s: not permitted", needed, self.peer.calling_ae)
+            sop_class = command.uid(AFFECTED_SOP_CLASS_UID)
+            instance = command.uid(AFFECTED_SOP_INSTANCE_UID) if field == C_STORE_RQ else None
+            refusal = response(
+                field,
+                command.us(MESSAGE_ID),
+                sop_class,
+                NOT_AUTHORIZED,
+                sop_instance_uid=instance,
+                error_comment=f"{needed} is not permitted to {self.peer.calling_ae}",
+            )
+            self._reply(context_id, refusal)
+            return
         if field == C_ECHO_RQ:
             sop_class = command.uid(AFFECTED_SOP_CLASS_UID)
             self._reply(context_id, response(field, command.us(MESSAGE_ID), sop_class, 0x0000))
@@ -470,6 +560,8 @@ class _Association:
             self._find(command, context, data_set or b"")
         elif field == C_GET_RQ:
             self._get(command, context, data_set or b"")
+        elif field == C_MOVE_RQ:
+            self._move(command, context, data_set or b"")
         elif field == C_CANCEL_RQ:
             pass  # nothing pending to cancel: a C-FIND answers before the next read
         else:
@@ -524,53 +616,103 @@ class _Association:
     ) -> None:
         """C-GET (PS3.4 C.4.3): C-STORE sub-operations on this association, a pending
         response after each, then the final one with the counts."""
+        self._retrieve(command, context, data_set, None)
+
+    def _move(
+        self, command: Command, context: PresentationContext, data_set: bytes | bytearray
+    ) -> None:
+        """C-MOVE (PS3.4 C.4.2): C-STORE sub-operations over a new association to the move
+        destination, which must be a known AE (0xA801 otherwise); responses as for C-GET."""
+        self._retrieve(command, context, data_set, command.uid(MOVE_DESTINATION))
+
+    def _retrieve(
+        self,
+        command: Command,
+        context: PresentationContext,
+        data_set: bytes | bytearray,
+        destination: str | None,
+    ) -> None:
         transfer_syntax = context.transfer_syntax[0]
         implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
         context_id = int(context.context_id or 0)
         message_id = command.us(MESSAGE_ID)
         sop_class = command.uid(AFFECTED_SOP_CLASS_UID)
+        field = C_GET_RQ if destination is None else C_MOVE_RQ
         try:
             identifier = decode_dataset(BytesIO(data_set), implicit, little)
             wanted = self.listener.services.retrieve(self.peer, identifier)
         except Exception as exc:  # the edge: a request we cannot serve gets a status
-            log.warning("C-GET from %s refused: %s", self.peer.calling_ae, exc)
-            self._reply(context_id, response(C_GET_RQ, message_id, sop_class, status_for(exc)))
+            log.warning("C-GET/C-MOVE from %s refused: %s", self.peer.calling_ae, exc)
+            self._reply(context_id, response(field, message_id, sop_class, status_for(exc)))
             return
+        sender: _MoveSender | None = None
+        if destination is not None:
+            address = self.listener.services.destination(destination)
+            if address is None:
+                log.warning("C-MOVE from %s to unknown %r", self.peer.calling_ae, destination)
+                reply = response(
+                    field,
+                    message_id,
+                    sop_class,
+                    MOVE_DESTINATION_UNKNOWN,
+                    error_comment=f"move destination {destination} is not known",
+                )
+                self._reply(context_id, reply)
+                return
+            if wanted:
+                sender = _MoveSender(
+                    self.listener.ae_title, destination, address, wanted, self.listener.timeout_s
+                )
+                if not sender.open():
+                    counts = (0, 0, len(wanted), 0)
+                    reply = response(
+                        field, message_id, sop_class, UNABLE_TO_PERFORM, sub_operations=counts
+                    )
+                    self._reply(context_id, reply)
+                    return
         completed = failed = 0
         failed_uids: list[str] = []
-        for n, item in enumerate(wanted):
-            ok = self._store_sub_operation(item, message_id + 1 + n)
-            completed += ok
-            failed += not ok
-            if not ok:
-                failed_uids.append(item.sop_instance_uid)
-            counts = (len(wanted) - n - 1, completed, failed, 0)
-            if n + 1 < len(wanted):
-                self._reply(
-                    context_id,
-                    response(C_GET_RQ, message_id, sop_class, 0xFF00, sub_operations=counts),
-                )
+        try:
+            for n, item in enumerate(wanted):
+                if sender is not None:
+                    ok = sender.send(item, message_id + 1 + n, self.peer.calling_ae, message_id)
+                else:
+                    ok = self._store_sub_operation(item, message_id + 1 + n)
+                completed += ok
+                failed += not ok
+                if not ok:
+                    failed_uids.append(item.sop_instance_uid)
+                counts = (len(wanted) - n - 1, completed, failed, 0)
+                if n + 1 < len(wanted):
+                    self._reply(
+                        context_id,
+                        response(field, message_id, sop_class, 0xFF00, sub_operations=counts),
+                    )
+        finally:
+            if sender is not None:
+                sender.close()
         final_counts = (0, completed, failed, 0)
         if not failed:
             self._reply(
                 context_id,
-                response(C_GET_RQ, message_id, sop_class, 0x0000, sub_operations=final_counts),
+                response(field, message_id, sop_class, 0x0000, sub_operations=final_counts),
             )
             return
         if not completed:  # Refused: out of resources, unable to perform sub-operations
-            reply = response(C_GET_RQ, message_id, sop_class, 0xA702, sub_operations=final_counts)
+            reply = response(
+                field, message_id, sop_class, UNABLE_TO_PERFORM, sub_operations=final_counts
+            )
             self._reply(context_id, reply)
             return
         # 0xB000: sub-operations complete, one or more failures; the identifier lists them.
-        status = 0xB000
         failures = Dataset()
         failures.FailedSOPInstanceUIDList = failed_uids
         encoded = encode_dataset(failures, implicit, little)
         reply = response(
-            C_GET_RQ,
+            field,
             message_id,
             sop_class,
-            status,
+            0xB000,
             sub_operations=final_counts,
             has_data_set=True,
         )
@@ -629,3 +771,67 @@ class _Association:
             if fragment.is_command and fragment.is_last:
                 return decode_command(fragment.data).field == C_CANCEL_RQ
         return False
+
+
+class _MoveSender:
+    """The SCU side of a C-MOVE: one association to the destination, a C-STORE per
+    instance, each file sent as stored (pynetdicom reads it; nothing is transcoded)."""
+
+    def __init__(
+        self,
+        ae_title: str,
+        destination: str,
+        address: tuple[str, int],
+        wanted: list[Retrievable],
+        timeout_s: float,
+    ) -> None:
+        self.destination = destination
+        self.address = address
+        self.ae = AE(ae_title=ae_title)
+        self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = timeout_s
+        # One context per stored (SOP class, transfer syntax), as many as fit (128).
+        pairs = sorted({(w.sop_class_uid, w.transfer_syntax) for w in wanted})
+        for sop_class, syntax in pairs[:128]:
+            self.ae.add_requested_context(sop_class, syntax)
+        self.assoc: Any = None
+
+    def open(self) -> bool:
+        host, port = self.address
+        # A destination that is down is found with a plain connect first: pynetdicom 3.0
+        # leaves its socket unclosed when the connection is refused.
+        try:
+            socket.create_connection((host, port), timeout=self.ae.network_timeout).close()
+        except OSError as exc:
+            log.warning("C-MOVE: cannot reach %s at %s:%d: %s", self.destination, host, port, exc)
+            return False
+        try:
+            assoc = self.ae.associate(host, port, ae_title=self.destination)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("C-MOVE: cannot reach %s at %s:%d: %s", self.destination, host, port, exc)
+            return False
+        if not assoc.is_established:
+            log.warning("C-MOVE: %s at %s:%d refused the association", self.destination, host, port)
+            return False
+        self.assoc = assoc
+        return True
+
+    def send(self, item: Retrievable, message_id: int, originator: str, move_id: int) -> bool:
+        """C-STORE one instance, naming the C-MOVE it serves (Move Originator AE/id)."""
+        if item.file_path is None or self.assoc is None or not self.assoc.is_established:
+            return False
+        try:
+            status = self.assoc.send_c_store(
+                item.file_path,
+                msg_id=message_id & 0xFFFF,
+                originator_aet=originator,
+                originator_id=move_id,
+            )
+        except (OSError, ValueError, RuntimeError, AttributeError) as exc:
+            log.warning("C-MOVE: sending %s failed: %s", item.sop_instance_uid, exc)
+            return False
+        return "Status" in status and int(status.Status) in (0x0000, 0xB000, 0xB006, 0xB007)
+
+    def close(self) -> None:
+        if self.assoc is not None and self.assoc.is_established:
+            self.assoc.release()
+        self.assoc = None

@@ -53,7 +53,7 @@ def test_echo_store_find_and_release(running: Running) -> None:
 
 def test_a_context_the_gateway_does_not_offer_is_refused(running: Running) -> None:
     ae = AE(ae_title="PYNETDICOM")
-    ae.add_requested_context("1.2.840.10008.5.1.4.1.2.2.2")  # Study Root MOVE: not offered
+    ae.add_requested_context("1.2.840.10008.5.1.4.31")  # Modality Worklist FIND: not offered
     ae.add_requested_context(VERIFICATION)
     assoc = ae.associate("127.0.0.1", running.gateway.port, ae_title=AE_TITLE)
     try:

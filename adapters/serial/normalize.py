@@ -23,6 +23,9 @@ OBSERVATION_TOPIC = fhir_topic("Observation")
 Decoder = Callable[[bytes, Mapping[str, str], str, str, datetime], list[Measurement]]
 # (device id, device time) -> the patient Reference valid then, or None: unassigned.
 SubjectAt = Callable[[str, datetime], Mapping[str, Any] | None]
+# A patient id the device itself reported (ASTM P record) -> the one Patient with that
+# identifier, or None when no Patient or several have it.
+PatientByHint = Callable[[str], Mapping[str, Any] | None]
 
 
 def _astm(
@@ -110,12 +113,20 @@ def measurements_from_message(msg: Message) -> list[Measurement]:
     return decoder(msg.value, msg.headers, device_id, message_id, received)
 
 
-def observation_records(msg: Message, subject_at: SubjectAt | None = None) -> list[Record]:
+def observation_records(
+    msg: Message,
+    subject_at: SubjectAt | None = None,
+    patient_by_hint: PatientByHint | None = None,
+) -> list[Record]:
     """The ``fhir.Observation`` records for one raw.device message, keyed by device.
 
-    ``subject_at`` resolves each reading's patient at its device time (an in-memory index:
-    it is called once per reading); without it every reading is unassigned. A replay with
-    a newer index re-assigns readings to attachments registered after they arrived.
+    A patient id the device reported itself (a lab analyzer's patient record) names the
+    patient when ``patient_by_hint`` finds exactly one Patient with it: an analyzer on a lab
+    bench is attached to no patient, and its sample's patient beats a bed's attachment.
+    Otherwise ``subject_at`` resolves each reading's patient at its device time (an in-memory
+    index: it is called once per reading); without either, the reading is unassigned (and
+    keeps an unresolved hint as a logical reference). A replay with a newer index
+    re-assigns readings to attachments registered after they arrived.
 
     Raises:
         UnknownProtocol, WireError: as ``measurements_from_message``.
@@ -123,7 +134,11 @@ def observation_records(msg: Message, subject_at: SubjectAt | None = None) -> li
     out: list[Record] = []
     trace = msg.headers.get(bh.TRACE_ID, "")
     for m in measurements_from_message(msg):
-        subject = subject_at(m.device_id, reading_time(m)) if subject_at else None
+        subject = None
+        if m.patient_hint and patient_by_hint is not None:
+            subject = patient_by_hint(m.patient_hint)
+        if subject is None and subject_at is not None:
+            subject = subject_at(m.device_id, reading_time(m))
         obs = observation_from_measurement(m, subject)
         headers = {
             bh.SOURCE: msg.headers.get(bh.SOURCE, "serial"),

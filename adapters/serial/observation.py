@@ -7,7 +7,9 @@ store upserts instead of duplicating. The patient comes from the caller (the dev
 normalizer resolves it from the attachment valid at the device time, see
 ``adapters.registry.associations``). A reading with no patient keeps its device reference,
 has no ``subject`` and carries the tag ``urn:caregraph:tag|unassigned``, so the unassigned
-readings are one search away: ``Observation?_tag=urn:caregraph:tag|unassigned``.
+readings are one search away: ``Observation?_tag=urn:caregraph:tag|unassigned``. An
+unassigned reading whose device reported a patient id keeps it as a logical reference
+(``subject.identifier``).
 """
 
 from __future__ import annotations
@@ -120,6 +122,13 @@ def observation_from_measurement(
         obs["subject"] = dict(subject)
     else:
         obs["meta"] = {"tag": [dict(t) for t in _UNASSIGNED_META["tag"]]}
+        if m.patient_hint:
+            # a logical reference: kept for whoever assigns the reading later, but in no
+            # patient's compartment until a Patient with this identifier is known
+            obs["subject"] = {
+                "identifier": {"value": m.patient_hint},
+                "display": "patient id reported by the device; no single Patient has it",
+            }
     if m.value is not None:
         quantity: dict[str, Any] = {"value": float(m.value)}
         if m.comparator is not None:

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from adapters.serial.normalize import SubjectAt, observation_records
+from adapters.serial.normalize import PatientByHint, SubjectAt, observation_records
 from bus.base import Bus, Message, Record
 from bus.deadletter import deadletter_record, describe
 from bus.topics import RAW_DEVICE
@@ -34,17 +34,18 @@ def normalize_batch(
     batch: list[Message],
     group: str = GROUP,
     resolver: SubjectResolver | None = None,
+    patient_by_hint: PatientByHint | None = None,
 ) -> int:
     """Publish the Observations (and dead letters) for ``batch``; returns Observations sent.
 
-    ``resolver`` gives the patient lookup for this batch; without it readings are
-    unassigned."""
+    ``resolver`` gives the patient lookup for this batch and ``patient_by_hint`` the lookup
+    of patient ids devices report themselves; without them readings are unassigned."""
     out: list[Record] = []
     observations = 0
     subject_at = resolver() if resolver is not None else None
     for msg in batch:
         try:
-            records = observation_records(msg, subject_at)
+            records = observation_records(msg, subject_at, patient_by_hint)
         except MappingError as exc:
             log.warning("raw.device offset %d dead-lettered: %s", msg.offset, exc)
             out.append(deadletter_record(msg, group, describe(exc), 1))
@@ -64,12 +65,13 @@ def run_normalizer(
     stats: WorkerStats | None = None,
     poll_timeout_s: float = 0.2,
     resolver: SubjectResolver | None = None,
+    patient_by_hint: PatientByHint | None = None,
 ) -> None:
     """Normalize ``raw.device`` into ``fhir.Observation`` until ``stop``; blocks the thread."""
     bus.ensure_topics([RAW_DEVICE])
 
     def handle(batch: list[Message]) -> None:
-        normalize_batch(bus, batch, group, resolver)
+        normalize_batch(bus, batch, group, resolver, patient_by_hint)
 
     run_consumer(
         bus,

@@ -92,3 +92,35 @@ def test_batch_dead_letters_bad_messages_and_keeps_good_ones() -> None:
     (dead,) = bus.snapshot(DEADLETTER)
     body = json.loads(dead.value)
     assert body["topic"] == RAW_DEVICE and "WireError" in body["error"]
+
+
+def _astm_with_patient(pid: str) -> Message:
+    records = [b"H|\\^&|||X", b"P|1|" + pid.encode(), b"R|1|^^^K|4.2|mmol/L", b"L|1"]
+    return _message("astm", b"".join(astm.encode_message(records)))
+
+
+def test_a_patient_id_the_analyzer_reports_names_the_patient() -> None:
+    asked: list[str] = []
+
+    def by_hint(hint: str) -> dict[str, str] | None:
+        asked.append(hint)
+        return {"reference": "Patient/p7"} if hint == "MRN7" else None
+
+    def attached(device_id: str, when: datetime) -> dict[str, str]:
+        return {"reference": "Patient/bed-occupant"}
+
+    [found] = observation_records(_astm_with_patient("MRN7"), attached, by_hint)
+    assert json.loads(found.value)["subject"] == {"reference": "Patient/p7"}
+    # an id no single Patient has: the device's attachment decides
+    [other] = observation_records(_astm_with_patient("NOPE"), attached, by_hint)
+    assert json.loads(other.value)["subject"] == {"reference": "Patient/bed-occupant"}
+    assert asked == ["MRN7", "NOPE"]
+
+
+def test_an_unresolved_patient_id_stays_on_the_unassigned_reading() -> None:
+    [rec] = observation_records(_astm_with_patient("MRN9"), None, lambda hint: None)
+    obs = json.loads(rec.value)
+    assert obs["meta"]["tag"][0]["code"] == "unassigned"
+    assert obs["subject"]["identifier"] == {"value": "MRN9"}
+    assert "reference" not in obs["subject"]
+    Observation.model_validate(obs)

@@ -8,6 +8,13 @@ use only: paths, unions (``|``), ``as``/``is`` on choice types, ``where(...)`` w
 ``compile_expression`` parses once into closures; anything outside the subset is refused at
 compile time (a test compiles every shipped expression), never silently mis-evaluated.
 
+Speed (indexing evaluates a dozen expressions per resource on the write path): a run of
+member steps (``Observation.subject.reference``) compiles to one closure that walks plain
+JSON values and makes ``Node`` objects only for its result, and a choice step looks up the
+keys that start with its name instead of parsing every key. The first, one-closure-per-step
+evaluator is kept in the tests as the oracle this one is compared against over every
+shipped expression (``tests/unit/fhir_store/test_fhirpath_differential.py``).
+
 Values are JSON (dicts, lists, scalars). Each item carries its FHIR type when the JSON tells
 it (a choice element ``valueQuantity`` is a ``Quantity``; ``resolve()`` of a reference is the
 referenced resource type), which is what ``as``/``is`` test.
@@ -16,9 +23,7 @@ referenced resource type), which is what ``as``/``is`` test.
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,66 +69,22 @@ def _type_matches(node_type: str | None, wanted: str) -> bool:
     return node_type is not None and node_type.lower() == wanted.lower()
 
 
-_local = threading.local()
-_STEM = re.compile(r"[a-z][a-z0-9]*")
+_LOWER = re.compile(r"[a-z][a-z0-9]*")
 
 
-@contextmanager
-def shared_evaluation() -> Iterator[None]:
-    """Within the block, evaluations share work on the same JSON objects (one resource).
-
-    Indexing evaluates some 40 expressions per resource, many of them over the same
-    elements (``code`` for six Observation parameters) and many of them probing choice
-    elements (``value[x]``). The cache keeps results by object identity, and holds each
-    object so that no identity is reused while the block runs; it is per thread.
-    """
-    outer = getattr(_local, "cache", None)
-    _local.cache = {}
-    try:
-        yield
-    finally:
-        _local.cache = outer
-
-
-def _choices(value: dict[str, Any]) -> dict[str, list[str]]:
-    """Choice stem -> keys of a dict (``valueQuantity`` under ``value``)."""
-    stems: dict[str, list[str]] = {}
+def _choice_items(value: dict[str, Any], name: str, out: list[Any]) -> None:
+    """Append ``(item, type)`` for the choice element ``name`` (``valueQuantity`` under
+    ``value``, typed ``Quantity``): keys that are ``name`` followed by an upper-case letter."""
+    size = len(name)
     for key in value:
-        match = _STEM.match(key)
-        if match and match.end() < len(key) and key[match.end()].isupper():
-            stems.setdefault(match.group(), []).append(key)
-    return stems
-
-
-def _choice_keys(value: dict[str, Any], name: str) -> list[str]:
-    cache: dict[Any, Any] | None = getattr(_local, "cache", None)
-    if cache is None:
-        return _choices(value).get(name, [])
-    entry = cache.get(id(value))
-    if entry is None:
-        entry = cache[id(value)] = (value, _choices(value))
-    keys: list[str] = entry[1].get(name, [])
-    return keys
-
-
-def _children(node: Node, name: str) -> Collection:
-    value = node.value
-    if not isinstance(value, dict):
-        return []
-    if name in value:
-        found = value[name]
-        if isinstance(found, list):
-            return [Node(item) for item in found]
-        return [Node(found)]
-    # A choice element: ``value`` matches ``valueQuantity``, typed ``Quantity``.
-    out: Collection = []
-    for key in _choice_keys(value, name):
-        suffix = key[len(name) :]
-        kind = _PRIMITIVE_CAPS.get(suffix, suffix)
-        found = value[key]
-        items = found if isinstance(found, list) else [found]
-        out.extend(Node(item, kind) for item in items)
-    return out
+        if len(key) > size and key.startswith(name) and key[size].isupper():
+            suffix = key[size:]
+            kind = _PRIMITIVE_CAPS.get(suffix, suffix)
+            found = value[key]
+            if isinstance(found, list):
+                out.extend((item, kind) for item in found)
+            else:
+                out.append((found, kind))
 
 
 _PRIMITIVES = [
@@ -207,9 +168,40 @@ class _Parser:
     def invocation(self) -> Evaluator:
         current = self.term()
         while self.peek() == ".":
+            names = self.member_run()
+            if names:
+                current = _Path(current, names)
+                continue
+            if (
+                self.pos + 2 < len(self.tokens)
+                and self.tokens[self.pos + 1] in ("as", "ofType")
+                and self.tokens[self.pos + 2] == "("
+            ):
+                # ``.as(T)`` filters what comes before it: the same as ``as T``
+                self.take()
+                self.take()
+                self.take("(")
+                wanted = self.take()
+                self.take(")")
+                current = _as_type(current, wanted)
+                continue
             self.take()
             current = _then(current, self.step())
         return current
+
+    def member_run(self) -> list[str]:
+        """Names of the member steps that follow (``.a.b.c``), none of them a function."""
+        names: list[str] = []
+        while (
+            self.peek() == "."
+            and self.pos + 1 < len(self.tokens)
+            and re.fullmatch(r"[A-Za-z_]\w*", self.tokens[self.pos + 1])
+            and self.tokens[self.pos + 1] not in ("as", "is", "and")
+            and (self.pos + 2 >= len(self.tokens) or self.tokens[self.pos + 2] != "(")
+        ):
+            self.take()
+            names.append(self.take())
+        return names
 
     def term(self) -> Evaluator:
         token = self.peek()
@@ -236,7 +228,7 @@ class _Parser:
             return self.function(name)
         if first and name[0].isupper():
             return _root(name)
-        return _member(name)
+        return _Path(_this, [name, *self.member_run()])
 
     def function(self, name: str) -> Evaluator:
         self.take("(")
@@ -270,14 +262,79 @@ def _root(type_name: str) -> Evaluator:
     return run
 
 
-def _member(name: str) -> Evaluator:
-    def run(focus: Collection, root: Node) -> Collection:
-        out: Collection = []
-        for node in focus:
-            out.extend(_children(node, name))
-        return out
+class _Path:
+    """Member steps ``.a.b.c`` after ``inner``, as one closure over plain JSON values.
 
-    return run
+    Only the last step's items become ``Node`` objects: a type (from a choice element) is
+    what ``as``/``is`` test, and only the last step's type survives a path anyway. With
+    ``wanted`` (the path was followed by ``as T``), a last step that is a choice element
+    looks up the one key of that type (``value as Quantity``: ``valueQuantity``) instead
+    of every key that starts with the stem; for valid FHIR (one spelling per type) that is
+    the same collection.
+    """
+
+    __slots__ = ("inner", "key", "last", "last_choice", "names", "steps", "wanted")
+
+    def __init__(self, inner: Evaluator, names: list[str], wanted: str | None = None) -> None:
+        self.inner = inner
+        self.names = names
+        steps = [(name, bool(_LOWER.fullmatch(name))) for name in names]
+        self.steps = steps[:-1]
+        self.last, self.last_choice = steps[-1]
+        self.wanted = wanted
+        self.key = self.last + wanted[0].upper() + wanted[1:] if wanted else ""
+
+    def typed(self, wanted: str) -> Evaluator:
+        """The path followed by ``as wanted``."""
+        if self.wanted is None and self.last_choice:
+            return _Path(self.inner, self.names, wanted)
+        return _as_filter(self, wanted)
+
+    def __call__(self, focus: Collection, root: Node) -> Collection:
+        values = [node.value for node in self.inner(focus, root)]
+        for name, choice in self.steps:
+            found: list[Any] = []
+            for value in values:
+                if not isinstance(value, dict):
+                    continue
+                if name in value:
+                    item = value[name]
+                    if isinstance(item, list):
+                        found.extend(item)
+                    else:
+                        found.append(item)
+                elif choice:
+                    pairs: list[Any] = []
+                    _choice_items(value, name, pairs)
+                    found.extend(item for item, _ in pairs)
+            values = found
+        last = self.last
+        out: Collection = []
+        if self.wanted is not None:
+            key = self.key
+            kind = _PRIMITIVE_CAPS.get(key[len(last) :], key[len(last) :])
+            for value in values:
+                if isinstance(value, dict) and last not in value and key in value:
+                    item = value[key]
+                    if isinstance(item, list):
+                        out.extend([Node(i, kind) for i in item])
+                    else:
+                        out.append(Node(item, kind))
+            return out
+        for value in values:
+            if not isinstance(value, dict):
+                continue
+            if last in value:
+                item = value[last]
+                if isinstance(item, list):
+                    out.extend([Node(i) for i in item])
+                else:
+                    out.append(Node(item))
+            elif self.last_choice:
+                pairs = []
+                _choice_items(value, last, pairs)
+                out.extend([Node(i, kind) for i, kind in pairs])
+        return out
 
 
 def _then(first: Evaluator, second: Evaluator) -> Evaluator:
@@ -296,6 +353,12 @@ def _union(left: Evaluator, right: Evaluator) -> Evaluator:
 
 
 def _as_type(inner: Evaluator, wanted: str) -> Evaluator:
+    if isinstance(inner, _Path):
+        return inner.typed(wanted)
+    return _as_filter(inner, wanted)
+
+
+def _as_filter(inner: Evaluator, wanted: str) -> Evaluator:
     return lambda focus, root: [n for n in inner(focus, root) if _type_matches(n.type, wanted)]
 
 
@@ -360,7 +423,7 @@ def _and(left: Evaluator, right: Evaluator) -> Evaluator:
     return run
 
 
-def compile_expression(text: str) -> Callable[[Any], Collection]:
+def compile_expression(text: str) -> Callable[..., Collection]:
     """Parse ``text`` once; the result evaluates it against a resource (or element) dict.
 
     Raises:
@@ -369,15 +432,7 @@ def compile_expression(text: str) -> Callable[[Any], Collection]:
     evaluator = _Parser(text).parse()
 
     def evaluate(resource: Any, start: Node | None = None) -> Collection:
-        cache: dict[Any, Any] | None = getattr(_local, "cache", None)
-        if cache is None:
-            root = Node(resource)
-            return evaluator([start or root], root)
-        key = (text, id(resource), id(start.value) if start else None)
-        hit = cache.get(key)
-        if hit is None:
-            root = Node(resource)
-            hit = cache[key] = ((resource, start), evaluator([start or root], root))
-        return list(hit[1])
+        root = Node(resource)
+        return evaluator([start or root], root)
 
     return evaluate

@@ -8,14 +8,15 @@ token rows under ``<code>:identifier`` and ``<code>:of-type``, so the ``:identif
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fhir_store import combos
 from fhir_store.dates import HIGHEST, LOWEST, date_range
-from fhir_store.fhirpath import Collection, Node, shared_evaluation
-from fhir_store.searchparams import COLUMN_PARAMS, Registry, SearchParam, element_keys
+from fhir_store.fhirpath import Collection, Node
+from fhir_store.searchparams import COLUMN_PARAMS, Registry, SearchParam
 
 Rows = dict[str, set[tuple[Any, ...]]]
 
@@ -125,26 +126,90 @@ def reference_target(ref: str) -> tuple[str, str]:
     return "", ref
 
 
+class _Plan:
+    """One resource type's parameters, by the top-level element each expression starts from.
+
+    Built once per type: a resource then evaluates only the parameters whose elements it
+    has (``SearchParam.may_match``), found by a dictionary lookup per element of the
+    resource instead of a test per parameter of the type.
+    """
+
+    __slots__ = ("always", "by_key", "compounds")
+
+    def __init__(self, params: Iterable[SearchParam], res_type: str) -> None:
+        self.always: list[SearchParam] = []
+        self.by_key: dict[str, list[SearchParam]] = {}
+        for param in params:
+            if param.code in COLUMN_PARAMS:
+                continue
+            if param.roots is None:
+                self.always.append(param)
+                continue
+            for root in param.roots:
+                self.by_key.setdefault(root, []).append(param)
+        self.compounds = combos.for_type(res_type)
+
+    def params(self, resource: Mapping[str, Any]) -> list[SearchParam]:
+        """The parameters that may find something in ``resource``, each once."""
+        chosen = list(self.always)
+        by_key = self.by_key
+        for key in resource:
+            found = by_key.get(key)
+            if found:
+                chosen.extend(found)
+            # A choice element (``valueQuantity``) also counts under its stem (``value``),
+            # as in ``searchparams.element_keys``.
+            stem = _STEM.match(key)
+            if stem is not None and stem.end() < len(key):
+                found = by_key.get(stem.group())
+                if found:
+                    chosen.extend(found)
+        if len(chosen) < 2:
+            return chosen
+        return list({id(param): param for param in chosen}.values())
+
+    def every(self, params: Iterable[SearchParam]) -> list[SearchParam]:
+        return [p for p in params if p.code not in COLUMN_PARAMS]
+
+
+_STEM = re.compile(r"[a-z]+")
+
+
 class Indexer:
     """Turns resources into index rows, using the registry's compiled expressions."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self._plans: dict[str, _Plan] = {}
 
-    def rows(self, resource: Mapping[str, Any], into: Rows | None = None) -> Rows:
-        """Index rows for one resource, added to ``into`` (a table -> rows mapping)."""
+    def _plan(self, res_type: str) -> _Plan:
+        plan = self._plans.get(res_type)
+        if plan is None:
+            plan = self._plans[res_type] = _Plan(
+                self.registry.for_type(res_type).values(), res_type
+            )
+        return plan
+
+    def rows(
+        self, resource: Mapping[str, Any], into: Rows | None = None, *, skip: bool = True
+    ) -> Rows:
+        """Index rows for one resource, added to ``into`` (a table -> rows mapping).
+
+        ``skip=False`` evaluates every parameter of the type, even those whose elements the
+        resource lacks: the reference the skipping is tested against.
+        """
         out: Rows = {}
         res_type = resource["resourceType"]
         res_id = resource["id"]
-        keys = element_keys(resource)
-        with shared_evaluation():
-            for param in self.registry.for_type(res_type).values():
-                if param.code in COLUMN_PARAMS or not param.may_match(keys):
-                    continue
-                found = param.evaluate(resource)
-                if found:
-                    self._add(out, res_type, res_id, param, found)
-        for compound in combos.for_type(res_type):
+        plan = self._plan(res_type)
+        params = (
+            plan.params(resource) if skip else plan.every(self.registry.for_type(res_type).values())
+        )
+        for param in params:
+            found = param.evaluate(resource)
+            if found:
+                self._add(out, res_type, res_id, param, found)
+        for compound in plan.compounds:
             rows = combos.compound_rows(
                 compound,
                 list(out.get("idx_reference", ())),

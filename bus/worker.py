@@ -17,6 +17,10 @@ deadletter topic, so they are retried with capped backoff until they pass or ``s
 The batch is committed only after every message in it was handled or dead-lettered, so a
 crash anywhere in between redelivers the batch (at-least-once; handlers must be idempotent,
 which deterministic resource ids make them).
+
+Every message reaches the handler with a ``trace-id`` header: the one it carries, or the one
+``bus.headers`` derives from it (the same at every delivery), so what a handler publishes
+and logs carries the trace on.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from bus.base import Bus, Message, Record
 from bus.deadletter import deadletter_record, describe
 from bus.errors import CommitFailed
+from bus.headers import traced
 from bus.topics import DEADLETTER
 from caregraph.errors import BusError, BusUnavailable, StoreUnavailable
 
@@ -109,6 +114,7 @@ def run_consumer(
             batch = consumer.poll(poll_timeout_s, batch_size)
             if not batch:
                 continue
+            batch = [traced(m) for m in batch]
             try:
                 loop.handle(batch)
             except Stopped:

@@ -20,6 +20,7 @@ from linkage.identity import IdentityIndex
 from linkage.mpi import Mpi
 from linkage.sql import SqlIdentityRepository, SqlRepository
 from observability.instrument import MeteredBus
+from observability.lag import EmbeddedLag, KafkaLag, LagReader
 from observability.metrics import Metrics
 
 
@@ -32,6 +33,16 @@ def build_bus(settings: Settings) -> Bus:
     from bus.embedded import EmbeddedBus
 
     return EmbeddedBus(settings.data_dir / "bus", partitions=settings.kafka_partitions)
+
+
+def build_lag(settings: Settings) -> LagReader:
+    """Consumer lag for ``/metrics``, from the same bus ``build_bus`` opens; it opens nothing
+    until the first scrape, and on Kafka reports the groups this process subscribes."""
+    if settings.kafka_bootstrap:
+        return KafkaLag(settings.kafka_bootstrap, {})
+    from bus.embedded import DB_NAME
+
+    return EmbeddedLag(settings.data_dir / "bus" / DB_NAME)
 
 
 def open_database(settings: Settings, *, migrate: bool = True) -> Database:
@@ -47,6 +58,7 @@ class Context:
     bus: Bus
     db: Database
     metrics: Metrics = field(default_factory=Metrics)
+    lag: LagReader | None = None
     _closed: bool = field(default=False, init=False)
 
     @cached_property
@@ -69,6 +81,8 @@ class Context:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self.lag is not None:
+                self.lag.close()
             self.bus.close()
             self.db.close()
 
@@ -83,8 +97,14 @@ def open_context(settings: Settings) -> Context:
         db.close()
         raise
     metrics = Metrics()
-    # Every publish of every role is counted (messages out, ACK latency, dead letters).
-    ctx = Context(settings=settings, bus=MeteredBus(bus, metrics), db=db, metrics=metrics)
+    # Consumer lag per group, topic and partition at each scrape; every group a role
+    # subscribes through the metered bus is watched.
+    lag = build_lag(settings)
+    metrics.watch_lag(lag)
+    # Every publish of every role is traced and counted (messages out, ACK latency, dead
+    # letters).
+    metered = MeteredBus(bus, metrics, on_subscribe=lag.watch)
+    ctx = Context(settings=settings, bus=metered, db=db, metrics=metrics, lag=lag)
     try:
         bus.ping()
     except BaseException:

@@ -5,6 +5,19 @@ then one ``upsert_many`` (one transaction). Resources on ``fhir.*`` are built by
 typed builders with deterministic ids, so they are not re-validated here; a redelivered batch
 changes nothing. A message that is not a FHIR resource raises ``MappingError``: the worker
 then retries message by message and dead-letters only the bad one.
+
+The trace id (``bus.headers``) of the message that made a resource is written into it as a
+``meta.tag`` coding, ``urn:caregraph:trace|<trace id>``. A tag, because FHIR defines tags
+for relating a resource to process and workflow without changing its meaning, and because
+``_tag`` is a search parameter: ``GET /fhir/Observation?_tag=urn:caregraph:trace|<id>``
+finds what one message produced (an extension would need a published definition and is
+not searchable; ``meta.source`` already names the source message). Only the types whose
+ids are made from one message are tagged (``TRACED_TYPES``: Observation, Provenance). An
+entity many messages repeat (Patient, Device, Location, ImagingStudy) would get a
+different tag from each message, and since the store versions a resource whenever its
+content, tags included, changes, every message would add a version of the patient. The
+trace id of one message is the same at every delivery, so a redelivery still writes
+nothing.
 """
 
 from __future__ import annotations
@@ -14,10 +27,13 @@ from collections.abc import Callable
 from typing import Any
 
 from bus.base import Message
+from bus.headers import trace_id_of
 from caregraph.errors import MappingError
 from fhir_store.store import FhirStore
 
 TOPIC_PREFIX = "fhir."
+TRACE_SYSTEM = "urn:caregraph:trace"
+TRACED_TYPES = frozenset({"Observation", "Provenance"})
 
 
 def decode(message: Message) -> dict[str, Any]:
@@ -44,8 +60,37 @@ def decode(message: Message) -> dict[str, Any]:
     return resource
 
 
-def handle_fhir_batch(store: FhirStore) -> Callable[[list[Message]], None]:
-    """The handler for ``run_consumer(bus, "store-writer", fhir topics, handler)``."""
+def with_trace_tag(resource: dict[str, Any], trace_id: str) -> dict[str, Any]:
+    """``resource`` (copied where changed) tagged ``TRACE_SYSTEM|trace_id``; any earlier
+    trace tag is replaced, every other tag kept in its place."""
+    meta = resource.get("meta")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    tags = meta.get("tag")
+    kept = [t for t in tags if not _is_trace_tag(t)] if isinstance(tags, list) else []
+    meta["tag"] = [*kept, {"system": TRACE_SYSTEM, "code": trace_id}]
+    return {**resource, "meta": meta}
+
+
+def trace_tag_of(resource: dict[str, Any]) -> str | None:
+    """The trace id a stored resource carries, if any."""
+    meta = resource.get("meta")
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    for tag in tags if isinstance(tags, list) else ():
+        if _is_trace_tag(tag):
+            code = tag.get("code")
+            return code if isinstance(code, str) else None
+    return None
+
+
+def _is_trace_tag(tag: object) -> bool:
+    return isinstance(tag, dict) and tag.get("system") == TRACE_SYSTEM
+
+
+def handle_fhir_batch(
+    store: FhirStore, *, traced_types: frozenset[str] = TRACED_TYPES
+) -> Callable[[list[Message]], None]:
+    """The handler for ``run_consumer(bus, "store-writer", fhir topics, handler)``; resources
+    of ``traced_types`` are tagged with their message's trace id (``with_trace_tag``)."""
     served = set(store.registry.types)
 
     def handle(messages: list[Message]) -> None:
@@ -57,6 +102,9 @@ def handle_fhir_batch(store: FhirStore) -> Callable[[list[Message]], None]:
                     f"{resource['resourceType']} is not a type the store serves",
                     location=f"{message.topic}@{message.offset}",
                 )
+            if resource["resourceType"] in traced_types:
+                trace_id = trace_id_of(message.topic, message.headers, message.value)
+                resource = with_trace_tag(resource, trace_id)
             resources.append(resource)
         store.upsert_many(resources)
 

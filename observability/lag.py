@@ -1,25 +1,35 @@
-"""Consumer lag on Kafka: how far each caregraph consumer group is behind, per partition.
+"""Consumer lag: how far each caregraph consumer group is behind, per partition, on Kafka
+(``KafkaLag``) and on the embedded bus (``EmbeddedLag``).
 
 Lag is what the consumer roles are scaled on (deploy/k8s/hpa.yaml) and what an operator
 looks at first when data is late. It is read from the broker, not from the consumers: a
 crashed or stuck consumer reports nothing, while the broker still knows the group's last
 committed offset and each partition's end.
 
-``KafkaLag`` is a ``LagSource`` for ``Metrics.watch_lag``. A scrape must stay cheap and
-must not fail when Kafka is down, so answers are cached for ``ttl_s`` and a broker error
-logs once and keeps the last answer (the lag series then stops moving, which the
-``CaregraphConsumerLagGrowing`` alert and the readiness probe make visible).
+Both are ``LagReader``s: a ``LagSource`` for ``Metrics.watch_lag`` (read at scrape time)
+whose ``watch(group, topics)`` the composition root hands to ``MeteredBus`` as its
+``on_subscribe``, so every consumer group a process runs is reported without a list kept by
+hand. The embedded bus also reports every group other processes have committed or joined
+(its file holds them all); Kafka reports the groups watched in this process.
+
+A scrape must stay cheap and must not fail when the bus is down, so answers are cached for
+``ttl_s`` and an error logs once and keeps the last answer (the lag series then stops
+moving, which the ``CaregraphConsumerLagGrowing`` alert and the readiness probe make
+visible).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
+import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
 from bus.kafka import parse_address
 from observability.metrics import LagSample
@@ -35,6 +45,14 @@ with warnings.catch_warnings():  # kafka-python's import-time DeprecationWarning
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+
+class LagReader(Protocol):
+    """What the composition root needs of a lag source."""
+
+    def __call__(self) -> list[LagSample]: ...
+    def watch(self, group: str, topics: Iterable[str]) -> None: ...
+    def close(self) -> None: ...
 
 
 class KafkaLag:
@@ -66,6 +84,15 @@ class KafkaLag:
         self._cached_at: float | None = None
         self._failing = False
 
+    def watch(self, group: str, topics: Iterable[str]) -> None:
+        """Report ``group`` on ``topics`` too (from the next scrape on, not the cached one)."""
+        with self._lock:
+            known = self.groups.get(group, ())
+            added = tuple(t for t in dict.fromkeys(topics) if t not in known)
+            if added:
+                self.groups[group] = known + added
+                self._cached_at = None
+
     def __call__(self) -> list[LagSample]:
         with self._lock:
             now = self._clock()
@@ -84,6 +111,8 @@ class KafkaLag:
             return list(self._cached)
 
     def _read(self) -> list[LagSample]:
+        if not self.groups:
+            return []  # a process without consumers opens no client
         admin, consumer = self._clients()
         samples: list[LagSample] = []
         for group, topics in sorted(self.groups.items()):
@@ -163,3 +192,110 @@ def _reachable(bootstrap: str) -> None:
         except OSError as exc:
             error = exc
     raise error
+
+
+class EmbeddedLag:
+    """Lag of the consumer groups of the embedded bus whose file is ``path``
+    (``data_dir/bus.sqlite3``), read on its own read-only connection.
+
+    Every group with a committed offset or a live member is reported, whichever process
+    runs it, plus the groups ``watch`` names; a group's partitions are all partitions of the
+    topics it reads. A partition the group never committed counts from its first message
+    still in the log. Reads use the log's primary key (max and min offset per partition),
+    so a scrape costs two index lookups per partition, however long the log.
+    """
+
+    def __init__(self, path: Path, *, ttl_s: float = 5.0, clock: Clock = time.monotonic) -> None:
+        self.path = Path(path)
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._watched: dict[str, set[str]] = {}
+        self._conn: sqlite3.Connection | None = None
+        self._cached: list[LagSample] = []
+        self._cached_at: float | None = None
+        self._failing = False
+
+    def watch(self, group: str, topics: Iterable[str]) -> None:
+        with self._lock:
+            self._watched.setdefault(group, set()).update(topics)
+            self._cached_at = None
+
+    def __call__(self) -> list[LagSample]:
+        with self._lock:
+            now = self._clock()
+            if self._cached_at is not None and now - self._cached_at < self.ttl_s:
+                return list(self._cached)
+            try:
+                self._cached = self._read()
+            except sqlite3.Error as exc:
+                if not self._failing:
+                    log.warning("consumer lag unavailable from %s: %s", self.path, exc)
+                self._failing = True
+                self._close_conn()
+            else:
+                self._failing = False
+            self._cached_at = now
+            return list(self._cached)
+
+    def _read(self) -> list[LagSample]:
+        conn = self._connection()
+        topics = {
+            str(name): (int(topic_id), int(parts))
+            for topic_id, name, parts in conn.execute("SELECT id, name, partitions FROM topics")
+        }
+        names = {topic_id: name for name, (topic_id, _) in topics.items()}
+        groups: dict[str, set[str]] = {g: set(t) for g, t in self._watched.items()}
+        committed: dict[tuple[str, int, int], int] = {}
+        for group, topic_id, part, off in conn.execute(
+            "SELECT grp, topic_id, part, off FROM offsets"
+        ):
+            committed[(group, topic_id, part)] = int(off)
+            if topic_id in names:
+                groups.setdefault(group, set()).add(names[topic_id])
+        for group, member_topics in conn.execute("SELECT grp, topics FROM members"):
+            groups.setdefault(group, set()).update(json.loads(member_topics))
+        bounds: dict[tuple[int, int], tuple[int, int]] = {}
+        samples: list[LagSample] = []
+        for group in sorted(groups):
+            for topic in sorted(groups[group]):
+                if topic not in topics:
+                    continue  # watched before anyone created it
+                topic_id, parts = topics[topic]
+                for part in range(parts):
+                    if (topic_id, part) not in bounds:
+                        bounds[(topic_id, part)] = _bounds(conn, topic_id, part)
+                    start, end = bounds[(topic_id, part)]
+                    position = committed.get((group, topic_id, part), start)
+                    samples.append(LagSample(group, topic, part, max(0, end - position)))
+        return samples
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if not self.path.exists():  # mode=ro would not create it, but say so plainly
+                raise sqlite3.OperationalError(f"no embedded bus file at {self.path}")
+            self._conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, timeout=2.0, check_same_thread=False
+            )
+        return self._conn
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_conn()
+
+
+def _bounds(conn: sqlite3.Connection, topic_id: int, part: int) -> tuple[int, int]:
+    """(first offset still in the log, offset after the last) of one partition; (0, 0) empty."""
+    row = conn.execute(
+        "SELECT (SELECT min(off) FROM messages WHERE topic_id = ?1 AND part = ?2),"
+        " (SELECT max(off) FROM messages WHERE topic_id = ?1 AND part = ?2)",
+        (topic_id, part),
+    ).fetchone()
+    if row is None or row[1] is None:
+        return 0, 0
+    return int(row[0]), int(row[1]) + 1

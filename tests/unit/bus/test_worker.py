@@ -8,6 +8,7 @@ import pytest
 
 from bus.base import Message, Record
 from bus.deadletter import decode_deadletter
+from bus.headers import MESSAGE_ID, TRACE_ID, derive_trace_id
 from bus.memory import MemoryBus
 from bus.topics import DEADLETTER
 from bus.worker import Handler, RetryPolicy, WorkerStats, run_consumer
@@ -164,3 +165,24 @@ def test_a_commit_refused_after_a_rebalance_is_counted_and_the_loop_goes_on() ->
     assert not worker.is_alive()
     assert stats.commit_failures == 1
     assert len(newcomer.poll(timeout_s=0.01)) > 0  # the newcomer gets its share again
+
+
+def test_every_message_reaches_the_handler_traced_and_keeps_its_trace_on_retry() -> None:
+    bus = MemoryBus(partitions=1)
+    bus.publish_many(
+        [
+            Record("t", b"carried", b"k", {TRACE_ID: "c" * 32}),
+            Record("t", b"bare", b"k", {MESSAGE_ID: "m-1"}),
+        ]
+    )
+    seen: list[dict[bytes, str]] = []
+
+    def flaky(batch: list[Message]) -> None:
+        seen.append({m.value: m.headers[TRACE_ID] for m in batch})
+        if len(seen) == 1:
+            raise RuntimeError("once")
+
+    run_until(bus, flaky, lambda: sum(bus.committed("g").values()) == 2)
+    expected = {b"carried": "c" * 32, b"bare": derive_trace_id("t", "m-1", b"bare")}
+    assert seen[0] == expected
+    assert seen[1] == expected  # the retried delivery carries the same trace ids

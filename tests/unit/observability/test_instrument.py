@@ -12,7 +12,7 @@ import pytest
 
 from bus.base import Message, Record
 from bus.deadletter import deadletter_record
-from bus.headers import make_headers
+from bus.headers import TRACE_ID, derive_trace_id, make_headers
 from bus.memory import MemoryBus
 from bus.topics import DEADLETTER
 from caregraph.errors import BusUnavailable
@@ -154,3 +154,39 @@ def test_dead_letters_count_per_original_topic_and_error_type() -> None:
     )
     assert mapping == 2
     assert value(metrics, "caregraph_deadletters_total", topic="unknown", reason="unreadable") == 1
+
+
+def test_every_published_record_leaves_traced_and_raw_ones_log_their_trace_id(
+    json_log: io.StringIO,
+) -> None:
+    inner = MemoryBus(partitions=1)
+    bus = MeteredBus(inner, Metrics())
+    raw = make_headers("mllp:10.0.0.5:41000", "C1", "x-application/hl7-v2+er7", received_at=T0)
+    carried = make_headers("mllp:10.0.0.5:41000", "C1", "application/fhir+json", trace_id="t9")
+    bus.publish_many(
+        [Record("raw.hl7v2", b"MSH|1", b"k", raw), Record("fhir.Observation", b"{}", b"k", carried)]
+    )
+    derived = derive_trace_id("raw.hl7v2", "C1", b"MSH|1")
+    assert [m.headers[TRACE_ID] for m in inner.snapshot("raw.hl7v2")] == [derived]
+    assert [m.headers[TRACE_ID] for m in inner.snapshot("fhir.Observation")] == ["t9"]
+    # the sender resends the same bytes: the same trace id, so the same stored resources
+    bus.publish("raw.hl7v2", b"MSH|1", key=b"k", headers=raw)
+    assert [m.headers[TRACE_ID] for m in inner.snapshot("raw.hl7v2")] == [derived, derived]
+
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    assert len(lines) == 2  # raw.* records only: the gateway's end of the trace
+    for line in lines:
+        assert line["logger"] == "observability.trace"
+        assert line["trace_id"] == derived
+        assert line["message_id"] == "C1" and line["topic"] == "raw.hl7v2"
+        assert derived in line["message"]
+
+
+def test_subscriptions_are_reported_with_their_topics() -> None:
+    seen: list[tuple[str, list[str]]] = []
+    bus = MeteredBus(
+        MemoryBus(partitions=1), Metrics(), on_subscribe=lambda g, t: seen.append((g, list(t)))
+    )
+    with bus.subscribe("store-writer", iter(["fhir.Observation", "fhir.Patient"])) as consumer:
+        consumer.poll(0.01)
+    assert seen == [("store-writer", ["fhir.Observation", "fhir.Patient"])]

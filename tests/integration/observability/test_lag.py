@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bus.base import Message
 from bus.kafka import KafkaBus
+from caregraph.settings import Settings
+from caregraph.wiring import open_context
 from observability.lag import KafkaLag
 from observability.metrics import Metrics
 from tests.support.services import free_port
@@ -88,3 +92,47 @@ def test_an_unreachable_broker_yields_no_samples_and_one_warning(
     warnings = [r for r in caplog.records if r.name == "observability.lag"]
     assert len(warnings) == 1 and "consumer lag unavailable" in warnings[0].getMessage()
     lag.close()
+
+
+def test_a_process_without_groups_opens_no_client_and_watch_adds_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lag = KafkaLag(f"127.0.0.1:{free_port()}", {}, ttl_s=60, request_timeout_ms=1000)
+    with caplog.at_level(logging.WARNING, logger="observability.lag"):
+        assert lag() == []  # nothing to ask: no connection attempted, nothing logged
+        assert not [r for r in caplog.records if r.name == "observability.lag"]
+        lag.watch("g", ["t1", "t2"])
+        lag.watch("g", ["t2", "t3"])
+        assert lag.groups == {"g": ("t1", "t2", "t3")}
+        assert lag() == []  # the watch dropped the cached answer: this one asked, and failed
+    assert len([r for r in caplog.records if r.name == "observability.lag"]) == 1
+    lag.close()
+
+
+def test_groups_subscribed_through_the_wired_bus_show_their_lag_on_kafka(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic, group = f"lagw-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    ctx = open_context(Settings(data_dir=tmp_path, kafka_bootstrap=kafka_bootstrap))
+    try:
+        ctx.bus.ensure_topics([topic])
+        for i in range(4):
+            ctx.bus.publish(topic, b"%d" % i, key=b"%d" % i)
+        assert f'group="{group}"' not in ctx.metrics.render().decode()
+        consumer = ctx.bus.subscribe(group, [topic])
+        consumer.close()
+        lagging = _lag_samples(ctx.metrics.render().decode(), group)
+        assert sum(lagging.values()) == 4
+        assert {t for t, _ in lagging} == {topic}
+    finally:
+        ctx.close()
+
+
+def _lag_samples(text: str, group: str) -> dict[tuple[str, str], float]:
+    return {
+        (s.labels["topic"], s.labels["partition"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "caregraph_consumer_lag"
+        for s in family.samples
+        if s.labels["group"] == group
+    }

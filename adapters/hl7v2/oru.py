@@ -6,12 +6,32 @@ OBX-4 and the device's EUI-64 in OBX-18. Rows with a shorter path describe the h
 the MDS, its VMDs (``parent`` = MDS) and channels (``parent`` = VMD); a metric row becomes
 a DeviceMetric (``source`` = MDS, ``parent`` = channel) and, when it has a value, an
 Observation whose ``device`` is that DeviceMetric.
+
+Two value types are not a single FHIR value:
+
+- NA (numeric array: numbers separated by ``^``, rows of a matrix by ``~``) becomes one
+  ``Observation.component`` per element, in order, each with the row's code, a Quantity
+  in the row's unit and its position (``urn:caregraph:fhir:extension:array-index``:
+  ``3`` in a vector, ``2,3`` = row 2, column 3 in a matrix); an empty element is a
+  component with a data-absent reason. Not ``valueSampledData``: R4 requires its
+  ``period`` (milliseconds between samples), and an NA carries numbers only, no time
+  axis; inventing one would turn any array into a fake waveform.
+- ED (encapsulated data: a PDF report, an image, a waveform snippet) becomes an
+  Attachment (content type from ED-2/ED-3, the bytes base64 whatever ED-4 encoded them
+  as, their size and SHA-1) in R5's ``Observation.valueAttachment``, carried in R4 by the
+  standard cross-version extension (``EXT_R5_OBSERVATION_VALUE``). The v2-to-FHIR IG maps
+  an ED OBX to a DocumentReference instead; the FHIR store here does not serve
+  DocumentReference, and a resource nobody stores would be a silent drop. The
+  Observation keeps the row's code, subject, status and times, and is searchable now.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
@@ -66,6 +86,45 @@ _STATUS = {
 _PATH = re.compile(r"\d+(\.\d+){0,3}\Z")
 _EUI64 = re.compile(r"[0-9A-Fa-f]{16}\Z")
 _COMPARATORS = {"<": "<", "<=": "<=", ">": ">", ">=": ">="}
+ARRAY_INDEX_EXTENSION = "urn:caregraph:fhir:extension:array-index"
+# R5 element Observation.value[x] (which has valueAttachment) in an R4 resource: the
+# cross-version extension URL pattern of FHIR R5 section 2.1.10.
+EXT_R5_OBSERVATION_VALUE = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value"
+DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+# ED-3 data subtype (HL7 table 0291, and what senders write in practice) -> MIME type.
+ED_SUBTYPES = {
+    "PDF": "application/pdf",
+    "JPEG": "image/jpeg",
+    "JPG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+    "RTF": "text/rtf",
+    "HTML": "text/html",
+    "XML": "text/xml",
+    "SGML": "text/sgml",
+    "PLAIN": "text/plain",
+    "TEXT": "text/plain",
+    "OCTET-STREAM": "application/octet-stream",
+    "DICOM": "application/dicom",
+    "X-HL7-CDA-LEVEL-ONE": "application/x-hl7-cda-level-one+xml",
+    "WAV": "audio/wav",
+    "BASIC": "audio/basic",
+    "MPEG": "video/mpeg",
+}
+# ED-2 type of data (table 0191) -> MIME type when ED-3 does not say.
+ED_TYPES = {
+    "TEXT": "text/plain",
+    "TX": "text/plain",
+    "FT": "text/plain",
+    "AP": "application/octet-stream",
+    "IM": "application/octet-stream",
+    "AU": "audio/basic",
+    "SD": "application/octet-stream",
+    "SI": "application/octet-stream",
+    "NS": "application/octet-stream",
+}
 
 
 # --- codes ---------------------------------------------------------------------------
@@ -160,7 +219,8 @@ def _simple_quantity(value: Decimal, unit: dict[str, Any]) -> Json:
 
 def _value(ctx: Context, obx: Segment, unit: dict[str, Any]) -> tuple[fb.ValueKey | None, Any]:
     """The value[x] of an OBX by its value type (OBX-2): NM, SN, ST/TX/FT, CWE/CE/CNE,
-    TS/DTM/DT. Other types are refused rather than guessed (AE at OBX-2)."""
+    TS/DTM/DT (NA and ED are not one value: ``numeric_array``, ``encapsulated``). Other
+    types are refused rather than guessed (AE at OBX-2)."""
     vtype = obx.component(2).strip().upper()
     d = obx.delimiters
     reps = obx.reps(5)
@@ -183,7 +243,8 @@ def _value(ctx: Context, obx: Segment, unit: dict[str, Any]) -> tuple[fb.ValueKe
     if vtype in ("TS", "DTM", "DT"):
         return "valueDateTime", parse_ts(obx, 5, ctx.options)
     raise Hl7MappingError(
-        f"value type {vtype or '(empty)'} is not mapped (NM, SN, ST, TX, FT, CWE, CE, TS, DT)",
+        f"value type {vtype or '(empty)'} is not mapped"
+        " (NM, SN, NA, ED, ST, TX, FT, CWE, CE, TS, DT)",
         obx.where(2),
         DATA_TYPE_ERROR,
     )
@@ -218,6 +279,90 @@ def _structured_numeric(obx: Segment, unit: dict[str, Any]) -> tuple[fb.ValueKey
     if sep in (":", "/"):
         return "valueRatio", {"numerator": fb.quantity(low), "denominator": fb.quantity(high)}
     raise Hl7MappingError(f"SN separator {sep!r}", obx.where(5, 3), DATA_TYPE_ERROR)
+
+
+def numeric_array(obx: Segment, unit: dict[str, Any], code: Json) -> list[Json]:
+    """The components of an NA value (module docstring); AE at OBX-5 for a non-number."""
+    d = obx.delimiters
+    rows = list(obx.reps(5))
+    while rows and not rows[-1].strip():
+        rows.pop()
+    matrix = len(rows) > 1
+    out: list[Json] = []
+    for r, row in enumerate(rows, 1):
+        for c, raw in enumerate(row.split(d.component), 1):
+            text = unescape(raw, d).strip()
+            index = f"{r},{c}" if matrix else str(c)
+            component: Json = {
+                "extension": [fb.extension(ARRAY_INDEX_EXTENSION, "valueString", index)],
+                "code": code,
+            }
+            if text:
+                try:
+                    number = Decimal(text)
+                except InvalidOperation:
+                    number = None
+                if number is None or not number.is_finite():
+                    raise Hl7MappingError(
+                        f"NA element {index} is not a number: {text[:40]!r}",
+                        obx.where(5, c),
+                        DATA_TYPE_ERROR,
+                    )
+                component["valueQuantity"] = _simple_quantity(number, unit)
+            else:
+                component["dataAbsentReason"] = fb.codeable_concept(
+                    [fb.coding(DATA_ABSENT_REASON, "unknown")]
+                )
+            out.append(component)
+    return out
+
+
+def encapsulated(ctx: Context, obx: Segment, title: str | None) -> Json:
+    """The Attachment of an ED value, in its R4 cross-version extension (module docstring).
+
+    ED: 1 source application, 2 type of data (table 0191), 3 data subtype (table 0291),
+    4 encoding (A = ASCII text, Hex, Base64; NONE as A), 5 the data. The data are
+    decoded and re-encoded as base64 (what Attachment.data holds), so a broken payload is
+    refused with AE at OBX-5.5 rather than stored unreadable.
+    """
+    d = obx.delimiters
+    c = [unescape(x, d) for x in obx.components(5)] + ["", "", "", "", ""]
+    kind, subtype, encoding, text = c[1].strip(), c[2].strip(), c[3].strip().upper(), c[4]
+    if not text.strip():
+        raise Hl7MappingError("ED without data (OBX-5.5)", obx.where(5, 5), REQUIRED_FIELD_MISSING)
+    try:
+        if encoding in ("BASE64", "B64"):
+            data = base64.b64decode("".join(text.split()), validate=True)
+        elif encoding == "HEX":
+            data = bytes.fromhex("".join(text.split()))
+        elif encoding in ("A", "NONE", ""):
+            data = text.encode("utf-8")
+        else:
+            raise Hl7MappingError(
+                f"ED encoding {encoding!r} is not A, Hex or Base64 (table 0299)",
+                obx.where(5, 4),
+                TABLE_VALUE_NOT_FOUND,
+            )
+    except (binascii.Error, ValueError) as exc:
+        raise Hl7MappingError(
+            f"ED data is not valid {encoding.lower()}: {exc}", obx.where(5, 5), DATA_TYPE_ERROR
+        ) from exc
+    if "/" in subtype:
+        content_type = subtype.lower()
+    elif subtype.upper() in ED_SUBTYPES:
+        content_type = ED_SUBTYPES[subtype.upper()]
+    else:
+        if subtype:
+            ctx.unknown("unknown_code", f"HL70291|{subtype}")
+        content_type = ED_TYPES.get(kind.upper(), "application/octet-stream")
+    attachment = {
+        "contentType": content_type,
+        "data": base64.b64encode(data).decode("ascii"),
+        "size": len(data),
+        "hash": base64.b64encode(hashlib.sha1(data, usedforsecurity=False).digest()).decode(),
+        "title": fb.fhir_string(title),
+    }
+    return fb.extension(EXT_R5_OBSERVATION_VALUE, "valueAttachment", fb.compact(attachment))
 
 
 _RANGE = re.compile(r"\s*(?P<low>[+-]?[\d.]+)\s*-\s*(?P<high>[+-]?[\d.]+)\s*\Z")
@@ -506,7 +651,17 @@ def _row(
         raise Hl7MappingError(
             "OBX has neither a value nor a status", obx.where(5), REQUIRED_FIELD_MISSING
         )
-    value_key, value = _value(ctx, obx, unit)
+    vtype = obx.component(2).strip().upper()
+    components: list[Json] = []
+    extensions: list[Json] = []
+    value_key: fb.ValueKey | None = None
+    value: Any = None
+    if has_value and vtype == "NA":
+        components = numeric_array(obx, unit, code)
+    elif has_value and vtype == "ED":
+        extensions = [encapsulated(ctx, obx, code.get("text"))]
+    else:
+        value_key, value = _value(ctx, obx, unit)
     effective = parse_ts(obx, 14, ctx.options)
     if effective is None and obr is not None:
         effective = parse_ts(obr, 7, ctx.options)
@@ -526,10 +681,22 @@ def _row(
         reference_ranges=_reference_range(obx, unit),
         device=device_ref,
         method=cwe_concept(obx, 17) or None,
-        data_absent_reason=None if value_key else "unknown",
+        components=components,
+        extensions=extensions,
+        data_absent_reason=None if value_key or components or extensions else "unknown",
         source=ctx.source,
     )
     ctx.add(observation)
 
 
-__all__ = ["EUI64_SYSTEM", "MDC_UNIT_EXTENSION", "DeviceTree", "containment_path", "results"]
+__all__ = [
+    "ARRAY_INDEX_EXTENSION",
+    "EUI64_SYSTEM",
+    "EXT_R5_OBSERVATION_VALUE",
+    "MDC_UNIT_EXTENSION",
+    "DeviceTree",
+    "containment_path",
+    "encapsulated",
+    "numeric_array",
+    "results",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from adapters.codes import unmatched
 from bus.base import Bus
 from caregraph.settings import Settings
 from fhir_store import database as fhir_store_database
@@ -101,6 +102,8 @@ def open_context(settings: Settings) -> Context:
     # subscribes through the metered bus is watched.
     lag = build_lag(settings)
     metrics.watch_lag(lag)
+    # Unknown codes the adapters passed through, counted where they found them.
+    metrics.watch_unmatched(unmatched.TALLY.snapshot)
     # Every publish of every role is traced and counted (messages out, ACK latency, dead
     # letters).
     metered = MeteredBus(bus, metrics, on_subscribe=lag.watch)

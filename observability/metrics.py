@@ -6,8 +6,9 @@ Two kinds of figure, because the code already keeps some of them:
   database write's latency, a dead letter, an unmatched code): ``Metrics`` owns counters
   and histograms for them, and the call sites call one small method each;
 - counters that components already keep (``bus.worker.WorkerStats``,
-  ``devices.mllp.listener.ListenerStats``, the device health board, consumer lag): a custom
-  collector reads them at scrape time, so the hot path pays nothing for them.
+  ``devices.mllp.listener.ListenerStats``, the device health board, consumer lag, the
+  adapters' tally of unknown codes in ``adapters.codes.unmatched``): a custom collector
+  reads them at scrape time, so the hot path pays nothing for them.
 
 One ``Metrics`` per process, built by the composition root and passed down; its registry
 is its own (not ``prometheus_client``'s global one), so tests and several apps in one
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter as CollectionsCounter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,6 +90,8 @@ class LagSample:
 
 LagSource = Callable[[], Iterable[LagSample]]
 SilentDevices = Callable[[], int]
+# (source, code system, kind) -> count so far, e.g. adapters.codes.unmatched.TALLY.snapshot
+UnmatchedSource = Callable[[], Mapping[tuple[str, str, str], int]]
 
 # (metric suffix, attribute, help) read from each watched stats object.
 _WORKER_FIELDS = (
@@ -117,6 +121,8 @@ class _StatsCollector(Collector):
         self.listeners: dict[str, ListenerCounters] = {}
         self.lag_sources: list[LagSource] = []
         self.silent_sources: list[SilentDevices] = []
+        self.unmatched_sources: list[UnmatchedSource] = []
+        self.unmatched: CollectionsCounter[tuple[str, str, str]] = CollectionsCounter()
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -124,6 +130,8 @@ class _StatsCollector(Collector):
             listeners = dict(self.listeners)
             lag_sources = list(self.lag_sources)
             silent_sources = list(self.silent_sources)
+            unmatched = CollectionsCounter(self.unmatched)
+            unmatched_sources = list(self.unmatched_sources)
         yield from _families("caregraph_worker", "group", workers, _WORKER_FIELDS)
         yield from _families("caregraph_mllp", "listener", listeners, _LISTENER_FIELDS)
         lag = GaugeMetricFamily(
@@ -135,6 +143,17 @@ class _StatsCollector(Collector):
             for s in source():
                 lag.add_metric([s.group, s.topic, str(s.partition)], float(s.lag))
         yield lag
+        for tally in unmatched_sources:
+            unmatched.update(tally())
+        family = CounterMetricFamily(
+            "caregraph_unmatched_codes",
+            "codes and units a translator passed through unmapped, per source, code system"
+            " and kind (unknown_code, unknown_unit)",
+            labels=["source", "system", "kind"],
+        )
+        for (source_name, system, kind), count in sorted(unmatched.items()):
+            family.add_metric([source_name, system, kind], float(count))
+        yield family
         if silent_sources:
             yield GaugeMetricFamily(
                 "caregraph_devices_silent",
@@ -191,13 +210,6 @@ class Metrics:
             ["topic", "reason"],
             registry=self.registry,
         )
-        self.unmatched_codes = Counter(
-            "caregraph_unmatched_codes",
-            "codes and units a translator passed through unmapped, per kind"
-            " (the adapters' counters: unknown_code, unknown_unit)",
-            ["kind"],
-            registry=self.registry,
-        )
         self._stats = _StatsCollector()
         self.registry.register(self._stats)
 
@@ -225,8 +237,12 @@ class Metrics:
     def record_deadletter(self, topic: str, reason: str, count: int = 1) -> None:
         self.deadletters.labels(topic, reason).inc(count)
 
-    def record_unmatched_code(self, kind: str, count: int = 1) -> None:
-        self.unmatched_codes.labels(kind).inc(count)
+    def record_unmatched_code(
+        self, kind: str, count: int = 1, *, source: str = "unknown", system: str = "unknown"
+    ) -> None:
+        """Count unknown codes directly (adapters count in ``adapters.codes.unmatched``)."""
+        with self._stats._lock:
+            self._stats.unmatched[(source, system, kind)] += count
 
     def watch_worker(self, group: str, stats: WorkerCounters) -> None:
         """Expose a consumer's ``WorkerStats`` as ``caregraph_worker_*{group=...}``."""
@@ -247,6 +263,12 @@ class Metrics:
         """Count silent devices with ``source`` at each scrape (e.g. from the health board)."""
         with self._stats._lock:
             self._stats.silent_sources.append(source)
+
+    def watch_unmatched(self, source: UnmatchedSource) -> None:
+        """Add the counts ``source`` holds to ``caregraph_unmatched_codes`` at each scrape
+        (the composition root passes ``adapters.codes.unmatched.TALLY.snapshot``)."""
+        with self._stats._lock:
+            self._stats.unmatched_sources.append(source)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -105,7 +105,7 @@ def test_deadletters_and_unmatched_codes(metrics: Metrics, client: Client) -> No
     samples = scrape(client)
     dl = (("reason", "ParseError"), ("topic", "raw.hl7v2"))
     assert samples[("caregraph_deadletters_total", dl)] == 1
-    code = (("kind", "unknown_unit"),)
+    code = (("kind", "unknown_unit"), ("source", "unknown"), ("system", "unknown"))
     assert samples[("caregraph_unmatched_codes_total", code)] == 3
 
 

@@ -30,6 +30,7 @@ from bus.deadletter import decode_deadletter
 from bus.errors import DeadLetterFormatError
 from bus.topics import DEADLETTER, RAW_DEVICE
 from caregraph.device_registry import HealthBoard, HealthRow, all_resources
+from caregraph.wiring import Context
 from fhir_store.database import Database, Params
 from fhir_store.store import FhirStore
 from security.scopes import Context
@@ -386,12 +387,13 @@ class DeviceTrail:
 _TRAILS: weakref.WeakKeyDictionary[object, DeviceTrail] = weakref.WeakKeyDictionary()
 
 
-def device_trail(owner: object, db: Database) -> DeviceTrail:
-    """The one trail of ``owner`` (the process's ``Context``) on ``db``, migrated once:
-    the tap's handler writes it, the ``/devices`` router reads it."""
-    trail = _TRAILS.get(owner)
+def device_trail(ctx: Context) -> DeviceTrail:
+    """The one trail of the process's ``Context``, migrated once: the tap's handler
+    (``record``, run by ``run_consumer`` in group ``TRAIL_GROUP`` over ``TRAIL_TOPICS``)
+    writes it, the ``/devices`` router reads it."""
+    trail = _TRAILS.get(ctx)
     if trail is None:
-        trail = _TRAILS[owner] = DeviceTrail.open(db)
+        trail = _TRAILS[ctx] = DeviceTrail.open(ctx.db)
     return trail
 
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from adapters.serial.observation import device_resource_id
+from console.signin import SignInOptions, build_signin_router, signin_public_paths
 from console.vitals import vitals_table
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -56,8 +57,12 @@ def _media_type(path: Path) -> str:
     )
 
 
-def public_paths(static_dir: Path = STATIC_DIR, *, prefix: str = "/app") -> frozenset[str]:
-    """The paths that hold no data: the page and its static assets, exactly.
+def public_paths(
+    static_dir: Path = STATIC_DIR, *, prefix: str = "/app", development_sign_in: bool = False
+) -> frozenset[str]:
+    """The paths that hold no data: the page, its static assets and the sign-in options,
+    exactly; with ``development_sign_in``, also the development sign-in (which mints a
+    token, so it must be reachable without one: only ever in development auth mode).
 
     The authorization middleware should let these through without a token (add them to
     its public paths), or a browser could not load the sign-in page that gets it one.
@@ -65,13 +70,21 @@ def public_paths(static_dir: Path = STATIC_DIR, *, prefix: str = "/app") -> froz
     its token, like everything under ``/fhir``.
     """
     return frozenset(
-        {prefix, f"{prefix}/", *(f"{prefix}/static/{name}" for name in asset_table(static_dir))}
+        {
+            prefix,
+            f"{prefix}/",
+            *(f"{prefix}/static/{name}" for name in asset_table(static_dir)),
+            *signin_public_paths(development=development_sign_in, prefix=prefix),
+        }
     )
 
 
-def build_console_router(static_dir: Path = STATIC_DIR, *, prefix: str = "/app") -> APIRouter:
-    """The console: ``GET /app/`` (the page), ``/app/static/...``, ``/app/vitals.json`` and
-    ``/app/device-id/{device_id}``.
+def build_console_router(
+    static_dir: Path = STATIC_DIR, *, prefix: str = "/app", sign_in: SignInOptions | None = None
+) -> APIRouter:
+    """The console: ``GET /app/`` (the page), ``/app/static/...``, ``/app/vitals.json``,
+    ``/app/device-id/{device_id}`` and the sign-in routes of ``console.signin`` (the
+    development sign-in only when ``sign_in`` has a ``mint``: development auth mode).
 
     The page itself holds no patient data (everything comes from ``/fhir``, which enforces
     authorization), so these routes need none.
@@ -82,6 +95,7 @@ def build_console_router(static_dir: Path = STATIC_DIR, *, prefix: str = "/app")
     if not index.is_file():
         raise FileNotFoundError(f"the console page is missing: {index}")
     vitals = vitals_table()
+    router.include_router(build_signin_router(sign_in or SignInOptions(), prefix=""))
 
     @router.get("")
     def root() -> Response:

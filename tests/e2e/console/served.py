@@ -19,7 +19,7 @@ from caregraph.app import create_app
 from caregraph.auth import authorize
 from caregraph.security_cli import mint_development_token
 from caregraph.settings import Settings
-from console import build_console_router, public_paths
+from console import SignInOptions, build_console_router, public_paths
 from fhir_store.api import build_router as fhir_router
 from fhir_store.database import open_database
 from fhir_store.store import FhirStore
@@ -36,7 +36,9 @@ class Served:
     """The app on a uvicorn thread; ``mpi`` and ``store`` are the ones it serves, ``token``
     a development token with every scope."""
 
-    def __init__(self, tmp: Path, extra: ExtraRouters | None = None) -> None:
+    def __init__(
+        self, tmp: Path, extra: ExtraRouters | None = None, *, development_sign_in: bool = False
+    ) -> None:
         settings = self.settings = Settings(data_dir=tmp)
         self.db = open_database(f"sqlite:///{tmp / 'caregraph.sqlite3'}")
         self.store = FhirStore(self.db)
@@ -47,12 +49,16 @@ class Served:
                 *(extra(self.store) if extra else []),
                 linkage_router(self.mpi, authorize),
                 fhir_router(self.store, authorize),
-                build_console_router(),
+                build_console_router(
+                    sign_in=SignInOptions(mint=self._mint) if development_sign_in else None
+                ),
             ],
         )
         guard = security_wiring.build_guard(settings, self.store, self.mpi)
         app.add_middleware(
-            AuthorizationMiddleware, guard=guard, public_paths=DEFAULT_PUBLIC | public_paths()
+            AuthorizationMiddleware,
+            guard=guard,
+            public_paths=DEFAULT_PUBLIC | public_paths(development_sign_in=development_sign_in),
         )
         self.token = mint_development_token(settings, "user/*.cruds", subject="e2e-console")
         self.port = free_port()
@@ -65,6 +71,10 @@ class Served:
     def mint(self, scope: str, *, patient: str | None = None, subject: str = "e2e") -> str:
         """A development token for this app with ``scope`` (and a patient context)."""
         return mint_development_token(self.settings, scope, patient=patient, subject=subject)
+
+    def _mint(self, scope: str, subject: str, patient: str | None) -> str:
+        # What the composition root passes in development mode (console.SignInOptions).
+        return self.mint(scope, patient=patient, subject=subject)
 
     @property
     def app_url(self) -> str:

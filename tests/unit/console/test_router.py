@@ -158,10 +158,11 @@ def test_page_references_exist() -> None:
         assert ref in ASSETS, ref
 
 
-def test_public_paths_are_the_page_and_its_assets_only() -> None:
+def test_public_paths_are_the_page_its_assets_and_the_sign_in_options_only() -> None:
     paths = public_paths()
     assert {"/app", "/app/", "/app/static/js/main.js", "/app/static/index.html"} <= paths
-    assert len(paths) == len(ASSETS) + 2
+    assert "/app/sign-in/options" in paths  # which sign-in is offered: no data
+    assert len(paths) == len(ASSETS) + 3
     assert "/app/vitals.json" not in paths
     assert not any(p.startswith("/app/device-id") for p in paths)
     assert all(p == "/app" or p.startswith("/app/") for p in paths)

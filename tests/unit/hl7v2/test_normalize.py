@@ -291,7 +291,7 @@ def test_patient_key_is_the_authority_and_mrn() -> None:
             "200",
         ),
         (corpus.ORU_LAB.replace(b"|105|", b"|1O5|"), Hl7MappingError, "OBX[1]-5", "102"),
-        (corpus.ORU_LAB.replace(b"NM|2951-2", b"ED|2951-2"), Hl7MappingError, "OBX[2]-2", "102"),
+        (corpus.ORU_LAB.replace(b"NM|2951-2", b"RP|2951-2"), Hl7MappingError, "OBX[2]-2", "102"),
         (corpus.ORU_LAB.replace(b"H|||F|||", b"H|||Q|||"), Hl7MappingError, "OBX[1]-11", "103"),
         (corpus.ADT_A01.replace(b"19800214|F", b"19801314|F"), Hl7MappingError, "PID[1]-7", "102"),
         (corpus.ADT_A01.replace(b"19800214|F", b"19800214|Q"), Hl7MappingError, "PID[1]-8", "103"),

@@ -33,7 +33,7 @@ from caregraph.device_registry import HealthBoard, HealthRow, all_resources
 from caregraph.wiring import Context
 from fhir_store.database import Database, Params
 from fhir_store.store import FhirStore
-from security.scopes import Context
+from security.scopes import Context as ScopeContext
 from security.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -405,7 +405,7 @@ def device_reader(principal: Principal) -> Principal:
     Raises:
         HTTPException: 403 saying which scope is missing.
     """
-    wide = frozenset({Context.USER, Context.SYSTEM})
+    wide = frozenset({ScopeContext.USER, ScopeContext.SYSTEM})
     if principal.patient is not None or not principal.scopes.allows("Device", "r", wide):
         raise HTTPException(
             status_code=403,

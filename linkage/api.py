@@ -292,7 +292,7 @@ def build_router(
         return [e.to_json() for e in mpi.history(source_id=source_id, golden_id=golden_id)]
 
     if identity is not None:
-        _identity_routes(router, identity)
+        _identity_routes(router, identity, actor_of)
     return router
 
 
@@ -313,16 +313,29 @@ def _everything_router(linked: LinkedEverything, fhir_prefix: str) -> APIRouter:
 
 
 def _entity_json(link: EntityLink) -> dict[str, Any]:
-    return {
-        "resource_type": link.resource_type,
-        "source_id": link.source_id,
-        "entity_id": link.entity_id,
-        "state": link.state.value,
-        "rule": link.rule,
-    }
+    return link.to_json()
 
 
-def _identity_routes(router: APIRouter, identity: IdentityIndex) -> None:
+class EntityLinkRequest(BaseModel):
+    source_id: str = Field(description="the source resource's id")
+    entity_id: str = Field(description="the entity's id")
+    reason: str | None = None
+
+
+class EntityMergeRequest(BaseModel):
+    from_entity: str = Field(description="the entity that goes away")
+    into_entity: str = Field(description="the entity that survives")
+    reason: str | None = None
+
+
+class EntityUnmergeRequest(BaseModel):
+    entity_id: str = Field(description="the entity that was merged away")
+    reason: str | None = None
+
+
+def _identity_routes(
+    router: APIRouter, identity: IdentityIndex, actor_of: Callable[[Request], str]
+) -> None:
     def checked(resource_type: str) -> str:
         if resource_type not in IDENTITY_TYPES:
             raise LinkageNotFound(f"no identity index for {resource_type!r}")
@@ -331,10 +344,15 @@ def _identity_routes(router: APIRouter, identity: IdentityIndex) -> None:
     @router.get("/linkage/identity/{resource_type}/{source_id}", tags=["linkage"])
     def entity_of(resource_type: str, source_id: str) -> dict[str, Any]:
         """The entity a Practitioner, Organization or Device belongs to, with all its
-        sources and the rule that put each there."""
+        sources, the rule that put each there and whether a person decided it (origin), and
+        the entities a person declared this source not to be."""
         link = identity.entity_of(checked(resource_type), source_id)
         members = identity.members(resource_type, link.entity_id)
-        return {**_entity_json(link), "members": [_entity_json(m) for m in members]}
+        return {
+            **_entity_json(link),
+            "members": [_entity_json(m) for m in members],
+            "no_match": identity.no_match(resource_type, source_id),
+        }
 
     @router.get("/linkage/identity/{resource_type}", tags=["linkage"])
     def entity_duplicates(resource_type: str) -> list[dict[str, str]]:
@@ -343,3 +361,71 @@ def _identity_routes(router: APIRouter, identity: IdentityIndex) -> None:
             {"entity_a": a, "entity_b": b}
             for a, b in identity.possible_duplicates(checked(resource_type))
         ]
+
+    @router.get("/linkage/identity/{resource_type}/{source_id}/history", tags=["linkage"])
+    def source_history(resource_type: str, source_id: str) -> list[dict[str, Any]]:
+        """Every decision about a source, automatic or manual, oldest first."""
+        events = identity.history(checked(resource_type), source_id=source_id)
+        return [e.to_json() for e in events]
+
+    @router.get("/linkage/entities/{resource_type}/{entity_id}", tags=["linkage"])
+    def entity(resource_type: str, entity_id: str) -> dict[str, Any]:
+        """An entity: its members, where it was merged into (if it was), and its history
+        (including merges into and away from it)."""
+        members = identity.members(checked(resource_type), entity_id)
+        merged_into = identity.merged_into(resource_type, entity_id)
+        events = identity.history(resource_type, entity_id=entity_id)
+        if not members and merged_into is None and not events:
+            raise LinkageNotFound(f"no {resource_type} entity {entity_id}")
+        return {
+            "resource_type": resource_type,
+            "entity_id": entity_id,
+            "merged_into": merged_into,
+            "members": [_entity_json(m) for m in members],
+            "history": [e.to_json() for e in events],
+        }
+
+    @router.post("/linkage/identity/{resource_type}/links", tags=["linkage"])
+    def entity_link(
+        request: Request, resource_type: str, body: EntityLinkRequest
+    ) -> dict[str, Any]:
+        """Manual link (also confirms a possible match): MATCH, MANUAL; never changed by
+        an automatic decision afterwards."""
+        link = identity.link(
+            checked(resource_type), body.source_id, body.entity_id, actor_of(request), body.reason
+        )
+        return _entity_json(link)
+
+    @router.post("/linkage/identity/{resource_type}/unlinks", tags=["linkage"])
+    def entity_unlink(
+        request: Request, resource_type: str, body: EntityLinkRequest
+    ) -> dict[str, Any]:
+        """Manual unlink: the source gets an entity of its own and a NO_MATCH to the old."""
+        link = identity.unlink(
+            checked(resource_type), body.source_id, body.entity_id, actor_of(request), body.reason
+        )
+        return _entity_json(link)
+
+    @router.post("/linkage/identity/{resource_type}/merges", tags=["linkage"])
+    def entity_merge(
+        request: Request, resource_type: str, body: EntityMergeRequest
+    ) -> dict[str, Any]:
+        """Merge two entities; returns the history event that ``unmerges`` undoes."""
+        event_id = identity.merge(
+            checked(resource_type),
+            body.from_entity,
+            body.into_entity,
+            actor_of(request),
+            body.reason,
+        )
+        return {"event_id": event_id}
+
+    @router.post("/linkage/identity/{resource_type}/unmerges", tags=["linkage"])
+    def entity_unmerge(
+        request: Request, resource_type: str, body: EntityUnmergeRequest
+    ) -> dict[str, Any]:
+        """Undo the last merge of an entity, restoring its members' links exactly."""
+        event_id = identity.unmerge(
+            checked(resource_type), body.entity_id, actor_of(request), body.reason
+        )
+        return {"event_id": event_id}

@@ -23,7 +23,7 @@ from typing import Any
 
 from fhir_store.database import Database, Transaction
 from linkage.features import PatientFeatures
-from linkage.identity import EntityKeys, EntityLink, IdentityRepository
+from linkage.identity import EntityEvent, EntityKeys, EntityLink, IdentityRepository
 from linkage.links import (
     DuplicateFlag,
     DuplicateStatus,
@@ -124,6 +124,32 @@ def _schema(dialect: str) -> list[tuple[int, list[str]]]:
                 "(src, rel, valid_from, valid_to, dst)",
                 "CREATE INDEX linkage_edge_in ON linkage_edge "
                 "(dst, rel, valid_from, valid_to, src)",
+            ],
+        ),
+        (
+            5,
+            [
+                # Manual identity decisions for staff, organizations and devices.
+                "ALTER TABLE linkage_entity_link ADD COLUMN origin TEXT NOT NULL DEFAULT 'AUTO'",
+                """CREATE TABLE linkage_entity_no_match (
+                    resource_type TEXT NOT NULL, source_id TEXT NOT NULL,
+                    entity_id TEXT NOT NULL, PRIMARY KEY (resource_type, source_id, entity_id))""",
+                "CREATE INDEX linkage_entity_no_match_entity ON linkage_entity_no_match "
+                "(resource_type, entity_id)",
+                """CREATE TABLE linkage_entity_merged (
+                    resource_type TEXT NOT NULL, entity_id TEXT NOT NULL, into_id TEXT NOT NULL,
+                    event_id BIGINT NOT NULL, PRIMARY KEY (resource_type, entity_id))""",
+                f"""CREATE TABLE linkage_entity_event (
+                    id {serial}, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+                    resource_type TEXT NOT NULL, source_id TEXT, entity_id TEXT,
+                    previous_entity_id TEXT, state TEXT, origin TEXT, rule TEXT,
+                    detail TEXT NOT NULL)""",
+                "CREATE INDEX linkage_entity_event_source ON linkage_entity_event "
+                "(resource_type, source_id)",
+                "CREATE INDEX linkage_entity_event_entity ON linkage_entity_event "
+                "(resource_type, entity_id)",
+                "CREATE INDEX linkage_entity_event_previous ON linkage_entity_event "
+                "(resource_type, previous_entity_id)",
             ],
         ),
     ]
@@ -614,22 +640,36 @@ class SqlIdentityRepository(SqlTransactions, IdentityRepository):
 
     def get_link(self, resource_type: str, source_id: str) -> EntityLink | None:
         row = self._tx.execute(
-            "SELECT entity_id, state, rule FROM linkage_entity_link "
+            "SELECT entity_id, state, rule, origin FROM linkage_entity_link "
             "WHERE resource_type = ? AND source_id = ?",
             (resource_type, source_id),
         ).fetchone()
         if row is None:
             return None
-        return EntityLink(resource_type, source_id, row[0], LinkState(row[1]), row[2])
+        return EntityLink(
+            resource_type, source_id, row[0], LinkState(row[1]), row[2], LinkOrigin(row[3])
+        )
+
+    def put_link(self, link: EntityLink) -> None:
+        self._tx.execute(
+            "INSERT INTO linkage_entity_link "
+            "(resource_type, source_id, entity_id, state, rule, origin) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (resource_type, source_id) DO UPDATE SET "
+            "entity_id = excluded.entity_id, state = excluded.state, rule = excluded.rule, "
+            "origin = excluded.origin",
+            (
+                link.resource_type,
+                link.source_id,
+                link.entity_id,
+                link.state.value,
+                link.rule,
+                link.origin.value,
+            ),
+        )
 
     def put(self, link: EntityLink, keys: EntityKeys) -> None:
         tx = self._tx
-        tx.execute(
-            "INSERT INTO linkage_entity_link (resource_type, source_id, entity_id, state, rule) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (resource_type, source_id) DO UPDATE SET "
-            "entity_id = excluded.entity_id, state = excluded.state, rule = excluded.rule",
-            (link.resource_type, link.source_id, link.entity_id, link.state.value, link.rule),
-        )
+        self.put_link(link)
         tx.execute(
             "DELETE FROM linkage_entity_key WHERE resource_type = ? AND source_id = ?",
             (link.resource_type, link.source_id),
@@ -669,11 +709,14 @@ class SqlIdentityRepository(SqlTransactions, IdentityRepository):
 
     def members(self, resource_type: str, entity_id: str) -> list[EntityLink]:
         rows = self._tx.execute(
-            "SELECT source_id, state, rule FROM linkage_entity_link "
+            "SELECT source_id, state, rule, origin FROM linkage_entity_link "
             "WHERE resource_type = ? AND entity_id = ? ORDER BY source_id",
             (resource_type, entity_id),
         ).fetchall()
-        return [EntityLink(resource_type, r[0], entity_id, LinkState(r[1]), r[2]) for r in rows]
+        return [
+            EntityLink(resource_type, r[0], entity_id, LinkState(r[1]), r[2], LinkOrigin(r[3]))
+            for r in rows
+        ]
 
     def flag(self, resource_type: str, a: str, b: str) -> None:
         a, b = duplicate_key(a, b)
@@ -690,3 +733,133 @@ class SqlIdentityRepository(SqlTransactions, IdentityRepository):
             (resource_type,),
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
+
+    def unflag(self, resource_type: str, a: str, b: str) -> None:
+        a, b = duplicate_key(a, b)
+        self._tx.execute(
+            "DELETE FROM linkage_entity_flag WHERE resource_type = ? AND entity_a = ? "
+            "AND entity_b = ?",
+            (resource_type, a, b),
+        )
+
+    # manual decisions -----------------------------------------------------------------
+    def no_match(self, resource_type: str, source_id: str) -> set[str]:
+        rows = self._tx.execute(
+            "SELECT entity_id FROM linkage_entity_no_match "
+            "WHERE resource_type = ? AND source_id = ?",
+            (resource_type, source_id),
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def put_no_match(self, resource_type: str, source_id: str, entity_id: str) -> None:
+        self._tx.execute(
+            "INSERT INTO linkage_entity_no_match (resource_type, source_id, entity_id) "
+            "VALUES (?, ?, ?) ON CONFLICT (resource_type, source_id, entity_id) DO NOTHING",
+            (resource_type, source_id, entity_id),
+        )
+
+    def delete_no_match(self, resource_type: str, source_id: str, entity_id: str) -> None:
+        self._tx.execute(
+            "DELETE FROM linkage_entity_no_match "
+            "WHERE resource_type = ? AND source_id = ? AND entity_id = ?",
+            (resource_type, source_id, entity_id),
+        )
+
+    def no_match_to(self, resource_type: str, entity_id: str) -> list[str]:
+        rows = self._tx.execute(
+            "SELECT source_id FROM linkage_entity_no_match "
+            "WHERE resource_type = ? AND entity_id = ? ORDER BY source_id",
+            (resource_type, entity_id),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def merged_into(self, resource_type: str, entity_id: str) -> tuple[str, int] | None:
+        row = self._tx.execute(
+            "SELECT into_id, event_id FROM linkage_entity_merged "
+            "WHERE resource_type = ? AND entity_id = ?",
+            (resource_type, entity_id),
+        ).fetchone()
+        return (row[0], int(row[1])) if row else None
+
+    def put_merged(self, resource_type: str, entity_id: str, into: str, event_id: int) -> None:
+        self._tx.execute(
+            "INSERT INTO linkage_entity_merged (resource_type, entity_id, into_id, event_id) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (resource_type, entity_id) DO UPDATE SET "
+            "into_id = excluded.into_id, event_id = excluded.event_id",
+            (resource_type, entity_id, into, event_id),
+        )
+
+    def delete_merged(self, resource_type: str, entity_id: str) -> None:
+        self._tx.execute(
+            "DELETE FROM linkage_entity_merged WHERE resource_type = ? AND entity_id = ?",
+            (resource_type, entity_id),
+        )
+
+    # history --------------------------------------------------------------------------
+    def add_event(self, event: EntityEvent) -> int:
+        row = self._tx.execute(
+            "INSERT INTO linkage_entity_event (at, actor, action, resource_type, source_id, "
+            "entity_id, previous_entity_id, state, origin, rule, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                event.at.isoformat(),
+                event.actor,
+                event.action,
+                event.resource_type,
+                event.source_id,
+                event.entity_id,
+                event.previous_entity_id,
+                event.state.value if event.state else None,
+                event.origin.value if event.origin else None,
+                event.rule,
+                json.dumps(event.detail),
+            ),
+        ).fetchone()
+        return int(row[0])
+
+    def events(
+        self, resource_type: str, *, source_id: str | None = None, entity_id: str | None = None
+    ) -> list[EntityEvent]:
+        where, params = ["resource_type = ?"], [resource_type]
+        if source_id is not None:
+            where.append("source_id = ?")
+            params.append(source_id)
+        if entity_id is not None:
+            where.append("(entity_id = ? OR previous_entity_id = ?)")
+            params.extend([entity_id, entity_id])
+        rows = self._tx.execute(
+            f"SELECT {_ENTITY_EVENT_COLUMNS} FROM linkage_entity_event "
+            f"WHERE {' AND '.join(where)} ORDER BY id",
+            params,
+        ).fetchall()
+        return [_entity_event(r) for r in rows]
+
+    def get_event(self, event_id: int) -> EntityEvent | None:
+        row = self._tx.execute(
+            f"SELECT {_ENTITY_EVENT_COLUMNS} FROM linkage_entity_event WHERE id = ?",
+            (event_id,),
+        ).fetchone()
+        return _entity_event(row) if row else None
+
+
+_ENTITY_EVENT_COLUMNS = (
+    "id, at, actor, action, resource_type, source_id, entity_id, previous_entity_id, state, "
+    "origin, rule, detail"
+)
+
+
+def _entity_event(row: Sequence[Any]) -> EntityEvent:
+    return EntityEvent(
+        datetime.fromisoformat(row[1]),
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        LinkState(row[8]) if row[8] else None,
+        LinkOrigin(row[9]) if row[9] else None,
+        row[10],
+        json.loads(row[11]),
+        int(row[0]),
+    )

@@ -7,9 +7,10 @@ import pytest
 from caregraph.errors import StoreError
 from fhir_store.database import open_database
 from linkage.features import extract
-from linkage.links import LinkEvent, SourceRecord
+from linkage.identity import EntityLink
+from linkage.links import LinkEvent, LinkOrigin, LinkState, SourceRecord
 from linkage.repository import LinkageRepository
-from linkage.sql import SqlRepository, migrate
+from linkage.sql import SqlIdentityRepository, SqlRepository, _schema, migrate
 from tests.unit.linkage.factories import patient
 
 pytestmark = pytest.mark.integration
@@ -25,8 +26,27 @@ def record(pid: str, **kw: object) -> SourceRecord:
 def test_migration_is_idempotent(database_url: str) -> None:
     db = open_database(database_url)
     try:
-        assert migrate(db) == 4
-        assert migrate(db) == 4
+        assert migrate(db) == 5
+        assert migrate(db) == 5
+    finally:
+        db.close()
+
+
+def test_entity_links_of_schema_4_become_automatic_decisions(database_url: str) -> None:
+    db = open_database(database_url)
+    try:
+        assert db.apply_migrations("linkage_schema_version", _schema(db.dialect)[:4]) == 4
+        with db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO linkage_entity_link (resource_type, source_id, entity_id, state, "
+                "rule) VALUES (?, ?, ?, ?, ?)",
+                ("Device", "d1", "e1", "MATCH", "udi-di:X"),
+            )
+        repo = SqlIdentityRepository.open(db)
+        with repo.transaction(write=False):
+            link = repo.get_link("Device", "d1")
+        assert link == EntityLink("Device", "d1", "e1", LinkState.MATCH, "udi-di:X")
+        assert link.origin == LinkOrigin.AUTO
     finally:
         db.close()
 

@@ -144,3 +144,62 @@ def test_identity_routes(identity: IdentityIndex, client: TestClient) -> None:
     assert client.get("/linkage/identity/Device").json() == []
     assert client.get("/linkage/identity/Location/l1").status_code == 404
     assert client.get("/linkage/identity/Device/nope").status_code == 404
+
+
+def test_identity_manual_decisions_over_http(identity: IdentityIndex, client: TestClient) -> None:
+    a = identity.ingest(
+        {
+            "resourceType": "Practitioner",
+            "id": "p1",
+            "name": [{"family": "House", "given": ["Greg"]}],
+            "identifier": [{"system": "urn:npi", "value": "1"}],
+        }
+    )
+    b = identity.ingest(
+        {
+            "resourceType": "Practitioner",
+            "id": "p2",
+            "name": [{"family": "House", "given": ["Greg"]}],
+        }
+    )
+    assert b.link.state == "POSSIBLE_MATCH"
+    body = {"source_id": "p2", "entity_id": a.link.entity_id, "reason": "same GLN on paper"}
+    r = client.post("/linkage/identity/Practitioner/links", json=body)
+    assert r.status_code == 200
+    assert (r.json()["origin"], r.json()["state"]) == ("MANUAL", "MATCH")
+    record = client.get("/linkage/identity/Practitioner/p2").json()
+    assert record["origin"] == "MANUAL" and len(record["members"]) == 2
+    history = client.get("/linkage/identity/Practitioner/p2/history").json()
+    assert [(e["action"], e["actor"]) for e in history] == [
+        ("auto-link", "identity"),
+        ("link", "nurse.kim"),
+    ]
+    r = client.post("/linkage/identity/Practitioner/unlinks", json=body)
+    own = r.json()["entity_id"]
+    assert r.status_code == 200 and own != a.link.entity_id
+    assert client.get("/linkage/identity/Practitioner/p2").json()["no_match"] == [a.link.entity_id]
+    merge = {"from_entity": own, "into_entity": a.link.entity_id}
+    event = client.post("/linkage/identity/Practitioner/merges", json=merge).json()["event_id"]
+    merged = client.get(f"/linkage/entities/Practitioner/{own}").json()
+    assert merged["merged_into"] == a.link.entity_id and merged["members"] == []
+    assert [e["id"] for e in merged["history"] if e["action"] == "merge"] == [event]
+    r = client.post("/linkage/identity/Practitioner/unmerges", json={"entity_id": own})
+    assert r.status_code == 200
+    back = client.get(f"/linkage/entities/Practitioner/{own}").json()
+    assert back["merged_into"] is None and [m["source_id"] for m in back["members"]] == ["p2"]
+
+
+def test_identity_decision_errors_carry_their_status(
+    identity: IdentityIndex, client: TestClient
+) -> None:
+    identity.ingest(
+        {"resourceType": "Device", "id": "d1", "udiCarrier": [{"deviceIdentifier": "X"}]}
+    )
+    body = {"source_id": "d1", "entity_id": "elsewhere"}
+    assert client.post("/linkage/identity/Device/unlinks", json=body).status_code == 409
+    assert client.post("/linkage/identity/Device/links", json=body).status_code == 404
+    assert client.post("/linkage/identity/Location/links", json=body).status_code == 404
+    r = client.post("/linkage/identity/Device/unmerges", json={"entity_id": "elsewhere"})
+    assert r.status_code == 409 and "not merged" in r.json()["detail"]
+    assert client.get("/linkage/entities/Device/elsewhere").status_code == 404
+    assert client.post("/linkage/identity/Device/merges", json={}).status_code == 422

@@ -3,12 +3,19 @@
 Outcomes are a table, not exceptions (``ACK_TABLE``): caregraph decides AA / AE / AR, and
 the sender's MSH-15/16 decide whether and how that is said:
 
-- Original mode (MSH-15 and MSH-16 empty): an application ACK, ``MSA-1`` = AA, AE or AR.
-- Enhanced mode, MSH-15 valued: an accept (commit) ACK, CA / CE / CR, sent only when MSH-15
-  asks for it (AL always, NE never, ER on error, SU on success). caregraph decides
-  everything it will ever decide at accept time (durable and mappable), so no separate
-  application ACK follows.
-- MSH-15 empty but MSH-16 valued: the application ACK, when MSH-16 asks for it.
+- Original mode (MSH-15 and MSH-16 empty): an application ACK, ``MSA-1`` = AA, AE or AR,
+  on the same connection, once the message was mapped and is durable.
+- Enhanced mode, MSH-15 valued: an accept (commit) ACK on the connection, CA / CE / CR,
+  when MSH-15 asks for it (AL always, NE never, ER on error, SU on success): CA = durable
+  on the bus; CE/CR = not accepted (and then never processed, so no application ACK).
+  When MSH-16 asks for it too, the application ACK (AA / AE / AR) follows as a message of
+  its own (``build_application_ack``), built by the normalizer once the FHIR resources
+  are durable (or the message failed to map), and delivered to the sender's return
+  address over a separate MLLP connection (``devices.mllp.returns``): that ACK is itself
+  a message, which the original sender commit-accepts (its MSH-15 is AL).
+- MSH-15 empty but MSH-16 valued: the application ACK on the connection, when MSH-16 asks
+  for it (the listener maps the message in full before answering, so the outcome is the
+  application's).
 
 The ERR segment names segment, occurrence and field: ERR-2 (ERL) and ERR-3 (table 0357)
 from v2.5 on, ERR-1 (ELD) before.
@@ -87,6 +94,21 @@ def ack_wanted(header: Header | None, outcome: AckCode) -> bool:
     return True
 
 
+def application_ack_wanted(header: Header | None, outcome: AckCode) -> bool:
+    """Whether a separate application ACK goes to the return address: enhanced mode with
+    an accept ACK (MSH-15 valued) and MSH-16 asking to hear about ``outcome``."""
+    if header is None or not header.accept_ack_type:
+        return False
+    condition = header.application_ack_type
+    if condition == "AL":
+        return True
+    if condition == "ER":
+        return outcome != "AA"
+    if condition == "SU":
+        return outcome == "AA"
+    return False  # NE, empty (table 0155 says nothing more), or a value outside the table
+
+
 def ack_control_id(header: Header | None, raw: bytes = b"") -> str:
     """A control id for the ACK, derived from what it answers (so answering the same message
     twice gives the same bytes); at most 20 characters, as v2.3-2.6 allow."""
@@ -108,12 +130,14 @@ def build_ack(
     *,
     at: datetime | None = None,
     application: str = APPLICATION,
+    separate: bool = False,
 ) -> bytes:
     """The ACK for a message (its raw bytes or its parsed header; None when not even an MSH
     could be read), as ER7 bytes without MLLP framing.
 
     The ACK uses the sender's delimiters and version when they can be read, else the
     defaults (v2.5.1); MSA-2 echoes MSH-10; ``error`` becomes an ERR segment.
+    ``separate=True`` makes the enhanced-mode application ACK (``build_application_ack``).
     """
     raw = source if isinstance(source, bytes) else b""
     header = peek_header(source) if isinstance(source, bytes) else source
@@ -139,11 +163,15 @@ def build_ack(
         when.strftime("%Y%m%d%H%M%S+0000"),
         "",
         f"ACK{d.component}{escape(event, d)}{structure}" if event else "ACK",
-        ack_control_id(header, raw),
+        ("CGA" + ack_control_id(header, raw)[3:]) if separate else ack_control_id(header, raw),
         orig(11) or "P",
         escape(version, d),
     ]
-    msa = ["MSA", ack_code(header, code), orig(10)]
+    if separate:
+        # A message in its own right: the original sender answers it with an accept ACK
+        # (MSH-15 AL) and never with an application ACK (MSH-16 NE).
+        msh += ["", "", "AL", "NE"]
+    msa = ["MSA", code if separate else ack_code(header, code), orig(10)]
     if error is not None and _version_tuple(version) < (2, 4):
         msa.append(escape(error.text[:80], d))  # MSA-3 text message (withdrawn in v2.4)
     segments = [d.field.join(msh), d.field.join(msa)]
@@ -151,6 +179,17 @@ def build_ack(
         segments.append(_err(error, version, d))
     codec = header.text_codec if header is not None else "utf-8"
     return ("\r".join(segments) + "\r").encode(codec, errors="replace")
+
+
+def build_application_ack(
+    header: Header, code: AckCode, error: AckError | None = None, *, at: datetime | None = None
+) -> bytes:
+    """The enhanced-mode application ACK for an accepted message: MSA-1 AA / AE / AR (not
+    the accept codes), MSA-2 its MSH-10, ERR for an error; its own MSH-10 (``CGA`` + 17
+    characters, derived from the message, so a repeat builds the same bytes) and
+    MSH-15 AL / MSH-16 NE. MSH-5/6 name the original sender: where it is routed back to.
+    """
+    return build_ack(header, code, error, at=at, separate=True)
 
 
 def _err(error: AckError, version: str, d: Delimiters) -> str:

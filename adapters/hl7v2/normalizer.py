@@ -11,6 +11,14 @@ Every record's value is the compact JSON of one resource, its key the patient ke
 patient's resources keep their order on every topic), its headers carry the raw message's
 trace id and id on. A40 merges go to ``fhir.Parameters`` in the $merge form linkage reads.
 Replaying ``raw.hl7v2`` produces the same ids, so the store upserts instead of duplicating.
+
+Enhanced acknowledgement mode: for a message whose MSH-15 and MSH-16 ask for an
+application ACK (``adapters.hl7v2.ack.application_ack_wanted``), the normalizer adds the
+ACK to the same batch, on ``ack.hl7v2``: AA beside the FHIR records, AE (with the ERR
+location) beside the dead letter of a message that does not map. Published in one
+``publish_many`` with the resources, so the ACK is never out before what it confirms.
+``devices.mllp.returns`` delivers it to the sender's return address; a replay builds the
+same ACK control id, which that sender delivers once.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.hl7v2.ack import AckCode, AckError, application_ack_wanted, build_application_ack
 from adapters.hl7v2.datatypes import Options
+from adapters.hl7v2.header import Header, peek_header
 from adapters.hl7v2.normalize import DEFAULT_OPTIONS, normalize
 from bus.base import Bus, Message, Record
 from bus.deadletter import deadletter_record, describe
@@ -31,7 +41,10 @@ from bus.topics import fhir_topic
 from caregraph.errors import MappingError
 
 CONTENT_TYPE_FHIR = "application/fhir+json"
+CONTENT_TYPE_HL7V2 = "application/hl7-v2"
 HEADER_RAW_OFFSET = "raw-offset"
+ACK_HL7V2 = "ack.hl7v2"
+"""Enhanced-mode application ACKs waiting for delivery to their sender (an outbox)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +67,23 @@ def _received_at(message: Message) -> datetime:
     return datetime.fromtimestamp(message.timestamp_ms / 1000, UTC)
 
 
+def application_ack_record(
+    message: Message, header: Header, code: AckCode, error: AckError | None = None
+) -> Record:
+    """The ``ack.hl7v2`` record of an application ACK: keyed by the sender (so one
+    sender's ACKs keep their order), with the raw message's id and trace id."""
+    ack = build_application_ack(header, code, error)
+    headers = make_headers(
+        "hl7v2-normalizer",
+        message.headers.get(MESSAGE_ID, header.control_id),
+        CONTENT_TYPE_HL7V2,
+        trace_id=message.headers.get(TRACE_ID),
+    )
+    headers[HEADER_RAW_OFFSET] = f"{message.topic}/{message.partition}/{message.offset}"
+    sender = f"{header.sending_application}|{header.sending_facility}"
+    return Record(ACK_HL7V2, ack, sender.encode("utf-8"), headers)
+
+
 def _dumps(resource: object) -> bytes:
     return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -70,12 +100,16 @@ def records_for(
     *,
     options: Options = DEFAULT_OPTIONS,
     unchanged: Unchanged | None = None,
+    application_acks: bool = True,
 ) -> tuple[list[Record], list[Failure], list[dict[str, Any]]]:
     """FHIR records for a batch of ``raw.hl7v2`` messages, in order; the failures; and the
     entity resources the records include.
 
     ``unchanged`` (optional) says of an entity resource (not an Observation or Provenance)
     that it is known to be on the bus already as it is: it is then left out.
+    ``application_acks``: add the enhanced-mode application ACKs (module docstring),
+    AA for mapped messages here, AE for failures (their records are the caller's, beside
+    the dead letter: ``failure_ack``).
     """
     records: list[Record] = []
     failures: list[Failure] = []
@@ -107,7 +141,19 @@ def records_for(
             records.append(
                 Record(fhir_topic("Parameters"), _dumps(merge.as_parameters()), key, headers)
             )
+        if application_acks and application_ack_wanted(result.header, "AA"):
+            records.append(application_ack_record(message, result.header, "AA"))
     return records, failures, entities
+
+
+def failure_ack(failure: Failure) -> Record | None:
+    """The AE application ACK for a message that did not map, if its sender asked."""
+    header = peek_header(failure.message.value[:65536])
+    if header is None or not application_ack_wanted(header, "AE"):
+        return None
+    return application_ack_record(
+        failure.message, header, "AE", AckError.from_exception(failure.error)
+    )
 
 
 class Hl7v2Normalizer:
@@ -131,9 +177,11 @@ class Hl7v2Normalizer:
         group: str = "hl7v2-normalizer",
         options: Options = DEFAULT_OPTIONS,
         remember: int = 50_000,
+        application_acks: bool = True,
     ) -> None:
         self.bus = bus
         self.group = group
+        self.application_acks = application_acks
         self.options = options
         self.remember = remember
         self._published: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
@@ -152,13 +200,19 @@ class Hl7v2Normalizer:
     def __call__(self, messages: list[Message]) -> None:
         self._pending = {}
         records, failures, entities = records_for(
-            messages, options=self.options, unchanged=self._unchanged if self.remember else None
+            messages,
+            options=self.options,
+            unchanged=self._unchanged if self.remember else None,
+            application_acks=self.application_acks,
         )
         for failure in failures:
             error = describe(failure.error)
             if failure.error.location:
                 error += f" at {failure.error.location}"
             records.append(deadletter_record(failure.message, self.group, error, attempts=1))
+            ack = failure_ack(failure) if self.application_acks else None
+            if ack is not None:
+                records.append(ack)
         if records:
             self.bus.publish_many(records)
         # only what is durable on the bus may be skipped next time
@@ -171,4 +225,12 @@ class Hl7v2Normalizer:
         self._pending = {}
 
 
-__all__ = ["MESSAGE_SCOPED", "Failure", "Hl7v2Normalizer", "records_for"]
+__all__ = [
+    "ACK_HL7V2",
+    "MESSAGE_SCOPED",
+    "Failure",
+    "Hl7v2Normalizer",
+    "application_ack_record",
+    "failure_ack",
+    "records_for",
+]

@@ -18,13 +18,27 @@ INTERACTIONS = (
     "search-type",
 )
 MODIFIERS_NOTE = (
-    "Search: token, string, date, reference, quantity, uri, number and composite parameters;"
-    " prefixes eq ne gt lt ge le sa eb ap; modifiers :missing :exact :contains :not :text"
-    " :identifier :of-type :[type] :below :above (uri); chaining and _has; _include and"
-    " _revinclude (:iterate); _sort (several keys, -desc); _count with _offset paging;"
-    " _total (accurate; otherwise Bundle.total is given on the last page and for _count=0);"
-    " _summary (true, text, data, count); _elements. Unknown parameters are ignored unless"
-    " Prefer: handling=strict."
+    "Search: token, string, date, reference, quantity, uri, number and composite parameters,"
+    " and Location near (latitude|longitude[|distance[|units]], units km (default), m, [mi_i],"
+    " [mi_us], [nmi_i]; 10 km when the distance is omitted); prefixes eq ne gt lt ge le sa eb"
+    " ap; modifiers :missing :exact :contains :not :text :identifier :of-type :[type] :below"
+    " :above (uri); chaining and _has (nested _has too); _include and _revinclude (:iterate;"
+    " Type:* and * for every reference parameter); _text (words in the narrative) and"
+    " _content (words in the resource's JSON text), case-insensitive, commas for OR;"
+    " _sort (several keys, -desc); _count with _offset paging; _total (accurate; otherwise"
+    " Bundle.total is given on the last page and for _count=0); _summary (true, text, data,"
+    " count); _elements. Not supported, refused with 400: _query (no named queries), token"
+    " :in/:not-in/:above/:below (no terminology service), any other modifier. Unknown"
+    " parameters are ignored (reported in an OperationOutcome entry) unless"
+    " Prefer: handling=strict, which refuses them with 400."
+)
+
+#: Resource-level parameters answered by every type, beyond each type's own list.
+SYSTEM_PARAMS = (
+    ("_id", "token", "http://hl7.org/fhir/SearchParameter/Resource-id"),
+    ("_lastUpdated", "date", "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"),
+    ("_text", "string", "http://hl7.org/fhir/SearchParameter/DomainResource-text"),
+    ("_content", "string", "http://hl7.org/fhir/SearchParameter/Resource-content"),
 )
 
 
@@ -46,13 +60,8 @@ def capability_statement(registry: Registry, base: str) -> dict[str, Any]:
             "conditionalUpdate": True,
             "conditionalDelete": "single",
             "referencePolicy": ["literal", "logical"],
-            "searchInclude": [f"{type_name}:{code}" for code in references],
-            "searchRevInclude": sorted(
-                f"{other}:{p.code}"
-                for other in registry.types
-                for p in registry.for_type(other).values()
-                if p.type == "reference" and (type_name in p.targets)
-            ),
+            "searchInclude": ["*", f"{type_name}:*", *(f"{type_name}:{c}" for c in references)],
+            "searchRevInclude": ["*", *_revincludes(registry, type_name)],
             "searchParam": [
                 {
                     "name": p.code,
@@ -92,16 +101,8 @@ def capability_statement(registry: Registry, base: str) -> dict[str, Any]:
                     {"code": "history-system"},
                 ],
                 "searchParam": [
-                    {
-                        "name": "_id",
-                        "type": "token",
-                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
-                    },
-                    {
-                        "name": "_lastUpdated",
-                        "type": "date",
-                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
-                    },
+                    {"name": name, "type": kind, "definition": url}
+                    for name, kind, url in SYSTEM_PARAMS
                 ],
                 "operation": [
                     {
@@ -112,3 +113,16 @@ def capability_statement(registry: Registry, base: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+def _revincludes(registry: Registry, type_name: str) -> list[str]:
+    """``Other:param`` for each reference parameter that can point at ``type_name``, and
+    ``Other:*`` for each such type."""
+    named = sorted(
+        f"{other}:{p.code}"
+        for other in registry.types
+        for p in registry.for_type(other).values()
+        if p.type == "reference" and type_name in p.targets
+    )
+    wild = sorted({f"{n.split(':')[0]}:*" for n in named})
+    return [*wild, *named]

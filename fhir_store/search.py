@@ -6,13 +6,22 @@ joined by commas (OR) become ``IN (...)`` lists or row-value lists, never long O
 repeated parameters (AND) become more predicates. Chains and ``_has`` nest the same
 predicates over another alias, so the whole search is one SQL statement.
 
-Errors: a value the server cannot read, or an unknown parameter under
-``Prefer: handling=strict``, raises ``InvalidSearch`` naming the parameter.
+Parameters answered from the stored JSON rather than from index rows (a predicate on the
+candidate row itself, dialect-specific JSON access): Location ``near`` (great-circle
+distance to ``position``), ``_text`` (words in the narrative ``text.div``) and ``_content``
+(words anywhere in the resource's JSON text).
+
+Errors: a value the server cannot read, an unsupported modifier, ``_query`` (no named
+queries are defined) or ``:in``/``:not-in`` (no ValueSets here), and an unknown parameter
+under ``Prefer: handling=strict``, raise ``InvalidSearch``/``NotSupported`` naming the
+parameter. Under ``handling=lenient`` (the default) an unknown parameter is ignored and
+reported in the Bundle's outcome entry.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,11 +49,26 @@ RESULT_PARAMS = frozenset(
         "_revinclude",
         "_format",
         "_pretty",
-        "_since",
-        "_type",
         "_snapshot",
     }
 )
+#: Resource-level parameters answered from the stored JSON text (see :meth:`QueryBuilder._words`).
+TEXT_PARAMS = ("_text", "_content")
+#: Great-circle distance units accepted by Location ``near`` (UCUM codes), in kilometres.
+DISTANCE_UNITS = {
+    "km": 1.0,
+    "m": 0.001,
+    "[mi_i]": 1.609344,
+    "mi": 1.609344,
+    "[mi_us]": 1.609347,
+    "[nmi_i]": 1.852,
+}
+#: ``near`` without a distance: the spec leaves "near" to the server; this one says 10 km.
+DEFAULT_NEAR_KM = 10.0
+EARTH_RADIUS_KM = 6371.0088
+#: Token modifiers the spec defines that need terminology (ValueSet expansion or
+#: subsumption); the store has no terminology service, so it refuses them clearly.
+_TERMINOLOGY_MODIFIERS = ("in", "not-in", "above", "below")
 SNAPSHOT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}")
 MAX_COUNT = 1000
 DEFAULT_COUNT = 50
@@ -67,7 +91,10 @@ _MODIFIERS = {
     "uri": {"missing", "below", "above", ""},
     "number": {"missing", ""},
     "composite": {"missing", ""},
+    "special": {"missing", ""},
 }
+#: Parameter types ``_sort`` accepts (see :meth:`QueryBuilder.order_by`).
+_SORTABLE = ("date", "string", "token", "number", "quantity", "reference", "uri")
 
 
 @dataclass(slots=True)
@@ -165,10 +192,15 @@ def _like(value: str) -> str:
 
 
 class QueryBuilder:
-    """Parses search parameters of one request into a :class:`Query`."""
+    """Parses search parameters of one request into a :class:`Query`.
 
-    def __init__(self, registry: Registry) -> None:
+    ``dialect`` ("sqlite" or "postgresql") picks the JSON functions of the parameters
+    answered from stored content (``near``, ``_text``, ``_content``).
+    """
+
+    def __init__(self, registry: Registry, dialect: str = "sqlite") -> None:
         self.registry = registry
+        self.dialect = dialect
 
     def build(
         self, type_name: str, params: Sequence[tuple[str, str]], *, strict: bool = False
@@ -275,8 +307,13 @@ class QueryBuilder:
         elif name == "_sort":
             for item in raw.split(","):
                 code = item.lstrip("-")
-                if code not in ("_id", "_lastUpdated") and not self.registry.get(query.type, code):
+                param = self.registry.get(query.type, code)
+                if code not in ("_id", "_lastUpdated") and not param:
                     raise InvalidSearch(f"cannot sort {query.type} by {code!r}", expression="_sort")
+                if param and param.type not in _SORTABLE:
+                    raise InvalidSearch(
+                        f"cannot sort by {param.type} parameter {code}", expression="_sort"
+                    )
                 query.sort.append(SortKey(code, item.startswith("-")))
         elif name == "_total":
             if raw not in ("none", "estimate", "accurate"):
@@ -295,9 +332,25 @@ class QueryBuilder:
             (query.includes if name == "_include" else query.revincludes).append(spec)
 
     def _include_spec(self, raw: str, name: str) -> tuple[str, str, str | None, bool]:
+        """``(source type, param, target type, iterate)``; ``*`` stands for every reference
+        parameter (``Type:*``) and, alone, for every source type too (``_include=*``)."""
+        if raw == "*":
+            return "*", "*", None, False
         parts = raw.split(":")
         if len(parts) not in (2, 3):
-            raise InvalidSearch(f"{name}={raw!r}: use Type:param[:TargetType]", expression=name)
+            raise InvalidSearch(
+                f"{name}={raw!r}: use Type:param[:TargetType], Type:* or *", expression=name
+            )
+        if parts[1] == "*":
+            if not self.registry.for_type(parts[0]):
+                raise InvalidSearch(
+                    f"{name}: {parts[0]!r} is not a resource type served here", expression=name
+                )
+            if len(parts) == 3 and not self.registry.for_type(parts[2]):
+                raise InvalidSearch(
+                    f"{name}: {parts[2]!r} is not a resource type served here", expression=name
+                )
+            return parts[0], "*", parts[2] if len(parts) == 3 else None, False
         param = self.registry.get(parts[0], parts[1])
         if param is None or param.type != "reference":
             raise InvalidSearch(
@@ -315,6 +368,14 @@ class QueryBuilder:
         code, _, modifier = code.partition(":")
         if rest:
             return self._chain(type_name, alias, code, modifier, rest, raw)
+        if code == "_query":
+            # A named query replaces the search's meaning: ignoring it would answer another
+            # question, so it is refused even under handling=lenient.
+            raise NotSupported(
+                f"_query={raw!r}: this server defines no named queries", expression=name
+            )
+        if code in TEXT_PARAMS:
+            return self._words(alias, code, modifier, raw, name)
         if code in ("_id", "_lastUpdated") and modifier not in ("", "missing"):
             raise InvalidSearch(f"modifier :{modifier} is not supported on {code}", expression=name)
         if code == "_id":
@@ -334,6 +395,13 @@ class QueryBuilder:
         param = self.registry.get(type_name, code)
         if param is None:
             raise _Unknown(code)
+        if param.type == "token" and modifier in _TERMINOLOGY_MODIFIERS:
+            raise NotSupported(
+                f"{name}: the :{modifier} modifier needs a terminology service"
+                f" ({'ValueSet expansion' if 'in' in modifier else 'code subsumption'}),"
+                " and this server has none; search by system|code values instead",
+                expression=name,
+            )
         if modifier not in _MODIFIERS[param.type] and not (
             param.type == "reference" and modifier[:1].isupper()
         ):
@@ -341,6 +409,8 @@ class QueryBuilder:
                 f"modifier :{modifier} is not supported on {param.type} parameter {code}",
                 expression=name,
             )
+        if param.type == "special":
+            return self._near(alias, modifier, raw, name)
         table = _TABLE[param.type]
         head = f"{table} WHERE res_type = ? AND param = ?"
         rank = {"reference": 0, "token": 1}.get(param.type, 2)
@@ -573,6 +643,116 @@ class QueryBuilder:
         return Sql(
             f"(({code_sql.text}) AND ({value_sql.text}))", [*code_sql.params, *value_sql.params]
         )
+
+    # -- parameters answered from the stored JSON -------------------------------------------
+
+    def _json_text(self, alias: str, *path: str) -> str:
+        """SQL for the JSON text at ``path`` of ``alias.content`` (NULL when absent)."""
+        if self.dialect == "postgresql":
+            return f"(CAST({alias}.content AS jsonb) #>> '{{{','.join(path)}}}')"
+        return f"json_extract({alias}.content, '$.{'.'.join(path)}')"
+
+    def _words(self, alias: str, code: str, modifier: str, raw: str, name: str) -> Sql:
+        """``_text`` / ``_content``: every word of a value occurs in the narrative
+        (``text.div``, markup included) / the resource's JSON text, case-insensitively.
+
+        Commas separate alternatives (OR); a value in double quotes is one phrase. Element
+        names are part of the JSON text, so ``_content=status`` matches most resources.
+        Case folding is SQL ``lower()``: ASCII only on SQLite, full Unicode on PostgreSQL.
+        """
+        if modifier:
+            raise InvalidSearch(f"modifier :{modifier} is not supported on {code}", expression=name)
+        column = (
+            f"lower({self._json_text(alias, 'text', 'div')})"
+            if code == "_text"
+            else f"lower({alias}.content)"
+        )
+        ors: list[Sql] = []
+        for value in split_values(raw):
+            stripped = value.strip()
+            if len(stripped) >= 2 and stripped[0] == stripped[-1] == '"':
+                words = [stripped[1:-1]]
+            else:
+                words = stripped.split()
+            if not words or not all(words):
+                raise InvalidSearch(f"{name} has an empty value", expression=name)
+            ors.append(
+                Sql(
+                    "(" + " AND ".join([f"{column} LIKE ? ESCAPE '\\'"] * len(words)) + ")",
+                    [f"%{_like(w.lower())}%" for w in words],
+                )
+            )
+        found = _or(ors)
+        return Sql(found.text, found.params, rank=3)
+
+    def _near(self, alias: str, modifier: str, raw: str, name: str) -> Sql:
+        """Location ``near=lat|long[|distance[|units]]``: ``position`` within the distance
+        (great circle, haversine on a sphere of the mean Earth radius); km by default."""
+        lat_sql = f"CAST({self._json_text(alias, 'position', 'latitude')} AS DOUBLE PRECISION)"
+        lon_sql = f"CAST({self._json_text(alias, 'position', 'longitude')} AS DOUBLE PRECISION)"
+        if modifier == "missing":
+            if raw not in ("true", "false"):
+                raise InvalidSearch(f"{name} must be true or false", expression=name)
+            op = "IS NULL" if raw == "true" else "IS NOT NULL"
+            return Sql(f"({lat_sql} {op})", rank=3)
+        least = "LEAST" if self.dialect == "postgresql" else "min"
+        ors: list[Sql] = []
+        for value in split_values(raw):
+            lat, lon, km = self._near_value(value, name)
+            haversine = (
+                f"power(sin(radians({lat_sql} - ?) / 2), 2) + cos(radians(?))"
+                f" * cos(radians({lat_sql})) * power(sin(radians({lon_sql} - ?) / 2), 2)"
+            )
+            ors.append(
+                Sql(
+                    # LEAST skips NULLs on PostgreSQL: a Location without a position must
+                    # not come out as "half the Earth away".
+                    f"({lat_sql} IS NOT NULL AND {lon_sql} IS NOT NULL"
+                    f" AND 2 * {EARTH_RADIUS_KM} * asin({least}(1.0, sqrt({haversine}))) <= ?)",
+                    [lat, lat, lon, km],
+                )
+            )
+        found = _or(ors)
+        return Sql(found.text, found.params, rank=3)
+
+    @staticmethod
+    def _near_value(value: str, name: str) -> tuple[float, float, float]:
+        parts = value.split("|")
+        if not 2 <= len(parts) <= 4:
+            raise InvalidSearch(
+                f"{name}: use latitude|longitude[|distance[|units]], got {value!r}",
+                expression=name,
+            )
+        numbers: list[float] = []
+        for label, text in zip(("latitude", "longitude", "distance"), parts[:3], strict=False):
+            if label == "distance" and text == "":
+                continue
+            try:
+                number = float(text)
+            except ValueError:
+                raise InvalidSearch(
+                    f"{name}: {label} {text!r} is not a number", expression=name
+                ) from None
+            if not math.isfinite(number):
+                raise InvalidSearch(f"{name}: {label} {text!r} is not finite", expression=name)
+            numbers.append(number)
+        lat, lon = numbers[0], numbers[1]
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise InvalidSearch(
+                f"{name}: latitude must lie in [-90, 90] and longitude in [-180, 180]",
+                expression=name,
+            )
+        unit = parts[3] if len(parts) == 4 and parts[3] else "km"
+        if unit not in DISTANCE_UNITS:
+            raise InvalidSearch(
+                f"{name}: distance unit {unit!r} is not one of {', '.join(DISTANCE_UNITS)}",
+                expression=name,
+            )
+        if len(numbers) < 3:
+            return lat, lon, DEFAULT_NEAR_KM
+        if numbers[2] < 0:
+            raise InvalidSearch(f"{name}: the distance must not be negative", expression=name)
+        return lat, lon, numbers[2] * DISTANCE_UNITS[unit]
 
     def _chain(
         self, type_name: str, alias: str, code: str, modifier: str, rest: str, raw: str

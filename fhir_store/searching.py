@@ -36,7 +36,7 @@ class Searching:
 
     def __init__(self, store: FhirStore) -> None:
         self.store = store
-        self.builder = QueryBuilder(store.registry)
+        self.builder = QueryBuilder(store.registry, store.db.dialect)
 
     def search(
         self, type_name: str, params: Sequence[tuple[str, str]], *, strict: bool = False
@@ -101,8 +101,8 @@ class Searching:
             for source, param, target, iterate in query.includes:
                 if round_ and not iterate:
                     continue
-                ids = [i for t, i in frontier if t == source]
-                keys.extend(self._forward(tx, source, param, target, ids))
+                for type_name, ids in by_type(k for k in frontier if source in ("*", k[0])):
+                    keys.extend(self._forward(tx, type_name, param, target, ids))
             for source, param, target, iterate in query.revincludes:
                 if round_ and not iterate:
                     continue
@@ -120,14 +120,18 @@ class Searching:
     def _forward(
         tx: Transaction, source: str, param: str, target: str | None, ids: list[str]
     ) -> list[tuple[str, str]]:
+        """What ``source`` resources ``ids`` reference through ``param`` (``*``: any)."""
         if not ids:
             return []
         marks = ", ".join("?" * len(ids))
         sql = (
-            "SELECT target_type, target_id FROM idx_reference WHERE res_type = ? AND param = ?"
+            "SELECT target_type, target_id FROM idx_reference WHERE res_type = ?"
             f" AND res_id IN ({marks}) AND target_type <> ''"
         )
-        args: list[Any] = [source, param, *ids]
+        args: list[Any] = [source, *ids]
+        if param != "*":
+            sql += " AND param = ?"
+            args.append(param)
         if target:
             sql += " AND target_type = ?"
             args.append(target)
@@ -137,15 +141,22 @@ class Searching:
     def _reverse(
         tx: Transaction, source: str, param: str, target: str | None, keys: list[tuple[str, str]]
     ) -> list[tuple[str, str]]:
+        """Resources of type ``source`` (``*``: any) referencing ``keys`` through ``param``
+        (``*``: any reference parameter)."""
         out: list[tuple[str, str]] = []
         for type_name, ids in by_type(k for k in keys if target is None or k[0] == target):
-            rows = tx.execute(
-                "SELECT DISTINCT res_type, res_id FROM idx_reference WHERE res_type = ?"
-                " AND param = ? AND target_type = ?"
-                f" AND target_id IN ({', '.join('?' * len(ids))})",
-                [source, param, type_name, *ids],
-            ).fetchall()
-            out.extend((r[0], r[1]) for r in rows)
+            sql = (
+                "SELECT DISTINCT res_type, res_id FROM idx_reference WHERE target_type = ?"
+                f" AND target_id IN ({', '.join('?' * len(ids))})"
+            )
+            args: list[Any] = [type_name, *ids]
+            if source != "*":
+                sql += " AND res_type = ?"
+                args.append(source)
+            if param != "*":
+                sql += " AND param = ?"
+                args.append(param)
+            out.extend((r[0], r[1]) for r in tx.execute(sql, args).fetchall())
         return out
 
     @staticmethod

@@ -34,10 +34,24 @@ SERVED_TYPES = (
     "MessageHeader",
     "Provenance",
     "AuditEvent",
+    # Not in the issue's list, but caregraph itself writes it (the silence alert on a device,
+    # adapters/registry/alerts.py), so the store serves and searches it like the others.
+    "DetectedIssue",
 )
 
-#: Parameter types the store indexes and searches. ``special`` (Location ``near``) is not.
-SUPPORTED_TYPES = ("token", "string", "date", "reference", "quantity", "uri", "number", "composite")
+#: Parameter types the store searches. ``special`` is Location ``near`` (the only special
+#: parameter of a served type): fhir_store/search.py answers it from ``Location.position``.
+SUPPORTED_TYPES = (
+    "token",
+    "string",
+    "date",
+    "reference",
+    "quantity",
+    "uri",
+    "number",
+    "composite",
+    "special",
+)
 
 #: Resource-level parameters with an expression (``_text``, ``_content``, ``_query`` have none).
 COMMON = ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")

@@ -220,4 +220,14 @@ SAMPLES: list[dict[str, Any]] = [
         "source": {"observer": {"reference": "Device/dev1"}},
         "entity": [{"what": {"reference": "Observation/obs1"}}],
     },
+    {
+        # The silence alert caregraph raises on a device (adapters/registry/alerts.py).
+        "resourceType": "DetectedIssue",
+        "id": "issue1",
+        "status": "preliminary",
+        "code": {"coding": [{"system": "urn:caregraph:device-alert", "code": "silent"}]},
+        "severity": "high",
+        "implicated": [{"reference": "Device/dev1"}],
+        "identifiedPeriod": {"start": "2024-01-01T11:00:00Z"},
+    },
 ]

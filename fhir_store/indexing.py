@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from fhir_store import combos
@@ -26,6 +27,8 @@ _STRING_SKIP = frozenset({"use", "type", "system", "period", "extension", "id"})
 
 def normalize(text: str) -> str:
     """Case- and accent-insensitive form used by string search (the FHIR default match)."""
+    if text.isascii():  # nothing to decompose, no combining marks
+        return text.casefold()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
@@ -84,12 +87,30 @@ def strings(node: Node) -> list[str]:
     return out
 
 
+_SECOND_Z = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z")
+
+
+def instant_range(text: str) -> tuple[str, str]:
+    """``date_range`` of ``text``, without its general parsing for the form devices and
+    caregraph's builders write (``2023-11-14T22:14:20Z``, to the second, in UTC).
+
+    Raises:
+        ValueError: as ``date_range``.
+    """
+    match = _SECOND_Z.fullmatch(text)
+    if match is None or text.startswith("9999"):  # 9999: date_range's overflow rules
+        return date_range(text)
+    year, month, day, hour, minute, second = map(int, match.groups())
+    datetime(year, month, day, hour, minute, second)  # raises ValueError if not a date
+    return text[:19] + ".000000", text[:19] + ".999999"
+
+
 def dates(node: Node) -> list[tuple[str, str]]:
     """``(lo, hi)`` ranges for a date, dateTime, instant, or Period element."""
     value = node.value
     try:
         if isinstance(value, str):
-            return [date_range(value)]
+            return [instant_range(value)]
         if isinstance(value, dict) and ("start" in value or "end" in value):
             lo = date_range(value["start"])[0] if "start" in value else LOWEST
             hi = date_range(value["end"])[1] if "end" in value else HIGHEST
@@ -126,53 +147,113 @@ def reference_target(ref: str) -> tuple[str, str]:
     return "", ref
 
 
-class _Plan:
-    """One resource type's parameters, by the top-level element each expression starts from.
+_STEM = re.compile(r"[a-z]+")
+_NAME = re.compile(r"^\(?\s*([a-z]\w*)")
+_TYPED_PATH = re.compile(r"^\(?\s*[A-Z]\w*\.([a-z]\w*)")
+_ANY_TYPED_PATH = re.compile(r"(?<![\w.])[A-Z]\w*\.([a-z]\w*)")
+_BARE_TYPE = re.compile(r"^\(?\s*[A-Z]\w*\s*\)?$")
+#: Per group, how many lookups before its hit rate is judged, and the rate that keeps it.
+_JUDGE_AFTER = 5000
+_KEEP_RATE = 0.2
+_MEMO_LIMIT = 8192
 
-    Built once per type: a resource then evaluates only the parameters whose elements it
-    has (``SearchParam.may_match``), found by a dictionary lookup per element of the
+
+def _stem(key: str) -> str:
+    match = _STEM.match(key)
+    return match.group() if match else key
+
+
+def _parts(expression: str) -> list[str]:
+    return [part.strip() for part in expression.split("|")]
+
+
+def dependencies(param: SearchParam) -> frozenset[str] | None:
+    """Stems of the top-level elements an expression reads (``value`` for
+    ``Observation.value as Quantity``); None when that cannot be told from the text.
+
+    A composite based on the resource itself reads what its components start from. An
+    expression that yields something from nothing (``Patient.deceased.exists() and ...``
+    is ``false`` for a Patient without ``deceased``) depends on the whole resource.
+    """
+    if param.roots is None or "exists()" in param.expression or " and " in param.expression:
+        return None
+    names = {_stem(name) for name in _ANY_TYPED_PATH.findall(param.expression)}
+    for part in _parts(param.expression):
+        if _TYPED_PATH.match(part):
+            continue
+        if _BARE_TYPE.match(part) and param.components:
+            for component in param.components:
+                for piece in _parts(component.expression):
+                    relative = _NAME.match(piece)
+                    if relative is None:
+                        return None
+                    names.add(_stem(relative.group(1)))
+        else:
+            return None
+    return frozenset(names)
+
+
+class _Group:
+    """Parameters that read the same top-level elements, with their rows memoized.
+
+    Rows of a parameter are a function of the elements its expression reads; devices and
+    feeds repeat most of those (a code, a category, a unit, the patient), so the rows of a
+    group are kept by the elements' values (their ``repr``, which tells ``1``, ``1.0`` and
+    ``True`` apart) and reused without evaluating anything. A group whose values rarely
+    repeat (a timestamp) stops memoizing after ``_JUDGE_AFTER`` lookups.
+    """
+
+    __slots__ = ("hits", "lookups", "memo", "names", "params")
+
+    def __init__(self, names: frozenset[str], params: list[SearchParam]) -> None:
+        self.names = tuple(sorted(names))
+        self.params = params
+        self.memo: dict[tuple[Any, ...], dict[str, list[tuple[Any, ...]]]] | None = {}
+        self.lookups = 0
+        self.hits = 0
+
+    def judge(self) -> None:
+        if self.lookups >= _JUDGE_AFTER and self.hits < _KEEP_RATE * self.lookups:
+            self.memo = None  # values do not repeat: evaluate directly from now on
+
+
+class _Plan:
+    """One resource type's parameters, grouped by the top-level elements they read.
+
+    Built once per type: a resource then evaluates only the groups whose elements it has
+    (what ``SearchParam.may_match`` tells), found by a dictionary lookup per element of the
     resource instead of a test per parameter of the type.
     """
 
-    __slots__ = ("always", "by_key", "compounds")
+    __slots__ = ("always", "by_name", "compounds", "every")
 
     def __init__(self, params: Iterable[SearchParam], res_type: str) -> None:
+        self.every = [p for p in params if p.code not in COLUMN_PARAMS]
         self.always: list[SearchParam] = []
-        self.by_key: dict[str, list[SearchParam]] = {}
-        for param in params:
-            if param.code in COLUMN_PARAMS:
-                continue
-            if param.roots is None:
+        grouped: dict[frozenset[str], list[SearchParam]] = {}
+        for param in self.every:
+            names = dependencies(param)
+            if names is None:
                 self.always.append(param)
-                continue
-            for root in param.roots:
-                self.by_key.setdefault(root, []).append(param)
+            else:
+                grouped.setdefault(names, []).append(param)
+        self.by_name: dict[str, list[_Group]] = {}
+        for names, members in grouped.items():
+            group = _Group(names, members)
+            for name in names:
+                self.by_name.setdefault(name, []).append(group)
         self.compounds = combos.for_type(res_type)
 
-    def params(self, resource: Mapping[str, Any]) -> list[SearchParam]:
-        """The parameters that may find something in ``resource``, each once."""
-        chosen = list(self.always)
-        by_key = self.by_key
-        for key in resource:
-            found = by_key.get(key)
+    def groups(self, by_stem: dict[str, list[str]]) -> list[_Group]:
+        """The groups that may find something in a resource (its keys by stem), each once."""
+        chosen: dict[int, _Group] = {}
+        by_name = self.by_name
+        for stem in by_stem:
+            found = by_name.get(stem)
             if found:
-                chosen.extend(found)
-            # A choice element (``valueQuantity``) also counts under its stem (``value``),
-            # as in ``searchparams.element_keys``.
-            stem = _STEM.match(key)
-            if stem is not None and stem.end() < len(key):
-                found = by_key.get(stem.group())
-                if found:
-                    chosen.extend(found)
-        if len(chosen) < 2:
-            return chosen
-        return list({id(param): param for param in chosen}.values())
-
-    def every(self, params: Iterable[SearchParam]) -> list[SearchParam]:
-        return [p for p in params if p.code not in COLUMN_PARAMS]
-
-
-_STEM = re.compile(r"[a-z]+")
+                for group in found:
+                    chosen[id(group)] = group
+        return list(chosen.values())
 
 
 class Indexer:
@@ -195,20 +276,29 @@ class Indexer:
     ) -> Rows:
         """Index rows for one resource, added to ``into`` (a table -> rows mapping).
 
-        ``skip=False`` evaluates every parameter of the type, even those whose elements the
-        resource lacks: the reference the skipping is tested against.
+        ``skip=False`` evaluates every parameter of the type on the whole resource, without
+        grouping or memos: the reference the fast path is tested against.
         """
         out: Rows = {}
         res_type = resource["resourceType"]
         res_id = resource["id"]
         plan = self._plan(res_type)
-        params = (
-            plan.params(resource) if skip else plan.every(self.registry.for_type(res_type).values())
-        )
-        for param in params:
-            found = param.evaluate(resource)
-            if found:
-                self._add(out, res_type, res_id, param, found)
+        if not skip:
+            for param in plan.every:
+                found = param.evaluate(resource)
+                if found:
+                    self._add(out, res_type, res_id, param, found)
+        else:
+            for param in plan.always:
+                found = param.evaluate(resource)
+                if found:
+                    self._add(out, res_type, res_id, param, found)
+            by_stem: dict[str, list[str]] = {}
+            for key in resource:
+                by_stem.setdefault(_stem(key), []).append(key)
+            texts: dict[str, str] = {}
+            for group in plan.groups(by_stem):
+                self._group_rows(out, group, resource, by_stem, texts, res_type, res_id)
         for compound in plan.compounds:
             rows = combos.compound_rows(
                 compound,
@@ -223,6 +313,60 @@ class Indexer:
         for table, part in out.items():
             into.setdefault(table, set()).update(part)
         return into
+
+    def _group_rows(
+        self,
+        out: Rows,
+        group: _Group,
+        resource: Mapping[str, Any],
+        by_stem: dict[str, list[str]],
+        texts: dict[str, str],
+        res_type: str,
+        res_id: str,
+    ) -> None:
+        # Only the elements the group reads: evaluating on them gives the same rows.
+        keys = [k for name in group.names for k in by_stem.get(name, ())]
+        part = {k: resource[k] for k in keys}
+        memo = group.memo
+        if memo is None:
+            self._evaluate(out, group, part, res_type, res_id)
+            return
+        parts = []
+        for k in keys:
+            text = texts.get(k)
+            if text is None:
+                text = texts[k] = repr(resource[k])
+            parts.append((k, text))
+        key = tuple(parts)
+        group.lookups += 1
+        tails = memo.get(key)
+        if tails is None:
+            found: Rows = {}
+            self._evaluate(found, group, part, res_type, res_id)
+            tails = {table: [row[2:] for row in rows] for table, rows in found.items()}
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[key] = tails
+            if group.lookups % _JUDGE_AFTER == 0:
+                group.judge()
+        else:
+            group.hits += 1
+        for table, rows in tails.items():
+            out.setdefault(table, set()).update([(res_type, res_id, *tail) for tail in rows])
+
+    def _evaluate(
+        self,
+        out: Rows,
+        group: _Group,
+        part: dict[str, Any],
+        res_type: str,
+        res_id: str,
+    ) -> None:
+        reduced = {"resourceType": res_type, "id": res_id, **part}
+        for param in group.params:
+            found = param.evaluate(reduced)
+            if found:
+                self._add(out, res_type, res_id, param, found)
 
     def _add(
         self, out: Rows, res_type: str, res_id: str, param: SearchParam, found: Collection

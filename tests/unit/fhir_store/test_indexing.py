@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from fhir_store.indexing import Indexer
+from fhir_store.dates import date_range
+from fhir_store.indexing import Indexer, instant_range, normalize
 from fhir_store.searchparams import default_registry
 from tests.unit.fhir_store.samples import SAMPLES
+from tests.unit.fhir_store.test_fhirpath_differential import _variants
 
 
 @pytest.mark.parametrize("resource", SAMPLES, ids=lambda r: r["id"])
@@ -36,3 +38,68 @@ def test_composites_pair_each_component_code_with_its_own_value() -> None:
     assert ("component-code-value-quantity", "8480-6", 120.0) in pairs
     assert ("component-code-value-quantity", "8462-4", 80.0) in pairs
     assert ("component-code-value-quantity", "8480-6", 80.0) not in pairs
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2023-11-14T22:14:20Z",
+        "0001-01-01T00:00:00Z",
+        "2024-02-29T23:59:59Z",
+        "2023-02-29T10:00:00Z",
+        "2023-13-01T10:00:00Z",
+        "2023-01-01T24:00:00Z",
+        "2023-01-01T10:60:00Z",
+        "9999-12-31T23:59:59Z",
+        "0000-01-01T00:00:00Z",
+        "2023-11-14T22:14:20+01:00",
+        "2023-11-14T22:14:20.5Z",
+        "2023-11-14",
+        "2023-11-14T22:14Z",
+    ],
+)
+def test_instant_range_is_date_range(text: str) -> None:
+    try:
+        expected: object = date_range(text)
+    except ValueError:
+        expected = ValueError
+    try:
+        got: object = instant_range(text)
+    except ValueError:
+        got = ValueError
+    assert got == expected
+
+
+def test_normalize_folds_case_and_accents() -> None:
+    assert normalize("Ölz Straße") == "olz strasse"
+    assert normalize("HEART Rate") == "heart rate"
+
+
+def test_grouped_and_memoized_rows_are_the_rows_of_every_parameter() -> None:
+    # One indexer for all: the second and third resource of a kind hit the memos.
+    indexer = Indexer(default_registry())
+    checked = 0
+    for resource in _variants():
+        for res_id in ("first", "second", "first"):
+            copy = {**resource, "id": res_id}
+            assert indexer.rows(copy) == indexer.rows(copy, skip=False), resource
+            checked += 1
+    plan = indexer._plans["Observation"]
+    hits = sum(g.hits for groups in plan.by_name.values() for g in groups)
+    assert checked > 100 and hits > 100
+
+
+def test_a_group_whose_values_never_repeat_stops_memoizing() -> None:
+    indexer = Indexer(default_registry())
+    base = next(s for s in SAMPLES if s["resourceType"] == "Observation")
+    for n in range(5001):
+        minute = f"{n // 60 % 24:02d}:{n % 60:02d}"
+        day = 1 + n // 1440
+        indexer.rows(
+            {**base, "id": f"o{n}", "effectiveDateTime": f"2020-01-{day:02d}T{minute}:00Z"}
+        )
+    groups = indexer._plans["Observation"].by_name["effective"]
+    assert [g.memo for g in groups] == [None]
+    assert indexer._plans["Observation"].by_name["code"][0].memo  # codes repeat: kept
+    late = {**base, "id": "late", "effectiveDateTime": "2021-06-01T10:00:00Z"}
+    assert indexer.rows(late) == indexer.rows(late, skip=False)

@@ -43,7 +43,8 @@ from bus.base import Bus
 from bus.embedded import EmbeddedBus
 from bus.memory import MemoryBus
 from devices.dicom import DicomGateway
-from devices.dicom.ul import Listener, Peer, StoreRequest
+from devices.dicom.access import OPERATIONS
+from devices.dicom.ul import Listener, Peer, Retrievable, StoreRequest
 
 AE_TITLE = "CAREGRAPH"
 ENV = dict(os.environ, TCP_NODELAY="1")
@@ -145,8 +146,14 @@ class _Null:
     def __init__(self) -> None:
         self.stored = 0
 
-    def allow(self, peer: Peer) -> bool:
-        return True
+    def operations(self, peer: Peer) -> frozenset[str] | None:
+        return OPERATIONS
+
+    def destination(self, ae_title: str) -> tuple[str, int] | None:
+        return None
+
+    def retrieve(self, peer: Peer, identifier: pydicom.Dataset) -> list[Retrievable]:
+        return []
 
     def store(self, request: StoreRequest) -> pydicom.Dataset:
         self.stored += 1

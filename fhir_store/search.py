@@ -111,6 +111,24 @@ class Sql:
     params: list[Any] = field(default_factory=list)
     exists: str | None = None
     rank: int = 2
+    #: Set on the compound predicate: what it takes to rank a page off ``idx_compound``.
+    scan: CompoundScan | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompoundScan:
+    """The parts of a compound predicate (see ``combos.py``) that let a search sorted by
+    the compound's date, newest first, read its page straight off ``idx_compound``'s
+    order (``ref_id, code, system, hi``) and stop after the page, instead of sorting
+    every candidate by a probe of ``idx_date`` each."""
+
+    head: tuple[str, str, str]  # res_type, combo, ref_id
+    filter: Sql  # token and date conditions on unqualified idx_compound columns
+    date: str  # the compound's date parameter
+    #: The date condition bounds ``hi`` from below only (``ge``/``gt``), so the row of a
+    #: resource's latest date passes it whenever any of its rows does: the largest ``hi``
+    #: among a resource's matching rows is then its sort key, MAX(hi) of all its dates.
+    hi_only: bool
 
 
 def _sub(alias: str, negate: bool, key: str, body: str, params: list[Any], rank: int) -> Sql:
@@ -278,7 +296,14 @@ class QueryBuilder:
                 f" AND {tokens.text} AND {dates.text}"
             )
             args = [type_name, compound.name, ref_id or ref_raw, *tokens.params, *dates.params]
-            return _sub("r", False, "res_id", body, args, -1), set(found.values())
+            sql = _sub("r", False, "res_id", body, args, -1)
+            sql.scan = CompoundScan(
+                (type_name, compound.name, ref_id or ref_raw),
+                Sql(f"{tokens.text} AND {dates.text}", [*tokens.params, *dates.params]),
+                compound.date,
+                _prefix(params[found["date"]][1])[0] in ("ge", "gt"),
+            )
+            return sql, set(found.values())
         return None, set()
 
     # -- result parameters ---------------------------------------------------------------
@@ -815,6 +840,47 @@ class QueryBuilder:
             [source, ref_param, type_name, source, *nested.params],
             1,
         )
+
+    # -- paging -----------------------------------------------------------------------------
+
+    @staticmethod
+    def compound_page(query: Query, live: Sql) -> Sql | None:
+        """The page's ids read off ``idx_compound`` in date order, or None when the query
+        cannot be answered that way (see :class:`CompoundScan`).
+
+        ``live`` is the condition on the candidate row ``r`` (type, not deleted, snapshot).
+        Same rows and order as the plain path: one row per resource (the NOT EXISTS keeps
+        the resource's greatest matching row), ordered by its date, then by id.
+        """
+        scans = [w.scan for w in query.where if w.scan is not None]
+        if len(scans) != 1 or query.sort != [SortKey(scans[0].date, True)]:
+            return None
+        scan = scans[0]
+        if not scan.hi_only:
+            return None
+        others = [w for w in query.where if w.scan is None]
+        conds = [w.exists or w.text for w in others]
+        text = (
+            "SELECT c.res_id FROM idx_compound c JOIN resources r"
+            " ON r.res_type = c.res_type AND r.res_id = c.res_id"
+            f" WHERE c.res_type = ? AND c.combo = ? AND c.ref_id = ? AND {scan.filter.text}"
+            " AND NOT EXISTS (SELECT 1 FROM idx_compound d WHERE d.res_type = c.res_type"
+            " AND d.combo = c.combo AND d.ref_id = c.ref_id AND d.res_id = c.res_id"
+            # d.hi >= c.hi is implied by the row comparison; said alone, it bounds an index
+            # range (the probe of a row early in the page reads only the rows above it).
+            f" AND {scan.filter.text} AND d.hi >= c.hi"
+            " AND (d.hi, d.lo, d.system, d.code) > (c.hi, c.lo, c.system, c.code))"
+            f" AND {' AND '.join([live.text, *conds])}"
+            " ORDER BY c.hi DESC, c.res_id ASC"
+        )
+        params = [
+            *scan.head,
+            *scan.filter.params,
+            *scan.filter.params,
+            *live.params,
+            *(p for w in others for p in w.params),
+        ]
+        return Sql(text, params)
 
     # -- sorting ----------------------------------------------------------------------------
 

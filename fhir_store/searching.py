@@ -14,7 +14,7 @@ from fhir_store.database import Transaction
 from fhir_store.dates import date_range
 from fhir_store.errors import InvalidSearch
 from fhir_store.records import Stored, by_type
-from fhir_store.search import DEFAULT_COUNT, Query, QueryBuilder
+from fhir_store.search import DEFAULT_COUNT, Query, QueryBuilder, Sql
 
 if TYPE_CHECKING:
     from fhir_store.store import FhirStore
@@ -70,14 +70,23 @@ class Searching:
                 )
             if query.summary == "count" or query.count == 0:
                 return SearchPage(query, [], [], total, False)
-            order = self.builder.order_by(query)
             # Late materialization: rank and cut the page from indexes alone, then read the
             # content of the page's rows only (not of every candidate that was sorted).
+            live = Sql(
+                "r.res_type = ? AND r.deleted = 0 AND r.first_created <= ?",
+                [query.type, query.snapshot],
+            )
+            page = self.builder.compound_page(query, live)
+            if page is None:
+                order = self.builder.order_by(query)
+                page = Sql(
+                    f"SELECT r.res_id FROM resources r WHERE {where} {order.text}",
+                    [*params, *order.params],
+                )
             ids = [
                 row[0]
                 for row in tx.execute(
-                    f"SELECT r.res_id FROM resources r WHERE {where} {order.text} LIMIT ? OFFSET ?",
-                    [*params, *order.params, query.count + 1, query.offset],
+                    f"{page.text} LIMIT ? OFFSET ?", [*page.params, query.count + 1, query.offset]
                 ).fetchall()
             ]
             has_next = len(ids) > query.count

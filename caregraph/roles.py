@@ -80,6 +80,7 @@ class ApiService:
                     authorize,
                     outbox=outbox,
                     speaks_for=partners.speaks_for,
+                    sender=security_wiring.message_sender(s, ctx.store, ctx.mpi, outbox, partners),
                 ),
                 build_router(ctx.store, authorize),
                 build_device_router(ctx.store, health_board(ctx), authorize),

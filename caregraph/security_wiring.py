@@ -167,16 +167,21 @@ def message_endpoint(settings: Settings) -> str:
 
 
 def message_sender(
-    settings: Settings, store: FhirStore, mpi: Mpi, outbox: Outbox | None = None
+    settings: Settings,
+    store: FhirStore,
+    mpi: Mpi,
+    outbox: Outbox | None = None,
+    configured: Partners | None = None,
 ) -> Sender:
-    """What queues messages about patients for partners (CLI, and any other front end).
+    """What queues messages about patients for partners (the CLI, ``$send-transfer``).
+    ``configured``: the partners if already loaded (else read from the settings).
 
     Raises:
         ConfigError: as :func:`partners`.
     """
     return Sender(
         store,
-        partners(settings),
+        configured if configured is not None else partners(settings),
         outbox or Outbox.open(store.db),
         message_endpoint(settings),
         MpiIdentities(mpi).linked,

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -39,6 +40,8 @@ from messaging.errors import MessagingError, NotAMessage
 from messaging.events import EVENTS, MessageProcessor, Processed
 from messaging.ledger import Ledger
 from messaging.outbox import Delivery, DeliveryStatus, Outbox
+from messaging.partners import PartnerRefused
+from messaging.transfer import Sender, UnknownPatient
 from security.scopes import Context
 from security.tokens import Principal
 
@@ -83,6 +86,7 @@ def build_router(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     outbox: Outbox | None = None,
     speaks_for: Callable[[Principal, str], bool] | None = None,
+    sender: Sender | None = None,
 ) -> APIRouter:
     """The messaging router; include it before the FHIR store's router (whose catch-all
     would otherwise answer ``$process-message``). Creates the ``messaging_*`` tables.
@@ -94,7 +98,10 @@ def build_router(
     ``speaks_for(principal, endpoint)``: whether the caller may send as the partner at
     ``MessageHeader.source.endpoint``; the partner namespaces ids and idempotency, so without
     this check any writer could send in another partner's name. A refusal is a 403 (nothing
-    processed, nothing kept). None trusts every authorised writer."""
+    processed, nothing kept). None trusts every authorised writer.
+
+    With ``sender``, ``POST {prefix}/$send-transfer`` and ``{prefix}/$send-observations``
+    queue a message about a patient for a partner (see :func:`_serve_sending`)."""
     router = APIRouter(prefix=prefix, route_class=FhirRoute)
     processor = MessageProcessor(store, mpi)
     ledger = Ledger.open(store.db)
@@ -181,7 +188,89 @@ def build_router(
 
     if outbox is not None:
         _serve_status(router, outbox, authorize)
+    if sender is not None:
+        _serve_sending(router, sender, authorize, Body)
     return router
+
+
+#: What sending a patient's record out reads; the caller must be allowed to read it all.
+_SENT_TYPES = ("Patient", "Encounter", "Observation")
+
+
+def _sending_parameters(data: Any) -> tuple[str, str, float]:
+    """(patient id, partner name, hours) from the operation's Parameters.
+
+    Raises:
+        FhirError: 400, not Parameters with ``patient`` and ``partner``.
+    """
+    if not isinstance(data, dict) or data.get("resourceType") != "Parameters":
+        raise FhirError("the body must be a Parameters resource", status=400)
+    values: dict[str, Any] = {}
+    for parameter in data.get("parameter") or []:
+        if isinstance(parameter, dict) and isinstance(parameter.get("name"), str):
+            value = next((v for k, v in parameter.items() if k.startswith("value")), None)
+            values[parameter["name"]] = value
+    patient = values.get("patient")
+    if isinstance(patient, dict):
+        patient = patient.get("reference")
+    if isinstance(patient, str) and patient.startswith("Patient/"):
+        patient = patient.removeprefix("Patient/")
+    partner = values.get("partner")
+    hours = values.get("hours", 24)
+    if not isinstance(patient, str) or not patient or "/" in patient:
+        raise FhirError("parameter patient: a Patient id or Patient/id reference", status=400)
+    if not isinstance(partner, str) or not partner:
+        raise FhirError("parameter partner: the partner's name (valueString)", status=400)
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 <= hours <= 24 * 90:
+        raise FhirError("parameter hours: a number of hours, 0 to 2160", status=400)
+    return patient, partner, float(hours)
+
+
+def _serve_sending(
+    router: APIRouter, sender: Sender, authorize: Callable[..., Principal], body_dep: Any
+) -> None:
+    """``POST $send-transfer`` / ``$send-observations`` with Parameters ``patient``
+    (reference or id), ``partner`` (name) and optional ``hours`` (default 24): queue the
+    message and answer 202 with its delivery status (``Content-Location``: its
+    ``$outbox-status``). A system operation: the guard refuses patient-scoped tokens; the
+    caller must also be allowed to read Patient, Encounter and Observation (403 otherwise).
+
+        no such partner, or it takes no such event   422 business-rule
+        no such patient                              404 not-found
+    """
+    Caller = Annotated[Principal, Depends(authorize)]
+
+    def queue(request: Request, body: bytes, principal: Principal, event: str) -> Response:
+        refused = [t for t in _SENT_TYPES if not principal.scopes.allows(t, "r", _WRITERS)]
+        if refused:
+            why = f"sending a patient's record needs read access to {', '.join(refused)}"
+            return fhir_response(403, outcome([(None, why)], "forbidden"))
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            return fhir_response(400, outcome([(None, "the body is not JSON")], "structure"))
+        patient, partner, hours = _sending_parameters(data)
+        send = sender.transfer if event == "transfer" else sender.observations
+        try:
+            message_id = send(patient, partner, hours=hours)
+        except UnknownPatient as exc:
+            return fhir_response(404, outcome([("patient", str(exc))], "not-found"))
+        except PartnerRefused as exc:
+            return fhir_response(422, outcome([("partner", str(exc))], "business-rule"))
+        row = sender.outbox.get(message_id)
+        base = str(request.url).split("/$send-", 1)[0]
+        status_url = f"{base}/$outbox-status?{urlencode({'id': message_id})}"
+        parameters = [delivery_parameter(row)] if row is not None else []
+        body_out = {"resourceType": "Parameters", "parameter": parameters}
+        return fhir_response(202, body_out, {"Content-Location": status_url})
+
+    @router.post("/$send-transfer")
+    def send_transfer(request: Request, body: body_dep, principal: Caller) -> Response:
+        return queue(request, body, principal, "transfer")
+
+    @router.post("/$send-observations")
+    def send_observations(request: Request, body: body_dep, principal: Caller) -> Response:
+        return queue(request, body, principal, "observations")
 
 
 PROCESS_MESSAGE = "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message"

@@ -28,6 +28,11 @@ from messaging.events import CAREGRAPH_EVENTS, FHIR_EVENTS
 from messaging.outbox import Outbox
 from messaging.partners import Partner, PartnerRefused, Partners
 
+
+class UnknownPatient(PartnerRefused):
+    """No such Patient here (or it was deleted): nothing to send."""
+
+
 TRANSFER = (CAREGRAPH_EVENTS, "patient-transfer")
 OBSERVATIONS = (FHIR_EVENTS, "observation-provide")
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -155,12 +160,12 @@ def gather(
     ``since`` of every ``linked`` id (newest first, at most ``limit``).
 
     Raises:
-        PartnerRefused: no such Patient (or it was deleted).
+        UnknownPatient: no such Patient (or it was deleted).
     """
     try:
         patient = store.read("Patient", patient_id).resource()
     except (ResourceNotFound, ResourceGone) as exc:
-        raise PartnerRefused(f"no Patient/{patient_id} here") from exc
+        raise UnknownPatient(f"no Patient/{patient_id} here") from exc
     subjects = ",".join(sorted({f"Patient/{pid}" for pid in linked} | {f"Patient/{patient_id}"}))
     vitals = store.searching.search(
         "Observation",

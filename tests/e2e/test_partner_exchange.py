@@ -7,7 +7,8 @@ vital signs. Each registers the other's public key as a Backend Services client
 A transfers the patient to B with the recent vitals (``caregraph partner send-transfer``);
 A's api role delivers it with a token from B's token endpoint; B links the incoming
 patient to its own record through its MPI and answers; A sees the delivery done with B's
-answer. B then sends its own vitals back the same way, and A links B's patient to its own.
+answer. B then sends its own vitals back the same way (``POST /fhir/$send-observations``), and A
+links B's patient to its own.
 """
 
 from __future__ import annotations
@@ -310,7 +311,20 @@ def test_a_transfers_a_patient_to_b_and_b_reports_back(
         assert any(s.startswith("stored Encounter/msg-") for s in said)
 
         # B reports its own vitals of the patient back; A's own vitals are not echoed.
-        back = b.cli("partner", "send-observations", "--patient", b.patient_id, "--to", a.name)
+        # (this time through the REST operation, as a front end at B would)
+        queued = at_b.post(
+            "/fhir/$send-observations",
+            json={
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "patient", "valueReference": {"reference": f"Patient/{b.patient_id}"}},
+                    {"name": "partner", "valueString": a.name},
+                ],
+            },
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert queued.status_code == 202, queued.text
+        back = queued.json()["parameter"][0]["part"][0]["valueString"]
         parts = eventually("B's delivery", lambda: delivered(at_b, back))
         assert parts["status"]["valueCode"] == "delivered", parts
         returned = local_id(b.endpoint, "Patient", b.patient_id)

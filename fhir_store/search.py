@@ -804,10 +804,9 @@ class QueryBuilder:
                 )
             )
         if not ors:
-            raise InvalidSearch(
-                f"chain {code}.{rest}: no target type of {code} has that parameter",
-                expression=f"{code}.{rest}",
-            )
+            # No target type has the chained parameter: an unknown parameter, which
+            # Prefer: handling decides about like any other.
+            raise _Unknown(f"{code}.{rest}")
         body = _or(ors)
         return _sub(
             alias,

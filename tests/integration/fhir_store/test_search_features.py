@@ -265,7 +265,17 @@ def test_refused_terminology_modifiers_and_named_queries(loaded: FhirStore) -> N
 
 
 def test_unknown_and_unsupported_follow_handling(loaded: FhirStore) -> None:
-    for name in ("_since", "_type", "_filter", "_list", "_contained", "shoe-size"):
+    for name in (
+        "_since",
+        "_type",
+        "_filter",
+        "_list",
+        "_contained",
+        "shoe-size",
+        "organization.shoe-size",  # a chain to a parameter no target type has
+        "general-practitioner:Practitioner.shoe-size",
+        "_has:Observation:patient:shoe-size",
+    ):
         with pytest.raises(InvalidSearch, match="unknown"):
             loaded.searching.search("Patient", [(name, "x")], strict=True)
         page = loaded.searching.search("Patient", [(name, "x")])

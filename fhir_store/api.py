@@ -34,6 +34,7 @@ from fhir_store.errors import (
 )
 from fhir_store.outcome import FHIR_JSON, dumps, for_error, outcome
 from fhir_store.patch import apply_json_patch, apply_merge_patch
+from fhir_store.records import loads
 from fhir_store.search import SNAPSHOT
 from fhir_store.shaping import bundle_text, history_bundle, shape
 from fhir_store.store import FhirStore, Stored
@@ -131,7 +132,7 @@ def build_router(
 
     def parse_json(body: bytes) -> Any:
         try:
-            data = json.loads(body)
+            data = loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidResource(f"the body is not valid JSON: {exc}") from None
         except RecursionError:

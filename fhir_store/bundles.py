@@ -8,7 +8,6 @@ reports each entry's outcome.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,6 +15,7 @@ from urllib.parse import parse_qsl
 from fhir_store.dates import column_to_instant
 from fhir_store.errors import FhirError, InvalidResource, PreconditionFailed
 from fhir_store.outcome import outcome
+from fhir_store.records import loads
 from fhir_store.shaping import bundle_text
 from fhir_store.store import FhirStore, Pending, Stored, check_id
 from fhir_store.validation import validate_resource
@@ -231,12 +231,12 @@ class BundleProcessor:
             if res_id:
                 stored = self.store.read(type_name, res_id)
                 return {
-                    "resource": json.loads(stored.content),
+                    "resource": loads(stored.content),
                     "response": {"status": "200 OK", "etag": stored.etag},
                 }
             page = self.store.searching.search(type_name, parse_qsl(query, keep_blank_values=True))
             text = bundle_text(base, f"{base}/{type_name}", page)
-            return {"resource": json.loads(text), "response": {"status": "200 OK"}}
+            return {"resource": loads(text), "response": {"status": "200 OK"}}
         except FhirError as exc:
             return {
                 "response": {"status": str(exc.status), "outcome": outcome(exc.issues, exc.code)}

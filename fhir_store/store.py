@@ -13,7 +13,6 @@ version has exactly one writer.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -28,7 +27,16 @@ from fhir_store.errors import (
     VersionConflict,
 )
 from fhir_store.indexing import COLUMNS, Indexer, Rows
-from fhir_store.records import Pending, Stored, WriteResult, by_type, check_id, content_hash
+from fhir_store.records import (
+    Pending,
+    Stored,
+    WriteResult,
+    by_type,
+    check_id,
+    content_hash,
+    dumps,
+    legacy_content_hash,
+)
 from fhir_store.schema import INDEX_TABLES
 from fhir_store.searching import Searching, SearchPage
 from fhir_store.searchparams import Registry, default_registry
@@ -209,7 +217,11 @@ class FhirStore:
                 )
                 continue
             digest = content_hash(item.resource)
-            if state is not None and not state[2] and state[1] == digest:
+            if (
+                state is not None
+                and not state[2]
+                and (state[1] == digest or state[1] == legacy_content_hash(item.resource))
+            ):
                 stored = Stored(item.type, item.id, state[0], state[3], False, state[4])
                 results.append(WriteResult(stored, False, False))
                 continue
@@ -218,7 +230,7 @@ class FhirStore:
             meta["versionId"] = str(version)
             meta["lastUpdated"] = instant
             body = {**item.resource, "id": item.id, "meta": meta}
-            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+            text = dumps(body)
             row = (item.type, item.id, version, column, 0, digest, text)
             upserts[key] = row
             history.append((*row[:5], item.method, text))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from fhir_store.errors import ResourceGone, ResourceNotFound, VersionConflict
+from fhir_store.records import content_hash, legacy_content_hash
 from fhir_store.store import FhirStore
 
 pytestmark = pytest.mark.integration
@@ -73,6 +74,25 @@ def test_upsert_many_redelivery_adds_no_version(store: FhirStore) -> None:
     assert ids(store.searching.search("Observation", [("status", "final")])) == [
         f"o{i}" for i in range(4)
     ]
+
+
+def test_hashes_written_before_orjson_still_make_identical_content_a_no_op(
+    store: FhirStore,
+) -> None:
+    # 1e-05 is spelled differently by json (the old hash's text) and orjson (the new).
+    resource = obs("legacy", "p1", "8867-4", "2024-01-01T10:00:00Z", 1e-05)
+    assert content_hash(resource) != legacy_content_hash(resource)
+    store.upsert_many([resource])
+    with store.db.transaction() as tx:
+        tx.execute(
+            "UPDATE resources SET content_hash = ? WHERE res_type = 'Observation'"
+            " AND res_id = 'legacy'",
+            (legacy_content_hash(resource),),
+        )
+    store.upsert_many([resource])
+    assert store.read("Observation", "legacy").version == 1
+    store.upsert_many([{**resource, "status": "amended"}])
+    assert store.read("Observation", "legacy").version == 2
 
 
 def test_search_basics(store: FhirStore) -> None:

@@ -69,17 +69,27 @@ _LEAF_TAGS: dict[type, str] = {str: "s", bool: "b", int: "i", float: "f", type(N
 Leaf = Callable[[Any], Any]
 
 
-def shape(value: dict[str, Any], leaves: list[Any]) -> Hashable | None:
+def shape(
+    value: dict[str, Any],
+    leaves: list[Any],
+    references: list[Any] | None = None,
+    depth: int = 0,
+) -> Hashable | None:
     """The shape of a JSON object (see the module docstring); its leaves appended in order.
 
     A leaf is a scalar, or a list of scalars (a primitive list is one field's value). None
-    for JSON no known-valid shape can have (a list that mixes objects and scalars).
+    for JSON no known-valid shape can have (a list that mixes objects and scalars, nesting
+    near ``MAX_DEPTH``). ``references`` collects the ``reference`` strings outside
+    ``contained`` (what ``_references`` checks), so one walk serves both.
     """
+    if depth > MAX_DEPTH - 4:
+        return None  # the full path refuses it with its own message
     parts: list[Any] = []
     for key, item in value.items():
         kind = type(item)
+        inner_refs = None if key == "contained" else references
         if kind is dict:
-            inner = shape(item, leaves)
+            inner = shape(item, leaves, inner_refs, depth + 1)
             if inner is None:
                 return None
             parts.append((key, inner))
@@ -87,7 +97,7 @@ def shape(value: dict[str, Any], leaves: list[Any]) -> Hashable | None:
             if item and all(type(i) is dict for i in item):
                 shapes = []
                 for i in item:
-                    inner = shape(i, leaves)
+                    inner = shape(i, leaves, inner_refs, depth + 2)
                     if inner is None:
                         return None
                     shapes.append(inner)
@@ -104,6 +114,8 @@ def shape(value: dict[str, Any], leaves: list[Any]) -> Hashable | None:
             tag = _LEAF_TAGS.get(kind)
             if tag is None:
                 return None
+            if key == "reference" and references is not None and kind is str:
+                references.append(item)
             leaves.append(item)
             parts.append((key, tag))
     return tuple(parts)
@@ -123,10 +135,14 @@ class ShapeCache:
         self._lock = threading.Lock()
 
     def valid(self, data: dict[str, Any]) -> bool | None:
-        """True: valid (a known shape, every leaf valid). None: unknown, validate in full."""
+        """True: valid (a known shape, every leaf and reference valid, nesting bounded).
+        None: validate in full."""
         leaves: list[Any] = []
-        key = shape(data, leaves)
+        references: list[Any] = []
+        key = shape(data, leaves, references)
         if key is None:
+            return None
+        if not all(_REFERENCE.fullmatch(ref) for ref in references):
             return None
         checks = self._shapes.get(key)
         if checks is None:
@@ -215,7 +231,10 @@ def validate_resource(
     """
     if not isinstance(data, dict):
         raise InvalidResource("the body must be a JSON object (a FHIR resource)")
-    check_depth(data)
+    # A known shape is valid FHIR of its type: only the type's place here is left to check.
+    known = shapes is not None and shapes.valid(data)
+    if not known:
+        check_depth(data)
     kind = data.get("resourceType")
     if not isinstance(kind, str):
         raise InvalidResource("resourceType is missing", expression="resourceType")
@@ -226,10 +245,10 @@ def validate_resource(
         )
     if kind not in served:
         raise NotSupported(f"resource type {kind!r} is not served here", expression="resourceType")
+    if known:
+        return data
     issues: list[tuple[str | None, str]] = []
     _references(data, kind, issues)
-    if not issues and shapes is not None and shapes.valid(data):
-        return data
     try:
         model = get_fhir_model_class(kind).model_validate(data)
         if not issues and shapes is not None:

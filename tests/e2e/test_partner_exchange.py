@@ -281,6 +281,10 @@ def test_a_transfers_a_patient_to_b_and_b_reports_back(
         # The partners may fetch each other's key from the running server as well.
         jwks = httpx.get(f"{a.base}/.well-known/jwks.json", timeout=5).json()
         assert jwks == a.public_jwks()
+        # ... and find where to send messages in the CapabilityStatement.
+        statement = at_b.get("/fhir/metadata").json()
+        assert statement["messaging"][0]["endpoint"][0]["address"] == b.endpoint
+        assert "process-message" in {o["name"] for o in statement["rest"][0]["operation"]}
 
         for hospital in (a, b):
             hospital.admit_with_vitals()

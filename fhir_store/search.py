@@ -285,11 +285,16 @@ class QueryBuilder:
                 continue  # the plain path reports the empty value
             tokens = self._token_values(values, compound.token)
             codes = [_unescape(_split_pipe(v)[-1]) for v in values]
-            if all(codes):  # lets the index range on code; the pairs then check systems
-                tokens = Sql(
-                    f"code IN ({', '.join('?' * len(codes))}) AND {tokens.text}",
-                    [*codes, *tokens.params],
+            distinct = list(dict.fromkeys(codes))
+            if all(codes) and len(values) > 1:
+                # lets the index range on code; the pairs then check systems (one value is
+                # already an equality on code)
+                marks = (
+                    "code = ?"
+                    if len(distinct) == 1
+                    else f"code IN ({', '.join('?' * len(distinct))})"
                 )
+                tokens = Sql(f"{marks} AND {tokens.text}", [*distinct, *tokens.params])
             dates = self._date_range_sql("lo", "hi", params[found["date"]][1], compound.date)
             body = (
                 "idx_compound WHERE res_type = ? AND combo = ? AND ref_id = ?"
@@ -528,13 +533,21 @@ class QueryBuilder:
                 raise InvalidSearch(
                     f"{name}: token {value!r} has more than one '|'", expression=name
                 )
+        # One value is an equality, not a one-item IN list: SQLite walks an IN list as a
+        # list of index ranges and then cannot rely on the index's order for ORDER BY.
         ors: list[Sql] = []
-        if codes:
+        if len(codes) == 1:
+            ors.append(Sql("code = ?", codes))
+        elif codes:
             ors.append(Sql(f"code IN ({', '.join('?' * len(codes))})", codes))
-        if pairs:
+        if len(pairs) == 1:
+            ors.append(Sql("(system = ? AND code = ?)", list(pairs[0])))
+        elif pairs:
             marks = ", ".join(["(?, ?)"] * len(pairs))
             ors.append(Sql(f"(system, code) IN ({marks})", [v for p in pairs for v in p]))
-        if systems:
+        if len(systems) == 1:
+            ors.append(Sql("system = ?", systems))
+        elif systems:
             ors.append(Sql(f"system IN ({', '.join('?' * len(systems))})", systems))
         return _or(ors)
 

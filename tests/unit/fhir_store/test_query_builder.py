@@ -20,6 +20,15 @@ def test_token_or_values_become_in_lists() -> None:
     assert sql.count("(system, code) IN (") == 1 and " OR " not in sql
 
 
+def test_one_token_value_is_an_equality_not_a_one_item_list() -> None:
+    # SQLite reads an IN list as several index ranges and then sorts what an equality
+    # would have delivered in index order.
+    assert build("Observation", [("code", "c1")]).count("code = ?") == 1
+    assert "(system = ? AND code = ?)" in build("Observation", [("code", "s|c1")])
+    assert "system = ?" in build("Observation", [("code", "s|")])
+    assert " IN (?)" not in build("Observation", [("code", "c1"), ("code", "s|c2")])
+
+
 def test_values_are_bound_parameters() -> None:
     query = QueryBuilder(default_registry()).build("Patient", [("family", "O'Brien; DROP")])
     assert "O'Brien" not in query.where[0].text
@@ -57,6 +66,6 @@ def test_patient_code_date_together_use_the_compound_index() -> None:
     )
     assert len(query.where) == 2
     compound = next(w for w in query.where if w.rank == -1)
-    assert "idx_compound" in compound.text and "code IN (?)" in compound.text
+    assert "idx_compound" in compound.text and "(system = ? AND code = ?)" in compound.text
     assert compound.params[:3] == ["Observation", "patient|code|date", "1"]
     assert [name for name, _ in query.used] == ["date", "code", "patient", "status"]

@@ -101,8 +101,10 @@ def _raised_in(exc: BaseException, path: str, function: str) -> bool:
 def _known(exc: BaseException) -> str | None:
     """The crashes found by these harnesses in code outside this change, each with a strict
     xfail test below: tolerated in the properties so they keep looking for new ones."""
-    if isinstance(exc, NotImplementedError) and "Unknown Value Representation" in str(exc):
-        return "header_json: pydicom NotImplementedError"
+    if isinstance(exc, NotImplementedError | OSError) and _raised_in(
+        exc, "adapters/dicom/dataset.py", "header_json"
+    ):
+        return f"header_json: pydicom {type(exc).__name__}"
     if isinstance(exc, RecursionError) and _raised_in(exc, "adapters/dicom/raw.py", "decode"):
         return "RawInstance.decode: RecursionError"
     return None
@@ -118,7 +120,7 @@ def _mapped(value: bytes, *, tolerate_known: bool = True) -> None:
         except MappingError as exc:
             event(f"MappingError: {str(exc)[:40]}")
             return
-        except (NotImplementedError, RecursionError) as exc:
+        except (NotImplementedError, OSError, RecursionError) as exc:
             known = _known(exc)
             if not tolerate_known or known is None:
                 raise
@@ -168,6 +170,18 @@ ITEM_AT_TOP = b"\xfe\xff\x00\xe0\x00\x00\x00" + HEADERS[0][7:]
 )
 def test_an_item_tag_at_the_top_level_raises_mapping_error() -> None:
     _mapped(dataclasses.replace(SEEDS[0], header=ITEM_AT_TOP).encode(), tolerate_known=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=OSError,
+    reason="adapters/dicom/dataset.py header_json: a header cut inside a nested sequence makes"
+    " pydicom raise OSError ('No tag to read at file position ...') when the sequence is"
+    " converted on access; header_json does not map OSError to MappingError",
+)
+def test_a_header_cut_inside_a_nested_sequence_raises_mapping_error() -> None:
+    cut = dataclasses.replace(SEEDS[7], header=HEADERS[7][:7202])
+    _mapped(cut.encode(), tolerate_known=False)
 
 
 @pytest.mark.xfail(

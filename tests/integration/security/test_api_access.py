@@ -114,6 +114,18 @@ def test_patient_token_sees_only_its_linked_compartment(api: Api) -> None:
             c.get("/linkage/patients/b"),
             c.get("/linkage/review"),
             c.post("/fhir/$process-message", json={"resourceType": "Bundle", "type": "message"}),
+            # sending patient B's record to a partner, or reading what was sent
+            c.post(
+                "/fhir/$send-transfer",
+                json={
+                    "resourceType": "Parameters",
+                    "parameter": [
+                        {"name": "patient", "valueReference": {"reference": "Patient/b"}},
+                        {"name": "partner", "valueString": "hospital-b"},
+                    ],
+                },
+            ),
+            c.get("/fhir/$outbox-status"),
             c.get("/graph/patients/b/record"),
             c.get("/graph/path", params={"from": "Patient/a1", "to": "Patient/b"}),
             c.post(

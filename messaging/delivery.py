@@ -80,9 +80,17 @@ class ClientCredentials:
         )
         if response.status_code != 200:
             raise TokenRefused(f"token endpoint answered {response.status_code}: {response.text}")
-        body = response.json()
-        self._token = str(body["access_token"])
-        self._expires_at = now + float(body.get("expires_in", 60))
+        try:
+            body = response.json()
+            token = body["access_token"]
+            lifetime = float(body.get("expires_in", 60))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # a row is retried, not stuck until its lease ends, when the answer is garbage
+            raise TokenRefused(f"token endpoint answered without a usable token: {exc!r}") from exc
+        if not isinstance(token, str) or not token:
+            raise TokenRefused("token endpoint answered without an access_token string")
+        self._token = token
+        self._expires_at = now + lifetime
         return self._token
 
     def forget(self) -> None:

@@ -2,8 +2,9 @@
 messages both ways; each authorises the other with SMART Backend Services (its own key,
 registered as a client at the other), and each links the other's patient to its own record.
 
-One process here (the issue's two-process test needs the lead's CLI wiring); everything
-else is real: uvicorn, token endpoints, the authorization middleware, the outboxes.
+One process here, on SQLite and PostgreSQL; everything else is real: uvicorn, token
+endpoints, the authorization middleware, the outboxes. The same exchange between two
+``caregraph up`` processes is ``tests/e2e/test_partner_exchange.py``.
 """
 
 from __future__ import annotations

@@ -197,3 +197,20 @@ def test_the_token_is_cached_until_near_expiry(clock: Clock) -> None:
     assert tokens() == tokens() == "t1"
     clock.now += 280
     assert tokens() == "t2"
+
+
+@pytest.mark.parametrize(
+    "body", ["not json", "[]", '{"token_type": "bearer"}', '{"access_token": 7}']
+)
+def test_a_token_answer_without_a_token_is_retried(outbox: Outbox, clock: Clock, body: str) -> None:
+    def token_endpoint(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=body)
+
+    creds = ClientCredentials(TOKEN_URL, "a", generate_signing_key(), clock=clock)
+    http = httpx.Client(transport=httpx.MockTransport(token_endpoint))
+    message_id = outbox.enqueue(PARTNER, ENDPOINT, transfer("out-garbled"))
+    assert Deliverer(outbox, {PARTNER: creds}, http).run_once() == 1
+    row = outbox.get(message_id)
+    assert row is not None and row.status is DeliveryStatus.PENDING
+    assert row.last_error is not None and row.last_error.startswith("TokenRefused")
+    assert row.next_attempt_at == clock.now + 2  # backed off, not held for the lease

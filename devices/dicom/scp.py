@@ -1,13 +1,17 @@
 """The DICOM gateway: an SCP for C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE.
 
-A C-STORE is answered with success only after, in this order: the data set was checked
-whole (one walk over its element framing, ``devices.dicom.framing``, which also picks out
-the UIDs and the few values the gateway needs), the file was stored content-addressed and
-fsynced
-(``devices.dicom.storage``), its header was published to ``raw.dicom`` (durable when
-``Bus.publish`` returns) and indexed for C-FIND. A failure on the way is answered with the
-status of ``devices.dicom.status`` (0xA700 when it cannot be stored or published, 0xC000
-when it cannot be understood, 0xA900 when the data set is not of the announced SOP class).
+A C-STORE is answered with success only after: the data set was checked whole (one walk
+over its element framing, ``devices.dicom.framing``, which also picks out the UIDs and the
+few values the gateway needs); then the file was stored content-addressed and made durable
+(``devices.dicom.storage``: one append to the intake journal, ``devices.dicom.journal``)
+and, at the same time (``parallel_publish``), its header was published to ``raw.dicom``
+(durable when ``Bus.publish`` returns); then it was indexed for C-FIND. Doing the two
+durable writes at once halves the wait: a crash between them can leave a ``raw.dicom``
+record whose file was never made durable, for an instance whose sender got no success
+and sends it again (``parallel_publish=False`` keeps the strict order: file, then bus).
+A failure on the way is answered with the status of ``devices.dicom.status`` (0xA700 when
+it cannot be stored or published, 0xC000 when it cannot be understood, 0xA900 when the
+data set is not of the announced SOP class).
 
 Threads: ``start`` runs an accept loop in one daemon thread and each association in a
 thread of its own (``devices.dicom.ul``); the object store and index are shared by them.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -53,7 +58,7 @@ from devices.dicom.status import (
     failure,
     status_for,
 )
-from devices.dicom.storage import ObjectStore
+from devices.dicom.storage import ObjectStore, digest
 from devices.dicom.ul import Listener, Peer, Retrievable, StoreRequest
 
 log = logging.getLogger(__name__)
@@ -212,6 +217,8 @@ class DicomGateway:
         topic: str = RAW_DICOM,
         fsync: bool = True,
         max_header_bytes: int = 512 * 1024,
+        journal: bool = True,
+        parallel_publish: bool = True,
     ) -> None:
         if not 1 <= len(ae_title.strip()) <= 16:
             raise ConfigError(f"AE title must be 1 to 16 characters, not {ae_title!r}")
@@ -230,6 +237,9 @@ class DicomGateway:
         self.timeout_s = timeout_s
         self.topic = topic
         self.fsync = fsync
+        self.journal = journal
+        self.parallel_publish = parallel_publish
+        self._publisher: ThreadPoolExecutor | None = None
         self.max_header_bytes = max_header_bytes
         self.stats = GatewayStats()
         self._stats_lock = threading.Lock()
@@ -249,8 +259,12 @@ class DicomGateway:
         if self._listener is not None:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._store = ObjectStore(self.data_dir, fsync=self.fsync)
+        self._store = ObjectStore(self.data_dir, fsync=self.fsync, journal=self.journal)
         self._index = InstanceIndex(self.data_dir / "index.sqlite3")
+        if self.parallel_publish:
+            self._publisher = ThreadPoolExecutor(
+                self.max_associations, thread_name_prefix="dicom-publish"
+            )
         try:
             self._listener = Listener(
                 self,
@@ -268,6 +282,8 @@ class DicomGateway:
         except OSError as exc:
             self._index.close()
             self._index = None
+            self._store.close()
+            self._store = None
             raise ConfigError(f"cannot listen on {self.host}:{self._port}: {exc}") from exc
         self._listener.start()
         log.info("DICOM gateway %s listening on %s:%d", self.ae_title, self.host, self.port)
@@ -280,6 +296,12 @@ class DicomGateway:
         if self._index is not None:
             self._index.close()
             self._index = None
+        if self._store is not None:
+            self._store.close()  # the journal's last checkpoint
+            self._store = None
+        if self._publisher is not None:
+            self._publisher.shutdown(wait=True)
+            self._publisher = None
 
     def reindex(self) -> int:
         """Rebuild the C-FIND index from the stored files; returns how many were indexed.
@@ -288,7 +310,9 @@ class DicomGateway:
         its last rows may be missing, and this restores them (run it before ``start``, or
         while no C-STORE arrives). Files that cannot be read are logged and skipped.
         """
-        store = ObjectStore(self.data_dir, fsync=self.fsync)
+        # Not started: a store of its own, which first restores what a crash left in the
+        # journal (so those instances are indexed too).
+        store = self._store or ObjectStore(self.data_dir, fsync=self.fsync, journal=self.journal)
         index = self._index or InstanceIndex(self.data_dir / "index.sqlite3")
         count = 0
         try:
@@ -306,6 +330,8 @@ class DicomGateway:
         finally:
             if index is not self._index:
                 index.close()
+            if store is not self._store:
+                store.close()
         return count
 
     def __enter__(self) -> DicomGateway:
@@ -384,10 +410,10 @@ class DicomGateway:
             sop_class, sop_instance, request.transfer_syntax, request.peer.calling_ae
         )
         header_bytes, omitted = found.header(self.max_header_bytes, _KEPT)
-        stored = self._store.put(header, request.data_set)
+        sha256, size = digest(header, request.data_set)
         message = RawInstance(
-            sha256=stored.sha256,
-            size=stored.size,
+            sha256=sha256,
+            size=size,
             transfer_syntax=request.transfer_syntax,
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
@@ -402,9 +428,20 @@ class DicomGateway:
         # The PatientID keys the partition (a patient's instances stay in order); without
         # one the study does, which keeps the study's instances together all the same.
         key = (patient_id or study).encode()
-        headers = make_headers(f"dicom:{request.peer.calling_ae}", stored.sha256, CONTENT_TYPE)
-        self.bus.publish(self.topic, message.encode(), key=key, headers=headers)
-        self._index.add(_indexed(v, stored.sha256, stored.size, request.transfer_syntax))
+        headers = make_headers(f"dicom:{request.peer.calling_ae}", sha256, CONTENT_TYPE)
+        if self._publisher is None:
+            stored = self._store.put(header, request.data_set, known=(sha256, size))
+            self.bus.publish(self.topic, message.encode(), key=key, headers=headers)
+        else:
+            # The two durable writes (object, bus) at once: the answer waits for both.
+            published = self._publisher.submit(
+                self.bus.publish, self.topic, message.encode(), key=key, headers=headers
+            )
+            try:
+                stored = self._store.put(header, request.data_set, known=(sha256, size))
+            finally:
+                published.result()  # its error (the bus is down) wins: 0xA700 either way
+        self._index.add(_indexed(v, sha256, size, request.transfer_syntax))
         return stored.existed
 
     def find(self, peer: Peer, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:

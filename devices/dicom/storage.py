@@ -11,6 +11,11 @@ returns the file survives a crash, and a crash before that leaves at most a stra
 ``tmp/`` (swept by the next start), never a half-written object. With ``fsync=False`` (as
 ``EmbeddedBus(fsync=False)``) a stored file survives the death of the process but not a
 power loss; the rename still keeps half-written files out of ``objects/``.
+
+With ``journal=True`` (the gateway's default) an instance is made durable by one append to
+the intake journal (``devices.dicom.journal``) instead: the object file is then linked into
+place without its two fsyncs, which the journal's checkpoint does later in bulk, and a
+crash in between is repaired from the journal when the store opens again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from devices.dicom.journal import Journal, fsync_dir
 from devices.dicom.status import GatewayError
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -41,20 +47,31 @@ class StoredObject:
     existed: bool
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir
+
+
+def digest(*parts: bytes | bytearray) -> tuple[str, int]:
+    """(SHA-256 hex, size) of the concatenation of ``parts``: an object's name and size."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest(), sum(len(part) for part in parts)
 
 
 class ObjectStore:
     """Files by content hash under ``root``; safe to use from many threads."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        fsync: bool = True,
+        journal: bool = False,
+        journal_bytes: int | None = None,
+    ) -> None:
         self.root = root
         self.fsync = fsync
+        self.journal: Journal | None = None
         self._objects = root / "objects"
         self._tmp = root / "tmp"
         try:
@@ -71,8 +88,29 @@ class ObjectStore:
                 _fsync_dir(self._objects)
             for stray in self._tmp.iterdir():  # left by a crash mid-write
                 stray.unlink(missing_ok=True)
+            if journal and fsync:
+                kwargs = {"segment_bytes": journal_bytes} if journal_bytes else {}
+                self.journal = Journal(root / "journal", self._restore, **kwargs)
         except OSError as exc:
             raise StorageFailed(f"cannot prepare {root}: {exc}") from exc
+
+    def _restore(self, sha256: str, payload: bytes) -> bool:
+        """Recovery: write an object from the journal unless it is there, whole."""
+        final = self.path_for(sha256)
+        try:
+            if final.stat().st_size == len(payload) and final.read_bytes() == payload:
+                return False
+            final.unlink()  # linked before a crash, its data never reached the disk
+        except FileNotFoundError:
+            pass
+        self._write(sha256, (payload,), durable=True)
+        return True
+
+    def close(self) -> None:
+        """Make everything durable that the journal still holds (checkpoint)."""
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
 
     def path_for(self, sha256: str) -> Path:
         """The path of an object; ``ValueError`` unless ``sha256`` is 64 lowercase hex."""
@@ -80,18 +118,33 @@ class ObjectStore:
             raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
         return self._objects / sha256[:2] / sha256
 
-    def put(self, *parts: bytes | bytearray) -> StoredObject:
+    def put(self, *parts: bytes | bytearray, known: tuple[str, int] | None = None) -> StoredObject:
         """Store the concatenation of ``parts`` durably; raises ``StorageFailed`` (and
         leaves nothing behind). Parts, so a large data set is never copied just to put a
-        file header in front of it."""
-        digest = hashlib.sha256()
-        for part in parts:
-            digest.update(part)
-        sha256 = digest.hexdigest()
-        size = sum(len(part) for part in parts)
+        file header in front of it. ``known`` is their ``digest``, when the caller has it."""
+        sha256, size = known if known is not None else digest(*parts)
         final = self.path_for(sha256)
         if final.exists():
             return StoredObject(sha256, size, final, existed=True)
+        journal = self.journal
+        if journal is None or size > journal.max_record:
+            existed = self._write(sha256, parts, durable=self.fsync)
+            return StoredObject(sha256, size, final, existed=existed)
+        try:
+            segment = journal.append(sha256, parts, size)
+        except OSError as exc:
+            raise StorageFailed(f"cannot journal object {sha256[:12]}: {exc}") from exc
+        try:
+            existed = self._write(sha256, parts, durable=False)
+        except BaseException:
+            journal.abandon(segment)
+            raise
+        journal.written(segment, final)
+        return StoredObject(sha256, size, final, existed=existed)
+
+    def _write(self, sha256: str, parts: tuple[bytes | bytearray, ...], *, durable: bool) -> bool:
+        """Write an object through ``tmp/``; True if it was there already."""
+        final = self.path_for(sha256)
         tmp_name: str | None = None
         try:
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="in-")
@@ -99,21 +152,21 @@ class ObjectStore:
                 for part in parts:
                     fh.write(part)
                 fh.flush()
-                if self.fsync:
+                if durable:
                     os.fsync(fh.fileno())
             try:
                 os.link(tmp_name, final)
                 existed = False
             except FileExistsError:  # another association stored the same bytes
                 existed = True
-            if self.fsync:
+            if durable:
                 _fsync_dir(final.parent)
         except OSError as exc:
             raise StorageFailed(f"cannot store object {sha256[:12]}: {exc}") from exc
         finally:
             if tmp_name is not None:
                 Path(tmp_name).unlink(missing_ok=True)
-        return StoredObject(sha256, size, final, existed=existed)
+        return existed
 
     def read(self, sha256: str) -> bytes:
         """The bytes of a stored object; ``FileNotFoundError`` if there is none."""

@@ -67,11 +67,14 @@ class Running:
         return out
 
     def files(self) -> list[Path]:
-        """Every regular file under the data dir, outside the index and bus databases."""
+        """Every regular file under the data dir, outside the index and bus databases and
+        the intake journal (its segments are named by number only; see test_journal)."""
         return sorted(
             p
             for p in self.data_dir.rglob("*")
-            if p.is_file() and not p.name.startswith("index.sqlite3")
+            if p.is_file()
+            and not p.name.startswith("index.sqlite3")
+            and p.parent != self.data_dir / "journal"
         )
 
 

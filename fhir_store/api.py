@@ -204,9 +204,24 @@ def build_router(
         snapshot = query.get("_snapshot")
         if snapshot is not None and not SNAPSHOT.fullmatch(snapshot):
             raise InvalidSearch("_snapshot is not one this server issued", expression="_snapshot")
-        page = store.searching.history(
-            type_name, res_id, since=since, count=count, offset=offset, snapshot=snapshot
-        )
+        if "_at" in query:
+            try:
+                at = date_range(query["_at"])
+            except ValueError as exc:
+                raise InvalidSearch(f"_at: {exc}", expression="_at") from None
+            page = store.history_at(
+                type_name,
+                res_id,
+                at,
+                since=since,
+                count=count,
+                offset=offset,
+                snapshot=snapshot,
+            )
+        else:
+            page = store.searching.history(
+                type_name, res_id, since=since, count=count, offset=offset, snapshot=snapshot
+            )
         base = base_url(request)
         path = "/".join(p for p in (base, type_name, res_id, "_history") if p)
         return fhir_response(200, history_bundle(base, path, params, page))

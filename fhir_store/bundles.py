@@ -4,17 +4,31 @@ A transaction is planned first (ids assigned, ``urn:uuid:`` and conditional refe
 resolved, every resource validated), then written in one database transaction through
 ``FhirStore.write``: it commits whole or not at all. A batch runs each entry on its own and
 reports each entry's outcome.
+
+PATCH entries carry a JSON Patch as the spec says, in a Binary (``contentType``
+``application/json-patch+json``, the patch base64-encoded in ``data``); the patch is applied
+to the version current when the Bundle is planned, and the write requires that version to
+be current still, so a concurrent change fails the entry (412) rather than being lost.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fhir_store.dates import column_to_instant
-from fhir_store.errors import FhirError, InvalidResource, PreconditionFailed
+from fhir_store.errors import (
+    FhirError,
+    InvalidResource,
+    NotSupported,
+    PreconditionFailed,
+    VersionConflict,
+)
 from fhir_store.outcome import outcome
+from fhir_store.patch import apply_json_patch
 from fhir_store.records import loads
 from fhir_store.shaping import bundle_text
 from fhir_store.store import FhirStore, Pending, Stored, check_id
@@ -61,7 +75,7 @@ class BundleProcessor:
             raise InvalidResource(f"{where}.request is missing", expression=f"{where}.request")
         request = entry["request"]
         method, url = request.get("method"), request.get("url")
-        if not isinstance(url, str) or method not in ("GET", "POST", "PUT", "DELETE"):
+        if not isinstance(url, str) or method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             raise InvalidResource(
                 f"{where}.request needs method and url", expression=f"{where}.request"
             )
@@ -78,6 +92,8 @@ class BundleProcessor:
             return "get", (type_name, res_id, query)
         raw = entry.get("resource")
         resource: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if method == "PATCH":
+            return "write", self._patch(where, type_name, res_id, query, resource, request)
         if method in ("POST", "PUT") and resource.get("resourceType") != type_name:
             raise InvalidResource(
                 f"{where}.resource must be a {type_name}", expression=f"{where}.resource"
@@ -126,6 +142,63 @@ class BundleProcessor:
                 return "noop", None
             res_id = found[0].id
         return "write", Pending(type_name, check_id(res_id), None, "DELETE", version)
+
+    def _patch(
+        self,
+        where: str,
+        type_name: str,
+        res_id: str,
+        query: str,
+        binary: dict[str, Any],
+        request: dict[str, Any],
+    ) -> Pending:
+        """A PATCH entry: a JSON Patch carried in a Binary (``contentType``
+        ``application/json-patch+json``, the patch base64 in ``data``), applied to the
+        current version; writing it requires that version still be current (as If-Match)."""
+        if binary.get("resourceType") != "Binary":
+            raise InvalidResource(
+                f"{where}.resource of a PATCH must be a Binary holding the patch",
+                expression=f"{where}.resource",
+            )
+        if "json-patch" not in str(binary.get("contentType", "")):
+            raise NotSupported(
+                f"{where}.resource.contentType {binary.get('contentType')!r}: PATCH entries"
+                " take application/json-patch+json",
+                expression=f"{where}.resource.contentType",
+            )
+        try:
+            operations = loads(base64.b64decode(str(binary.get("data", "")), validate=True))
+        except (binascii.Error, ValueError, RecursionError):
+            raise InvalidResource(
+                f"{where}.resource.data is not a base64 JSON Patch document",
+                expression=f"{where}.resource.data",
+            ) from None
+        if query:
+            found = self.matches(type_name, query)
+            if len(found) != 1:
+                raise PreconditionFailed(f"{where}: conditional patch matched {len(found)}")
+            res_id = found[0].id
+        current = self.store.read(type_name, check_id(res_id))
+        version = request.get("ifMatch")
+        if version and str(version).removeprefix("W/").strip('"') != str(current.version):
+            raise VersionConflict(
+                f"{where}: ifMatch {version} is stale (current version: {current.version})"
+            )
+        try:
+            patched = apply_json_patch(current.resource(), operations)
+        except InvalidResource as exc:
+            exc.issues = [(f"{where}.resource: {w}", m) for w, m in exc.issues]
+            raise
+        if not isinstance(patched, dict) or (
+            patched.get("resourceType"),
+            patched.get("id"),
+        ) != (type_name, res_id):
+            raise InvalidResource(
+                f"{where}: a patch may not change the resource's type or id",
+                expression=f"{where}.resource",
+                status=422,
+            )
+        return Pending(type_name, res_id, patched, "PATCH", current.version)
 
     def _rewrite(self, value: Any, ids: dict[str, str]) -> None:
         """Replace ``urn:uuid:`` (fullUrl) and conditional references with Type/id, in place."""

@@ -38,7 +38,7 @@ from fhir_store.records import (
     legacy_content_hash,
 )
 from fhir_store.schema import INDEX_TABLES
-from fhir_store.searching import Searching, SearchPage
+from fhir_store.searching import HistoryPage, Searching, SearchPage
 from fhir_store.searchparams import Registry, default_registry
 
 _RETRIES = 5
@@ -88,6 +88,54 @@ class FhirStore:
         if stored.deleted:
             raise ResourceGone(f"{type_name}/{res_id} version {version} is a deletion")
         return stored
+
+    def history_at(
+        self,
+        type_name: str | None,
+        res_id: str | None,
+        at: tuple[str, str],
+        *,
+        since: str | None = None,
+        count: int = 50,
+        offset: int = 0,
+        snapshot: str | None = None,
+    ) -> HistoryPage:
+        """History ``_at``: the versions that were current at some point in ``at`` (lo, hi).
+
+        A version is current from its own ``last_updated`` until the next version's (none:
+        still current, as of ``snapshot``); versions have no gaps, so the next one is
+        ``version + 1``. Newest first, paged like ``Searching.history``.
+        """
+        lo, hi = at
+        conds = ["h.last_updated <= ?", "h.last_updated <= ?"]
+        args: list[Any] = [hi]
+        if type_name:
+            conds.append("h.res_type = ?")
+        if res_id:
+            conds.append("h.res_id = ?")
+        if since:
+            conds.append("h.last_updated >= ?")
+        with self.db.transaction(write=False) as tx:
+            snapshot = snapshot or tx.now()
+            args.append(snapshot)
+            args.extend(v for v in (type_name, res_id, since) if v)
+            # the next version, unless it was written after the snapshot
+            query = (
+                " FROM history h LEFT JOIN history n ON n.res_type = h.res_type"
+                " AND n.res_id = h.res_id AND n.version = h.version + 1 AND n.last_updated <= ?"
+                f" WHERE {' AND '.join(conds)} AND (n.version IS NULL OR n.last_updated > ?)"
+            )
+            params = [snapshot, *args, lo]
+            total = int(tx.execute(f"SELECT COUNT(*){query}", params).fetchone()[0])
+            rows = tx.execute(
+                "SELECT h.res_type, h.res_id, h.version, h.last_updated, h.deleted, h.content,"
+                f" h.method{query}"
+                " ORDER BY h.last_updated DESC, h.res_type, h.res_id, h.version DESC"
+                " LIMIT ? OFFSET ?",
+                [*params, count + 1, offset],
+            ).fetchall()
+        page = [Stored(r[0], r[1], int(r[2]), r[3], bool(r[4]), r[5], r[6]) for r in rows[:count]]
+        return HistoryPage(page, total, len(rows) > count, offset, count, snapshot)
 
     # -- writes --------------------------------------------------------------------------
 

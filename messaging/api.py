@@ -189,7 +189,7 @@ def build_router(
     if outbox is not None:
         _serve_status(router, outbox, authorize)
     if sender is not None:
-        _serve_sending(router, sender, authorize, Body)
+        _serve_sending(router, sender, authorize, Body, prefix)
     return router
 
 
@@ -227,7 +227,11 @@ def _sending_parameters(data: Any) -> tuple[str, str, float]:
 
 
 def _serve_sending(
-    router: APIRouter, sender: Sender, authorize: Callable[..., Principal], body_dep: Any
+    router: APIRouter,
+    sender: Sender,
+    authorize: Callable[..., Principal],
+    body_dep: Any,
+    prefix: str,
 ) -> None:
     """``POST $send-transfer`` / ``$send-observations`` with Parameters ``patient``
     (reference or id), ``partner`` (name) and optional ``hours`` (default 24): queue the
@@ -258,7 +262,7 @@ def _serve_sending(
         except PartnerRefused as exc:
             return fhir_response(422, outcome([("partner", str(exc))], "business-rule"))
         row = sender.outbox.get(message_id)
-        base = str(request.url).split("/$send-", 1)[0]
+        base = str(request.base_url).rstrip("/") + prefix
         status_url = f"{base}/$outbox-status?{urlencode({'id': message_id})}"
         parameters = [delivery_parameter(row)] if row is not None else []
         body_out = {"resourceType": "Parameters", "parameter": parameters}

@@ -117,12 +117,16 @@ class Hospital:
             text=True,
         )
 
+    def interrupt(self) -> None:
+        """Ctrl-C: the process stops its services and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+
     def stop(self) -> str:
-        """Stop the process (SIGINT, as Ctrl-C); its stderr."""
+        """Stop the process (after :meth:`interrupt`); its stderr."""
         if self.process is None:
             return ""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+        self.interrupt()
         try:
             _, err = self.process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
@@ -269,6 +273,8 @@ def hospitals(tmp_path: Path) -> Iterator[tuple[Hospital, Hospital]]:
             eventually(f"{hospital.name} ready", ready(hospital))
         yield a, b
     finally:
+        for hospital in (a, b):
+            hospital.interrupt()  # both stop at once
         errors = [h.stop() for h in (a, b)]
         assert all("Traceback" not in e for e in errors), errors
 

@@ -857,12 +857,13 @@ class QueryBuilder:
 
     @staticmethod
     def compound_page(query: Query, live: Sql) -> Sql | None:
-        """The page's ids read off ``idx_compound`` in date order, or None when the query
-        cannot be answered that way (see :class:`CompoundScan`).
+        """The candidates' ids read off ``idx_compound`` in date order, or None when the
+        query cannot be answered that way (see :class:`CompoundScan`).
 
         ``live`` is the condition on the candidate row ``r`` (type, not deleted, snapshot).
-        Same rows and order as the plain path: one row per resource (the NOT EXISTS keeps
-        the resource's greatest matching row), ordered by its date, then by id.
+        An id repeats when several of its rows match (several dates or codings); its first
+        occurrence is at its sort key, so the distinct ids in order of first occurrence are
+        the plain path's order (date newest first, then id). The caller keeps those.
         """
         scans = [w.scan for w in query.where if w.scan is not None]
         if len(scans) != 1 or query.sort != [SortKey(scans[0].date, True)]:
@@ -876,18 +877,11 @@ class QueryBuilder:
             "SELECT c.res_id FROM idx_compound c JOIN resources r"
             " ON r.res_type = c.res_type AND r.res_id = c.res_id"
             f" WHERE c.res_type = ? AND c.combo = ? AND c.ref_id = ? AND {scan.filter.text}"
-            " AND NOT EXISTS (SELECT 1 FROM idx_compound d WHERE d.res_type = c.res_type"
-            " AND d.combo = c.combo AND d.ref_id = c.ref_id AND d.res_id = c.res_id"
-            # d.hi >= c.hi is implied by the row comparison; said alone, it bounds an index
-            # range (the probe of a row early in the page reads only the rows above it).
-            f" AND {scan.filter.text} AND d.hi >= c.hi"
-            " AND (d.hi, d.lo, d.system, d.code) > (c.hi, c.lo, c.system, c.code))"
             f" AND {' AND '.join([live.text, *conds])}"
             " ORDER BY c.hi DESC, c.res_id ASC"
         )
         params = [
             *scan.head,
-            *scan.filter.params,
             *scan.filter.params,
             *live.params,
             *(p for w in others for p in w.params),

@@ -76,19 +76,19 @@ class Searching:
                 "r.res_type = ? AND r.deleted = 0 AND r.first_created <= ?",
                 [query.type, query.snapshot],
             )
-            page = self.builder.compound_page(query, live)
-            if page is None:
+            compound = self.builder.compound_page(query, live)
+            if compound is not None:
+                ids = self._distinct_page(tx, compound, query)
+            else:
                 order = self.builder.order_by(query)
-                page = Sql(
-                    f"SELECT r.res_id FROM resources r WHERE {where} {order.text}",
-                    [*params, *order.params],
-                )
-            ids = [
-                row[0]
-                for row in tx.execute(
-                    f"{page.text} LIMIT ? OFFSET ?", [*page.params, query.count + 1, query.offset]
-                ).fetchall()
-            ]
+                ids = [
+                    row[0]
+                    for row in tx.execute(
+                        f"SELECT r.res_id FROM resources r WHERE {where} {order.text}"
+                        " LIMIT ? OFFSET ?",
+                        [*params, *order.params, query.count + 1, query.offset],
+                    ).fetchall()
+                ]
             has_next = len(ids) > query.count
             loaded = {
                 s.id: s for s in self._load(tx, [(query.type, i) for i in ids[: query.count]])
@@ -98,6 +98,21 @@ class Searching:
         if total is None and not has_next and query.total != "none":
             total = query.offset + len(matches)
         return SearchPage(query, matches, included, total, has_next)
+
+    @staticmethod
+    def _distinct_page(tx: Transaction, ordered: Sql, query: Query) -> list[str]:
+        """Ids ``offset .. offset + count`` (one more, to tell a next page) of a statement
+        whose ids may repeat (see ``QueryBuilder.compound_page``), in order of first
+        occurrence. Repeats are rare, so the first read almost always suffices; a page
+        short of distinct ids reads twice as many rows again."""
+        need = query.offset + query.count + 1
+        limit = need
+        while True:
+            rows = tx.execute(f"{ordered.text} LIMIT ?", [*ordered.params, limit]).fetchall()
+            ids = list(dict.fromkeys(row[0] for row in rows))
+            if len(ids) >= need or len(rows) < limit:
+                return ids[query.offset : need]
+            limit *= 2
 
     def _includes(self, tx: Transaction, query: Query, matches: list[Stored]) -> list[Stored]:
         if not (query.includes or query.revincludes) or not matches:

@@ -112,9 +112,18 @@ export function nextLink(bundle) {
   return bundle?.link?.find((l) => l.relation === "next")?.url || null;
 }
 
+/** ``url`` (a search's next link) asking for ``count`` entries a page; the server pages by
+ * offset, so the next link after it carries on from where this page ends. */
+export function withCount(url, count) {
+  const u = new URL(url, location.href);
+  u.searchParams.set("_count", String(count));
+  return u.href;
+}
+
 /** Every page of a search, up to ``maxPages``; calls ``onPage(bundle)`` as each arrives,
- * and stops early when it returns ``false``. */
-export async function allPages(first, onPage, maxPages = 10, options) {
+ * and stops early when it returns ``false``. With ``nextCount``, the pages after the first
+ * ask for that many entries (a small first page draws sooner, big ones then fill in). */
+export async function allPages(first, onPage, maxPages = 10, options, nextCount) {
   let bundle = first;
   let pages = 0;
   while (bundle) {
@@ -122,7 +131,7 @@ export async function allPages(first, onPage, maxPages = 10, options) {
     pages += 1;
     const next = nextLink(bundle);
     if (!next || pages >= maxPages) return Boolean(next);
-    bundle = await follow(next, options);
+    bundle = await follow(nextCount ? withCount(next, nextCount) : next, options);
   }
   return false;
 }

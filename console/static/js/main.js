@@ -7,6 +7,7 @@ import { reviewView } from "./linkage.js";
 import { recordView, searchView } from "./patients.js";
 import { allows, claims, signOut, token } from "./session.js";
 import { signInView } from "./signin.js";
+import { vitalsTable } from "./vitals.js";
 
 const ROUTES = [
   [/^#\/patients(?:\?(.*))?$/, (m) => searchView(new URLSearchParams(m[1] || "")), "patients"],
@@ -108,4 +109,6 @@ window.addEventListener("caregraph:unauthorized", () => {
   current = null;
   location.hash = "#/sign-in?expired=1";
 });
+// The charts' code table, asked for now: the first Observation query needs it.
+if (token()) vitalsTable().catch(() => {});
 route(null);

@@ -335,6 +335,7 @@ export function recordView(id) {
       }
       const swap = (key, card) => { cards[key].replaceWith(card); cards[key] = card; };
       swap("identities", identitiesCard(who));
+      performance.mark("caregraph:identities"); // bench/console.py reads these marks
       // Each card stands alone: a search the token does not allow (403) or that fails
       // leaves a note in its card, and the rest of the record still shows.
       const settle = (promise) => promise.then((value) => ({ value }), (error) => ({ error }));

@@ -48,6 +48,8 @@ class Outcome:
     raw: bytes
     effective: datetime
     final: str | None = None  # last ACK code, None if no ACK ever came
+    again: bytes | None = None  # with ``twice``: the ACK of the second, identical delivery
+    first: bytes | None = None  # the ACK that acknowledged it
     attempts: int = 0
     failures: list[str] = field(default_factory=list)
 
@@ -61,7 +63,12 @@ class Hl7Stream:
     in parallel; ``done`` counts messages finished (acknowledged or given up)."""
 
     def __init__(
-        self, count: int = MESSAGES, *, connections: int = 2, retry_for_s: float = 60.0
+        self,
+        count: int = MESSAGES,
+        *,
+        connections: int = 2,
+        retry_for_s: float = 60.0,
+        twice: bool = False,
     ) -> None:
         # seed 1: eight patients whose names differ, so the MPI keeps eight golden records
         self.feed = HospitalFeed(PATIENTS, seed=1, authority_oid="2.16.840.1.113883.3.999.9")
@@ -76,6 +83,7 @@ class Hl7Stream:
         ]
         self.connections = connections
         self.retry_for_s = retry_for_s
+        self.twice = twice
         self.done = 0
         self._lock = threading.Lock()
         self.elapsed_s = 0.0
@@ -87,7 +95,8 @@ class Hl7Stream:
         shares = [self.outcomes[i :: self.connections] for i in range(self.connections)]
         threads = [
             threading.Thread(
-                target=_Sender(host, port, self.retry_for_s).send_all, args=(share, self)
+                target=_Sender(host, port, self.retry_for_s, self.twice).send_all,
+                args=(share, self),
             )
             for share in shares
         ]
@@ -118,8 +127,10 @@ class Hl7Stream:
 
 
 class _Sender:
-    def __init__(self, host: str, port: int, retry_for_s: float) -> None:
+    def __init__(self, host: str, port: int, retry_for_s: float, twice: bool = False) -> None:
         self.host, self.port, self.retry_for_s = host, port, retry_for_s
+        self.twice = twice  # send every acknowledged message once more, as a sender that
+        # did not see the ACK would: same bytes, same MSH-10
         self.client: MllpClient | None = None
 
     def send_all(self, outcomes: list[Outcome], stream: Hl7Stream | None) -> None:
@@ -139,8 +150,12 @@ class _Sender:
             try:
                 if self.client is None:
                     self.client = MllpClient(self.host, self.port, timeout_s=15)
-                o.final = ack_code(self.client.send(o.raw))
+                ack = self.client.send(o.raw)
+                o.final = ack_code(ack)
                 if o.acknowledged:
+                    o.first = ack
+                    if self.twice:
+                        o.again = self.client.send(o.raw)
                     return
                 o.failures.append(o.final)
             except (OSError, ValueError) as exc:

@@ -9,7 +9,11 @@ import pytest
 
 from adapters.codes import unmatched
 from adapters.codes.unmatched import OTHER, UnmatchedTally
+from adapters.hl7v2.intake import judge
 from adapters.hl7v2.normalize import normalize
+from adapters.hl7v2.normalizer import records_for
+from bus.base import Message
+from bus.headers import make_headers
 from observability.metrics import Metrics
 from tests.unit.hl7v2 import corpus
 
@@ -72,20 +76,44 @@ def test_metrics_read_the_tally_at_each_scrape_beside_direct_counts() -> None:
     assert "caregraph_unmatched_codes_total{" in metrics.render().decode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapters/hl7v2/context.py Context.unknown does not call"
-    " adapters.codes.unmatched.count yet (outside this change's files)",
-)
-def test_an_hl7_message_with_unknown_codes_moves_the_process_tally() -> None:
-    before = unmatched.TALLY.snapshot()
-    raw = (
+def _odd_pcd01() -> bytes:
+    return (
         corpus.pcd01("UNM0001", 1)
         .replace(b"150456^MDC_PULS_OXIM_SAT_O2^MDC", b"199999^MDC_VENDOR_THING^MDC")
         .replace(b"262688^MDC_DIM_PERCENT", b"262999^MDC_DIM_ODD")
     )
-    result = normalize(raw, received_at=datetime(2026, 1, 5, tzinfo=UTC))
-    assert result.counters == {"unknown_code": 1, "unknown_unit": 1}
+
+
+def _moved(before: dict[tuple[str, str, str], int]) -> dict[tuple[str, str, str], int]:
     after = unmatched.TALLY.snapshot()
-    moved = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
-    assert moved == {("hl7v2", "MDC", "unknown_code"): 1, ("hl7v2", "MDC", "unknown_unit"): 1}
+    return {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the HL7 normalizer does not count into adapters.codes.unmatched yet: records_for"
+    " (adapters/hl7v2/normalizer.py) drops Normalized.counters (outside this change's files)",
+)
+def test_the_hl7_normalizer_counts_each_unknown_code_once_per_system() -> None:
+    before = unmatched.TALLY.snapshot()
+    headers = make_headers("mllp:h:1", "UNM0001", "x", received_at=datetime(2026, 1, 5, tzinfo=UTC))
+    records, failures, _ = records_for([Message("raw.hl7v2", 0, 0, None, _odd_pcd01(), headers, 0)])
+    assert records and not failures
+    assert _moved(before) == {
+        ("hl7v2", "MDC", "unknown_code"): 1,
+        ("hl7v2", "MDC", "unknown_unit"): 1,
+    }
+
+
+def test_the_gateway_answering_a_message_does_not_count_it() -> None:
+    """The MLLP gateway maps a message to decide AA/AE before the normalizer maps it again;
+    counting in both (e.g. in the mapping context) would count every unknown code twice."""
+    before = unmatched.TALLY.snapshot()
+    raw = _odd_pcd01()
+    verdict = judge(raw, received_at=datetime(2026, 1, 5, tzinfo=UTC))
+    assert verdict.outcome == "AA"
+    assert normalize(raw, received_at=datetime(2026, 1, 5, tzinfo=UTC)).counters == {
+        "unknown_code": 1,
+        "unknown_unit": 1,
+    }
+    assert _moved(before) == {}

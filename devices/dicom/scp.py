@@ -47,6 +47,8 @@ from bus.headers import make_headers
 from bus.topics import RAW_DICOM
 from caregraph.errors import ConfigError, MappingError
 from devices.dicom.access import CallerPolicy, caller_policy
+from devices.dicom.catalog import LEVELS as CATALOG_LEVELS
+from devices.dicom.catalog import StudyCatalog, StudySearch
 from devices.dicom.framing import scan
 from devices.dicom.index import IndexedInstance, InstanceIndex
 from devices.dicom.part10 import data_set_offset, file_header
@@ -188,7 +190,10 @@ class DicomGateway:
     ``allowed_callers`` is the caller policy, or anything ``caller_policy`` reads (the
     setting's JSON or compact text, AE -> rule, or the older AE -> hosts, which permits
     every operation); ``None`` accepts every caller for everything. C-MOVE destinations
-    are the allowlisted AEs with a port. ``require_called_ae=False`` accepts associations
+    are the allowlisted AEs with a port. ``study_search`` (a FHIR search on ImagingStudy)
+    answers C-FIND at STUDY and SERIES level from the ImagingStudy resources
+    (``devices.dicom.catalog``) instead of this gateway's own index.
+    ``require_called_ae=False`` accepts associations
     whatever AE title they call (for a peer that cannot be configured; off by default).
     ``max_pdu`` is the largest P-DATA PDU the gateway announces and accepts;
     ``max_message_bytes`` bounds one data set.
@@ -219,6 +224,7 @@ class DicomGateway:
         max_header_bytes: int = 512 * 1024,
         journal: bool = True,
         parallel_publish: bool = True,
+        study_search: StudySearch | None = None,
     ) -> None:
         if not 1 <= len(ae_title.strip()) <= 16:
             raise ConfigError(f"AE title must be 1 to 16 characters, not {ae_title!r}")
@@ -239,6 +245,7 @@ class DicomGateway:
         self.fsync = fsync
         self.journal = journal
         self.parallel_publish = parallel_publish
+        self.catalog = StudyCatalog(study_search) if study_search is not None else None
         self._publisher: ThreadPoolExecutor | None = None
         self.max_header_bytes = max_header_bytes
         self.stats = GatewayStats()
@@ -449,7 +456,10 @@ class DicomGateway:
         assert self._index is not None
         try:
             level, keys = _query_keys(identifier)
-            matches = self._index.find(level, keys, returned=set(keys))
+            if self.catalog is not None and level in CATALOG_LEVELS:
+                matches = self.catalog.find(level, keys, returned=set(keys))
+            else:
+                matches = self._index.find(level, keys, returned=set(keys))
         except Exception as exc:  # the edge: an identifier we cannot answer gets a status
             log.warning("C-FIND from %s refused: %s", peer.calling_ae, exc)
             yield status_for(exc), None

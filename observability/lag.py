@@ -77,7 +77,9 @@ class KafkaLag:
         self.ttl_s = ttl_s
         self._timeout_ms = request_timeout_ms
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one scrape at a time (it may wait on the broker)
+        self._groups_lock = threading.Lock()  # so watch never waits for a slow scrape
+        self._stale = False
         self._admin: Any = None
         self._consumer: Any = None
         self._cached: list[LagSample] = []
@@ -86,17 +88,20 @@ class KafkaLag:
 
     def watch(self, group: str, topics: Iterable[str]) -> None:
         """Report ``group`` on ``topics`` too (from the next scrape on, not the cached one)."""
-        with self._lock:
+        with self._groups_lock:
             known = self.groups.get(group, ())
             added = tuple(t for t in dict.fromkeys(topics) if t not in known)
             if added:
-                self.groups[group] = known + added
-                self._cached_at = None
+                self.groups = {**self.groups, group: known + added}
+                self._stale = True
 
     def __call__(self) -> list[LagSample]:
         with self._lock:
             now = self._clock()
-            if self._cached_at is not None and now - self._cached_at < self.ttl_s:
+            with self._groups_lock:
+                stale, self._stale = self._stale, False
+            fresh = self._cached_at is not None and now - self._cached_at < self.ttl_s
+            if fresh and not stale:
                 return list(self._cached)
             try:
                 self._cached = self._read()
@@ -111,11 +116,13 @@ class KafkaLag:
             return list(self._cached)
 
     def _read(self) -> list[LagSample]:
-        if not self.groups:
+        with self._groups_lock:
+            groups = self.groups  # replaced, never changed in place, by watch
+        if not groups:
             return []  # a process without consumers opens no client
         admin, consumer = self._clients()
         samples: list[LagSample] = []
-        for group, topics in sorted(self.groups.items()):
+        for group, topics in sorted(groups.items()):
             partitions = [
                 TopicPartition(topic, p)
                 for topic in topics
@@ -210,21 +217,26 @@ class EmbeddedLag:
         self.ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
+        self._watched_lock = threading.Lock()  # so watch never waits for a scrape
         self._watched: dict[str, set[str]] = {}
+        self._stale = False
         self._conn: sqlite3.Connection | None = None
         self._cached: list[LagSample] = []
         self._cached_at: float | None = None
         self._failing = False
 
     def watch(self, group: str, topics: Iterable[str]) -> None:
-        with self._lock:
+        with self._watched_lock:
             self._watched.setdefault(group, set()).update(topics)
-            self._cached_at = None
+            self._stale = True
 
     def __call__(self) -> list[LagSample]:
         with self._lock:
             now = self._clock()
-            if self._cached_at is not None and now - self._cached_at < self.ttl_s:
+            with self._watched_lock:
+                stale, self._stale = self._stale, False
+            fresh = self._cached_at is not None and now - self._cached_at < self.ttl_s
+            if fresh and not stale:
                 return list(self._cached)
             try:
                 self._cached = self._read()
@@ -245,7 +257,8 @@ class EmbeddedLag:
             for topic_id, name, parts in conn.execute("SELECT id, name, partitions FROM topics")
         }
         names = {topic_id: name for name, (topic_id, _) in topics.items()}
-        groups: dict[str, set[str]] = {g: set(t) for g, t in self._watched.items()}
+        with self._watched_lock:
+            groups: dict[str, set[str]] = {g: set(t) for g, t in self._watched.items()}
         committed: dict[tuple[str, int, int], int] = {}
         for group, topic_id, part, off in conn.execute(
             "SELECT grp, topic_id, part, off FROM offsets"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -136,3 +138,24 @@ def _lag_samples(text: str, group: str) -> dict[tuple[str, str], float]:
         for s in family.samples
         if s.labels["group"] == group
     }
+
+
+def test_watching_a_group_does_not_wait_for_a_slow_scrape() -> None:
+    """A consumer subscribing (MeteredBus -> watch) while a scrape waits on a broker that
+    accepts connections and never answers is not held up by it."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        lag = KafkaLag(f"127.0.0.1:{port}", {"g": ["t"]}, ttl_s=0, request_timeout_ms=3000)
+        scrape = threading.Thread(target=lag)
+        scrape.start()
+        try:
+            time.sleep(0.3)  # the scrape is now waiting on the silent broker
+            assert scrape.is_alive()
+            started = time.monotonic()
+            lag.watch("late", ["t2"])
+            assert time.monotonic() - started < 0.2
+            assert scrape.is_alive()
+            assert lag.groups == {"g": ("t",), "late": ("t2",)}
+        finally:
+            scrape.join(30)
+            lag.close()

@@ -75,7 +75,10 @@ def test_segments_rotate_and_full_ones_are_checkpointed(tmp_path: Path) -> None:
     assert store.journal is not None and store.journal.max_record == 1 << 14
     payloads = [os.urandom(10_000) for _ in range(40)]  # about 6 segments' worth
     stored = [store.put(p) for p in payloads]
-    assert len(segments(tmp_path)) <= 3  # full ones are checkpointed in the background
+    store.journal.wait_idle()
+    # full ones were checkpointed in the background: the current one is left, and the
+    # next one if it is prepared already
+    assert 1 <= len(segments(tmp_path)) <= 2
     store.close()
     assert segments(tmp_path) == []
     assert [store.read(s.sha256) for s in stored] == payloads

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from fhir_store import combos
 from fhir_store.dates import HIGHEST, LOWEST, date_range
 from fhir_store.fhirpath import Collection, Node
@@ -193,13 +195,25 @@ def dependencies(param: SearchParam) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def _memo_text(value: Any) -> Any:
+    """A hashable stand-in for a JSON value that tells every two different values apart
+    (``1``, ``1.0`` and ``True`` too): orjson's text of it, ``repr`` where orjson refuses."""
+    kind = type(value)
+    if kind is str:
+        return value
+    try:
+        return (kind, orjson.dumps(value))
+    except TypeError:  # an integer beyond 64 bits
+        return (kind, repr(value))
+
+
 class _Group:
     """Parameters that read the same top-level elements, with their rows memoized.
 
     Rows of a parameter are a function of the elements its expression reads; devices and
     feeds repeat most of those (a code, a category, a unit, the patient), so the rows of a
-    group are kept by the elements' values (their ``repr``, which tells ``1``, ``1.0`` and
-    ``True`` apart) and reused without evaluating anything. A group whose values rarely
+    group are kept by the elements' values (see ``_memo_text``) and reused without
+    evaluating anything. A group whose values rarely
     repeat (a timestamp) stops memoizing after ``_JUDGE_AFTER`` lookups.
     """
 
@@ -296,7 +310,7 @@ class Indexer:
             by_stem: dict[str, list[str]] = {}
             for key in resource:
                 by_stem.setdefault(_stem(key), []).append(key)
-            texts: dict[str, str] = {}
+            texts: dict[str, Any] = {}
             for group in plan.groups(by_stem):
                 self._group_rows(out, group, resource, by_stem, texts, res_type, res_id)
         for compound in plan.compounds:
@@ -320,7 +334,7 @@ class Indexer:
         group: _Group,
         resource: Mapping[str, Any],
         by_stem: dict[str, list[str]],
-        texts: dict[str, str],
+        texts: dict[str, Any],
         res_type: str,
         res_id: str,
     ) -> None:
@@ -335,7 +349,7 @@ class Indexer:
         for k in keys:
             text = texts.get(k)
             if text is None:
-                text = texts[k] = repr(resource[k])
+                text = texts[k] = _memo_text(resource[k])
             parts.append((k, text))
         key = tuple(parts)
         group.lookups += 1

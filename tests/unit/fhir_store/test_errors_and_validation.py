@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from caregraph.errors import StoreError, StoreUnavailable
-from fhir_store import errors
+from fhir_store import errors, validation
 from fhir_store.database import PostgresDatabase, SqliteDatabase
 from fhir_store.outcome import for_error
 from fhir_store.validation import check_depth, validate_resource
@@ -97,3 +97,18 @@ def test_unserved_type_and_depth() -> None:
     with pytest.raises(errors.InvalidResource, match="nested deeper"):
         check_depth(nested)
     check_depth([[["fine"]]])
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 63, 64, 65, 66, 200])
+@pytest.mark.parametrize("innermost", [1, {}, [], {"a": 1}, [1]])
+def test_check_depth_counts_every_level(depth: int, innermost: object) -> None:
+    value: object = innermost
+    for i in range(depth):
+        value = [value] if i % 2 else {"a": value, "flat": 1}
+    filled = innermost not in ({}, [])
+    deepest = depth + (1 if isinstance(innermost, dict | list) and filled else 0)
+    if deepest > validation.MAX_DEPTH:
+        with pytest.raises(errors.InvalidResource, match="nested deeper"):
+            check_depth(value)
+    else:
+        check_depth(value)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.codes import unmatched
 from adapters.serial import astm, datex, intellivue, medibus
 from adapters.serial import headers as dh
 from adapters.serial.errors import UnknownProtocol, WireError
@@ -139,6 +140,9 @@ def observation_records(
             subject = patient_by_hint(m.patient_hint)
         if subject is None and subject_at is not None:
             subject = subject_at(m.device_id, reading_time(m))
+        if m.mdc_code is None and m.loinc is None:
+            # kept with its vendor code only; counted so someone extends the code tables
+            unmatched.count(f"serial/{m.protocol}", "vendor")
         obs = observation_from_measurement(m, subject)
         headers = {
             bh.SOURCE: msg.headers.get(bh.SOURCE, "serial"),

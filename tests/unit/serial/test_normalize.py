@@ -94,8 +94,9 @@ def test_batch_dead_letters_bad_messages_and_keeps_good_ones() -> None:
     assert body["topic"] == RAW_DEVICE and "WireError" in body["error"]
 
 
-def _astm_with_patient(pid: str) -> Message:
-    records = [b"H|\\^&|||X", b"P|1|" + pid.encode(), b"R|1|^^^K|4.2|mmol/L", b"L|1"]
+def _astm_with_patient(pid: str, test: bytes = b"K") -> Message:
+    result = b"R|1|^^^" + test + b"|4.2|mmol/L"
+    records = [b"H|\\^&|||X", b"P|1|" + pid.encode(), result, b"L|1"]
     return _message("astm", b"".join(astm.encode_message(records)))
 
 
@@ -124,3 +125,14 @@ def test_an_unresolved_patient_id_stays_on_the_unassigned_reading() -> None:
     assert obs["subject"]["identifier"] == {"value": "MRN9"}
     assert "reference" not in obs["subject"]
     Observation.model_validate(obs)
+
+
+def test_a_reading_with_only_a_vendor_code_is_counted_as_unmatched() -> None:
+    from adapters.codes import unmatched
+
+    key = ("serial/astm", "vendor", unmatched.UNKNOWN_CODE)
+    before = unmatched.TALLY.snapshot().get(key, 0)
+    [rec] = observation_records(_astm_with_patient("MRN1", b"ZZ9"))  # no table knows ZZ9
+    codings = json.loads(rec.value)["code"]["coding"]
+    assert [c["system"] for c in codings] == ["urn:caregraph:device-code:astm"]
+    assert unmatched.TALLY.snapshot()[key] == before + 1

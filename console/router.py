@@ -33,6 +33,18 @@ SECURITY_HEADERS = {
     # The shell is tiny and changes with each release; always revalidate.
     "Cache-Control": "no-cache",
 }
+
+
+def csp_for(sign_in: SignInOptions | None) -> str:
+    """``CSP``, plus the token endpoint's origin in ``connect-src`` when the page signs in
+    with the hospital's authorization server (SMART PKCE: the browser exchanges the code
+    there itself). Navigating to its authorization endpoint needs no CSP entry."""
+    origin = sign_in.smart.token_origin if sign_in and sign_in.smart else None
+    if not origin:
+        return CSP
+    return CSP.replace("connect-src 'self'", f"connect-src 'self' {origin}")
+
+
 _TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -95,6 +107,7 @@ def build_console_router(
     if not index.is_file():
         raise FileNotFoundError(f"the console page is missing: {index}")
     vitals = vitals_table()
+    headers = {**SECURITY_HEADERS, "Content-Security-Policy": csp_for(sign_in)}
     router.include_router(build_signin_router(sign_in or SignInOptions(), prefix=""))
 
     @router.get("")
@@ -103,11 +116,11 @@ def build_console_router(
 
     @router.get("/")
     def page() -> Response:
-        return FileResponse(index, media_type=_TYPES[".html"], headers=SECURITY_HEADERS)
+        return FileResponse(index, media_type=_TYPES[".html"], headers=headers)
 
     @router.get("/vitals.json")
     def vitals_json() -> Response:
-        return JSONResponse(vitals, headers=SECURITY_HEADERS)
+        return JSONResponse(vitals, headers=headers)
 
     @router.get("/device-id/{device_id}")
     def device_id(device_id: str) -> Response:
@@ -115,7 +128,7 @@ def build_console_router(
         registered here is the one its Observations point at (ids are uuid5, derived in
         ``adapters``; the browser does not re-implement that)."""
         return JSONResponse(
-            {"device_id": device_id, "id": device_resource_id(device_id)}, headers=SECURITY_HEADERS
+            {"device_id": device_id, "id": device_resource_id(device_id)}, headers=headers
         )
 
     @router.get("/static/{path:path}")
@@ -123,6 +136,6 @@ def build_console_router(
         found = assets.get(path)
         if found is None:
             raise HTTPException(404, f"no console asset {path!r}")
-        return FileResponse(found, media_type=_media_type(found), headers=SECURITY_HEADERS)
+        return FileResponse(found, media_type=_media_type(found), headers=headers)
 
     return router

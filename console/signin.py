@@ -8,10 +8,10 @@ passes a ``mint`` function, which it does in development mode alone: in jwks mod
 is not there at all (404), not merely refused.
 
 In jwks mode tokens come from the hospital's authorization server. The options then name
-its issuer, so the page can say where to get one; a SMART authorization-code flow with PKCE
-from the page itself needs that server's ``authorization_endpoint`` and ``token_endpoint``,
-a public client id registered there for ``/app/``, and the token endpoint's origin in the
-page's ``connect-src``: see ``SmartClient``.
+its issuer and, when configured (``SmartClient``), its authorization and token endpoints
+and the console's client id: the page runs the SMART authorization-code flow with PKCE
+itself (``static/js/smart.js``), and the router adds the token endpoint's origin to the
+page's ``connect-src``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
@@ -62,14 +63,23 @@ DEMO_USERS: tuple[DevUser, ...] = (
 
 @dataclass(frozen=True)
 class SmartClient:
-    """A SMART authorization-code client with PKCE that the page could run against the
-    hospital's authorization server (jwks mode). ``None`` fields are what is missing."""
+    """The page as a SMART public client (authorization code with PKCE, S256) of the
+    hospital's authorization server, in jwks mode. ``None`` fields are what is missing;
+    with none missing the sign-in page offers "Sign in with <issuer>".
+
+    The server must accept ``{origin}/app/`` as a redirect URI of ``client_id``, answer
+    the token request from the browser (CORS for caregraph's origin), and issue tokens
+    caregraph accepts (``iss`` = CAREGRAPH_AUTH_JWKS_ISSUER, ``aud`` =
+    CAREGRAPH_AUTH_AUDIENCE, SMART ``scope``, optional ``patient``). ``audience`` is sent
+    as the SMART ``aud`` parameter (default: this server's FHIR base URL).
+    """
 
     issuer: str
     authorization_endpoint: str | None = None
     token_endpoint: str | None = None
     client_id: str | None = None
     scope: str = "openid fhirUser user/*.rs"
+    audience: str | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -78,6 +88,16 @@ class SmartClient:
             for name in ("authorization_endpoint", "token_endpoint", "client_id")
             if getattr(self, name) is None
         ]
+
+    @property
+    def token_origin(self) -> str | None:
+        """``scheme://host[:port]`` of the token endpoint (for the page's CSP)."""
+        if not self.token_endpoint:
+            return None
+        parts = urlsplit(self.token_endpoint)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            return None
+        return f"{parts.scheme}://{parts.netloc}"
 
 
 @dataclass(frozen=True)

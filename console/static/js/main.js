@@ -5,8 +5,9 @@ import { devicesView, deviceView, newDeviceView } from "./devices.js";
 import { fill, h } from "./dom.js";
 import { reviewView } from "./linkage.js";
 import { recordView, searchView } from "./patients.js";
-import { allows, claims, signOut, token } from "./session.js";
-import { signInView } from "./signin.js";
+import { allows, claims, signIn, signOut, token } from "./session.js";
+import { signInView, verify } from "./signin.js";
+import { finishSignIn, returning } from "./smart.js";
 import { vitalsTable } from "./vitals.js";
 
 const ROUTES = [
@@ -109,6 +110,19 @@ window.addEventListener("caregraph:unauthorized", () => {
   current = null;
   location.hash = "#/sign-in?expired=1";
 });
+// Back from the hospital's authorization server (SMART, jwks mode): keep the token it gave
+// once this server accepts it, then carry on where the user was going.
+if (returning()) {
+  const done = await finishSignIn();
+  const problem = done.token ? await verify(done.token) : `Not signed in: ${done.error}.`;
+  if (problem) {
+    history.replaceState(null, "", `#/sign-in?failed=${encodeURIComponent(problem)}`);
+  } else {
+    signIn(done.token);
+    history.replaceState(null, "", done.next || "#/patients");
+  }
+}
+
 // The charts' code table, asked for now: the first Observation query needs it.
 if (token()) vitalsTable().catch(() => {});
 route(null);

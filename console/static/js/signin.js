@@ -6,12 +6,13 @@
 import { field, fill, h } from "./dom.js";
 import { FHIR_BASE } from "./fhir.js";
 import { problemWith, signIn } from "./session.js";
+import { startSignIn } from "./smart.js";
 
 const OPTIONS_URL = "sign-in/options";
 const DEVELOPMENT_URL = "sign-in/development";
 
-/** Keep ``jwt`` as the session once the server accepts it; an error text otherwise. */
-async function accept(jwt, params) {
+/** Why the server would not accept ``jwt``, or null when it does. */
+export async function verify(jwt) {
   const problem = problemWith(jwt);
   if (problem) return `Not signed in: ${problem}.`;
   // Ask the server before keeping the token: one it does not accept answers 401 here.
@@ -19,6 +20,13 @@ async function accept(jwt, params) {
     headers: { Accept: "application/fhir+json", Authorization: `Bearer ${jwt}` },
   });
   if (response.status === 401) return "Not signed in: the server does not accept this token.";
+  return null;
+}
+
+/** Keep ``jwt`` as the session once the server accepts it; an error text otherwise. */
+async function accept(jwt, params) {
+  const problem = await verify(jwt);
+  if (problem) return problem;
   signIn(jwt);
   window.dispatchEvent(new CustomEvent("caregraph:signed-in"));
   location.hash = params.get("next") || "#/patients";
@@ -99,6 +107,22 @@ function pasteForm(params, hint) {
   return [form, input];
 }
 
+/** "Sign in with <issuer>": SMART authorization code with PKCE (jwks mode, configured). */
+function smartCard(options, params) {
+  const go = h("button", { type: "button" }, `Sign in with ${options.issuer}`);
+  go.addEventListener("click", () => {
+    go.disabled = true;
+    startSignIn(options.smart, params.get("next") || "#/patients").catch((err) => {
+      go.disabled = false;
+      go.after(h("p", { role: "alert", class: "error" }, `Not signed in: ${err.message}`));
+    });
+  });
+  return h("section", { class: "card", "aria-labelledby": "smart-sign-in" },
+    h("h2", { id: "smart-sign-in" }, "Hospital sign-in"),
+    h("p", {}, "You will sign in at your hospital's authorization server and come back here; it decides what you may see."),
+    h("div", { class: "actions" }, go));
+}
+
 /** Where a real token comes from in jwks mode, from what the options say. */
 function issuerNote(options) {
   const smart = options.smart;
@@ -112,6 +136,7 @@ function issuerNote(options) {
 export function signInView(params) {
   const expired = h("p", { role: "alert", class: "error" });
   if (params.get("expired")) expired.textContent = "Your session ended or the token was rejected: sign in again.";
+  if (params.get("failed")) expired.textContent = params.get("failed");
   const heading = h("h1", {}, "Sign in to the caregraph console");
   const offered = h("div", {});
   const [paste, input] = pasteForm(params, 'Development: run  caregraph token --scope "user/*.cruds"  and paste what it prints.');
@@ -128,6 +153,8 @@ export function signInView(params) {
       if (!options) return;
       if (options.development) {
         fill(offered, developmentForm(options.development, params));
+      } else if (options.smart && !options.smart.missing?.length) {
+        fill(offered, smartCard(options, params));
       } else {
         fill(offered, issuerNote(options));
       }

@@ -19,7 +19,7 @@ from caregraph.app import create_app
 from caregraph.auth import authorize
 from caregraph.security_cli import mint_development_token
 from caregraph.settings import Settings
-from console import SignInOptions, build_console_router, public_paths
+from console import SignInOptions, SmartClient, build_console_router, public_paths
 from fhir_store.api import build_router as fhir_router
 from fhir_store.database import open_database
 from fhir_store.store import FhirStore
@@ -34,12 +34,19 @@ ExtraRouters = Callable[[FhirStore], list[APIRouter]]
 
 class Served:
     """The app on a uvicorn thread; ``mpi`` and ``store`` are the ones it serves, ``token``
-    a development token with every scope."""
+    a development token with every scope (none in jwks mode)."""
 
     def __init__(
-        self, tmp: Path, extra: ExtraRouters | None = None, *, development_sign_in: bool = False
+        self,
+        tmp: Path,
+        extra: ExtraRouters | None = None,
+        *,
+        development_sign_in: bool = False,
+        smart: SmartClient | None = None,
+        auth: dict[str, Any] | None = None,
     ) -> None:
-        settings = self.settings = Settings(data_dir=tmp)
+        # ``auth``: settings for jwks mode (auth_mode, auth_jwks, auth_jwks_issuer).
+        settings = self.settings = Settings(data_dir=tmp, **(auth or {}))
         self.db = open_database(f"sqlite:///{tmp / 'caregraph.sqlite3'}")
         self.store = FhirStore(self.db)
         self.mpi = Mpi(SqlRepository.open(self.db))
@@ -50,7 +57,9 @@ class Served:
                 linkage_router(self.mpi, authorize),
                 fhir_router(self.store, authorize),
                 build_console_router(
-                    sign_in=SignInOptions(mint=self._mint) if development_sign_in else None
+                    sign_in=SignInOptions(
+                        mint=self._mint if development_sign_in else None, smart=smart
+                    )
                 ),
             ],
         )
@@ -60,7 +69,12 @@ class Served:
             guard=guard,
             public_paths=DEFAULT_PUBLIC | public_paths(development_sign_in=development_sign_in),
         )
-        self.token = mint_development_token(settings, "user/*.cruds", subject="e2e-console")
+        development = settings.auth_mode == "development"
+        self.token = (
+            mint_development_token(settings, "user/*.cruds", subject="e2e-console")
+            if development
+            else ""
+        )
         self.port = free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"

@@ -158,6 +158,15 @@ def test_page_references_exist() -> None:
         assert ref in ASSETS, ref
 
 
+def test_page_preloads_every_module() -> None:
+    # The first view must not wait for an import waterfall (bench/console.py): a module
+    # added without its modulepreload link would bring one back.
+    page = TEXT_ASSETS["index.html"]
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="static/(js/[^"]+)">', page))
+    modules = {name for name in ASSETS if name.endswith(".js")} - {"js/main.js"}
+    assert preloaded == modules
+
+
 def test_public_paths_are_the_page_its_assets_and_the_sign_in_options_only() -> None:
     paths = public_paths()
     assert {"/app", "/app/", "/app/static/js/main.js", "/app/static/index.html"} <= paths

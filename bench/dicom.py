@@ -1,6 +1,7 @@
 """C-STORE throughput: caregraph's DICOM gateway vs dcmtk's storescp, same files, same run.
 
     python bench/dicom.py [--files 300] [--bus embedded|memory] [--no-fsync] [--rounds 1]
+                          [--no-journal] [--serial-publish]
 
 Makes ``--files`` copies of pydicom's ``CT_small.dcm`` (39 KB, one study and series, new SOP
 Instance UIDs), then sends them with dcmtk's ``storescu`` over one association on loopback,
@@ -12,7 +13,11 @@ side): with Nagle on, both sides crawl at 10-20 files/s and the ratio means noth
 Fairness: storescp writes each file without fsync; the gateway fsyncs the file and its
 directory, and with ``--bus embedded`` (the default, as deployed on one machine) the bus
 fsyncs its log too: three journal commits per file, which on a disk shared with other busy
-processes cost milliseconds each. ``--no-fsync`` (gateway and embedded bus both without
+processes cost milliseconds each. By default the gateway makes an instance durable with one
+append to its intake journal (``devices.dicom.journal``: one fdatasync, no new inode) and
+publishes to the bus at the same time; ``--no-journal`` (file and directory fsynced) and
+``--serial-publish`` (file first, then the bus) show what each of the two saves.
+``--no-fsync`` (gateway and embedded bus both without
 fsync: what storescp promises) and ``--bus memory`` show the costs apart. A third leg
 sends the same files to the gateway's upper layer alone (``devices.dicom.ul`` answering
 success without any work): the protocol engine's own share.
@@ -124,10 +129,26 @@ def into_storescp(files: Path, work: Path, count: int) -> float:
     return elapsed
 
 
-def into_gateway(files: Path, work: Path, count: int, bus_kind: str, fsync: bool) -> float:
+def into_gateway(
+    files: Path,
+    work: Path,
+    count: int,
+    bus_kind: str,
+    fsync: bool,
+    *,
+    journal: bool = True,
+    parallel_publish: bool = True,
+) -> float:
     bus: Bus = EmbeddedBus(work / "bus", fsync=fsync) if bus_kind == "embedded" else MemoryBus()
     gateway = DicomGateway(
-        work / "dicom", bus, ae_title=AE_TITLE, host="127.0.0.1", port=0, fsync=fsync
+        work / "dicom",
+        bus,
+        ae_title=AE_TITLE,
+        host="127.0.0.1",
+        port=0,
+        fsync=fsync,
+        journal=journal,
+        parallel_publish=parallel_publish,
     )
     try:
         gateway.start()
@@ -212,6 +233,8 @@ def main() -> None:
     parser.add_argument("--bus", choices=("embedded", "memory"), default="embedded")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--no-fsync", action="store_true", help="no fsync in gateway and bus")
+    parser.add_argument("--no-journal", action="store_true", help="fsync file and directory")
+    parser.add_argument("--serial-publish", action="store_true", help="file, then bus")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="caregraph-bench-dicom-") as tmp:
         files = Path(tmp) / "files"
@@ -222,11 +245,20 @@ def main() -> None:
             work.mkdir()
             dcmtk_rate = args.files / into_storescp(files, work, args.files)
             ours_rate = args.files / into_gateway(
-                files, work, args.files, args.bus, not args.no_fsync
+                files,
+                work,
+                args.files,
+                args.bus,
+                not args.no_fsync,
+                journal=not args.no_journal,
+                parallel_publish=not args.serial_publish,
             )
             engine_rate = args.files / into_engine_only(files, args.files)
             probe_ms = fsync_probe(work)
             durability = "no fsync" if args.no_fsync else "fsync"
+            if not args.no_fsync:
+                durability += ", file+dir" if args.no_journal else ", journal"
+                durability += ", serial" if args.serial_publish else ", parallel"
             print(
                 f"{args.files} x CT_small.dcm (39 KB): storescp {dcmtk_rate:6.1f} files/s | "
                 f"caregraph gateway ({args.bus} bus, {durability}) {ours_rate:6.1f} files/s, "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -35,6 +35,7 @@ from linkage.links import (
     LinkState,
     SourceRecord,
 )
+from linkage.model import Score, TermFrequencies, probability_from_weight
 from linkage.mpi import Mpi, source_of, updated_at
 from linkage.repository import TERM_FIELDS
 from linkage.rules import decide
@@ -75,6 +76,20 @@ class _Counts:
             self.base.update(self.mpi.repository.term_counts([key]))
         count = self.base.get(key, 0) + self.batch[key]
         return count / self.total if count else None
+
+
+def _light_score(
+    mpi: Mpi, f: PatientFeatures, other: PatientFeatures, tf: TermFrequencies | None
+) -> Score:
+    """``mpi.score_pair`` without the per-field weights: the same weight, probability and
+    rule, which is all ``decide`` ranks and thresholds on."""
+    weight = mpi.model.weight(f, other, tf)
+    prior = mpi.model.prior_weight()
+    if f.identifiers and other.identifiers:
+        shared = sorted(set(f.identifiers) & set(other.identifiers))
+        if shared:
+            return Score(weight, 1.0, prior, rule=f"identifier:{shared[0]}")
+    return Score(weight, probability_from_weight(weight), prior)
 
 
 def link_batch(
@@ -129,16 +144,22 @@ def link_batch(
                     earlier = blocks.get(key)
                     if earlier:
                         window.update(earlier[-settings.limit_per_key :])
+                light: dict[str, PatientFeatures] = {}
                 for i in sorted(window):
                     if not confirmed[i]:
                         continue
+                    source_id = items[i][0]["id"]
+                    light[source_id] = items[i][1]
                     candidates.append(
-                        Candidate(
-                            golden_of[i], items[i][0]["id"], mpi.score_pair(f, items[i][1], tf)
-                        )
+                        Candidate(golden_of[i], source_id, _light_score(mpi, f, items[i][1], tf))
                     )
                 pairs += len(window)
             decision = decide(candidates, settings.thresholds)
+            best = decision.best
+            if best is not None and best.source_id in light:
+                # Only the pair that explains the decision needs its per-field weights.
+                full = mpi.score_pair(f, light[best.source_id], tf)
+                decision = replace(decision, best=replace(best, score=full))
             created = decision.golden_id is None
             golden_of.append(decision.golden_id or mpi.new_golden_id())
             confirmed.append(decision.state == LinkState.MATCH)

@@ -134,7 +134,7 @@ class IdentityHandler:
             raise InvalidPatient(f"not JSON: {exc}", location=message.topic) from exc
         if not isinstance(resource, dict):
             raise InvalidPatient("not a FHIR resource", location=message.topic)
-        return self.index.ingest(resource)
+        return self.index.ingest(resource, actor=f"bus:{message.topic}")
 
 
 def publish_goldens(bus: Bus, topic: str = fhir_topic("Patient")) -> GoldenListener:

@@ -142,6 +142,11 @@ class FellegiSunterModel:
     ) -> Score:
         """Score the pair (a: the incoming record, whose values the frequencies look up)."""
         vector = tuple(c.level_of(a, b) for c in self.comparisons)
+        return self.score_vector(vector, self._tf_u(a, vector, tf))
+
+    def _tf_u(
+        self, a: PatientFeatures, vector: Sequence[int], tf: TermFrequencies | None
+    ) -> dict[int, float]:
         tf_u: dict[int, float] = {}
         if tf is not None:
             for i, c in enumerate(self.comparisons):
@@ -149,7 +154,28 @@ class FellegiSunterModel:
                     freq = tf.frequency(c.tf_field, str(getattr(a, c.tf_field)))
                     if freq is not None:
                         tf_u[i] = freq
-        return self.score_vector(vector, tf_u)
+        return tf_u
+
+    def weight(
+        self,
+        a: PatientFeatures,
+        b: PatientFeatures,
+        tf: TermFrequencies | None = None,
+    ) -> float:
+        """``score(a, b, tf).weight`` (the same sum in the same order, so the same float)
+        without the per-field parts: batch linkage ranks many pairs and explains few."""
+        vector = [c.level_of(a, b) for c in self.comparisons]
+        tf_u = self._tf_u(a, vector, tf)
+        total = self.prior_weight()
+        for i, level in enumerate(vector):
+            if level == NULL:
+                continue
+            if level == 0 and i in tf_u:
+                u = max(tf_u[i], self.tf_minimum_u)
+                total += math.log2(_clamp(self.m[self.comparisons[i].name][0]) / _clamp(u))
+            else:
+                total += self.level_weight(i, level)
+        return total
 
     def to_json(self) -> dict[str, Any]:
         """Parameters as JSON (saved in ``linkage_model``; comparisons are named, not pickled)."""

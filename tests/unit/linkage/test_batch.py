@@ -66,6 +66,14 @@ def test_batch_decides_exactly_as_one_at_a_time() -> None:
     for gid in {g for g, _ in expected.values()}:
         assert batch.golden(gid)[0].resource == one_by_one.golden(gid)[0].resource
     assert len(batch.history()) == len(people)
+    # The same evidence too: each link's score and per-field explanation.
+    with batch.repository.transaction(write=False), one_by_one.repository.transaction(write=False):
+        explained = batch.repository.memberships(ids)
+        reference = one_by_one.repository.memberships(ids)
+    assert {i: (x.score, x.explanation) for i, x in explained.items()} == {
+        i: (x.score, x.explanation) for i, x in reference.items()
+    }
+    assert sum(1 for x in explained.values() if x.explanation) > 100
 
 
 def test_batch_links_against_what_the_index_holds(mpi: Mpi) -> None:

@@ -68,3 +68,19 @@ def test_saved_model_with_other_levels_is_refused() -> None:
     data["comparisons"][0]["levels"] = ["exact", "else"]
     with pytest.raises(ValueError, match="given_name"):
         FellegiSunterModel.from_json(data)
+
+
+def test_weight_is_the_score_weight_to_the_last_bit() -> None:
+    model = starting_model()
+    people = [
+        extract(patient()),
+        extract(patient("Ana", "Meier", "1980-07-03", city="Bern", postcode="3002")),
+        extract(patient("Meier", "Anna", "1981-03-07", phone="031 555 01 01")),
+        extract(patient("Jon", "Smith", None, city=None, identifiers=[("urn:x", "1")])),
+        extract(patient("John", "Smyth", "1950-01-01", identifiers=[("urn:x", "2")])),
+    ]
+    tf = Frequencies({("family", "meier"): 0.02, ("city", "bern"): 0.3, ("given", "anna"): 0.01})
+    for a in people:
+        for b in people:
+            for freq in (None, tf):
+                assert model.weight(a, b, freq) == model.score(a, b, freq).weight

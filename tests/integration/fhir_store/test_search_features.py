@@ -331,3 +331,29 @@ def test_capability_lists_what_search_supports(server: Server) -> None:
     for resource in rest["resource"]:
         params = {p["name"] for p in resource["searchParam"]}
         assert params == set(server.store.registry.for_type(resource["type"]))
+
+
+def test_fhirpy_client_sees_the_new_search_features(server: Server) -> None:
+    from fhirpy import SyncFHIRClient
+    from fhirpy.base.exceptions import OperationOutcome
+
+    server.store.upsert_many([dict(s) for s in SAMPLES] + [dict(e) for e in EXTRA])
+    client = SyncFHIRClient(server.base)
+    near = client.resources("Location").search(near=f"{BERN[0]}|{BERN[1]}|100|km").sort("_id")
+    assert [loc.id for loc in near.fetch()] == ["bern", "zurich"]
+    assert client.resources("Location").search(_text="cardiac intensive").count() == 1
+    assert client.resources("Organization").search(_content="insel").count() == 1
+    raw = client.resources("Observation").search(_id="obs1", _include="*").fetch_raw()
+    assert sorted(e["resource"]["resourceType"] for e in raw["entry"]) == [
+        "Device",
+        "Encounter",
+        "Observation",
+        "Patient",
+    ]
+    nested = client.resources("Patient").search(
+        **{"_has:Observation:patient:_has:Provenance:target:agent": "Device/dev1"}
+    )
+    assert [p.id for p in nested.fetch()] == ["pat1"]
+    assert client.resources("DetectedIssue").search(implicated="Device/dev1").count() == 2
+    with pytest.raises(OperationOutcome, match="named queries"):
+        client.resources("Patient").search(_query="x").fetch()

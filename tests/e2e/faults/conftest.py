@@ -1,16 +1,21 @@
-"""A fleet of caregraph role processes on Kafka (a private Tansu behind a TCP proxy) and
-PostgreSQL, one process per role so each can be killed alone."""
+"""A fleet of caregraph role processes on Kafka (a private Tansu broker per test, behind a
+TCP proxy for the tests that cut the connection) and PostgreSQL, one process per role so
+each can be killed alone.
+
+Private brokers, not the shared one: the roles' consumer groups have fixed names, and a
+shared broker would put another test's consumers in the same groups."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.support.fleet import Fleet, clean_env, tansu_behind_proxy
-from tests.support.services import free_port, wait_for_port
+from tests.support.services import free_port, tansu_broker, wait_for_port
 from tests.support.tcp_proxy import TcpProxy
 
 # every process on its own, so a kill -9 takes down exactly one role
@@ -28,7 +33,7 @@ class Hospital:
     """The running fleet and how to reach it."""
 
     fleet: Fleet
-    proxy: TcpProxy
+    proxy: TcpProxy | None
     mllp_port: int
     dicom_port: int
 
@@ -44,12 +49,20 @@ class Hospital:
 
 
 @pytest.fixture
-def broker() -> Iterator[tuple[str, TcpProxy]]:
+def broker() -> Iterator[tuple[str, None]]:
+    """A private broker reached directly."""
+    with tansu_broker() as bootstrap:
+        yield bootstrap, None
+
+
+@pytest.fixture
+def proxied_broker() -> Iterator[tuple[str, TcpProxy]]:
+    """A private broker reached only through a ``TcpProxy`` (it advertises the proxy)."""
     with tansu_behind_proxy() as b:
         yield b
 
 
-def launch(tmp_path: Path, bootstrap: str, proxy: TcpProxy, database_url: str) -> Hospital:
+def launch(tmp_path: Path, bootstrap: str, proxy: TcpProxy | None, database_url: str) -> Hospital:
     env = clean_env()
     env["CAREGRAPH_KAFKA_BOOTSTRAP"] = bootstrap
     env["CAREGRAPH_DATABASE_URL"] = database_url
@@ -62,8 +75,22 @@ def launch(tmp_path: Path, bootstrap: str, proxy: TcpProxy, database_url: str) -
 
 
 @pytest.fixture
-def hospital(tmp_path: Path, broker: tuple[str, TcpProxy], postgres_url: str) -> Iterator[Hospital]:
-    h = launch(tmp_path, *broker, postgres_url)
+def hospital(tmp_path: Path, broker: tuple[str, None], postgres_url: str) -> Iterator[Hospital]:
+    with running(launch(tmp_path, *broker, postgres_url)) as h:
+        yield h
+
+
+@pytest.fixture
+def proxied_hospital(
+    tmp_path: Path, proxied_broker: tuple[str, TcpProxy], postgres_url: str
+) -> Iterator[Hospital]:
+    with running(launch(tmp_path, *proxied_broker, postgres_url)) as h:
+        yield h
+
+
+@contextmanager
+def running(h: Hospital) -> Iterator[Hospital]:
+    """Wait until every member is up; stop them all afterwards, printing error tails."""
     try:
         h.wait_up()
         yield h

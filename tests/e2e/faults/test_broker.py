@@ -26,9 +26,11 @@ from tests.support.tcp_proxy import TcpProxy
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-def test_broker_connection_cut_and_restored(hospital: Hospital) -> None:
+def test_broker_connection_cut_and_restored(proxied_hospital: Hospital) -> None:
     """Exactly once across the cut. A role process that exits meanwhile is started again,
     as a container orchestrator's restart policy would (see the test below for why)."""
+    hospital = proxied_hospital
+    assert hospital.proxy is not None
     stream = Hl7Stream()
     sender = threading.Thread(target=stream.send, args=("127.0.0.1", hospital.mllp_port))
     sender.start()
@@ -69,9 +71,9 @@ def test_broker_connection_cut_and_restored(hospital: Hospital) -> None:
     "bus are retried.",
 )
 def test_consumer_roles_outlive_a_broker_connection_reset(
-    tmp_path: Path, broker: tuple[str, TcpProxy], postgres_url: str
+    tmp_path: Path, proxied_broker: tuple[str, TcpProxy], postgres_url: str
 ) -> None:
-    bootstrap, proxy = broker
+    bootstrap, proxy = proxied_broker
     env = clean_env()
     env.update(
         CAREGRAPH_KAFKA_BOOTSTRAP=bootstrap,

@@ -21,7 +21,6 @@ from tests.e2e.faults.workload import (
     wait_for_count,
 )
 from tests.support.fleet import PrivatePostgres, private_postgres
-from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -33,7 +32,7 @@ def pg() -> Iterator[PrivatePostgres]:
 
 
 def test_postgres_stopped_and_started(
-    tmp_path: Path, broker: tuple[str, TcpProxy], pg: PrivatePostgres
+    tmp_path: Path, broker: tuple[str, None], pg: PrivatePostgres
 ) -> None:
     hospital: Hospital = launch(tmp_path, *broker, pg.create_database("caregraph"))
     try:

@@ -18,7 +18,9 @@ ACK to the same batch, on ``ack.hl7v2``: AA beside the FHIR records, AE (with th
 location) beside the dead letter of a message that does not map. Published in one
 ``publish_many`` with the resources, so the ACK is never out before what it confirms.
 ``devices.mllp.returns`` delivers it to the sender's return address; a replay builds the
-same ACK control id, which that sender delivers once.
+same ACK control id, which that sender delivers once. Off unless asked for
+(``application_acks=True``): the composition root turns it on together with the topic and
+the return channel that consumes it.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def records_for(
     *,
     options: Options = DEFAULT_OPTIONS,
     unchanged: Unchanged | None = None,
-    application_acks: bool = True,
+    application_acks: bool = False,
 ) -> tuple[list[Record], list[Failure], list[dict[str, Any]]]:
     """FHIR records for a batch of ``raw.hl7v2`` messages, in order; the failures; and the
     entity resources the records include.
@@ -177,7 +179,7 @@ class Hl7v2Normalizer:
         group: str = "hl7v2-normalizer",
         options: Options = DEFAULT_OPTIONS,
         remember: int = 50_000,
-        application_acks: bool = True,
+        application_acks: bool = False,
     ) -> None:
         self.bus = bus
         self.group = group

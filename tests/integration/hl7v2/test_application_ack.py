@@ -98,7 +98,12 @@ def caregraph(return_port: ReturnPort) -> Iterator[Caregraph]:
     workers = [
         threading.Thread(
             target=run_consumer,
-            args=(bus, "normalizer-hl7v2", [RAW_HL7V2], Hl7v2Normalizer(bus)),
+            args=(
+                bus,
+                "normalizer-hl7v2",
+                [RAW_HL7V2],
+                Hl7v2Normalizer(bus, application_acks=True),
+            ),
             kwargs={"stop": stop, "poll_timeout_s": 0.05},
         ),
         threading.Thread(
@@ -176,7 +181,7 @@ def test_a_refused_application_ack_is_retried_and_a_repeat_is_sent_once(
     assert return_port.refuse == 0  # the first delivery got CE and was retried
     # the raw message normalized again (a replay): the same ACK is not delivered twice
     (original,) = caregraph.bus.snapshot(RAW_HL7V2)
-    Hl7v2Normalizer(caregraph.bus)([original])
+    Hl7v2Normalizer(caregraph.bus, application_acks=True)([original])
     wait_for(lambda: len(caregraph.bus.snapshot(ACK_HL7V2)) == 2)
     time.sleep(0.5)
     assert len(return_port.received) == 1

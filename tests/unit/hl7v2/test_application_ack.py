@@ -90,16 +90,16 @@ def test_the_application_ack_is_a_message_of_its_own() -> None:
 
 
 def test_the_normalizer_adds_the_ack_to_the_batch_only_when_asked() -> None:
-    records, failures, _ = records_for([message(lab("AL", "AL"))])
+    records, failures, _ = records_for([message(lab("AL", "AL"))], application_acks=True)
     assert not failures
     (ack,) = [r for r in records if r.topic == ACK_HL7V2]
     assert segments(ack.value)["MSA"][1:3] == ["AA", "LAB0001"]
     assert ack.key == b"LIS|LAB"
     assert records[-1] is ack  # after the resources it confirms, in one publish
     for msh15, msh16 in (("AL", "ER"), ("AL", "NE"), ("", ""), ("", "AL")):
-        records, _, _ = records_for([message(lab(msh15, msh16))])
+        records, _, _ = records_for([message(lab(msh15, msh16))], application_acks=True)
         assert not [r for r in records if r.topic == ACK_HL7V2], (msh15, msh16)
-    records, _, _ = records_for([message(lab("AL", "AL"))], application_acks=False)
+    records, _, _ = records_for([message(lab("AL", "AL"))])  # off by default
     assert not [r for r in records if r.topic == ACK_HL7V2]
 
 
@@ -107,7 +107,7 @@ def test_a_message_that_does_not_map_gets_ae_beside_its_dead_letter() -> None:
     bus = MemoryBus()
     broken = lab("AL", "ER", "LAB0002").replace(b"|105|mg/dL", b"|1O5|mg/dL")
     good = lab("AL", "ER", "LAB0003")
-    Hl7v2Normalizer(bus)([message(broken, 0), message(good, 1)])
+    Hl7v2Normalizer(bus, application_acks=True)([message(broken, 0), message(good, 1)])
     (dead,) = bus.snapshot(DEADLETTER)
     (ack,) = bus.snapshot(ACK_HL7V2)  # ER: only the error is reported
     seg = segments(ack.value)

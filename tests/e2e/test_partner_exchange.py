@@ -58,6 +58,7 @@ class Hospital:
     mllp_port: int = field(default_factory=free_port)
     dicom_port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
+    interrupted: bool = False
 
     @property
     def base(self) -> str:
@@ -118,8 +119,10 @@ class Hospital:
         )
 
     def interrupt(self) -> None:
-        """Ctrl-C: the process stops its services and exits."""
-        if self.process is not None and self.process.poll() is None:
+        """Ctrl-C, once: the process stops its services and exits (a second one could land
+        after it restored Python's own handler, and end it by KeyboardInterrupt)."""
+        if self.process is not None and self.process.poll() is None and not self.interrupted:
+            self.interrupted = True
             self.process.send_signal(signal.SIGINT)
 
     def stop(self) -> str:

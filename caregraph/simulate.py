@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import random
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -802,12 +803,22 @@ def caregraph_running(
         wait_ready(settings, None)
         yield Deployment(pids=list(pids)) if pids else None
         return
+    # SIGTERM ends this process through ``finally``, so the children are stopped too
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     dep = Deployment.spawn(settings, split=split, log_dir=log_dir or settings.data_dir / "logs")
     try:
         wait_ready(settings, dep)
         yield dep
     finally:
         dep.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def simulate(

@@ -13,9 +13,10 @@ returns the file survives a crash, and a crash before that leaves at most a stra
 power loss; the rename still keeps half-written files out of ``objects/``.
 
 With ``journal=True`` (the gateway's default) an instance is made durable by one append to
-the intake journal (``devices.dicom.journal``) instead: the object file is then linked into
-place without its two fsyncs, which the journal's checkpoint does later in bulk, and a
-crash in between is repaired from the journal when the store opens again.
+the intake journal (``devices.dicom.journal``) instead: the object file is then written
+straight to its name without its two fsyncs, which the journal's checkpoint does later in
+bulk; a crash in between (a missing or torn file) is repaired from the journal when the
+store opens again.
 """
 
 from __future__ import annotations
@@ -135,12 +136,32 @@ class ObjectStore:
         except OSError as exc:
             raise StorageFailed(f"cannot journal object {sha256[:12]}: {exc}") from exc
         try:
-            existed = self._write(sha256, parts, durable=False)
+            existed = self._write_in_place(final, parts)
         except BaseException:
             journal.abandon(segment)
             raise
         journal.written(segment, final)
         return StoredObject(sha256, size, final, existed=existed)
+
+    def _write_in_place(self, final: Path, parts: tuple[bytes | bytearray, ...]) -> bool:
+        """Write a journaled object straight to its name (no temporary file, no link): a
+        crash mid-write leaves a torn file, which the journal's replay finds (it compares
+        the bytes) and rewrites; nothing reads an object before ``put`` returns (C-GET and
+        C-MOVE go through the index, written after). True if it was there already."""
+        try:
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:  # another association is storing the same bytes
+            return True
+        except OSError as exc:
+            raise StorageFailed(f"cannot store object {final.name[:12]}: {exc}") from exc
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for part in parts:
+                    fh.write(part)
+        except OSError as exc:
+            final.unlink(missing_ok=True)
+            raise StorageFailed(f"cannot store object {final.name[:12]}: {exc}") from exc
+        return False
 
     def _write(self, sha256: str, parts: tuple[bytes | bytearray, ...], *, durable: bool) -> bool:
         """Write an object through ``tmp/``; True if it was there already."""

@@ -14,6 +14,8 @@ from tests.e2e.faults.conftest import Hospital
 from tests.e2e.faults.workload import (
     GOLDEN_TAG,
     PATIENTS,
+    SEND_S,
+    TIME_BOUND_S,
     Hl7Stream,
     api_client,
     check_exactly_once,
@@ -23,7 +25,7 @@ from tests.e2e.faults.workload import (
 from tests.support.fleet import Fleet, clean_env
 from tests.support.tcp_proxy import TcpProxy
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(TIME_BOUND_S)]
 
 
 def test_broker_connection_cut_and_restored(proxied_hospital: Hospital) -> None:
@@ -48,7 +50,7 @@ def test_broker_connection_cut_and_restored(proxied_hospital: Hospital) -> None:
     for name in hospital.fleet.dead():
         restarted.append(name)
         hospital.fleet.restart(name)
-    sender.join(150)
+    sender.join(SEND_S)
     assert not sender.is_alive()
     with api_client(*hospital.front) as api:
         problems = check_exactly_once(api, stream)

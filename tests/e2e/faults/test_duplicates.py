@@ -16,6 +16,7 @@ from tests.e2e.faults.workload import (
     GOLDEN_TAG,
     MESSAGES,
     PATIENTS,
+    TIME_BOUND_S,
     Hl7Stream,
     api_client,
     check_exactly_once,
@@ -23,7 +24,7 @@ from tests.e2e.faults.workload import (
     wait_for_count,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(TIME_BOUND_S)]
 
 
 def storescu(port: int, path: Path) -> None:

@@ -19,6 +19,8 @@ from tests.e2e.faults.conftest import Hospital
 from tests.e2e.faults.workload import (
     GOLDEN_TAG,
     PATIENTS,
+    SEND_S,
+    TIME_BOUND_S,
     Hl7Stream,
     api_client,
     check_exactly_once,
@@ -26,7 +28,7 @@ from tests.e2e.faults.workload import (
     wait_for_count,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(TIME_BOUND_S)]
 
 KILLS = (("mllp", 0.30), ("normalizer", 0.45), ("store-writer", 0.60), ("linkage", 0.75))
 
@@ -40,7 +42,7 @@ def test_kill_9_each_role_mid_stream_and_restart(hospital: Hospital) -> None:
         hospital.fleet.kill9(role)
         time.sleep(2)
         hospital.fleet.restart(role)
-    sender.join(150)
+    sender.join(SEND_S)
     assert not sender.is_alive()
     assert not hospital.fleet.dead(), hospital.fleet.dead()
     with api_client(*hospital.front) as api:

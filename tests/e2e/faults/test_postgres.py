@@ -14,6 +14,8 @@ from tests.e2e.faults.conftest import Hospital, launch
 from tests.e2e.faults.workload import (
     GOLDEN_TAG,
     PATIENTS,
+    SEND_S,
+    TIME_BOUND_S,
     Hl7Stream,
     api_client,
     check_exactly_once,
@@ -22,7 +24,7 @@ from tests.e2e.faults.workload import (
 )
 from tests.support.fleet import PrivatePostgres, private_postgres
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(TIME_BOUND_S)]
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def test_postgres_stopped_and_started(
         pg.stop("immediate")  # as a crash: every connection dies at once
         time.sleep(8)
         pg.start()
-        sender.join(150)
+        sender.join(SEND_S)
         assert not sender.is_alive()
         assert not hospital.fleet.dead(), hospital.fleet.dead()
         with api_client(*hospital.front) as api:

@@ -30,6 +30,10 @@ from devices.feeds.hl7 import VITALS, HospitalFeed
 from devices.mllp.client import MllpClient
 
 MESSAGES = int(os.environ.get("CAREGRAPH_FAULT_MESSAGES", "1500"))
+# bounds that grow with the workload, so a long run (100,000) is not cut short
+SEND_S = 150 + MESSAGES * 0.05
+SETTLE_S = 90 + MESSAGES * 0.05
+TIME_BOUND_S = 120 + SEND_S + SETTLE_S
 PATIENTS = 8
 GOLDEN_TAG = "https://caregraph.dev/fhir/CodeSystem/linkage|golden"
 
@@ -110,7 +114,7 @@ class Hl7Stream:
         with self._lock:
             self.done += 1
 
-    def wait_for(self, n: int, timeout_s: float = 120) -> None:
+    def wait_for(self, n: int, timeout_s: float = SEND_S) -> None:
         deadline = time.monotonic() + timeout_s
         while self.done < n:
             if time.monotonic() > deadline:
@@ -196,7 +200,7 @@ def wait_for_count(
     return n
 
 
-def wait_until_settled(api: httpx.Client, at_least: int, timeout_s: float = 90) -> int:
+def wait_until_settled(api: httpx.Client, at_least: int, timeout_s: float = SETTLE_S) -> int:
     """Wait until the Observation count reaches ``at_least`` and then stays put for 3 s
     (anything still in flight would show up as an extra); returns the count."""
     deadline = time.monotonic() + timeout_s

@@ -54,15 +54,31 @@ def _name_level(a: str, a_ph: str, b: str, b_ph: str, a_other: str, b_other: str
         return NULL
     if a == b:
         return 0
+    level = _name_similarity(a, a_ph, b, b_ph)
+    if level < 4:
+        return level
+    # Given and family names entered in each other's fields: common at registration desks.
+    if a == b_other or b == a_other or (a_other and b_other and _close(a, b_other)):
+        return 3
+    return 4
+
+
+# Names come from a small vocabulary next to the number of pairs a batch compares (a common
+# name meets thousands of others): the comparators of a pair of names are worth remembering.
+@functools.lru_cache(maxsize=1 << 18)
+def _name_similarity(a: str, a_ph: str, b: str, b_ph: str) -> int:
+    """Levels 1 and 2 of two different names, else 4 (the swapped check comes after)."""
     sim = _jw(a, b)
     if sim >= 0.92:
         return 1
     if sim >= 0.80 or (a_ph and a_ph == b_ph) or jellyfish.metaphone(a) == jellyfish.metaphone(b):
         return 2
-    # Given and family names entered in each other's fields: common at registration desks.
-    if a == b_other or b == a_other or (a_other and b_other and _jw(a, b_other) >= 0.92):
-        return 3
     return 4
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _close(a: str, b: str) -> bool:
+    return _jw(a, b) >= 0.92
 
 
 _NAME_LEVELS = ("exact", "jaro_winkler>=0.92", "jaro_winkler>=0.80|phonetic", "swapped", "else")
@@ -124,7 +140,12 @@ def city(a: PatientFeatures, b: PatientFeatures) -> int:
         return NULL
     if a.city == b.city:
         return 0
-    return 1 if _jw(a.city, b.city) >= 0.88 else 2
+    return _city_similarity(a.city, b.city)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _city_similarity(a: str, b: str) -> int:
+    return 1 if _jw(a, b) >= 0.88 else 2
 
 
 def _exact_or_typo(x: str, y: str) -> int:
@@ -132,7 +153,13 @@ def _exact_or_typo(x: str, y: str) -> int:
         return NULL
     if x == y:
         return 0
-    return 1 if _edits(x, y) <= 1 else 2
+    return 1 if _one_edit(x, y) else 2
+
+
+def _one_edit(x: str, y: str) -> bool:
+    """Damerau-Levenshtein distance of two different strings is 1 (lengths differing by more
+    than one cannot be, which saves the distance)."""
+    return abs(len(x) - len(y)) <= 1 and _edits(x, y) <= 1
 
 
 def postcode(a: PatientFeatures, b: PatientFeatures) -> int:
@@ -168,12 +195,21 @@ def identifier(a: PatientFeatures, b: PatientFeatures) -> int:
     """
     if not a.identifiers or not b.identifiers:
         return NULL
+    if len(a.identifiers) == 1 and len(b.identifiers) == 1:
+        # The common case (one MRN each) without building the per-system sets.
+        x_system, _, x = a.identifiers[0].partition("|")
+        y_system, _, y = b.identifiers[0].partition("|")
+        if x_system != y_system:
+            return NULL
+        if x == y:
+            return 0
+        return 1 if _one_edit(x, y) else 2
     xs, ys = _by_system(a.identifiers), _by_system(b.identifiers)
     best = NULL
     for system in xs.keys() & ys.keys():
         if xs[system] & ys[system]:
             return 0
-        typo = any(_edits(x, y) <= 1 for x in xs[system] for y in ys[system])
+        typo = any(_one_edit(x, y) for x in xs[system] for y in ys[system])
         level = 1 if typo else 2
         best = level if best == NULL else min(best, level)
     return best

@@ -101,6 +101,9 @@ class FellegiSunterModel:
         return math.log2(p / (1.0 - p))
 
     def level_weight(self, index: int, level: int) -> float:
+        return self._table()[index][level]
+
+    def _table(self) -> list[list[float]]:
         table = self._weights
         if table is None:
             # Computed once: m and u are not changed after a model scores (training builds
@@ -112,7 +115,7 @@ class FellegiSunterModel:
                 ]
                 for c in self.comparisons
             ]
-        return table[index][level]
+        return table
 
     def score_vector(self, vector: Sequence[int], tf_u: Mapping[int, float] | None = None) -> Score:
         """Score a comparison vector; ``tf_u`` overrides u at exact levels, by position."""
@@ -164,17 +167,19 @@ class FellegiSunterModel:
     ) -> float:
         """``score(a, b, tf).weight`` (the same sum in the same order, so the same float)
         without the per-field parts: batch linkage ranks many pairs and explains few."""
-        vector = [c.level_of(a, b) for c in self.comparisons]
-        tf_u = self._tf_u(a, vector, tf)
+        table = self._table()
         total = self.prior_weight()
-        for i, level in enumerate(vector):
+        for i, c in enumerate(self.comparisons):
+            level = c.level_of(a, b)
             if level == NULL:
                 continue
-            if level == 0 and i in tf_u:
-                u = max(tf_u[i], self.tf_minimum_u)
-                total += math.log2(_clamp(self.m[self.comparisons[i].name][0]) / _clamp(u))
-            else:
-                total += self.level_weight(i, level)
+            if level == 0 and tf is not None and c.tf_field:
+                freq = tf.frequency(c.tf_field, str(getattr(a, c.tf_field)))
+                if freq is not None:
+                    u = max(freq, self.tf_minimum_u)
+                    total += math.log2(_clamp(self.m[c.name][0]) / _clamp(u))
+                    continue
+            total += table[i][level]
         return total
 
     def to_json(self) -> dict[str, Any]:

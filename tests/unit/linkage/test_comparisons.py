@@ -70,3 +70,22 @@ def test_identifier_compares_only_shared_systems() -> None:
 def test_postcode_typo() -> None:
     assert postcode(f(postcode="3001"), f(postcode="3010")) == 1
     assert postcode(f(postcode="3001"), f(postcode="8000")) == 2
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "level"),
+    [
+        ("123456", "123456", 0),
+        ("123456", "123465", 1),  # a transposition
+        ("123456", "12356", 1),  # a digit dropped
+        ("123456", "1234", 2),  # lengths two apart: never one edit
+        ("123456", "654321", 2),
+    ],
+)
+def test_one_identifier_each_is_compared_as_in_the_general_case(x: str, y: str, level: int) -> None:
+    one, other = f(identifiers=[("urn:ssn", x)]), f(identifiers=[("urn:ssn", y)])
+    assert identifier(one, other) == level
+    # With a second identifier of an unshared system the general path answers the same.
+    more = f(identifiers=[("urn:ssn", x), ("urn:mrn:a", "7")])
+    assert identifier(more, other) == level
+    assert identifier(one, f(identifiers=[("urn:mrn:b", y)])) == NULL

@@ -24,6 +24,7 @@ from caregraph.auth import actor, authorize
 from caregraph.device_api import build_device_router
 from caregraph.device_registry import build_resolver, build_serial_role, health_board
 from caregraph.errors import ConfigError
+from caregraph.patient_hints import PatientHints
 from caregraph.preflight import ensure_port_free
 from caregraph.runtime import Service, ThreadService
 from caregraph.wiring import Context
@@ -182,11 +183,13 @@ def normalizers(ctx: Context) -> dict[str, tuple[str, Handler]]:
         except (ResourceNotFound, ResourceGone):
             return None
 
-    # Each reading's patient: the attachment valid at its device time, from a cached index.
+    # Each reading's patient: the id the device reported (lab analyzers), else the
+    # attachment valid at its device time, from a cached index.
     resolver = build_resolver(ctx)
+    hints = PatientHints(ctx.store)
 
     def device_handler(batch: list[Message]) -> None:
-        normalize_device_batch(ctx.bus, batch, "normalizer-device", resolver)
+        normalize_device_batch(ctx.bus, batch, "normalizer-device", resolver, hints)
 
     dicom = DicomNormalizer(lookup=study)
     hl7 = Hl7v2Normalizer(ctx.bus, group="normalizer-hl7v2")

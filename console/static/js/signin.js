@@ -95,6 +95,9 @@ function developmentForm(dev, params) {
 function pasteForm(params, hint) {
   const input = h("textarea", { name: "token", rows: "4", spellcheck: "false", autocomplete: "off", required: true });
   const message = h("p", { role: "alert", class: "error" });
+  // Why the last session ended, or why a sign-in elsewhere failed, in the one alert.
+  if (params.get("expired")) message.textContent = "Your session ended or the token was rejected: sign in again.";
+  if (params.get("failed")) message.textContent = params.get("failed");
   const form = h("form", { class: "signin", "aria-label": "Sign in" },
     field("Access token", input, hint)[0],
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Sign in")),
@@ -134,16 +137,12 @@ function issuerNote(options) {
 }
 
 export function signInView(params) {
-  const expired = h("p", { role: "alert", class: "error" });
-  if (params.get("expired")) expired.textContent = "Your session ended or the token was rejected: sign in again.";
-  if (params.get("failed")) expired.textContent = params.get("failed");
   const heading = h("h1", {}, "Sign in to the caregraph console");
   const offered = h("div", {});
   const [paste, input] = pasteForm(params, 'Development: run  caregraph token --scope "user/*.cruds"  and paste what it prints.');
   const el = h("section", { class: "view narrow" },
     heading,
     h("p", {}, "Every page shows only what your token allows: its scopes decide which records you can see and change."),
-    expired,
     offered,
     h("section", { class: "card", "aria-labelledby": "token-sign-in" }, h("h2", { id: "token-sign-in" }, "Sign in with a token you already have"), paste));
   const view = { el, focus: input, stop() {} };

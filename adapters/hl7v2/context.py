@@ -28,6 +28,8 @@ class Context:
     resources: dict[tuple[str, str], fb.Json] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
     unknown_codes: list[str] = field(default_factory=list)
+    unmatched: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(code system, kind) -> how many: what ``adapters.codes.unmatched`` is told."""
 
     @property
     def facility(self) -> str:
@@ -63,5 +65,7 @@ class Context:
         return fb.reference(resource["resourceType"], resource["id"])
 
     def unknown(self, kind: str, what: str) -> None:
+        """An unknown code or unit (``what`` is ``system|code``), passed through: counted."""
         self.counters[kind] += 1
         self.unknown_codes.append(what)
+        self.unmatched[(what.split("|", 1)[0], kind)] += 1

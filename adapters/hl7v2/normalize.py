@@ -89,6 +89,8 @@ class Normalized:
     patient_key: str | None = None
     counters: dict[str, int] = field(default_factory=dict)
     unknown_codes: tuple[str, ...] = ()
+    unmatched: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(code system, kind) -> count of the unknown codes and units, for the metrics."""
 
 
 def parse(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Header, Er7Message]:
@@ -174,6 +176,7 @@ def normalize_parsed(
         patient_key=patient_key(message, header),
         counters=dict(ctx.counters),
         unknown_codes=tuple(ctx.unknown_codes),
+        unmatched=dict(ctx.unmatched),
     )
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.codes import unmatched
 from adapters.hl7v2.ack import AckCode, AckError, application_ack_wanted, build_application_ack
 from adapters.hl7v2.datatypes import Options
 from adapters.hl7v2.header import Header, peek_header
@@ -42,6 +43,8 @@ from bus.headers import MESSAGE_ID, RECEIVED_AT, SOURCE, TRACE_ID, make_headers
 from bus.topics import fhir_topic
 from caregraph.errors import MappingError
 
+SOURCE_HL7V2 = "hl7v2"
+"""The ``source`` label of the unknown codes counted here."""
 CONTENT_TYPE_FHIR = "application/fhir+json"
 CONTENT_TYPE_HL7V2 = "application/hl7-v2"
 HEADER_RAW_OFFSET = "raw-offset"
@@ -123,6 +126,10 @@ def records_for(
         except MappingError as exc:
             failures.append(Failure(message, exc))
             continue
+        # Counted here, in the normalizer stage, once per message (the gateway also maps
+        # each message, to answer AE at once, and must not count it a second time).
+        for (system, kind), n in result.unmatched.items():
+            unmatched.count(SOURCE_HL7V2, system, kind, n)
         key = (result.patient_key or result.header.control_id).encode("utf-8")
         headers = make_headers(
             message.headers.get(SOURCE, "hl7v2"),

@@ -32,9 +32,9 @@ from fhir_store.errors import (
     NotSupported,
     ResourceNotFound,
 )
-from fhir_store.outcome import FHIR_JSON, dumps, for_error, outcome
+from fhir_store.outcome import FHIR_JSON, for_error, outcome
 from fhir_store.patch import apply_json_patch, apply_merge_patch
-from fhir_store.records import loads
+from fhir_store.records import dumps, loads
 from fhir_store.search import SNAPSHOT
 from fhir_store.shaping import bundle_text, history_bundle, shape
 from fhir_store.store import FhirStore, Stored

@@ -42,6 +42,7 @@ class BundleProcessor:
 
     def __init__(self, store: FhirStore) -> None:
         self.store = store
+        self.served = store.registry.types
 
     def matches(self, type_name: str, query: str) -> list[Stored]:
         """Current resources matching a conditional query (unknown parameters are errors)."""
@@ -81,8 +82,7 @@ class BundleProcessor:
             )
         type_name, _, query = url.partition("?")
         type_name, _, res_id = type_name.strip("/").partition("/")
-        served = self.store.registry.types
-        if type_name not in served:
+        if type_name not in self.served:
             raise FhirError(
                 f"{where}: type {type_name!r} is not served here",
                 expression=f"{where}.request.url",
@@ -227,7 +227,7 @@ class BundleProcessor:
     def _transaction(self, entries: list[Any], base: str) -> dict[str, Any]:
         ids: dict[str, str] = {}
         plans = [self._plan(i, e, ids) for i, e in enumerate(entries)]
-        served = self.store.registry.types
+        served = self.served
         writes: list[Pending] = []
         for index, (kind, item) in enumerate(plans):
             if kind == "write" and item.resource is not None:
@@ -263,7 +263,7 @@ class BundleProcessor:
                 if kind == "write":
                     if item.resource is not None:
                         self._rewrite(item.resource, ids)
-                        validate_resource(item.resource, self.store.registry.types, item.type)
+                        validate_resource(item.resource, self.served, item.type)
                     response.append(self._written(self.store.write([item])[0], item))
                 elif kind == "exists":
                     response.append(self._entry(200, item))

@@ -192,6 +192,25 @@ def caller_policy(setting: object) -> CallerPolicy:
     return CallerPolicy({_ae(str(ae)): _rule_from(rule) for ae, rule in setting.items()})
 
 
+def setting_value(value: object) -> object:
+    """For the settings model: the text of ``CAREGRAPH_DICOM_ALLOWED_CALLERS`` (JSON or the
+    compact form) as plain data, AE -> {"hosts", "operations", "port"}; anything else
+    (already parsed, or unset) unchanged. ``ConfigError`` for text that cannot be read."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return None
+    callers = caller_policy(value).callers or {}
+    return {
+        ae: {
+            "hosts": sorted(rule.hosts),
+            "operations": sorted(rule.operations),
+            "port": rule.port,
+        }
+        for ae, rule in callers.items()
+    }
+
+
 __all__ = [
     "DEFAULT_OPERATIONS",
     "ECHO",
@@ -205,4 +224,5 @@ __all__ = [
     "CallerRule",
     "caller_policy",
     "operation",
+    "setting_value",
 ]

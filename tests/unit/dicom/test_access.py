@@ -11,6 +11,7 @@ from devices.dicom.access import (
     CallerRule,
     caller_policy,
     operation,
+    setting_value,
 )
 from devices.dicom.ul import context_operations
 from security.allowlists import DicomCaller
@@ -103,3 +104,21 @@ def test_which_operations_need_which_contexts() -> None:
     assert context_operations("1.2.840.10008.5.1.4.1.2.2.2") == {"move"}
     # CT Image Storage: stored by a modality, or sent back in a C-GET
     assert context_operations("1.2.840.10008.5.1.4.1.1.2") == {"store", "get"}
+
+
+def test_the_setting_value_for_the_settings_model() -> None:
+    compact = setting_value("CT1@10.0.0.5:store;PACS@10.0.0.9/104:find,move")
+    assert compact == {
+        "CT1": {"hosts": ["10.0.0.5"], "operations": ["echo", "store"], "port": None},
+        "PACS": {"hosts": ["10.0.0.9"], "operations": ["echo", "find", "move"], "port": 104},
+    }
+    assert setting_value('{"CT1": {"operations": ["C-FIND"]}}') == {
+        "CT1": {"hosts": [], "operations": ["echo", "find"], "port": None}
+    }
+    # what the model makes of it reads back the same
+    assert isinstance(compact, dict)
+    models = {ae: DicomCaller(**v) for ae, v in compact.items()}
+    assert caller_policy(models).operations("CT1", "10.0.0.5") == {"echo", "store"}
+    assert setting_value("") is None and setting_value(None) is None
+    parsed = {"X": DicomCaller()}
+    assert setting_value(parsed) is parsed

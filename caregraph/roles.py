@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from adapters.dicom.normalize import DicomNormalizer
 from adapters.hl7v2.normalizer import Hl7v2Normalizer
@@ -43,11 +44,45 @@ from linkage.graph.handler import GRAPH_TYPES, GraphHandler
 from linkage.handler import IdentityHandler, PatientHandler
 from messaging.api import build_router as build_messaging_router
 from messaging.outbox import Outbox
+from messaging.partners import Partners
 from observability.instrument import instrument_handler
 from observability.metrics import build_metrics_router
 from security.allowlists import dicom_allowlist, facility_allowlist
 
 log = logging.getLogger(__name__)
+
+
+def build_api_app(ctx: Context, partners: Partners, outbox: Outbox) -> FastAPI:
+    """The api role's HTTP app, every router behind the authorization middleware, as
+    ``ApiService`` serves it (tests build the very same app without uvicorn)."""
+    s = ctx.settings
+    app = create_app(
+        readiness={"database": ctx.db.ping, "bus": ctx.bus.ping},
+        # the token router first: SMART discovery lives under /fhir too
+        routers=[
+            security_wiring.build_token_router(s, ctx.db),
+            # before the store's router, whose catch-all would answer Patient/$match
+            build_linkage_router(ctx.mpi, authorize, identity=ctx.identity, actor_of=actor),
+            build_graph_router(ctx.graph, authorize),
+            build_messaging_router(
+                ctx.store,
+                ctx.mpi,
+                authorize,
+                outbox=outbox,
+                speaks_for=partners.speaks_for,
+                sender=security_wiring.message_sender(s, ctx.store, ctx.mpi, outbox, partners),
+            ),
+            build_router(ctx.store, authorize),
+            build_device_router(ctx.store, health_board(ctx), authorize),
+            build_console_router(),
+            build_metrics_router(ctx.metrics),
+        ],
+    )
+    guard = security_wiring.build_guard(s, ctx.store, ctx.mpi)
+    # /metrics holds counters, never patient data; Prometheus scrapes it without a token
+    public = {*console_public_paths(), "/metrics"}
+    security_wiring.install(app, guard, public_paths=public)
+    return app
 
 
 class ApiService:
@@ -67,32 +102,7 @@ class ApiService:
         ensure_port_free(s.http_host, s.http_port, "CAREGRAPH_HTTP_PORT", "--http-port")
         partners = security_wiring.partners(s)
         outbox = Outbox.open(ctx.db)
-        app = create_app(
-            readiness={"database": ctx.db.ping, "bus": ctx.bus.ping},
-            # the token router first: SMART discovery lives under /fhir too
-            routers=[
-                security_wiring.build_token_router(s, ctx.db),
-                # before the store's router, whose catch-all would answer Patient/$match
-                build_linkage_router(ctx.mpi, authorize, identity=ctx.identity, actor_of=actor),
-                build_graph_router(ctx.graph, authorize),
-                build_messaging_router(
-                    ctx.store,
-                    ctx.mpi,
-                    authorize,
-                    outbox=outbox,
-                    speaks_for=partners.speaks_for,
-                    sender=security_wiring.message_sender(s, ctx.store, ctx.mpi, outbox, partners),
-                ),
-                build_router(ctx.store, authorize),
-                build_device_router(ctx.store, health_board(ctx), authorize),
-                build_console_router(),
-                build_metrics_router(ctx.metrics),
-            ],
-        )
-        guard = security_wiring.build_guard(s, ctx.store, ctx.mpi)
-        # /metrics holds counters, never patient data; Prometheus scrapes it without a token
-        public = {*console_public_paths(), "/metrics"}
-        security_wiring.install(app, guard, public_paths=public)
+        app = build_api_app(ctx, partners, outbox)
         cert, key = security_wiring.https_files(s) or (None, None)
         config = uvicorn.Config(
             app,

@@ -178,7 +178,10 @@ def build_router(
         kept = ledger.record(message.source, message.identifier, event, code, dumps(body))
         return fhir_response(200, kept.response)
 
-    @router.get("/metadata")
+    # Out of the OpenAPI schema: the store's router declares this very operation (GET
+    # /fhir/metadata, a CapabilityStatement), and two routes of one path and method would
+    # give the schema one operation under two colliding operationIds.
+    @router.get("/metadata", include_in_schema=False)
     def metadata(request: Request, principal: Caller) -> Response:
         # Served here, before the store's router answers the same path: the store's
         # CapabilityStatement plus what this router adds (see with_messaging).

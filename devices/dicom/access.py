@@ -51,7 +51,7 @@ def operation(name: str) -> str:
     found = _SPELLINGS.get(name.strip().lower())
     if found is None:
         allowed = ", ".join(sorted(OPERATIONS))
-        raise ConfigError(f"unknown DICOM operation {name!r} (one of {allowed})")
+        raise ConfigError(f"{name!r} is not one of the DICOM operations ({allowed})")
     return found
 
 
@@ -195,12 +195,16 @@ def caller_policy(setting: object) -> CallerPolicy:
 def setting_value(value: object) -> object:
     """For the settings model: the text of ``CAREGRAPH_DICOM_ALLOWED_CALLERS`` (JSON or the
     compact form) as plain data, AE -> {"hosts", "operations", "port"}; anything else
-    (already parsed, or unset) unchanged. ``ConfigError`` for text that cannot be read."""
+    (already parsed, or unset) unchanged. ``ValueError`` for text that cannot be read (what
+    a pydantic validator turns into a validation error)."""
     if not isinstance(value, str):
         return value
     if not value.strip():
         return None
-    callers = caller_policy(value).callers or {}
+    try:
+        callers = caller_policy(value).callers or {}
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
     return {
         ae: {
             "hosts": sorted(rule.hosts),

@@ -122,3 +122,7 @@ def test_the_setting_value_for_the_settings_model() -> None:
     assert setting_value("") is None and setting_value(None) is None
     parsed = {"X": DicomCaller()}
     assert setting_value(parsed) is parsed
+    with pytest.raises(ValueError):
+        setting_value('{"CT1": {"operations": ["delete"]}}')
+    with pytest.raises(ValueError):
+        setting_value("CT1@h:erase")

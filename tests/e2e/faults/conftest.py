@@ -69,8 +69,13 @@ def launch(tmp_path: Path, bootstrap: str, proxy: TcpProxy | None, database_url:
     env["CAREGRAPH_KAFKA_PARTITIONS"] = "2"
     fleet = Fleet(env, tmp_path)
     mllp, dicom = free_port(), free_port()
-    for name, roles in LAYOUT:
+    for n, (name, roles) in enumerate(LAYOUT):
         fleet.start(name, *roles, mllp_port=str(mllp), dicom_port=str(dicom))
+        if n == 0:
+            # the first member creates the topics; five processes creating them at once on
+            # a loaded machine have timed out (caregraph up then exits: "cannot create
+            # Kafka topics")
+            fleet.wait_http(name)
     return Hospital(fleet, proxy, mllp, dicom)
 
 

@@ -88,15 +88,27 @@ async function runSearch(params, results) {
 
 // ---------------------------------------------------------------- record
 
+// Whether the /linkage API is mounted: asked once per page load, not once per record.
+let linkageProbe = null;
+function linkageMounted() {
+  if (!linkageProbe) linkageProbe = available(`${LINKAGE_BASE}/review`);
+  return linkageProbe;
+}
+
 /** The golden record and every linked source for ``id`` (golden or source). */
 async function identities(id) {
-  const patient = await fhirGet(`Patient/${encodeURIComponent(id)}`);
+  // The read, the golden-record search and the linkage probe at once, not one after the
+  // other: three round trips less before the identities show. The search is wasted only
+  // when ``id`` is itself a golden record, and its failure counts only when it is needed.
+  const settle = (promise) => promise.then((value) => ({ value }), (error) => ({ error }));
+  const linkedTo = settle(fhirGet("Patient", [["link", `Patient/${id}`], ["_tag", GOLDEN_TAG]]));
+  const [patient, linkage] = await Promise.all([fhirGet(`Patient/${encodeURIComponent(id)}`), linkageMounted()]);
   let golden = isGolden(patient) ? patient : null;
   if (!golden) {
-    const found = entries(await fhirGet("Patient", [["link", `Patient/${id}`], ["_tag", GOLDEN_TAG]]), "Patient");
-    golden = found[0] || null;
+    const found = await linkedTo;
+    if (found.error) throw found.error;
+    golden = entries(found.value, "Patient")[0] || null;
   }
-  const linkage = await available(`${LINKAGE_BASE}/review`);
   let scores = new Map();
   if (!golden && linkage) {
     // Golden records not published to the store: ask the MPI for this source's record.

@@ -329,16 +329,16 @@ class DeviceTrail:
         db.apply_migrations("devices_schema_version", _TRAIL_SCHEMA)
         return cls(db, keep)
 
-    def record(self, messages: Sequence[Message]) -> int:
+    def record(self, messages: Sequence[Message]) -> None:
         """Store what ``messages`` say about devices, then trim each device touched to its
-        newest ``keep`` of each kind; returns the entries offered (duplicates included).
+        newest ``keep`` of each kind (a ``bus.worker`` handler).
 
         Raises:
             StoreError: the database failed (the worker retries the batch).
         """
         entries = [e for e in map(trail_entry, messages) if e is not None]
         if not entries:
-            return 0
+            return
         touched = sorted({(e.device_id, e.kind) for e in entries})
         with self.db.transaction() as tx:
             tx.insert_rows(
@@ -354,7 +354,6 @@ class DeviceTrail:
                     " ORDER BY pos DESC LIMIT 1 OFFSET ?)",
                     (device_id, kind, device_id, kind, self.keep),
                 )
-        return len(entries)
 
     def newest(self, device_id: str, kind: str, limit: int = KEEP) -> list[TrailEntry]:
         """The device's newest entries of ``kind`` (``FRAME`` or ``DEAD``), newest first."""

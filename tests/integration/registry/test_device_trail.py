@@ -35,6 +35,7 @@ from caregraph.device_api import (
     DeviceTrail,
     ascii_text,
     build_device_router,
+    trail_entry,
 )
 from caregraph.device_registry import HealthBoard
 from caregraph.security_cli import mint_development_token
@@ -88,8 +89,10 @@ def test_keeps_the_newest_frames_and_dead_letters_per_device_once_each(db: Datab
     no_device = _dead(hl7, 1, "ParseError: no PID")
     garbled = Message(DEADLETTER, 0, 2, None, b"not json", {}, 0)
 
-    offered = trail.record([*vent[:4], other, dead, no_device, garbled])
-    assert offered == 6  # the dead letter without a device and the garbled one concern none
+    first = [*vent[:4], other, dead, no_device, garbled]
+    # The dead letter without a device and the garbled one concern no device.
+    assert [trail_entry(m) is not None for m in first] == [True] * 6 + [False] * 2
+    trail.record(first)
     trail.record([*vent[2:], dead])  # redelivery and one more frame
 
     frames = trail.newest("vent-1", FRAME)

@@ -34,7 +34,9 @@ def test_broker_connection_cut_and_restored(proxied_hospital: Hospital) -> None:
     hospital = proxied_hospital
     assert hospital.proxy is not None
     stream = Hl7Stream()
-    sender = threading.Thread(target=stream.send, args=("127.0.0.1", hospital.mllp_port))
+    sender = threading.Thread(
+        target=stream.send, args=("127.0.0.1", hospital.mllp_port), daemon=True
+    )
     sender.start()
     stream.wait_for(len(stream.outcomes) * 3 // 10)
     hospital.proxy.cut()  # connections reset, new ones refused

@@ -35,7 +35,9 @@ KILLS = (("mllp", 0.30), ("normalizer", 0.45), ("store-writer", 0.60), ("linkage
 
 def test_kill_9_each_role_mid_stream_and_restart(hospital: Hospital) -> None:
     stream = Hl7Stream()
-    sender = threading.Thread(target=stream.send, args=("127.0.0.1", hospital.mllp_port))
+    sender = threading.Thread(
+        target=stream.send, args=("127.0.0.1", hospital.mllp_port), daemon=True
+    )
     sender.start()
     for role, at in KILLS:
         stream.wait_for(int(len(stream.outcomes) * at))

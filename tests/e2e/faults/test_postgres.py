@@ -40,7 +40,9 @@ def test_postgres_stopped_and_started(
     try:
         hospital.wait_up()
         stream = Hl7Stream()
-        sender = threading.Thread(target=stream.send, args=("127.0.0.1", hospital.mllp_port))
+        sender = threading.Thread(
+            target=stream.send, args=("127.0.0.1", hospital.mllp_port), daemon=True
+        )
         sender.start()
         stream.wait_for(len(stream.outcomes) * 3 // 10)
         pg.stop("immediate")  # as a crash: every connection dies at once

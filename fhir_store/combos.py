@@ -10,7 +10,9 @@ conjunction with one index range scan, as a compound index does in any database.
 Each compound is data (which reference, token and date parameters of which type); the
 indexer derives its rows from the rows of the three parameters, and the query builder uses
 it only when a search names all three, so results never differ from the plain path (a
-test compares both).
+test compares both). Sorted by the compound's date, newest first (``_sort=-date``), with a
+``ge``/``gt`` date, the page is read off the compound index in date order and the read
+stops after the page (``QueryBuilder.compound_page``): no sort of every candidate.
 """
 
 from __future__ import annotations

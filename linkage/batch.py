@@ -35,7 +35,6 @@ from linkage.links import (
     LinkState,
     SourceRecord,
 )
-from linkage.model import Score, TermFrequencies, probability_from_weight
 from linkage.mpi import Mpi, source_of, updated_at
 from linkage.repository import TERM_FIELDS
 from linkage.rules import decide
@@ -76,20 +75,6 @@ class _Counts:
             self.base.update(self.mpi.repository.term_counts([key]))
         count = self.base.get(key, 0) + self.batch[key]
         return count / self.total if count else None
-
-
-def _light_score(
-    mpi: Mpi, f: PatientFeatures, other: PatientFeatures, tf: TermFrequencies | None
-) -> Score:
-    """``mpi.score_pair`` without the per-field weights: the same weight, probability and
-    rule, which is all ``decide`` ranks and thresholds on."""
-    weight = mpi.model.weight(f, other, tf)
-    prior = mpi.model.prior_weight()
-    if f.identifiers and other.identifiers:
-        shared = sorted(set(f.identifiers) & set(other.identifiers))
-        if shared:
-            return Score(weight, 1.0, prior, rule=f"identifier:{shared[0]}")
-    return Score(weight, probability_from_weight(weight), prior)
 
 
 def link_batch(
@@ -151,7 +136,7 @@ def link_batch(
                     source_id = items[i][0]["id"]
                     light[source_id] = items[i][1]
                     candidates.append(
-                        Candidate(golden_of[i], source_id, _light_score(mpi, f, items[i][1], tf))
+                        Candidate(golden_of[i], source_id, mpi.light_score(f, items[i][1], tf))
                     )
                 pairs += len(window)
             decision = decide(candidates, settings.thresholds)
@@ -160,6 +145,8 @@ def link_batch(
                 # Only the pair that explains the decision needs its per-field weights.
                 full = mpi.score_pair(f, light[best.source_id], tf)
                 decision = replace(decision, best=replace(best, score=full))
+            elif best is not None:
+                decision = replace(decision, best=mpi.explain(f, [best], tf)[0])
             created = decision.golden_id is None
             golden_of.append(decision.golden_id or mpi.new_golden_id())
             confirmed.append(decision.state == LinkState.MATCH)

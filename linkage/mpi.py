@@ -36,7 +36,13 @@ from linkage.links import (
     ReviewItem,
     SourceRecord,
 )
-from linkage.model import FellegiSunterModel, Score, TermFrequencies, starting_model
+from linkage.model import (
+    FellegiSunterModel,
+    Score,
+    TermFrequencies,
+    probability_from_weight,
+    starting_model,
+)
 from linkage.repository import TERM_FIELDS, LinkageRepository
 from linkage.rules import Decision, Thresholds, best_per_golden, decide
 from linkage.survivorship import GoldenView, build_golden, is_golden
@@ -185,18 +191,21 @@ class Mpi:
             raise InvalidPatient("not a Patient resource", location="resourceType")
         return extract(patient)
 
-    def _candidates(self, f: PatientFeatures, exclude: str | None) -> list[Candidate]:
+    def _candidates(
+        self, f: PatientFeatures, exclude: str | None
+    ) -> tuple[list[Candidate], TermFrequencies | None]:
         total = self.repository.count_records()
         tf = None
         if total >= self.settings.tf_min_records:
             terms = [(name, getattr(f, name)) for name in TERM_FIELDS if getattr(f, name)]
             tf = _Frequencies(self.repository.term_counts(terms), total)
-        return self.candidates_in_index(f, exclude, tf)
+        return self.candidates_in_index(f, exclude, tf), tf
 
     def candidates_in_index(
         self, f: PatientFeatures, exclude: str | None, tf: TermFrequencies | None
     ) -> list[Candidate]:
-        """Scored candidates from the index: confirmed members sharing a blocking key."""
+        """Candidates from the index: confirmed members sharing a blocking key, scored
+        without per-field weights (``explain`` adds them to the few that are shown)."""
         repo = self.repository
         ids = repo.candidate_ids(blocking_keys(f), self.settings.limit_per_key)
         ids.discard(exclude or "")
@@ -207,9 +216,36 @@ class Mpi:
         # might belong elsewhere and must not pull others after it.
         confirmed = {i: link for i, link in memberships.items() if link.state == LinkState.MATCH}
         return [
-            Candidate(confirmed[source_id].golden_id, source_id, self.score_pair(f, features, tf))
+            Candidate(confirmed[source_id].golden_id, source_id, self.light_score(f, features, tf))
             for source_id, features in repo.get_features(confirmed).items()
         ]
+
+    def explain(
+        self, f: PatientFeatures, candidates: Sequence[Candidate], tf: TermFrequencies | None
+    ) -> list[Candidate]:
+        """The candidates with their per-field weights (their sources' features read from
+        the index in one lookup). Call inside the transaction that found them."""
+        todo = {c.source_id for c in candidates if not c.score.fields}
+        if not todo:
+            return list(candidates)
+        features = self.repository.get_features(todo)
+        return [
+            c if c.score.fields else replace(c, score=self.score_pair(f, features[c.source_id], tf))
+            for c in candidates
+        ]
+
+    def light_score(
+        self, f: PatientFeatures, other: PatientFeatures, tf: TermFrequencies | None
+    ) -> Score:
+        """``score_pair`` without the per-field weights: the same weight, probability and
+        rule, which is all ranking and ``decide`` use; a third cheaper."""
+        weight = self.model.weight(f, other, tf)
+        prior = self.model.prior_weight()
+        if f.identifiers and other.identifiers:
+            shared = sorted(set(f.identifiers) & set(other.identifiers))
+            if shared:
+                return Score(weight, 1.0, prior, rule=f"identifier:{shared[0]}")
+        return Score(weight, probability_from_weight(weight), prior)
 
     def score_pair(
         self, f: PatientFeatures, other: PatientFeatures, tf: TermFrequencies | None
@@ -233,14 +269,15 @@ class Mpi:
         f = self._features(patient)
         if f.placeholder:
             return []
-        with self.repository.transaction(write=False):
-            ranked = best_per_golden(self._candidates(f, patient.get("id")))
         thresholds = self.settings.thresholds
-        if only_certain:
-            ranked = [c for c in ranked if match_grade(c, thresholds) == "certain"]
-        else:
-            ranked = [c for c in ranked if c.probability >= self.settings.match_floor]
-        return ranked[:count]
+        with self.repository.transaction(write=False):
+            candidates, tf = self._candidates(f, patient.get("id"))
+            ranked = best_per_golden(candidates)
+            if only_certain:
+                ranked = [c for c in ranked if match_grade(c, thresholds) == "certain"]
+            else:
+                ranked = [c for c in ranked if c.probability >= self.settings.match_floor]
+            return self.explain(f, ranked[:count], tf)
 
     # ingest --------------------------------------------------------------------------
     def ingest(
@@ -281,9 +318,12 @@ class Mpi:
             excluded = {
                 link.golden_id for link in repo.links_of(source_id) if link.state == "NO_MATCH"
             }
-            candidates = self._candidates(f, source_id)
+            candidates, tf = self._candidates(f, source_id)
             decision = decide(candidates, self.settings.thresholds, excluded)
-            return self._apply(source_id, current, decision, candidates, now, actor)
+            if decision.best is not None:
+                decision = replace(decision, best=self.explain(f, [decision.best], tf)[0])
+            ranked = self.explain(f, best_per_golden(candidates)[:5], tf)
+            return self._apply(source_id, current, decision, ranked, now, actor)
 
     def _link_placeholder(
         self, source_id: str, current: Link | None, now: datetime, actor: str
@@ -303,7 +343,7 @@ class Mpi:
         source_id: str,
         current: Link | None,
         decision: Decision,
-        candidates: Sequence[Candidate],
+        ranked: Sequence[Candidate],
         now: datetime,
         actor: str,
     ) -> LinkOutcome:
@@ -346,7 +386,6 @@ class Mpi:
                 repo.put_duplicate(
                     DuplicateFlag(a, b, DuplicateStatus.POSSIBLE_DUPLICATE, link.score)
                 )
-        ranked = best_per_golden(candidates)[:5]
         self._event(
             now,
             actor,

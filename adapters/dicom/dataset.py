@@ -49,11 +49,22 @@ def header_json(ds: Dataset, sha256: str) -> dict[str, Any]:
     """The data set as DICOM JSON without pixel data; large binaries become BulkDataURIs.
 
     Raises ``MappingError`` when an element cannot be encoded (a value that does not fit
-    its VR); the caller treats that as data it cannot understand.
+    its VR) or read (pydicom parses sequences as they are accessed: a header cut inside
+    one raises ``OSError``, an item tag at the top level ``NotImplementedError``); the
+    caller treats that as data it cannot understand.
     """
     try:
         return _Encoder(bulk_data_uri(sha256)).dataset(ds, _encodings(ds, None), top=True)
-    except (ValueError, TypeError, KeyError, LookupError, struct.error) as exc:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        LookupError,
+        struct.error,
+        NotImplementedError,
+        OSError,
+        RecursionError,
+    ) as exc:
         raise MappingError(f"cannot encode the header as DICOM JSON: {exc}") from exc
 
 

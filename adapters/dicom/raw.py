@@ -84,8 +84,8 @@ class RawInstance:
         """Parse a message value; ``MappingError`` when it is not one of these."""
         try:
             body = json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MappingError(f"raw.dicom value is not JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+            raise MappingError(f"raw.dicom value is not JSON: {str(exc)[:200]}") from exc
         if not isinstance(body, dict):
             raise MappingError("raw.dicom value is not a JSON object")
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -11,6 +12,25 @@ import caregraph
 from caregraph.errors import CaregraphError
 
 Probe = Callable[[], None]
+
+_READINESS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"enum": ["ready", "not ready"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+_READINESS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "every dependency answers",
+        "content": {"application/json": {"schema": _READINESS_SCHEMA}},
+    },
+    503: {
+        "description": "some dependency does not answer (its check says why)",
+        "content": {"application/json": {"schema": _READINESS_SCHEMA}},
+    },
+}
 
 
 def create_app(readiness: dict[str, Probe], routers: list[APIRouter] | None = None) -> FastAPI:
@@ -22,7 +42,7 @@ def create_app(readiness: dict[str, Probe], routers: list[APIRouter] | None = No
         """Alive: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], responses=_READINESS_RESPONSES)
     def readyz() -> JSONResponse:
         """Ready: every dependency (database, bus) answers; 503 names the ones that do not."""
         checks: dict[str, str] = {}

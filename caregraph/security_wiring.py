@@ -146,6 +146,68 @@ def install(
         app.include_router(token_router)
     open_paths = DEFAULT_PUBLIC | frozenset(public_paths)
     app.add_middleware(AuthorizationMiddleware, guard=guard, public_paths=open_paths)
+    _document_authorization(app, open_paths)
+
+
+#: What the middleware answers a refused request with (``security.middleware._outcome``).
+_OUTCOME_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["resourceType", "issue"],
+    "properties": {
+        "resourceType": {"const": "OperationOutcome"},
+        "issue": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["severity", "code"],
+                "properties": {
+                    "severity": {"type": "string"},
+                    "code": {"type": "string"},
+                    "diagnostics": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+_REFUSALS = {
+    "401": "no valid bearer access token (WWW-Authenticate: Bearer ...)",
+    "403": "the token's scopes or patient context do not allow this (insufficient_scope)",
+}
+
+
+def _document_authorization(app: FastAPI, open_paths: frozenset[str]) -> None:
+    """Say in the OpenAPI schema what the middleware does: every operation but the open
+    ones needs a SMART bearer token and may answer 401 or 403 with an OperationOutcome."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = build()
+        components = spec.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["smart"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "SMART on FHIR access token (scopes such as system/*.rs)",
+        }
+        components.setdefault("schemas", {})["OperationOutcome"] = _OUTCOME_SCHEMA
+        outcome = {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}
+        for path, operations in spec.get("paths", {}).items():
+            if path in open_paths:
+                continue
+            for operation in operations.values():
+                operation.setdefault("security", [{"smart": []}])
+                responses = operation.setdefault("responses", {})
+                for status, text in _REFUSALS.items():
+                    responses.setdefault(
+                        status,
+                        {"description": text, "content": {"application/fhir+json": outcome}},
+                    )
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def partners(settings: Settings) -> Partners:

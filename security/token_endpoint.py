@@ -28,6 +28,37 @@ MAX_FORM_BYTES = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+_TOKEN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["access_token", "token_type", "expires_in", "scope"],
+    "properties": {
+        "access_token": {"type": "string"},
+        "token_type": {"const": "bearer"},
+        "expires_in": {"type": "integer"},
+        "scope": {"type": "string"},
+    },
+}
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error", "error_description"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+_TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "an access token",
+        "content": {"application/json": {"schema": _TOKEN_SCHEMA}},
+    },
+    400: {
+        "description": "RFC 6749 5.2 error: invalid_request, unsupported_grant_type, ...",
+        "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+    },
+    401: {
+        "description": "RFC 6749 5.2 error: invalid_client",
+        "content": {"application/json": {"schema": _ERROR_SCHEMA}},
+    },
+}
+
+
 def build_token_router(
     service: TokenService, key: SigningKey, fhir_prefix: str = "/fhir"
 ) -> APIRouter:
@@ -39,7 +70,7 @@ def build_token_router(
     """
     router = APIRouter(tags=["auth"])
 
-    @router.post(TOKEN_PATH)
+    @router.post(TOKEN_PATH, responses=_TOKEN_RESPONSES)
     async def token(request: Request) -> JSONResponse:
         """OAuth2 token endpoint: client_credentials with a private_key_jwt assertion."""
         body = await request.body()

@@ -516,6 +516,15 @@ def test_without_a_valid_token_only_public_routes_answer(target: Target) -> None
     assert {p for p in target.public_paths if p.startswith(("/fhir/", "/linkage", "/graph"))} == {
         "/fhir/.well-known/smart-configuration"
     }
+    # the schema says so: a bearer token and 401/403 with an OperationOutcome
+    spec = target.app.openapi()
+    assert spec["components"]["securitySchemes"]["smart"]["scheme"] == "bearer"
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            label = f"{method.upper()} {path}"
+            public = label in PUBLIC_OPERATIONS
+            assert ("security" not in operation) is public, label
+            assert ("401" not in operation["responses"]) is public or label == "POST /auth/token"
     expired = target.token("system/*.cruds", lifetime_s=-3600)
     variants = [{}, {"Authorization": "Bearer not-a-jwt"}, {"Authorization": f"Bearer {expired}"}]
 

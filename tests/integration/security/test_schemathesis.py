@@ -40,6 +40,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error, response_schema_conformance
+from schemathesis.core.failures import FailureGroup
 
 from caregraph import security_wiring
 from caregraph.roles import build_api_app
@@ -446,9 +447,17 @@ def _fuzz(
     for label, operation in _operations(target):
         try:
             _fuzz_one(target, label, operation, examples, headers, extra_check)
-        except Exception as exc:  # every finding of every operation, not only the first
-            failures[label] = str(exc)[:3000]
+        # every finding of every operation, not only the first; Schemathesis raises its
+        # findings as a FailureGroup, a BaseExceptionGroup
+        except (Exception, FailureGroup) as exc:
+            failures[label] = _describe(exc)[:4000]
     return failures
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "\n".join(_describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _fuzz_one(

@@ -632,14 +632,19 @@ def run_simulation(
         plan.beds, seed=plan.seed, authority_oid=f"2.16.840.1.113883.3.999.{plan.seed}"
     )
     token = mint_development_token(settings, "system/*.rs", subject="caregraph-simulate")
-    api = httpx.Client(
-        base_url=f"http://{settings.http_host}:{settings.http_port}/fhir",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
+
+    def client() -> httpx.Client:
+        return httpx.Client(
+            base_url=f"http://{settings.http_host}:{settings.http_port}/fhir",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+
+    # one client per thread that uses one: the probe's and this loop's requests overlap
+    api, probe_api = client(), client()
     lag = lag_reader(settings)
     tally = Tally()
-    probe = Probe(api, plan.probe_s)
+    probe = Probe(probe_api, plan.probe_s)
     stop = threading.Event()
     threads: list[threading.Thread] = []
 
@@ -649,9 +654,17 @@ def run_simulation(
         threads.append(t)
 
     def stored() -> int:
-        r = api.get("/Observation", params={"_summary": "count"})
-        r.raise_for_status()
-        return int(r.json()["total"])
+        for attempt in range(5):  # a loaded server may drop a connection; not a result
+            try:
+                r = api.get("/Observation", params={"_summary": "count"})
+                r.raise_for_status()
+                return int(r.json()["total"])
+            except httpx.HTTPError as exc:
+                if attempt == 4:
+                    raise
+                log.warning("count of Observations: %s; asking again", exc)
+                time.sleep(1)
+        raise AssertionError("unreachable")
 
     def rss() -> int:
         return deployment.rss_bytes() if deployment else 0
@@ -786,6 +799,7 @@ def run_simulation(
     finally:
         stop.set()
         api.close()
+        probe_api.close()
 
 
 @contextlib.contextmanager

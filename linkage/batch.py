@@ -121,6 +121,7 @@ def link_batch(
             keys = keys_of[j]
             tf = counts if counts.total >= settings.tf_min_records else None
             candidates: list[Candidate] = []
+            light: dict[str, PatientFeatures] = {}  # window candidates scored by weight only
             if not f.placeholder:
                 if base_total:
                     candidates.extend(mpi.candidates_in_index(f, patient["id"], tf))
@@ -129,7 +130,6 @@ def link_batch(
                     earlier = blocks.get(key)
                     if earlier:
                         window.update(earlier[-settings.limit_per_key :])
-                light: dict[str, PatientFeatures] = {}
                 for i in sorted(window):
                     if not confirmed[i]:
                         continue

@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
-import pytest
-
 from adapters.codes import unmatched
 from adapters.codes.unmatched import OTHER, UnmatchedTally
 from adapters.hl7v2.intake import judge
@@ -89,11 +87,6 @@ def _moved(before: dict[tuple[str, str, str], int]) -> dict[tuple[str, str, str]
     return {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the HL7 normalizer does not count into adapters.codes.unmatched yet: records_for"
-    " (adapters/hl7v2/normalizer.py) drops Normalized.counters (outside this change's files)",
-)
 def test_the_hl7_normalizer_counts_each_unknown_code_once_per_system() -> None:
     before = unmatched.TALLY.snapshot()
     headers = make_headers("mllp:h:1", "UNM0001", "x", received_at=datetime(2026, 1, 5, tzinfo=UTC))

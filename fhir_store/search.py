@@ -82,6 +82,9 @@ _TABLE = {
     "number": "idx_number",
     "composite": "idx_composite",
 }
+# Types whose values are split on '|' (system|code, quantity units, references): they keep
+# an escaped '|' as the placeholder until split; the others take it back at once.
+_PIPED_TYPES = frozenset({"token", "reference", "number", "quantity", "composite"})
 _MODIFIERS = {
     "token": {"missing", "not", "text", "of-type", ""},
     "string": {"missing", "exact", "contains", ""},
@@ -174,11 +177,12 @@ class Query:
 
 
 def split_values(raw: str) -> list[str]:
-    """Comma-separated OR values; ``\\,`` is a literal comma."""
+    """Comma-separated OR values; ``\\,`` is a literal comma and ``\\|`` a literal pipe,
+    kept as the placeholder ``_split_pipe`` leaves whole (``_unescape`` turns it back)."""
     out, current, escaped = [], [], False
     for ch in raw:
         if escaped:
-            current.append(ch)
+            current.append(_PIPE if ch == "|" else ch)
             escaped = False
         elif ch == "\\":
             escaped = True
@@ -191,12 +195,15 @@ def split_values(raw: str) -> list[str]:
     return out
 
 
+_PIPE = "\x00"  # an escaped '|' inside a value: never a separator
+
+
 def _split_pipe(value: str) -> list[str]:
-    return value.replace("\\|", "\x00").split("|")
+    return value.replace("\\|", _PIPE).split("|")
 
 
 def _unescape(value: str) -> str:
-    return value.replace("\x00", "|")
+    return value.replace(_PIPE, "|")
 
 
 def _prefix(value: str) -> tuple[str, str]:
@@ -409,7 +416,7 @@ class QueryBuilder:
         if code in ("_id", "_lastUpdated") and modifier not in ("", "missing"):
             raise InvalidSearch(f"modifier :{modifier} is not supported on {code}", expression=name)
         if code == "_id":
-            values = split_values(raw)
+            values = [_unescape(v) for v in split_values(raw)]
             if modifier == "missing":
                 return Sql("1 = 1" if raw == "false" else "1 = 0")
             marks = ", ".join("?" * len(values))
@@ -451,6 +458,8 @@ class QueryBuilder:
         values = split_values(raw)
         if any(v == "" for v in values):
             raise InvalidSearch(f"{name} has an empty value", expression=name)
+        if param.type not in _PIPED_TYPES:
+            values = [_unescape(v) for v in values]
         if param.type == "reference" and modifier == "identifier":
             inner = self._token_values(values, name)
             return _sub(
@@ -707,7 +716,7 @@ class QueryBuilder:
         )
         ors: list[Sql] = []
         for value in split_values(raw):
-            stripped = value.strip()
+            stripped = _unescape(value).strip()
             if len(stripped) >= 2 and stripped[0] == stripped[-1] == '"':
                 words = [stripped[1:-1]]
             else:

@@ -357,3 +357,26 @@ def test_fhirpy_client_sees_the_new_search_features(server: Server) -> None:
     assert client.resources("DetectedIssue").search(implicated="Device/dev1").count() == 2
     with pytest.raises(OperationOutcome, match="named queries"):
         client.resources("Patient").search(_query="x").fetch()
+
+
+def test_escaped_separators_are_literal_in_tokens_and_strings(store: FhirStore) -> None:
+    store.upsert_many(
+        [
+            {
+                "resourceType": "Patient",
+                "id": "odd",
+                "identifier": [{"system": "urn:x", "value": "A|B,C"}],
+                "name": [{"family": "Pipe|Comma,Name"}],
+            },
+            {"resourceType": "Patient", "id": "plain", "identifier": [{"value": "A"}]},
+        ]
+    )
+
+    def ids(*params: tuple[str, str]) -> list[str]:
+        return sorted(s.id for s in store.searching.search("Patient", list(params)).matches)
+
+    assert ids(("identifier", "A\\|B\\,C")) == ["odd"]
+    assert ids(("identifier", "urn:x|A\\|B\\,C")) == ["odd"]
+    assert ids(("identifier", "A")) == ["plain"]
+    assert ids(("family:exact", "Pipe\\|Comma\\,Name")) == ["odd"]
+    assert ids(("family", "pipe\\|comma")) == ["odd"]

@@ -53,11 +53,6 @@ def test_one_source_patient_resolves_golden_copies_do_not_count(store: FhirStore
     assert hints("UNKNOWN") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fhir_store.search.split_values drops the backslash of a \\| escape before "
-    "_split_pipe sees it, so an identifier value holding | cannot be searched",
-)
 def test_search_syntax_in_a_reported_id_is_escaped(store: FhirStore) -> None:
     store.upsert_many([_patient("odd", "A|B,C")])
     assert PatientHints(store)("A|B,C") == {"reference": "Patient/odd"}

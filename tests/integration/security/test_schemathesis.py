@@ -145,7 +145,19 @@ def _public_paths(app: FastAPI) -> frozenset[str]:
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     data_dir: Path = tmp_path_factory.mktemp("schemathesis")
     # embedded database and bus whatever the environment says
-    settings_ = Settings(data_dir=data_dir, database_url=None, kafka_bootstrap=None)
+    # one partner, so $send-transfer and $send-observations queue messages (nothing delivers
+    # them: the delivery thread is ApiService's, not the app's)
+    partners_file = data_dir / "partners.json"
+    partner = {
+        "name": "hospital-b",
+        "fhir_base": "https://b.example/fhir",
+        "token_url": "https://b.example/auth/token",
+        "client_id": "caregraph-a",
+    }
+    partners_file.write_text(json.dumps({"partners": [partner]}), encoding="utf-8")
+    settings_ = Settings(
+        data_dir=data_dir, database_url=None, kafka_bootstrap=None, partners_file=partners_file
+    )
     ctx: Context = open_context(settings_)
     try:
         for resource in SEED:
@@ -267,26 +279,60 @@ _patches = st.lists(
 )
 
 
-def _message(event: str, focus: list[dict[str, Any]]) -> dict[str, Any]:
+def _mostly(
+    usual: st.SearchStrategy[Any], odd: st.SearchStrategy[Any], one_in: int = 10
+) -> st.SearchStrategy[Any]:
+    """``odd`` one time in ``one_in``, else ``usual`` (Hypothesis's own choice between the
+    branches of ``a | b`` is no fair coin)."""
+    return st.tuples(st.integers(1, one_in), usual, odd).map(lambda t: t[2] if t[0] == 1 else t[1])
+
+
+_ENCOUNTER = {
+    "resourceType": "Encounter",
+    "id": "e1",
+    "status": "in-progress",
+    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+    "subject": {"reference": "Patient/p1"},
+}
+#: (system, code) of message events caregraph processes (messaging.events), and some it does not
+_EVENTS = [
+    ("urn:caregraph:message-events", "patient-admit"),
+    ("urn:caregraph:message-events", "patient-transfer"),
+    ("urn:caregraph:message-events", "device-notify"),
+    ("http://hl7.org/fhir/message-events", "observation-provide"),
+    ("http://hl7.org/fhir/message-events", "patient-link"),
+    ("http://terminology.hl7.org/CodeSystem/v2-0003", "A03"),
+    ("urn:test", "unknown"),
+]
+
+
+def _message(
+    event: tuple[str, str], header_id: Any, identifier: str, focus: list[dict[str, Any]]
+) -> dict[str, Any]:
+    system, code = event
     header = {
         "resourceType": "MessageHeader",
-        "eventCoding": {"system": "urn:caregraph:event", "code": event},
+        "id": header_id,
+        "eventCoding": {"system": system, "code": code},
         "source": {"endpoint": "https://partner.example/fhir/$process-message"},
-        "focus": [{"reference": "urn:uuid:2"}],
+        "focus": [{"reference": f"urn:uuid:{n}"} for n in range(len(focus))],
     }
+    entries = [{"fullUrl": f"urn:uuid:{n}", "resource": r} for n, r in enumerate(focus)]
     return {
         "resourceType": "Bundle",
         "type": "message",
-        "identifier": {"system": "urn:test:message", "value": "m1"},
+        "identifier": {"system": "urn:test:message", "value": identifier},
         "timestamp": "2026-01-01T00:00:00Z",
-        "entry": [{"fullUrl": "urn:uuid:1", "resource": header}, *focus],
+        "entry": [{"fullUrl": "urn:uuid:h", "resource": header}, *entries],
     }
 
 
 _messages = st.builds(
     _message,
-    st.sampled_from(["patient-admit", "patient-transfer", "observation", "patient-link"]) | _text,
-    st.lists(_resources.map(lambda r: {"fullUrl": "urn:uuid:2", "resource": r}), max_size=2),
+    st.sampled_from(_EVENTS),
+    _mostly(st.just("h1"), _leaf),
+    _text,
+    st.lists(_mostly(st.sampled_from([*SEED, _ENCOUNTER]), _resources), max_size=4),
 )
 _parameters = _resources.map(
     lambda r: {
@@ -333,7 +379,29 @@ _forms = st.fixed_dictionaries(
         "scope": st.sampled_from(["system/*.rs", "system/Patient.cruds", "patient/*.rs"]) | _text,
     },
 )
+_send = st.builds(
+    lambda patient, partner, hours: {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "patient", "valueString": patient},
+            {"name": "partner", "valueString": partner},
+            {"name": "hours", "valueDecimal": hours},
+        ],
+    },
+    _mostly(st.sampled_from(["p1", "Patient/p1", "p2", "o1"]), _text),
+    _mostly(st.just("hospital-b"), _text),
+    _mostly(st.sampled_from([1, 24, 0, 2160]), _leaf),
+)
 _bodies = _resources | _bundles | _patches | _messages | _parameters | _json
+#: the bodies an operation is meant for, most of the time
+_BODIES_OF = {
+    "/fhir/$process-message": _mostly(_messages, _bodies),
+    "/fhir/$send-transfer": _mostly(_send, _bodies),
+    "/fhir/$send-observations": _mostly(_send, _bodies),
+    "/fhir/Patient/$match": _mostly(_parameters, _bodies),
+    "/fhir": _mostly(_bundles, _bodies),
+    "/fhir/": _mostly(_bundles, _bodies),
+}
 _search_names = (
     st.sampled_from(
         [
@@ -395,8 +463,10 @@ def _known_path(drawn: dict[str, str], pair: tuple[str, str]) -> dict[str, str]:
     return {**drawn, "type_name": kind, "resource_type": kind, **dict.fromkeys(ids, res_id)}
 
 
-_path_values = st.fixed_dictionaries(_PATH) | st.builds(
-    _known_path, st.fixed_dictionaries(_PATH), st.sampled_from(KNOWN)
+_path_values = _mostly(
+    st.builds(_known_path, st.fixed_dictionaries(_PATH), st.sampled_from(KNOWN)),
+    st.fixed_dictionaries(_PATH),
+    one_in=3,
 )
 
 
@@ -424,8 +494,11 @@ def _cases(operation: Any) -> st.SearchStrategy[Any]:
             case.query = {**(case.query or {}), **dict(search)}
         return case
 
+    bodies = _BODIES_OF.get(
+        operation.path, _mostly(_patches, _bodies) if method == "PATCH" else _bodies
+    )
     drawn = st.tuples(
-        operation.as_strategy(), _path_values, _bodies, _search, _forms, st.integers(0, 3)
+        operation.as_strategy(), _path_values, bodies, _search, _forms, st.integers(0, 3)
     )
     return drawn.map(enrich)
 

@@ -232,7 +232,11 @@ _PATH: dict[str, st.SearchStrategy[str]] = {
     | _text,
 }
 _leaf = (
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | _text
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)  # JSON has neither
+    | _text
 )
 _json = st.recursive(
     _leaf,

@@ -410,9 +410,11 @@ class Probe:
                     del self._pending[ids]
                     if self.recording:
                         self.latencies_s.append(now - emitted)
-                elif now - emitted > 120:
+                elif now - emitted > 120:  # given up on, counted at 120 s (a lower bound)
                     del self._pending[ids]
                     self.lost += 1
+                    if self.recording:
+                        self.latencies_s.append(now - emitted)
 
 
 class WardGateway:
@@ -606,7 +608,7 @@ class Report:
             f"  frame -> searchable  p50 {self.latency_p50_s:.3f} s  p99 {self.latency_p99_s:.3f} s"
             f"  max {self.latency_max_s:.3f} s  ({self.latency_samples} samples, "
             f"{self.latency_censored} still pending at the end, counted at their age; "
-            f"{self.latency_lost} not found in 120 s)",
+            f"{self.latency_lost} not found in 120 s, counted at 120 s)",
             f"  ACK latency  p50 {self.ack_p50_s * 1e3:.1f} ms  p99 {self.ack_p99_s * 1e3:.1f} ms;"
             f" ACKs {self.acks}; send errors {self.send_errors}; ADT {self.adt};"
             f" DICOM statuses {self.dicom_status}",

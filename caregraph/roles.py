@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from adapters.dicom.normalize import DicomNormalizer
-from adapters.hl7v2.normalizer import Hl7v2Normalizer
+from adapters.hl7v2.normalizer import ACK_HL7V2, Hl7v2Normalizer
 from bus import DEADLETTER, RAW_DEVICE, RAW_DICOM, RAW_HL7V2, Message, Record, fhir_topic
 from bus.worker import Handler, WorkerStats, run_consumer
 from caregraph import security_wiring
@@ -34,6 +34,7 @@ from console import public_paths as console_public_paths
 from devices.dicom.scp import DicomGateway
 from devices.mllp.dedup import AckCache
 from devices.mllp.listener import MllpListener
+from devices.mllp.returns import ReturnChannel, parse_routes
 from devices.serial.normalizer import normalize_batch as normalize_device_batch
 from fhir_store.api import build_router
 from fhir_store.errors import ResourceGone, ResourceNotFound
@@ -47,7 +48,7 @@ from messaging.outbox import Outbox
 from messaging.partners import Partners
 from observability.instrument import instrument_handler
 from observability.metrics import build_metrics_router
-from security.allowlists import dicom_allowlist, facility_allowlist
+from security.allowlists import facility_allowlist
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,11 @@ def normalizers(ctx: Context) -> dict[str, tuple[str, Handler]]:
         normalize_device_batch(ctx.bus, batch, "normalizer-device", resolver, hints)
 
     dicom = DicomNormalizer(lookup=study)
-    hl7 = Hl7v2Normalizer(ctx.bus, group="normalizer-hl7v2")
+    hl7 = Hl7v2Normalizer(
+        ctx.bus,
+        group="normalizer-hl7v2",
+        application_acks=bool(parse_routes(ctx.settings.hl7_ack_routes)),
+    )
     return {
         RAW_HL7V2: (hl7.group, hl7),
         RAW_DICOM: ("normalizer-dicom", publishing(ctx, dicom.normalize)),
@@ -235,20 +240,39 @@ def _mllp(ctx: Context) -> Service:
         allow_facility=facilities.allows if facilities else None,
     )
     ctx.metrics.watch_listener("mllp", listener.stats)
-    return StartStop("mllp", listener.start, listener.stop)
+    gateway = StartStop("mllp", listener.start, listener.stop)
+    routes = parse_routes(s.hl7_ack_routes)
+    if not routes:
+        return gateway
+    # enhanced mode: application ACKs go to each sender's own return address
+    returns = ReturnChannel(
+        ctx.bus,
+        routes,
+        delivered=AckCache(path=s.data_dir / "mllp-returns.sqlite3"),
+    )
+    return ServiceGroup(
+        "mllp",
+        [gateway, consumer_service(ctx, "mllp:returns", returns.group, [ACK_HL7V2], returns)],
+    )
 
 
 def _dicom(ctx: Context) -> Service:
     s = ctx.settings
     ensure_port_free(s.http_host, s.dicom_port, "CAREGRAPH_DICOM_PORT", "--dicom-port")
-    allow = dicom_allowlist(s.dicom_allowed_callers)
+
+    def studies(params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """C-FIND at study and series level, answered from the stored ImagingStudies."""
+        page = ctx.store.searching.search("ImagingStudy", params)
+        return [x.resource() for x in (*page.matches, *page.included)]
+
     gateway = DicomGateway(
         s.data_dir / "dicom",
         ctx.bus,
         ae_title=s.dicom_ae,
         host=s.http_host,
         port=s.dicom_port,
-        allowed_callers=allow.gateway_callers() if allow else None,
+        allowed_callers=s.dicom_allowed_callers,
+        study_search=studies,
     )
     return StartStop("dicom", gateway.start, gateway.stop)
 
@@ -319,7 +343,7 @@ AVAILABLE_ROLES = tuple(ROLE_BUILDERS)
 def all_topics(ctx: Context) -> list[str]:
     """Every topic the roles use, so they exist before anyone subscribes."""
     fhir = {fhir_topic(t) for t in (*ctx.store.registry.types, *GRAPH_TYPES, "Parameters")}
-    return [RAW_HL7V2, RAW_DICOM, RAW_DEVICE, DEADLETTER, *sorted(fhir)]
+    return [RAW_HL7V2, RAW_DICOM, RAW_DEVICE, DEADLETTER, ACK_HL7V2, *sorted(fhir)]
 
 
 def build_services(ctx: Context, roles: Sequence[str]) -> list[Service]:

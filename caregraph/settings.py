@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from devices.dicom.access import setting_value as dicom_callers_value
 from security.allowlists import DicomCaller
 
 ROLES = ("api", "mllp", "dicom", "serial", "normalizer", "store-writer", "linkage")
@@ -44,11 +45,18 @@ class Settings(BaseSettings):
     )
 
     # Edge allowlists and TLS (issue 7), see security/allowlists.py and security/tls.py.
-    dicom_allowed_callers: dict[str, DicomCaller] | None = Field(
-        None, description='JSON: {"AE": {"hosts": [...], "operations": [...]}}; unset: any.'
+    dicom_allowed_callers: Annotated[dict[str, DicomCaller] | None, NoDecode] = Field(
+        None,
+        description='JSON {"AE": {"hosts": [...], "operations": [...], "port": N}} or '
+        "AE@host[|host][/port][:op,...] separated by ';'; unset: any.",
     )
     hl7_allowed_facilities: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="MSH-4 namespaces allowed to send HL7, comma-separated; empty: any."
+    )
+    hl7_ack_routes: str = Field(
+        "",
+        description="Return addresses of enhanced-mode application ACKs: "
+        "FACILITY[^APPLICATION]=host:port, comma-separated; empty: none sent.",
     )
     tls_cert_file: Path | None = Field(None, description="PEM certificate chain: HTTPS, MLLPS.")
     tls_key_file: Path | None = Field(None, description="PEM private key of TLS_CERT_FILE.")
@@ -72,6 +80,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("dicom_allowed_callers", mode="before")
+    @classmethod
+    def _dicom_callers(cls, value: object) -> object:
+        return dicom_callers_value(value)
 
     @field_validator("public_url")
     @classmethod

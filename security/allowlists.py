@@ -6,13 +6,13 @@ connects from; MSH-4 sending facility), plus TLS where the peer supports it.
 
 Settings (``caregraph.settings``):
     CAREGRAPH_DICOM_ALLOWED_CALLERS='{"CT1": {"hosts": ["10.0.0.5"], "operations": ["store"]}}'
+    CAREGRAPH_DICOM_ALLOWED_CALLERS='CT1@10.0.0.5:store;PACS@10.0.0.9/104:find,move'
     CAREGRAPH_HL7_ALLOWED_FACILITIES="HIS,LAB"
 Unset means "accept any" (one-machine demo); a deployment sets both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,33 +27,14 @@ def _default_operations() -> list[DicomOperation]:
 
 
 class DicomCaller(BaseModel):
-    """One allowlisted calling AE: the hosts it may connect from (empty: any host) and the
-    DIMSE operations it may ask for (C-ECHO always, as a connectivity test)."""
+    """One allowlisted calling AE: the hosts it may connect from (empty: any host), the
+    DIMSE operations it may ask for (C-ECHO always, as a connectivity test) and the port its
+    own SCP listens on, which makes it a C-MOVE destination. The DICOM gateway enforces it
+    (``devices.dicom.access.caller_policy`` reads these models)."""
 
     hosts: list[str] = Field(default_factory=list)
     operations: list[DicomOperation] = Field(default_factory=_default_operations)
-
-
-@dataclass(frozen=True)
-class DicomAllowlist:
-    """Calling AE title -> what it may do; built once from the setting."""
-
-    callers: Mapping[str, DicomCaller]
-
-    def gateway_callers(self) -> dict[str, set[str]]:
-        """The shape ``DicomGateway(allowed_callers=...)`` takes: AE -> hosts."""
-        return {ae.strip(): set(c.hosts) for ae, c in self.callers.items()}
-
-    def allows(self, calling_ae: str, host: str, operation: str) -> bool:
-        caller = self.callers.get(calling_ae.strip())
-        if caller is None or (caller.hosts and host not in caller.hosts):
-            return False
-        return operation == "echo" or operation in caller.operations
-
-
-def dicom_allowlist(setting: Mapping[str, DicomCaller] | None) -> DicomAllowlist | None:
-    """None when unset (every caller accepted)."""
-    return None if setting is None else DicomAllowlist(dict(setting))
+    port: int | None = Field(None, ge=1, le=65535)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from cryptography.x509.oid import NameOID
 
 from caregraph.errors import ConfigError
 from caregraph.settings import Settings
-from security.allowlists import dicom_allowlist, facility_allowlist
+from devices.dicom.access import caller_policy
+from security.allowlists import facility_allowlist
 from security.tls import server_context
 
 
@@ -23,16 +24,24 @@ def test_dicom_callers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         "CAREGRAPH_DICOM_ALLOWED_CALLERS",
         '{"CT1": {"hosts": ["10.0.0.5"], "operations": ["store", "find"]}, "MR2": {}}',
     )
-    allowlist = dicom_allowlist(Settings().dicom_allowed_callers)
-    assert allowlist is not None
-    assert allowlist.gateway_callers() == {"CT1": {"10.0.0.5"}, "MR2": set()}
-    assert allowlist.allows("CT1", "10.0.0.5", "find")
-    assert not allowlist.allows("CT1", "10.0.0.5", "get")
-    assert not allowlist.allows("CT1", "10.0.0.9", "store")
-    assert allowlist.allows("MR2", "192.168.1.1", "store")  # defaults: any host, echo+store
-    assert allowlist.allows("MR2", "192.168.1.1", "echo")
-    assert not allowlist.allows("MR2", "192.168.1.1", "find")
-    assert not allowlist.allows("XA3", "10.0.0.5", "echo")
+    policy = caller_policy(Settings().dicom_allowed_callers)
+    assert policy.operations("CT1", "10.0.0.5") == {"echo", "store", "find"}
+    assert policy.operations("CT1", "10.0.0.9") is None  # not from that host
+    # defaults: any host, echo and store
+    assert policy.operations("MR2", "192.168.1.1") == {"echo", "store"}
+    assert policy.operations("XA3", "10.0.0.5") is None
+
+
+def test_dicom_callers_in_the_compact_form_with_a_move_destination(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compact = "CT1@10.0.0.5:store;PACS@10.0.0.9/104:find,C-MOVE"
+    monkeypatch.setenv("CAREGRAPH_DICOM_ALLOWED_CALLERS", compact)
+    policy = caller_policy(Settings().dicom_allowed_callers)
+    assert policy.operations("CT1", "10.0.0.5") == {"echo", "store"}
+    assert policy.operations("PACS", "10.0.0.9") == {"echo", "find", "move"}
+    assert policy.destination("PACS") == ("10.0.0.9", 104)
+    assert policy.destination("CT1") is None  # no port: not a C-MOVE destination
 
 
 def test_unknown_dicom_operations_are_refused_as_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,7 +54,14 @@ def test_unset_allowlists_accept_everyone(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("CAREGRAPH_DICOM_ALLOWED_CALLERS", raising=False)
     monkeypatch.delenv("CAREGRAPH_HL7_ALLOWED_FACILITIES", raising=False)
     settings = Settings()
-    assert dicom_allowlist(settings.dicom_allowed_callers) is None
+    assert settings.dicom_allowed_callers is None
+    assert caller_policy(settings.dicom_allowed_callers).operations("ANY", "10.0.0.1") == {
+        "echo",
+        "store",
+        "find",
+        "get",
+        "move",
+    }
     assert facility_allowlist(settings.hl7_allowed_facilities) is None
 
 

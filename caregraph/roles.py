@@ -22,14 +22,16 @@ from bus.worker import Handler, WorkerStats, run_consumer
 from caregraph import security_wiring
 from caregraph.app import create_app
 from caregraph.auth import actor, authorize
-from caregraph.device_api import build_device_router
+from caregraph.device_api import TRAIL_GROUP, TRAIL_TOPICS, build_device_router, device_trail
 from caregraph.device_registry import build_resolver, build_serial_role, health_board
 from caregraph.errors import ConfigError
 from caregraph.patient_hints import PatientHints
 from caregraph.preflight import ensure_port_free
 from caregraph.runtime import Service, ThreadService
+from caregraph.security_cli import mint_development_token
+from caregraph.settings import Settings
 from caregraph.wiring import Context
-from console import build_console_router
+from console import SignInOptions, SmartClient, build_console_router
 from console import public_paths as console_public_paths
 from devices.dicom.scp import DicomGateway
 from devices.mllp.dedup import AckCache
@@ -74,16 +76,41 @@ def build_api_app(ctx: Context, partners: Partners, outbox: Outbox) -> FastAPI:
                 sender=security_wiring.message_sender(s, ctx.store, ctx.mpi, outbox, partners),
             ),
             build_router(ctx.store, authorize),
-            build_device_router(ctx.store, health_board(ctx), authorize),
-            build_console_router(),
+            build_device_router(ctx.store, health_board(ctx), authorize, trail=device_trail(ctx)),
+            build_console_router(sign_in=console_sign_in(s)),
             build_metrics_router(ctx.metrics),
         ],
     )
     guard = security_wiring.build_guard(s, ctx.store, ctx.mpi)
     # /metrics holds counters, never patient data; Prometheus scrapes it without a token
-    public = {*console_public_paths(), "/metrics"}
+    development = s.auth_mode == "development"
+    public = {*console_public_paths(development_sign_in=development), "/metrics"}
     security_wiring.install(app, guard, public_paths=public)
     return app
+
+
+def console_sign_in(s: Settings) -> SignInOptions:
+    """The console's sign-in: a development sign-in that mints caregraph's own tokens (only
+    in development auth mode), or SMART authorization code with PKCE against the hospital's
+    authorization server (jwks mode; what is not configured is shown on the page)."""
+    if s.auth_mode == "development":
+
+        def mint(scope: str, subject: str, patient: str | None) -> str:
+            return mint_development_token(s, scope, subject=subject, patient=patient)
+
+        return SignInOptions(mint=mint)
+    issuer = s.auth_jwks_issuer
+    smart = (
+        SmartClient(
+            issuer,
+            authorization_endpoint=s.console_authorization_endpoint,
+            token_endpoint=s.console_token_endpoint,
+            client_id=s.console_client_id,
+        )
+        if issuer
+        else None
+    )
+    return SignInOptions(smart=smart, issuer=issuer)
 
 
 class ApiService:
@@ -300,7 +327,14 @@ def _store_writer(ctx: Context) -> Service:
         with ctx.metrics.time_db_write("fhir-batch"):
             write(batch)
 
-    return consumer_service(ctx, "store-writer", "store-writer", topics, timed)
+    # the last raw frames and dead letters of each device, for the console's device page
+    trail = consumer_service(
+        ctx, "device-trail", TRAIL_GROUP, list(TRAIL_TOPICS), device_trail(ctx).record
+    )
+    return ServiceGroup(
+        "store-writer",
+        [consumer_service(ctx, "store-writer", "store-writer", topics, timed), trail],
+    )
 
 
 def _linkage(ctx: Context) -> Service:

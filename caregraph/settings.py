@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     auth_algorithms: Annotated[tuple[str, ...], NoDecode] = Field(
         ("RS256", "RS384", "ES384"), description="Accepted JWT algorithms, comma-separated."
     )
+    # The console's SMART sign-in (authorization code with PKCE) in jwks mode.
+    console_client_id: str | None = Field(None, description="The console's client id at the IdP.")
+    console_authorization_endpoint: str | None = Field(
+        None, description="The IdP's SMART authorization endpoint (jwks mode)."
+    )
+    console_token_endpoint: str | None = Field(
+        None, description="The IdP's token endpoint, called from the browser (jwks mode)."
+    )
 
     # Edge allowlists and TLS (issue 7), see security/allowlists.py and security/tls.py.
     dicom_allowed_callers: Annotated[dict[str, DicomCaller] | None, NoDecode] = Field(

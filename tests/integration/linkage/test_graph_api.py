@@ -13,7 +13,8 @@ from linkage.graph.api import build_router
 from linkage.graph.handler import GRAPH_TYPES, GraphHandler
 from linkage.graph.store import Graph
 from tests.integration.linkage.test_graph import HOSPITAL, world
-from tests.unit.linkage.test_api import TestClient, allow
+from tests.support.asgi import AsgiClient
+from tests.unit.linkage.test_api import NURSE, allow
 
 __all__ = ["world"]
 
@@ -21,13 +22,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def client(world: tuple[Graph, str, str]) -> TestClient:
+def client(world: tuple[Graph, str, str]) -> AsgiClient:
     app = FastAPI()
     app.include_router(build_router(world[0], allow))
-    return TestClient(app)
+    return AsgiClient(app, headers=NURSE)
 
 
-def test_each_query_has_a_route(world: tuple[Graph, str, str], client: TestClient) -> None:
+def test_each_query_has_a_route(world: tuple[Graph, str, str], client: AsgiClient) -> None:
     _, golden, other = world
     devices = client.get(f"/graph/patients/{golden}/devices", params={"to": "2024-01-31"})
     assert {d["node"] for d in devices.json()} == {"Device/mon", "Device/pump", "Device/ct"}
@@ -47,7 +48,7 @@ def test_each_query_has_a_route(world: tuple[Graph, str, str], client: TestClien
     assert set(near["nodes"]) == {"Device/mon", "Patient/p1", "Patient/p3"}
 
 
-def test_bad_input_is_a_400(client: TestClient) -> None:
+def test_bad_input_is_a_400(client: AsgiClient) -> None:
     r = client.get("/graph/path", params={"a": "Nothing/1", "b": "Device/ct"})
     assert r.status_code == 400
     r = client.get("/graph/patients/p1/devices", params={"from": "last tuesday"})

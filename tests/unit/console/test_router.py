@@ -2,51 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
 from adapters.serial.observation import device_resource_id
 from console import build_console_router
 from console.router import CSP, STATIC_DIR, asset_table, public_paths
-
-
-class TestClient:
-    """GETs straight into the ASGI app (httpx's ASGI transport), answered in-process."""
-
-    __test__ = False
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        async def send() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                return await c.get(url, **kwargs)
-
-        return asyncio.run(send())
+from tests.support.asgi import AsgiClient
 
 
 @pytest.fixture
-def client() -> TestClient:
+def client() -> AsgiClient:
     app = FastAPI()
     app.include_router(build_console_router())
-    return TestClient(app)
+    return AsgiClient(app)
 
 
-def test_app_redirects_to_the_page(client: TestClient) -> None:
+def test_app_redirects_to_the_page(client: AsgiClient) -> None:
     response = client.get("/app", follow_redirects=False)
     assert response.status_code == 308
     assert response.headers["location"] == "/app/"
 
 
-def test_page_is_html_with_a_strict_csp(client: TestClient) -> None:
+def test_page_is_html_with_a_strict_csp(client: AsgiClient) -> None:
     response = client.get("/app/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -63,7 +44,7 @@ def test_page_is_html_with_a_strict_csp(client: TestClient) -> None:
         ("css/console.css", "text/css"),
     ],
 )
-def test_assets_have_their_media_type(client: TestClient, path: str, media: str) -> None:
+def test_assets_have_their_media_type(client: AsgiClient, path: str, media: str) -> None:
     response = client.get(f"/app/static/{path}")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith(media)
@@ -81,7 +62,7 @@ def test_assets_have_their_media_type(client: TestClient, path: str, media: str)
         "%2Fetc%2Fpasswd",
     ],
 )
-def test_only_listed_assets_are_served(client: TestClient, path: str) -> None:
+def test_only_listed_assets_are_served(client: AsgiClient, path: str) -> None:
     response = client.get(f"/app/static/{path}")
     assert response.status_code == 404
     assert "import" not in response.text
@@ -99,7 +80,7 @@ def test_router_refuses_a_static_dir_without_the_page(tmp_path: Path) -> None:
         build_console_router(tmp_path)
 
 
-def test_device_id_is_the_one_readings_reference(client: TestClient) -> None:
+def test_device_id_is_the_one_readings_reference(client: AsgiClient) -> None:
     body = client.get("/app/device-id/demo-icu-monitor-1").json()
     assert body == {
         "device_id": "demo-icu-monitor-1",
@@ -107,7 +88,7 @@ def test_device_id_is_the_one_readings_reference(client: TestClient) -> None:
     }
 
 
-def test_vitals_json_is_served(client: TestClient) -> None:
+def test_vitals_json_is_served(client: AsgiClient) -> None:
     panels = client.get("/app/vitals.json").json()["panels"]
     assert [p["key"] for p in panels][:2] == ["hr", "spo2"]
 

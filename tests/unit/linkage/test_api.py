@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
 from linkage.api import MATCH_GRADE_URL, build_router
 from linkage.identity import IdentityIndex
 from linkage.mpi import Mpi
+from tests.support.asgi import AsgiClient
 
 from .factories import patient
 
@@ -18,37 +17,14 @@ def allow() -> None:
     return None
 
 
-class TestClient:
-    """Requests straight into the ASGI app (httpx's ASGI transport), answered in-process."""
-
-    __test__ = False
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        async def send() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            headers = {"X-Caregraph-Actor": "nurse.kim"}
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://test", headers=headers
-            ) as client:
-                return await client.request(method, url, **kwargs)
-
-        return asyncio.run(send())
-
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("POST", url, **kwargs)
+NURSE = {"X-Caregraph-Actor": "nurse.kim"}
 
 
 @pytest.fixture
-def client(mpi: Mpi, identity: IdentityIndex) -> TestClient:
+def client(mpi: Mpi, identity: IdentityIndex) -> AsgiClient:
     app = FastAPI()
     app.include_router(build_router(mpi, allow, identity=identity))
-    return TestClient(app)
+    return AsgiClient(app, headers=NURSE)
 
 
 def params(resource: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -61,7 +37,7 @@ def params(resource: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def test_patient_match_returns_a_searchset_with_scores_and_grades(
-    mpi: Mpi, client: TestClient
+    mpi: Mpi, client: AsgiClient
 ) -> None:
     a = mpi.ingest(patient(pid="a1"))
     mpi.ingest(patient("Zygmunt", "Kowalski", "1951-12-30", pid="z1", city="Basel"))
@@ -76,7 +52,7 @@ def test_patient_match_returns_a_searchset_with_scores_and_grades(
     assert entry["search"]["extension"] == [{"url": MATCH_GRADE_URL, "valueCode": "certain"}]
 
 
-def test_patient_match_refuses_what_is_not_parameters_with_a_patient(client: TestClient) -> None:
+def test_patient_match_refuses_what_is_not_parameters_with_a_patient(client: AsgiClient) -> None:
     r = client.post("/fhir/Patient/$match", json={"resourceType": "Patient"})
     assert r.status_code == 400
     assert r.json()["resourceType"] == "OperationOutcome"
@@ -84,7 +60,7 @@ def test_patient_match_refuses_what_is_not_parameters_with_a_patient(client: Tes
     assert r.status_code == 400
 
 
-def test_review_link_and_history_over_http(mpi: Mpi, client: TestClient) -> None:
+def test_review_link_and_history_over_http(mpi: Mpi, client: AsgiClient) -> None:
     a = mpi.ingest(patient(pid="a1"))
     mpi.ingest(patient(pid="a2", birth_date="1975-11-23", postcode="3999"))
     [item] = client.get("/linkage/review").json()
@@ -101,7 +77,7 @@ def test_review_link_and_history_over_http(mpi: Mpi, client: TestClient) -> None
     assert events[-1]["actor"] == "nurse.kim"
 
 
-def test_merge_and_unmerge_over_http(mpi: Mpi, client: TestClient) -> None:
+def test_merge_and_unmerge_over_http(mpi: Mpi, client: AsgiClient) -> None:
     a = mpi.ingest(patient(pid="a1"))
     z = mpi.ingest(patient("Zygmunt", "Kowalski", "1951-12-30", pid="z1", city="Basel"))
     body = {"from_golden": a.golden_id, "into_golden": z.golden_id, "reason": "A40 by hand"}
@@ -112,7 +88,7 @@ def test_merge_and_unmerge_over_http(mpi: Mpi, client: TestClient) -> None:
     assert client.get(f"/linkage/golden/{a.golden_id}").json()["active"] is True
 
 
-def test_errors_carry_their_status(mpi: Mpi, client: TestClient) -> None:
+def test_errors_carry_their_status(mpi: Mpi, client: AsgiClient) -> None:
     a = mpi.ingest(patient(pid="a1"))
     assert client.get("/linkage/patients/nobody").status_code == 404
     r = client.post("/linkage/unlinks", json={"source_id": "a1", "golden_id": "other"})
@@ -121,7 +97,7 @@ def test_errors_carry_their_status(mpi: Mpi, client: TestClient) -> None:
     assert r.status_code == 422
 
 
-def test_json_match_explains_each_candidate(mpi: Mpi, client: TestClient) -> None:
+def test_json_match_explains_each_candidate(mpi: Mpi, client: AsgiClient) -> None:
     mpi.ingest(patient(pid="a1"))
     [c] = client.post("/linkage/match", json=patient(given="Ana")).json()
     assert c["grade"] == "certain" and c["best_source_id"] == "a1"
@@ -129,12 +105,12 @@ def test_json_match_explains_each_candidate(mpi: Mpi, client: TestClient) -> Non
     assert {"given_name", "family_name", "birth_date"} <= comparisons
 
 
-def test_openapi_documents_the_linkage_routes(client: TestClient) -> None:
+def test_openapi_documents_the_linkage_routes(client: AsgiClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/linkage/review", "/linkage/merges", "/fhir/Patient/$match"} <= set(paths)
 
 
-def test_identity_routes(identity: IdentityIndex, client: TestClient) -> None:
+def test_identity_routes(identity: IdentityIndex, client: AsgiClient) -> None:
     for k in range(2):
         identity.ingest(
             {"resourceType": "Device", "id": f"d{k}", "udiCarrier": [{"deviceIdentifier": "X"}]}
@@ -146,7 +122,7 @@ def test_identity_routes(identity: IdentityIndex, client: TestClient) -> None:
     assert client.get("/linkage/identity/Device/nope").status_code == 404
 
 
-def test_identity_manual_decisions_over_http(identity: IdentityIndex, client: TestClient) -> None:
+def test_identity_manual_decisions_over_http(identity: IdentityIndex, client: AsgiClient) -> None:
     a = identity.ingest(
         {
             "resourceType": "Practitioner",
@@ -190,7 +166,7 @@ def test_identity_manual_decisions_over_http(identity: IdentityIndex, client: Te
 
 
 def test_identity_decision_errors_carry_their_status(
-    identity: IdentityIndex, client: TestClient
+    identity: IdentityIndex, client: AsgiClient
 ) -> None:
     identity.ingest(
         {"resourceType": "Device", "id": "d1", "udiCarrier": [{"deviceIdentifier": "X"}]}

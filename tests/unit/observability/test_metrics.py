@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,24 +14,10 @@ from bus.memory import MemoryBus
 from bus.worker import RetryPolicy, WorkerStats, run_consumer
 from devices.mllp.listener import ListenerStats
 from observability.metrics import LagSample, Metrics, build_metrics_router
+from tests.support.asgi import AsgiClient
 
 
-class Client:
-    """Requests to an ASGI app in process (starlette's TestClient warns under httpx)."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    def get(self, path: str) -> httpx.Response:
-        async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                return await c.get(path)
-
-        return asyncio.run(go())
-
-
-def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(client: AsgiClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of ``/metrics`` keyed by (name, sorted labels)."""
     response = client.get("/metrics")
     assert response.status_code == 200
@@ -51,13 +35,15 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-def client(metrics: Metrics) -> Client:
+def client(metrics: Metrics) -> AsgiClient:
     app = FastAPI()
     app.include_router(build_metrics_router(metrics))
-    return Client(app)
+    return AsgiClient(app)
 
 
-def test_messages_in_and_out_count_per_source_and_topic(metrics: Metrics, client: Client) -> None:
+def test_messages_in_and_out_count_per_source_and_topic(
+    metrics: Metrics, client: AsgiClient
+) -> None:
     metrics.record_in("hl7v2", "raw.hl7v2")
     metrics.record_in("hl7v2", "raw.hl7v2", 4)
     metrics.record_out("normalizer", "fhir.Observation", 10)
@@ -74,7 +60,9 @@ def test_messages_in_and_out_count_per_source_and_topic(metrics: Metrics, client
     assert scrape(client)[out] == 11
 
 
-def test_ack_latency_histogram_buckets_the_observations(metrics: Metrics, client: Client) -> None:
+def test_ack_latency_histogram_buckets_the_observations(
+    metrics: Metrics, client: AsgiClient
+) -> None:
     for seconds in (0.0004, 0.003, 0.003, 2.0):
         metrics.observe_ack("mllp", seconds)
     samples = scrape(client)
@@ -87,7 +75,7 @@ def test_ack_latency_histogram_buckets_the_observations(metrics: Metrics, client
 
 
 def test_db_write_timer_observes_even_when_the_write_raises(
-    metrics: Metrics, client: Client
+    metrics: Metrics, client: AsgiClient
 ) -> None:
     with metrics.time_db_write("upsert"):
         time.sleep(0.01)
@@ -99,7 +87,7 @@ def test_db_write_timer_observes_even_when_the_write_raises(
     assert samples[("caregraph_db_write_latency_seconds_sum", op)] >= 0.01
 
 
-def test_deadletters_and_unmatched_codes(metrics: Metrics, client: Client) -> None:
+def test_deadletters_and_unmatched_codes(metrics: Metrics, client: AsgiClient) -> None:
     metrics.record_deadletter("raw.hl7v2", "ParseError")
     metrics.record_unmatched_code("unknown_unit", 3)
     samples = scrape(client)
@@ -109,7 +97,7 @@ def test_deadletters_and_unmatched_codes(metrics: Metrics, client: Client) -> No
     assert samples[("caregraph_unmatched_codes_total", code)] == 3
 
 
-def test_worker_stats_of_a_real_consumer_are_scraped(metrics: Metrics, client: Client) -> None:
+def test_worker_stats_of_a_real_consumer_are_scraped(metrics: Metrics, client: AsgiClient) -> None:
     bus = MemoryBus(partitions=2)
     bus.publish_many([Record("t", b"%d" % i, key=b"%d" % i) for i in range(30)])
     stats = WorkerStats()
@@ -145,7 +133,7 @@ def test_worker_stats_of_a_real_consumer_are_scraped(metrics: Metrics, client: C
 
 
 def test_listener_stats_lag_and_silent_devices_are_read_at_scrape_time(
-    metrics: Metrics, client: Client
+    metrics: Metrics, client: AsgiClient
 ) -> None:
     listener = ListenerStats()
     metrics.watch_listener("mllp", listener)

@@ -1,0 +1,72 @@
+"""The api and store-writer roles as composed: the console's development sign-in, and a
+device's raw frames recorded by the store-writer role and served under /devices."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from adapters.serial import headers as dh
+from bus import RAW_DEVICE
+from bus.headers import make_headers
+from caregraph import security_wiring
+from caregraph.roles import build_api_app, build_services, console_sign_in
+from caregraph.settings import Settings
+from caregraph.wiring import open_context
+from messaging.outbox import Outbox
+from tests.support.asgi import AsgiClient
+
+pytestmark = pytest.mark.integration
+
+
+def test_signed_in_engineer_sees_the_frames_the_store_writer_role_recorded(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    ctx = open_context(settings)
+    try:
+        app = build_api_app(ctx, security_wiring.partners(settings), Outbox.open(ctx.db))
+        client = AsgiClient(app)
+        assert client.get("/devices/vent-1/frames").status_code == 401
+        signed = client.post(
+            "/app/sign-in/development",
+            json={"subject": "biomed-engineer", "scope": "user/Device.cruds"},
+        )
+        assert signed.status_code == 200, signed.text
+        auth = {"Authorization": f"Bearer {signed.json()['access_token']}"}
+
+        [writer] = build_services(ctx, ["store-writer"])
+        writer.start()
+        try:
+            headers = make_headers("serial/medibus", "vent-1/1/1", "application/octet-stream")
+            headers[dh.DEVICE_ID] = "vent-1"
+            headers[dh.PROTOCOL] = "medibus"
+            ctx.bus.ensure_topics([RAW_DEVICE])
+            ctx.bus.publish(RAW_DEVICE, b"\x01\x24\x0d", key=b"vent-1", headers=headers)
+            deadline = time.monotonic() + 30
+            frames: list[dict[str, object]] = []
+            while not frames and time.monotonic() < deadline:
+                got = client.get("/devices/vent-1/frames", headers=auth)
+                assert got.status_code == 200, got.text
+                frames = got.json()["frames"]
+                time.sleep(0.2)
+        finally:
+            writer.stop()
+        assert len(frames) == 1
+    finally:
+        ctx.close()
+
+
+def test_the_console_offers_smart_sign_in_in_jwks_mode_and_says_what_is_missing() -> None:
+    jwks = Settings(
+        auth_mode="jwks",
+        auth_jwks_issuer="https://idp.hospital.example",
+        console_client_id="caregraph-console",
+    )
+    options = console_sign_in(jwks)
+    assert options.mint is None
+    assert options.smart is not None
+    assert options.smart.missing == ["authorization_endpoint", "token_endpoint"]
+    assert console_sign_in(Settings()).mint is not None

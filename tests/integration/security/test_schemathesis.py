@@ -53,6 +53,7 @@ from security.middleware import AuthorizationMiddleware
 from security.token_endpoint import TOKEN_PATH
 
 EXAMPLES = int(os.environ.get("CAREGRAPH_SCHEMATHESIS_EXAMPLES", "8"))
+REQUEST_TIMEOUT_S = 60.0
 
 # a longer run needs more than the suite's 300 s per test (some 0.1 s a call on a busy machine)
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(max(300, EXAMPLES * 64 * 2 // 5))]
@@ -556,7 +557,10 @@ def _fuzz_one(
     )
     def run(case: Any, sent: dict[str, str]) -> None:
         response = case.call_and_validate(
-            headers=sent, checks=[not_a_server_error, response_schema_conformance]
+            headers=sent,
+            checks=[not_a_server_error, response_schema_conformance],
+            # Schemathesis's 10 s was seen to expire on a machine at load 15: a hang still fails
+            timeout=REQUEST_TIMEOUT_S,
         )
         target.calls[label][response.status_code] += 1
         if extra_check is not None:

@@ -32,13 +32,18 @@ class Compound:
     target_type: str
     token: str
     date: str
+    #: Parameters that mean ``reference`` when their value names ``target_type``
+    #: (``subject=Patient/x`` is ``patient=x``: the same index rows).
+    aliases: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return f"{self.reference}|{self.token}|{self.date}"
 
 
-COMPOUNDS: tuple[Compound, ...] = (Compound("Observation", "patient", "Patient", "code", "date"),)
+COMPOUNDS: tuple[Compound, ...] = (
+    Compound("Observation", "patient", "Patient", "code", "date", aliases=("subject",)),
+)
 
 COLUMNS = ("res_type", "res_id", "combo", "ref_id", "system", "code", "lo", "hi")
 

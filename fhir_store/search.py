@@ -270,7 +270,12 @@ class QueryBuilder:
         """One ``idx_compound`` predicate for a reference, a token and a date named together
         (see ``combos.py``), and which parameters it stands for; else ``(None, set())``."""
         for compound in combos.for_type(type_name):
-            ref_names = (compound.reference, f"{compound.reference}:{compound.target_type}")
+            typed = f":{compound.target_type}"
+            ref_names = {
+                name + suffix
+                for name in (compound.reference, *compound.aliases)
+                for suffix in ("", typed)
+            }
             found: dict[str, int] = {}
             for index, (name, raw) in enumerate(params):
                 if not raw or ("," in raw and name != compound.token):
@@ -283,10 +288,12 @@ class QueryBuilder:
                     found["date"] = index
             if len(found) < 3:
                 continue
-            ref_raw = params[found["ref"]][1]
+            ref_name, ref_raw = params[found["ref"]]
             kind, ref_id = reference_target(ref_raw)
             if kind not in ("", compound.target_type):
                 continue
+            if ref_name in compound.aliases and kind != compound.target_type:
+                continue  # subject=x may name a Group or a Device: only the plain path knows
             values = split_values(params[found["token"]][1])
             if any(not v for v in values):
                 continue  # the plain path reports the empty value

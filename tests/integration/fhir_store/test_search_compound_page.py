@@ -54,6 +54,12 @@ SEARCHES: list[list[tuple[str, str]]] = [
     for c in ("8867-4", "http://loinc.org|8867-4", "urn:other|8867-4")
     for d in ("ge2024-01-03", "gt2024-02-05", "ge2024-02-28T00:00:00Z")
     for more in ([], [("status", "final")], [("_id:missing", "false"), ("status:not", "final")])
+] + [
+    # subject naming a Patient is the compound's patient (the console's vitals query)
+    [(name, p), ("code", c), ("date", d), ("_sort", "-date")]
+    for name, p in (("subject", "Patient/p0"), ("subject:Patient", "p1"))
+    for c in ("8867-4", "http://loinc.org|8867-4,urn:other|8867-4")
+    for d in ("ge2024-01-03", "gt2024-02-05")
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fhir_store.search import QueryBuilder, split_values
 from fhir_store.searchparams import default_registry
 
@@ -46,9 +48,11 @@ def test_escaped_commas() -> None:
     assert split_values(r"a\,b,c") == ["a,b", "c"]
 
 
-def test_ranks_drive_from_references() -> None:
+@pytest.mark.parametrize("subject", ["Device/1", "1"])
+def test_ranks_drive_from_references(subject: str) -> None:
+    # a subject that may not be a Patient: the compound (patient, code, date) cannot answer
     query = QueryBuilder(default_registry()).build(
-        "Observation", [("date", "ge2020"), ("code", "x"), ("subject", "Patient/1")]
+        "Observation", [("date", "ge2020"), ("code", "x"), ("subject", subject)]
     )
     assert [w.rank for w in query.where] == [2, 1, 0]
     assert all(w.exists and w.exists.startswith("EXISTS") for w in query.where)

@@ -11,7 +11,6 @@ seam is sync; the request body is read by an async dependency with a size limit 
 
 # No ``from __future__ import annotations`` here: FastAPI must see the real annotation
 # objects of handlers defined inside build_router (the Body alias is local to it).
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -90,12 +89,18 @@ def version_headers(base: str, stored: Stored) -> dict[str, str]:
     }
 
 
+def is_version(text: str) -> bool:
+    """A version id as caregraph writes them: ASCII digits, within a 64-bit integer
+    (``str.isdigit`` admits superscripts and other scripts' digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def parse_if_match(value: str | None) -> int | None:
     """``W/"3"`` (or ``"3"`` or ``3``) to 3; ``InvalidResource`` if not a version."""
     if value is None:
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not is_version(text):
         raise FhirError(f'If-Match {value!r} is not a version ETag like W/"3"', status=400)
     return int(text)
 
@@ -133,7 +138,7 @@ def build_router(
     def parse_json(body: bytes) -> Any:
         try:
             data = loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integer digit limit
             raise InvalidResource(f"the body is not valid JSON: {exc}") from None
         except RecursionError:
             raise InvalidResource("JSON nested too deeply") from None
@@ -271,8 +276,8 @@ def build_router(
 
     @router.get("/{type_name}/{res_id}/_history/{version}")
     def vread(request: Request, type_name: str, res_id: str, version: str) -> Response:
-        if not version.isdigit():
-            raise ResourceNotFound(f"version {version!r} is not a number")
+        if not is_version(version):
+            raise ResourceNotFound(f"version {version!r} is not a version of this resource")
         stored = store.vread(served_type(type_name), res_id, int(version))
         return fhir_response(200, stored.content, version_headers(base_url(request), stored))
 
@@ -386,7 +391,11 @@ def build_router(
         store.delete(served_type(type_name), res_id, if_match=if_match)
         return Response(status_code=204)
 
-    @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"])
+    @router.api_route(
+        "/{rest:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+        include_in_schema=False,  # not an operation: the OperationOutcome for what is none
+    )
     def unknown(request: Request, rest: str) -> Response:
         raise NotSupported(
             f"{request.method} {prefix}/{rest} is not a FHIR interaction here", status=404

@@ -84,6 +84,8 @@ _TABLE = {
 }
 # Types whose values are split on '|' (system|code, quantity units, references): they keep
 # an escaped '|' as the placeholder until split; the others take it back at once.
+#: Past this no page exists: the bound keeps the number inside the databases' integers.
+MAX_OFFSET = 2**31 - 1
 _PIPED_TYPES = frozenset({"token", "reference", "number", "quantity", "composite"})
 _MODIFIERS = {
     "token": {"missing", "not", "text", "of-type", ""},
@@ -336,14 +338,13 @@ class QueryBuilder:
             query.snapshot = raw
             return
         if name in ("_count", "_offset"):
-            try:
-                number = int(raw)
-            except ValueError:
+            if not (raw.isascii() and raw.isdigit()):
                 raise InvalidSearch(
-                    f"{name} must be an integer, got {raw!r}", expression=name
-                ) from None
-            if number < 0:
-                raise InvalidSearch(f"{name} must not be negative", expression=name)
+                    f"{name} must be a non-negative integer, got {raw!r}", expression=name
+                )
+            number = int(raw)
+            if number > MAX_OFFSET:
+                raise InvalidSearch(f"{name} must be at most {MAX_OFFSET}", expression=name)
             if name == "_count":
                 query.count = min(number, MAX_COUNT)
             else:

@@ -15,7 +15,8 @@ from starlette.types import ASGIApp
 
 
 class AsgiClient:
-    """``request``/``get``/``post`` answered by ``app``; ``headers`` go on every request."""
+    """``request``/``get``/``post``/``put`` answered by ``app``; ``headers`` go on every
+    request. An exception the app lets through is raised here (a crash, in a fuzz test)."""
 
     __test__ = False
 
@@ -38,3 +39,6 @@ class AsgiClient:
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", url, **kwargs)

@@ -54,10 +54,11 @@ class KafkaBus(Bus):
 
     ``bootstrap`` is ``host:port[,host:port...]``. ``partitions`` and ``replication_factor``
     apply to topics created by ``ensure_topics``. The group timeouts are Kafka's own; the
-    defaults (3 s poll interval, 6 s session, 1 s heartbeat) let a member join in about 3 s
-    and a dead member's partitions move on within 6 s, which suits short handler batches;
-    raise ``max_poll_interval_ms`` if a batch can take longer. ``producer_config`` and
-    ``consumer_config`` pass further kafka-python settings through (e.g. SASL/TLS).
+    defaults (6 s session, 1 s heartbeat) move a dead member's partitions on within 6 s;
+    a live member may spend up to ``max_poll_interval_ms`` (120 s) on one batch: a store
+    writer behind a slow database must not be evicted and handed the same batch again.
+    ``producer_config`` and ``consumer_config`` pass further kafka-python settings through
+    (e.g. SASL/TLS).
     Nothing connects until first use.
     """
 
@@ -68,7 +69,7 @@ class KafkaBus(Bus):
         client_id: str = "caregraph",
         *,
         replication_factor: int = 1,
-        max_poll_interval_ms: int = 3000,
+        max_poll_interval_ms: int = 120_000,
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
         request_timeout_ms: int = 10000,
@@ -306,6 +307,9 @@ class KafkaBusConsumer(Consumer):
         try:
             fetched = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:
+            if exc.retriable:
+                # a broker restarting or a connection cut: the next poll reconnects
+                raise BusUnavailable(f"Kafka poll failed: {exc}") from exc
             raise BusError(f"Kafka poll failed: {exc}") from exc
         return [
             Message(

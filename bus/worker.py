@@ -95,8 +95,9 @@ def run_consumer(
 
     Run one per thread (or process); several in one group share the partitions. Returns
     after ``stop`` is set and the current batch is finished (or abandoned uncommitted, if
-    it was waiting on a retry). Raises ``BusError`` if polling fails; a failed commit
-    after a rebalance is logged and the loop goes on (the batch is redelivered elsewhere).
+    it was waiting on a retry). A poll that finds the bus unreachable is retried with
+    backoff; any other poll failure raises ``BusError``. A failed commit after a rebalance is
+    logged and the loop goes on (the batch is redelivered elsewhere).
     """
     loop = _Loop(
         bus,
@@ -110,8 +111,19 @@ def run_consumer(
     )
     consumer = bus.subscribe(group, topics)
     try:
+        outages = 0
         while not stop.is_set():
-            batch = consumer.poll(poll_timeout_s, batch_size)
+            try:
+                batch = consumer.poll(poll_timeout_s, batch_size)
+            except BusUnavailable as exc:
+                # the broker restarting or a connection cut: wait and poll again, as for a
+                # handler's outage; nothing was taken, so nothing is lost
+                outages += 1
+                loop.stats.last_error = str(exc)
+                log.warning("group %s: %s; polling again", group, exc)
+                stop.wait(retry.delay(min(outages, 10)))
+                continue
+            outages = 0
             if not batch:
                 continue
             batch = [traced(m) for m in batch]

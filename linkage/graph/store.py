@@ -110,21 +110,23 @@ class Graph(SqlTransactions):
 
     # writing --------------------------------------------------------------------------
     def put_resources(self, resources: Iterable[Mapping[str, Any]]) -> int:
-        """Replace the edges of each resource (idempotent); returns the edges written."""
-        vias: list[str] = []
-        rows: list[tuple[str, int, str, str, str, str, str]] = []
+        """Replace the edges of each resource (idempotent); returns the edges written.
+
+        A resource given twice (a redelivery inside one batch) keeps its last copy's edges.
+        """
+        by_via: dict[str, list[tuple[str, int, str, str, str, str, str]]] = {}
         for resource in resources:
             if not resource.get("id") or not resource.get("resourceType"):
                 continue
             via = via_of(resource)
-            vias.append(via)
-            rows.extend(
+            by_via[via] = [
                 (via, seq, e.src, e.rel, e.dst, e.valid_from, e.valid_to)
                 for seq, e in enumerate(edges_of(resource))
-            )
+            ]
+        rows = [row for edges in by_via.values() for row in edges]
         with self.transaction():
             tx = self._tx
-            for part in _chunks(list(dict.fromkeys(vias))):
+            for part in _chunks(list(by_via)):
                 tx.execute(f"DELETE FROM linkage_edge WHERE via IN ({marks(len(part))})", part)
             tx.insert_rows(
                 "linkage_edge",

@@ -65,15 +65,6 @@ def test_broker_connection_cut_and_restored(proxied_hospital: Hospital) -> None:
     assert goldens == PATIENTS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bus/kafka.py KafkaBusConsumer.poll wraps every KafkaError, a connection reset "
-    "(KafkaConnectionError ECONNRESET) included, as BusError instead of BusUnavailable; "
-    "bus/worker.py run_consumer calls consumer.poll outside the handler's outage retry, so "
-    "the error ends the consumer thread, caregraph/runtime.py run_services raises 'service "
-    "stopped unexpectedly' and the whole role process exits. ARCHITECTURE.md: outages of the "
-    "bus are retried.",
-)
 def test_consumer_roles_outlive_a_broker_connection_reset(
     tmp_path: Path, proxied_broker: tuple[str, TcpProxy], postgres_url: str
 ) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from bus.base import Message
 from fhir_store.database import open_database
 from linkage.graph.handler import GraphHandler
@@ -22,12 +20,6 @@ def _message(resource: dict[str, object], offset: int) -> Message:
     return Message("fhir.Observation", 0, offset, None, json.dumps(resource).encode(), {}, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="linkage/graph/store.py Graph.put_resources deletes the old edges of each resource "
-    "once, then inserts the rows of every copy: a resource twice in one batch inserts the "
-    "same (via, seq) twice and the whole batch fails with StoreConflict on linkage_edge_pkey",
-)
 def test_the_graph_handler_takes_a_batch_with_a_resource_twice(tmp_path: Path) -> None:
     db = open_database(f"sqlite:///{tmp_path / 'graph.sqlite3'}")
     try:

@@ -26,14 +26,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 BACKLOG = 300  # one batch of bus/worker.py run_consumer (up to 500), well over 3 s of work
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bus/kafka.py KafkaBus defaults to max_poll_interval_ms=3000 while bus/worker.py "
-    "run_consumer takes batches of up to 500 messages and commits only after handling the "
-    "whole batch: a batch that takes longer than 3 s gets the member evicted, its commit is "
-    "refused (CommitFailedError) and the same batch is delivered again, forever (livelock; "
-    "the normalizer's consumer lag never falls).",
-)
 def test_a_batch_slower_than_the_poll_interval_is_committed(
     tmp_path: Path, postgres_url: str
 ) -> None:

@@ -65,7 +65,9 @@ def build_api_app(ctx: Context, partners: Partners, outbox: Outbox) -> FastAPI:
         routers=[
             security_wiring.build_token_router(s, ctx.db),
             # before the store's router, whose catch-all would answer Patient/$match
-            build_linkage_router(ctx.mpi, authorize, identity=ctx.identity, actor_of=actor),
+            build_linkage_router(
+                ctx.mpi, authorize, identity=ctx.identity, actor_of=actor, store=ctx.store
+            ),
             build_graph_router(ctx.graph, authorize),
             build_messaging_router(
                 ctx.store,

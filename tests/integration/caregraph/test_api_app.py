@@ -13,6 +13,7 @@ from bus import RAW_DEVICE
 from bus.headers import make_headers
 from caregraph import security_wiring
 from caregraph.roles import build_api_app, build_services, console_sign_in
+from caregraph.security_cli import mint_development_token
 from caregraph.settings import Settings
 from caregraph.wiring import open_context
 from messaging.outbox import Outbox
@@ -70,3 +71,32 @@ def test_the_console_offers_smart_sign_in_in_jwks_mode_and_says_what_is_missing(
     assert options.smart is not None
     assert options.smart.missing == ["authorization_endpoint", "token_endpoint"]
     assert console_sign_in(Settings()).mint is not None
+
+
+def test_golden_everything_through_the_composed_app_spans_linked_identities(
+    tmp_path: Path,
+) -> None:
+    from tests.integration.linkage.test_everything import observation
+    from tests.unit.linkage.factories import patient
+
+    settings = Settings(data_dir=tmp_path)
+    ctx = open_context(settings)
+    try:
+        a = patient(pid="a1", identifiers=[("urn:hosp:a", "A1")])
+        b = patient(pid="b1", identifiers=[("urn:hosp:b", "B1")], phone="+41 31 555 01 01")
+        for p in (a, b):
+            ctx.store.update("Patient", p["id"], p)
+        first, second = ctx.mpi.ingest(a), ctx.mpi.ingest(b)
+        assert second.golden_id == first.golden_id and second.state == "MATCH"
+        ctx.store.update("Observation", "oa", observation("oa", "a1"))
+        ctx.store.update("Observation", "ob", observation("ob", "b1"))
+        app = build_api_app(ctx, security_wiring.partners(settings), Outbox.open(ctx.db))
+        token = mint_development_token(settings, "system/*.rs")
+        got = AsgiClient(app, headers={"Authorization": f"Bearer {token}"}).get(
+            f"/fhir/Patient/{first.golden_id}/$everything"
+        )
+        assert got.status_code == 200, got.text
+        found = {e["resource"]["id"] for e in got.json().get("entry", [])}
+        assert {"oa", "ob", "a1", "b1"} <= found
+    finally:
+        ctx.close()

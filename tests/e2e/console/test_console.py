@@ -298,13 +298,15 @@ def test_sign_in_refuses_a_bad_token_and_ends_a_rejected_session(
     # Not signed in: the sign-in page, which will return to the page asked for.
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to the caregraph console")
     expect(page.get_by_role("link", name="Devices")).to_be_hidden()
+    # the token form's own alert (the development sign-in form beside it has another)
+    alert = page.get_by_role("form", name="Sign in").get_by_role("alert")
     page.get_by_label("Access token").fill("not-a-token")
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("alert")).to_contain_text("not an access token")
+    expect(alert).to_contain_text("not an access token")
     forged = demo.token[: demo.token.rindex(".") + 1] + "AAAA"  # a bad signature
     page.get_by_label("Access token").fill(forged)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("alert")).to_contain_text("does not accept this token")
+    expect(alert).to_contain_text("does not accept this token")
     page.get_by_label("Access token").fill(demo.token)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Devices")

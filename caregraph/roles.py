@@ -26,7 +26,7 @@ from caregraph.device_api import TRAIL_GROUP, TRAIL_TOPICS, build_device_router,
 from caregraph.device_registry import build_resolver, build_serial_role, health_board
 from caregraph.errors import ConfigError
 from caregraph.patient_hints import PatientHints
-from caregraph.preflight import ensure_port_free
+from caregraph.preflight import ensure_port_free, is_loopback
 from caregraph.runtime import Service, ThreadService
 from caregraph.security_cli import mint_development_token
 from caregraph.settings import Settings
@@ -85,22 +85,30 @@ def build_api_app(ctx: Context, partners: Partners, outbox: Outbox) -> FastAPI:
     )
     guard = security_wiring.build_guard(s, ctx.store, ctx.mpi)
     # /metrics holds counters, never patient data; Prometheus scrapes it without a token
-    development = s.auth_mode == "development"
-    public = {*console_public_paths(development_sign_in=development), "/metrics"}
+    public = {*console_public_paths(development_sign_in=offers_development_sign_in(s)), "/metrics"}
     security_wiring.install(app, guard, public_paths=public)
     return app
 
 
+def offers_development_sign_in(s: Settings) -> bool:
+    """The development sign-in mints a token for whoever asks: only in development auth
+    mode and only on loopback, even when ``--insecure`` lets the api listen elsewhere."""
+    return s.auth_mode == "development" and is_loopback(s.http_host)
+
+
 def console_sign_in(s: Settings) -> SignInOptions:
-    """The console's sign-in: a development sign-in that mints caregraph's own tokens (only
-    in development auth mode), or SMART authorization code with PKCE against the hospital's
-    authorization server (jwks mode; what is not configured is shown on the page)."""
-    if s.auth_mode == "development":
+    """The console's sign-in: a development sign-in that mints caregraph's own tokens
+    (``offers_development_sign_in``), or SMART authorization code with PKCE against the
+    hospital's authorization server (jwks mode; what is not configured is shown on the
+    page). Development mode off loopback offers only the token form."""
+    if offers_development_sign_in(s):
 
         def mint(scope: str, subject: str, patient: str | None) -> str:
             return mint_development_token(s, scope, subject=subject, patient=patient)
 
         return SignInOptions(mint=mint)
+    if s.auth_mode == "development":
+        return SignInOptions()
     issuer = s.auth_jwks_issuer
     smart = (
         SmartClient(

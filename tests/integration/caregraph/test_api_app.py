@@ -71,6 +71,21 @@ def test_the_console_offers_smart_sign_in_in_jwks_mode_and_says_what_is_missing(
     assert options.smart is not None
     assert options.smart.missing == ["authorization_endpoint", "token_endpoint"]
     assert console_sign_in(Settings()).mint is not None
+    # development mode served off loopback (--insecure): no token for whoever asks
+    assert console_sign_in(Settings(http_host="0.0.0.0")).mint is None
+
+
+def test_no_development_sign_in_off_loopback(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, http_host="0.0.0.0")
+    ctx = open_context(settings)
+    try:
+        app = build_api_app(ctx, security_wiring.partners(settings), Outbox.open(ctx.db))
+        asked = AsgiClient(app).post(
+            "/app/sign-in/development", json={"subject": "x", "scope": "user/*.rs"}
+        )
+        assert asked.status_code == 401
+    finally:
+        ctx.close()
 
 
 def test_golden_everything_through_the_composed_app_spans_linked_identities(

@@ -300,7 +300,9 @@ def _everything_router(linked: LinkedEverything, fhir_prefix: str) -> APIRouter:
     # The store's route class: errors leave exactly as the store's own $everything's do.
     router = APIRouter(route_class=FhirRoute)
 
-    @router.get(f"{fhir_prefix}/Patient/{{res_id}}/$everything", tags=["fhir"])
+    # answers before the store's route for the same path, which documents the operation
+    # (two entries would give the schema one path with two operationIds)
+    @router.get(f"{fhir_prefix}/Patient/{{res_id}}/$everything", include_in_schema=False)
     def everything(request: Request, res_id: str) -> Response:
         """FHIR ``Patient/[id]/$everything``; for a golden record, across its confirmed
         source Patients (merged in the store's order, each resource once, paged by

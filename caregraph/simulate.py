@@ -399,10 +399,11 @@ class Probe:
                     params={"_id": ",".join(chunk), "_elements": "id", "_count": str(len(chunk))},
                 )
                 r.raise_for_status()
-            except httpx.HTTPError as exc:
+                entries = r.json().get("entry", [])
+            except (httpx.HTTPError, ValueError) as exc:  # ValueError: a body not JSON
                 log.warning("probe: %s", exc)
                 return
-            found.update(e["resource"]["id"] for e in r.json().get("entry", []))
+            found.update(e["resource"]["id"] for e in entries)
         now = time.monotonic()
         with self._lock:
             for ids, emitted in pending.items():
@@ -800,6 +801,8 @@ def run_simulation(
         )
     finally:
         stop.set()
+        for t in threads:  # a request still in flight must not meet a closed client
+            t.join(timeout=35)
         api.close()
         probe_api.close()
 

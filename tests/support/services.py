@@ -7,6 +7,7 @@ its own restart). PostgreSQL is the machine's own server (127.0.0.1:5432, trust 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import threading
@@ -23,8 +24,28 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now (xdist-safe enough: the OS picks it)."""
+    """A TCP port free on loopback right now, below the ephemeral range: a port the OS
+    hands out for outgoing connections (brokers, databases) could be taken by one between
+    this call and the bind of the process it is meant for (seen in CI)."""
+    low = _ephemeral_low()
+    if low > 11000:
+        for _ in range(100):
+            port = random.randint(10000, low - 1)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

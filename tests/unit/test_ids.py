@@ -14,3 +14,24 @@ def test_is_a_valid_fhir_id() -> None:
     import re
 
     assert re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", deterministic_id("x"))
+
+
+def test_is_the_uuid5_of_the_joined_parts() -> None:
+    """Ids are stored: the fast path must keep giving exactly uuid5's."""
+    import uuid
+
+    from adapters.ids import _NAMESPACE
+
+    cases: list[tuple[str | int, ...]] = [
+        (),
+        ("",),
+        ("Observation", "ACME", "MSG1", "OBX", 3),
+        ("Device", "urn:oid:1.0.0", "0123456789ABCDEF", "1.2.3"),
+        ("Patient", "Hôpital Saint-Éloi", "患者", "😀"),
+        tuple(range(50)),
+        ("x" * 10_000,),
+        *((f"part{i}", i) for i in range(300)),  # every value of the variant digit
+    ]
+    for parts in cases:
+        key = "".join(f"{len(s)}:{s};" for s in map(str, parts))
+        assert deterministic_id(*parts) == str(uuid.uuid5(_NAMESPACE, key))

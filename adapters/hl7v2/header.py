@@ -123,9 +123,9 @@ def _fields_to_header(
     )
 
 
-def header_of(message: Er7Message) -> Header:
-    """The header of a tokenized message."""
-    return _fields_to_header(message.delimiters, message.msh.fields)
+def header_of(message: Er7Message, text_codec: str = "utf-8") -> Header:
+    """The header of a tokenized message (``text_codec``: what its bytes were read with)."""
+    return _fields_to_header(message.delimiters, message.msh.fields, text_codec)
 
 
 def _first_line(raw: bytes) -> bytes:
@@ -161,14 +161,16 @@ def peek_header(raw: bytes) -> Header | None:
     return _fields_to_header(delimiters, fields, codec)
 
 
-def decode(raw: bytes) -> str:
-    """The text of a message in the character set MSH-18 declares.
+def decode(raw: bytes, header: Header | None = None) -> str:
+    """The text of a message in the character set MSH-18 declares; ``header`` is
+    ``peek_header(raw)`` when the caller has read it already.
 
     Raises:
         UnsupportedMessage: MSH-18 names a character set caregraph does not read (AR).
         Hl7MappingError: the bytes are not valid in the declared character set (AE).
     """
-    header = peek_header(raw)
+    if header is None:
+        header = peek_header(raw)
     charset = header.charset if header else ""
     if not charset:
         try:

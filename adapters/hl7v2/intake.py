@@ -45,15 +45,17 @@ def judge(
     options: Options = DEFAULT_OPTIONS,
     max_bytes: int = MAX_MESSAGE_BYTES,
     map_content: bool = True,
+    peeked: Header | None = None,
 ) -> Verdict:
-    """Decide AA / AE / AR for ``raw`` (see the module docstring).
+    """Decide AA / AE / AR for ``raw`` (see the module docstring); ``peeked`` is
+    ``peek_header(raw)`` when the caller has read it already.
 
     ``map_content=False`` checks scope and structure only (about 30 times cheaper): content
     that cannot be mapped is then accepted, and the normalizer dead-letters it with its
     location instead of the sender hearing AE. A throughput choice for the operator.
     """
     try:
-        header, message = parse(raw, max_bytes=max_bytes)
+        header, message = parse(raw, max_bytes=max_bytes, peeked=peeked)
         if not map_content:
             key = patient_key(message, header)
             return Verdict("AA", header, None, key or header.control_id)

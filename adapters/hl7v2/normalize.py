@@ -14,7 +14,7 @@ be mapped. Both are ``caregraph.errors.MappingError``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from adapters import fhir_build as fb
@@ -93,8 +93,11 @@ class Normalized:
     """(code system, kind) -> count of the unknown codes and units, for the metrics."""
 
 
-def parse(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Header, Er7Message]:
+def parse(
+    raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, peeked: Header | None = None
+) -> tuple[Header, Er7Message]:
     """Check scope, decode and tokenize: everything a gateway needs to decide AR or go on.
+    ``peeked`` is ``peek_header(raw)`` when the caller has read it already.
 
     Raises:
         UnsupportedMessage: too large, or type/event/version/charset out of scope (AR).
@@ -106,12 +109,13 @@ def parse(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[Header, Er
             Location("MSH"),
             APPLICATION_ERROR,
         )
-    peeked = peek_header(raw)
+    if peeked is None:
+        peeked = peek_header(raw)
     if peeked is None:
         raise Hl7ParseError("not an HL7 v2 message: no MSH segment", Location("MSH"), "100")
     check_supported(peeked)
-    message = tokenize(decode(raw))
-    return replace(header_of(message), text_codec=peeked.text_codec), message
+    message = tokenize(decode(raw, peeked))
+    return header_of(message, peeked.text_codec), message
 
 
 def patient_key(message: Er7Message, header: Header | None = None) -> str | None:

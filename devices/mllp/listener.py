@@ -334,6 +334,7 @@ class MllpListener:
                 options=self.options,
                 max_bytes=self.max_frame,
                 map_content=self.map_content,
+                peeked=header,
             )
         except Exception as exc:  # a mapping bug: answer, keep the connection, log it
             log.exception("%s: the mapping failed on %s", peer, header and header.control_id)

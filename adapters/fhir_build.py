@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -100,8 +101,16 @@ def fhir_datetime(value: datetime | str) -> str:
 
 def fhir_instant(value: datetime) -> str:
     """A FHIR ``instant``: seconds and zone always present."""
-    if value.tzinfo is None or value.utcoffset() is None:
+    offset = value.utcoffset()
+    if offset is None:
         raise ValueError("a FHIR instant needs a timezone")
+    return _instant_text(value, offset)
+
+
+@lru_cache(maxsize=256)
+def _instant_text(value: datetime, offset: timedelta) -> str:
+    """Memoized: every Observation of a message is issued when the message was received.
+    Keyed on the offset too: equal instants in two zones are equal datetimes."""
     return value.isoformat(timespec="microseconds" if value.microsecond else "seconds")
 
 
@@ -509,6 +518,17 @@ OBSERVATION_STATUSES = frozenset(
 OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 
+@lru_cache(maxsize=64)
+def _category_coding(code: str) -> Json:
+    return coding(OBSERVATION_CATEGORY_SYSTEM, code)
+
+
+def _category(code: str) -> Json:
+    """An observation-category CodeableConcept (a new dict: callers may change theirs)."""
+    cc = _category_coding(code)
+    return {"coding": [dict(cc)]} if cc else {}
+
+
 def reference_range(
     *, low: Json | None = None, high: Json | None = None, text: str | None = None
 ) -> Json:
@@ -558,9 +578,7 @@ def observation(
         "extension": list(extensions),
         "identifier": list(identifiers),
         "status": status,
-        "category": [
-            codeable_concept([coding(OBSERVATION_CATEGORY_SYSTEM, c)]) for c in categories
-        ],
+        "category": [_category(c) for c in categories],
         "code": code,
         "subject": subject,
         "encounter": encounter_,

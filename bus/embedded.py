@@ -315,6 +315,9 @@ class EmbeddedBus(Bus):
         next_off: dict[tuple[int, int], int] = {}
         rows = []
         dumps = json.dumps
+        # the records of one message usually share one headers mapping (a normalizer's
+        # dozen resources): written once per mapping, not once per record
+        texts: dict[int, str] = {}
         for r in records:
             topic_id, count = self._topic(conn, r.topic)
             if r.key is None:
@@ -325,7 +328,10 @@ class EmbeddedBus(Bus):
             if off is None:
                 off = _next_off(conn, topic_id, part)
             next_off[(topic_id, part)] = off + 1
-            rows.append((topic_id, part, off, r.key, r.value, dumps(dict(r.headers)), now_ms))
+            text = texts.get(id(r.headers))
+            if text is None:
+                text = texts[id(r.headers)] = dumps(dict(r.headers))
+            rows.append((topic_id, part, off, r.key, r.value, text, now_ms))
         return rows
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from adapters.codes import unmatched
 from adapters.hl7v2.ack import AckCode, AckError, application_ack_wanted, build_application_ack
 from adapters.hl7v2.datatypes import Options
@@ -90,7 +92,13 @@ def application_ack_record(
 
 
 def _dumps(resource: object) -> bytes:
-    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON, by orjson (a tenth of the stage's CPU went to ``json.dumps``);
+    ``json`` for what orjson refuses (an integer beyond 64 bits, from an OBX-5 like
+    ``123456789012345678901``)."""
+    try:
+        return orjson.dumps(resource)
+    except TypeError:
+        return json.dumps(resource, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 # Resources that exist once per message; everything else is an entity (Patient, Device...)

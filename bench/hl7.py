@@ -12,7 +12,10 @@ Phases, each printed:
    AA only after the raw message is committed, fsync'd unless ``--no-fsync``);
 3. end to end (unless ``--no-store``): the normalizer (raw.hl7v2 -> fhir.*) and the store
    writer (fhir.* -> SQLite) run during the ingest, each in its own process as the roles
-   of a deployment would; the clock stops when a search counts every Observation.
+   of a deployment would; the clock stops when a search counts every Observation;
+4. the normalizer stage alone: the same messages already on ``raw.hl7v2`` (a bus of its
+   own), one normalizer process consuming them until every one is handled, i.e. its
+   ``fhir.*`` records are published (durable, fsync'd unless ``--no-fsync``).
 
 The senders run in a process of their own; all on loopback, on one machine: figures are a
 floor, not a ceiling.
@@ -37,11 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.hl7v2 import normalize
 from adapters.hl7v2.normalizer import Hl7v2Normalizer
+from bus.base import Record
 from bus.embedded import EmbeddedBus
+from bus.headers import make_headers
 from bus.topics import RAW_HL7V2, fhir_topic
-from bus.worker import run_consumer
+from bus.worker import WorkerStats, run_consumer
 from devices.mllp.client import MllpClient
-from devices.mllp.listener import MllpListener
+from devices.mllp.listener import CONTENT_TYPE_HL7V2, MllpListener
 from tests.unit.hl7v2.corpus import pcd01
 
 STORE_TYPES = (
@@ -169,6 +174,68 @@ def worker(
     cpu.put((role, time.process_time() - cpu_start))
 
 
+def normalizer_alone(
+    bus_dir: str, total: int, fsync: bool, out: Queue[tuple[float, float, int]]
+) -> None:
+    """The normalizer role in its own process over a ``raw.hl7v2`` already filled: reports
+    (wall seconds, CPU seconds, records skipped as unchanged) until all ``total`` are handled."""
+    bus = EmbeddedBus(Path(bus_dir), fsync=fsync)
+    stop = threading.Event()
+    stats = WorkerStats()
+    handler = Hl7v2Normalizer(bus)
+    thread = threading.Thread(
+        target=run_consumer,
+        args=(bus, "hl7v2-normalizer", [RAW_HL7V2], handler),
+        kwargs={"stop": stop, "poll_timeout_s": 0.05, "stats": stats},
+    )
+    cpu_start, started = time.process_time(), time.perf_counter()
+    thread.start()
+    deadline = started + 300
+    while stats.handled < total and time.perf_counter() < deadline and thread.is_alive():
+        time.sleep(0.005)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_start
+    stop.set()
+    thread.join(10)
+    bus.close()
+    out.put((wall if stats.handled >= total else float("nan"), cpu, handler.skipped))
+
+
+def bench_normalizer(tmp: str, connections: int, per_conn: int, obx: int, fsync: bool) -> None:
+    """Phase 4: the messages the senders sent, put on a fresh ``raw.hl7v2`` as the listener
+    would (key, headers), then normalized by one process (``normalizer_alone``)."""
+    bus_dir = Path(tmp) / "bus-normalizer"
+    bus = EmbeddedBus(bus_dir, fsync=fsync)
+    received = datetime.now(UTC)
+    records = []
+    for c in range(connections):
+        for i in range(per_conn):
+            raw = pcd01(f"B{c}-{i}", obx, eui64=f"{c:016X}")
+            headers = make_headers(
+                "mllp:bench", f"B{c}-{i}", CONTENT_TYPE_HL7V2, received_at=received
+            )
+            records.append(Record(RAW_HL7V2, raw, f"B{c}".encode(), headers))
+    for start in range(0, len(records), 500):
+        bus.publish_many(records[start : start + 500])
+    bus.close()
+    total = len(records)
+    spawn = multiprocessing.get_context("spawn")
+    out: Queue[tuple[float, float, int]] = spawn.Queue()
+    proc = spawn.Process(target=normalizer_alone, args=(str(bus_dir), total, fsync, out))
+    proc.start()
+    wall, cpu, skipped = out.get(timeout=330)
+    proc.join(15)
+    print(
+        f"[4] normalizer alone (raw.hl7v2 -> fhir.* published), fsync={'on' if fsync else 'off'}:"
+        f" {total} msgs in {wall:.2f} s = {total / wall:,.0f} msg/s,"
+        f" {total * obx / wall:,.0f} Observations/s ({skipped} unchanged entities not"
+        f" republished)"
+    )
+    print(
+        f"    normalizer process CPU: {cpu / total * 1e3:.2f} ms/msg"
+        f" = {total / cpu:,.0f} msg/s per core"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
@@ -266,6 +333,7 @@ def main() -> None:
             for worker_proc in workers:
                 worker_proc.join(15)
         bus.close()
+        bench_normalizer(tmp, args.connections, per_conn, args.obx, not args.no_fsync)
 
 
 if __name__ == "__main__":

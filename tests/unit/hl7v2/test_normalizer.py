@@ -110,3 +110,18 @@ def test_unchanged_entities_are_published_once_per_handler() -> None:
     Hl7v2Normalizer(bus)([raw_message(corpus.pcd01("E5", 10), 4)])
     assert len(bus.snapshot("fhir.DeviceMetric")) == 20
     bus.close()
+
+
+def test_an_integer_beyond_64_bits_is_written_exactly() -> None:
+    """Records are serialized by orjson, which refuses such integers: json takes them."""
+    big = 123456789012345678901234
+    records, failures, _ = records_for(
+        [raw_message(corpus.ORU_LAB.replace(b"|105|", f"|{big}|".encode()))]
+    )
+    assert failures == []
+    values = [
+        json.loads(r.value)["valueQuantity"]["value"]
+        for r in records
+        if r.topic == "fhir.Observation" and b"valueQuantity" in r.value
+    ]
+    assert big in values

@@ -391,7 +391,7 @@ def _resolve(focus: Collection, root: Node) -> Collection:
         ref = node.value.get("reference") if isinstance(node.value, dict) else None
         kind = node.value.get("type") if isinstance(node.value, dict) else None
         if isinstance(ref, str):
-            parts = ref.split("/_history/")[0].split("/")
+            parts = ref.split("/_history/")[0].rstrip("/").split("/")
             if len(parts) >= 2:
                 kind = parts[-2]
         if isinstance(kind, str):

@@ -19,7 +19,7 @@ import orjson
 from fhir_store import combos
 from fhir_store.dates import HIGHEST, LOWEST, date_range
 from fhir_store.fhirpath import Collection, Node
-from fhir_store.searchparams import COLUMN_PARAMS, Registry, SearchParam
+from fhir_store.searchparams import COLUMN_PARAMS, Registry, SearchParam, Shared
 
 Rows = dict[str, set[tuple[Any, ...]]]
 
@@ -239,9 +239,11 @@ class _Plan:
     resource instead of a test per parameter of the type.
     """
 
-    __slots__ = ("always", "by_name", "compounds", "every")
+    __slots__ = ("always", "by_name", "compounds", "every", "shared")
 
-    def __init__(self, params: Iterable[SearchParam], res_type: str) -> None:
+    def __init__(
+        self, params: Iterable[SearchParam], res_type: str, shared: Mapping[str, Shared]
+    ) -> None:
         self.every = [p for p in params if p.code not in COLUMN_PARAMS]
         self.always: list[SearchParam] = []
         grouped: dict[frozenset[str], list[SearchParam]] = {}
@@ -257,6 +259,7 @@ class _Plan:
             for name in names:
                 self.by_name.setdefault(name, []).append(group)
         self.compounds = combos.for_type(res_type)
+        self.shared = shared
 
     def groups(self, by_stem: dict[str, list[str]]) -> list[_Group]:
         """The groups that may find something in a resource (its keys by stem), each once."""
@@ -273,15 +276,20 @@ class _Plan:
 class Indexer:
     """Turns resources into index rows, using the registry's compiled expressions."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, share: bool = True) -> None:
+        """``share=False`` writes every parameter's own rows, as stores before schema 6
+        did (see ``searchparams.Shared``); tests compare the two."""
         self.registry = registry
+        self.share = share
         self._plans: dict[str, _Plan] = {}
 
     def _plan(self, res_type: str) -> _Plan:
         plan = self._plans.get(res_type)
         if plan is None:
             plan = self._plans[res_type] = _Plan(
-                self.registry.for_type(res_type).values(), res_type
+                self.registry.for_type(res_type).values(),
+                res_type,
+                self.registry.shared(res_type) if self.share else {},
             )
         return plan
 
@@ -322,6 +330,8 @@ class Indexer:
             )
             if rows:
                 out.setdefault("idx_compound", set()).update(rows)
+        if plan.shared:
+            _drop_shared(out, plan.shared)
         if into is None:
             return out
         for table, part in out.items():
@@ -475,6 +485,24 @@ class Indexer:
             for system, code, _ in codes:
                 for v in values:
                     table.add((*key, system, code, *v))
+
+
+def _drop_shared(out: Rows, shared: Mapping[str, Shared]) -> None:
+    """Drop the rows of parameters that share other parameters' rows (see ``Shared``)
+    where those hold the same row; what only the parameter itself finds is kept."""
+    for table, rows in out.items():
+        if table == "idx_compound":
+            continue
+        covered = []
+        for row in rows:
+            share = shared.get(row[2])
+            if share is None or (share.target_type is not None and row[3] != share.target_type):
+                continue
+            for code in share.params:
+                if (row[0], row[1], code, *row[3:]) in rows:
+                    covered.append(row)
+                    break
+        rows.difference_update(covered)
 
 
 def _composite_values(

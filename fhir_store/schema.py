@@ -126,6 +126,89 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     ),
 ]
 
+#: The rows each parameter shares with others (``searchparams.Shared``) when version 6
+#: shipped: (type, table, parameter, the parameters holding its rows, target type).
+_SHARED_AT_6 = (
+    ("Encounter", "idx_reference", "patient", ("subject",), "Patient"),
+    ("Encounter", "idx_reference", "practitioner", ("participant",), "Practitioner"),
+    ("ImagingStudy", "idx_reference", "patient", ("subject",), "Patient"),
+    ("Provenance", "idx_reference", "patient", ("target",), "Patient"),
+    ("Observation", "idx_reference", "patient", ("subject",), "Patient"),
+    ("Observation", "idx_token", "combo-code", ("code", "component-code"), None),
+    (
+        "Observation",
+        "idx_token",
+        "combo-data-absent-reason",
+        ("component-data-absent-reason", "data-absent-reason"),
+        None,
+    ),
+    (
+        "Observation",
+        "idx_token",
+        "combo-value-concept",
+        ("component-value-concept", "value-concept"),
+        None,
+    ),
+    (
+        "Observation",
+        "idx_quantity",
+        "combo-value-quantity",
+        ("component-value-quantity", "value-quantity"),
+        None,
+    ),
+    (
+        "Observation",
+        "idx_composite",
+        "combo-code-value-concept",
+        ("code-value-concept", "component-code-value-concept"),
+        None,
+    ),
+    (
+        "Observation",
+        "idx_composite",
+        "combo-code-value-quantity",
+        ("code-value-quantity", "component-code-value-quantity"),
+        None,
+    ),
+)
+_VALUE_COLUMNS = {
+    "idx_token": ("system", "code", "text"),
+    "idx_reference": ("target_type", "target_id", "ref"),
+    "idx_quantity": ("value", "system", "code", "unit"),
+    "idx_composite": (
+        "c_system",
+        "c_code",
+        "v_system",
+        "v_code",
+        "v_num",
+        "v_unit",
+        "v_lo",
+        "v_hi",
+        "v_str",
+    ),
+}
+
+
+def _drop_shared_rows() -> list[str]:
+    """Version 6: delete the rows a parameter shares with others (they hold the same)."""
+    out = []
+    for res_type, table, param, shared, target in _SHARED_AT_6:
+        same = " AND ".join(
+            f"q.{c} IS NOT DISTINCT FROM {table}.{c}" for c in _VALUE_COLUMNS[table]
+        )
+        names = ", ".join(f"'{q}'" for q in shared)
+        only = f" AND target_type = '{target}'" if target else ""
+        out.append(
+            f"DELETE FROM {table} WHERE res_type = '{res_type}' AND param = '{param}'{only}"
+            f" AND EXISTS (SELECT 1 FROM {table} q WHERE q.res_id = {table}.res_id"
+            f" AND q.res_type = {table}.res_type AND q.param IN ({names}) AND {same})"
+        )
+    return out
+
+
+# Rows a parameter shares with others are stored once (see ``searchparams.Shared``).
+MIGRATIONS.append((6, _drop_shared_rows()))
+
 INDEX_TABLES = (
     "idx_token",
     "idx_string",

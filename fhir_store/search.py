@@ -148,6 +148,24 @@ def _sub(alias: str, negate: bool, key: str, body: str, params: list[Any], rank:
     )
 
 
+def param_rows(registry: Registry, type_name: str, code: str, qualifier: str = "") -> Sql:
+    """The condition on an index table's ``param`` column that selects the rows of
+    ``code``: its own, and those it shares with other parameters (``searchparams.Shared``:
+    ``combo-code`` reads ``code`` and ``component-code`` rows, ``patient`` reads
+    ``subject`` rows that point at a Patient). ``qualifier`` is a table alias and dot."""
+    share = registry.shared(type_name).get(code)
+    if share is None:
+        return Sql(f"{qualifier}param = ?", [code])
+    marks = ", ".join("?" * (1 + len(share.params)))
+    text = f"{qualifier}param IN ({marks})"
+    if share.target_type is None:
+        return Sql(text, [code, *share.params])
+    return Sql(
+        f"{text} AND ({qualifier}param = ? OR {qualifier}target_type = ?)",
+        [code, *share.params, code, share.target_type],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SortKey:
     code: str
@@ -457,12 +475,13 @@ class QueryBuilder:
         if param.type == "special":
             return self._near(alias, modifier, raw, name)
         table = _TABLE[param.type]
-        head = f"{table} WHERE res_type = ? AND param = ?"
+        rows = param_rows(self.registry, type_name, code)
+        head = f"{table} WHERE res_type = ? AND {rows.text}"
         rank = {"reference": 0, "token": 1}.get(param.type, 2)
         if modifier == "missing":
             if raw not in ("true", "false"):
                 raise InvalidSearch(f"{name} must be true or false", expression=name)
-            return _sub(alias, raw == "true", "res_id", head, [type_name, code], rank)
+            return _sub(alias, raw == "true", "res_id", head, [type_name, *rows.params], rank)
         values = split_values(raw)
         if any(v == "" for v in values):
             raise InvalidSearch(f"{name} has an empty value", expression=name)
@@ -494,7 +513,7 @@ class QueryBuilder:
             modifier == "not",
             "res_id",
             f"{head} AND ({inner.text})",
-            [type_name, code, *inner.params],
+            [type_name, *rows.params, *inner.params],
             rank,
         )
 
@@ -838,12 +857,13 @@ class QueryBuilder:
             # Prefer: handling decides about like any other.
             raise _Unknown(f"{code}.{rest}")
         body = _or(ors)
+        rows = param_rows(self.registry, type_name, code)
         return _sub(
             alias,
             False,
             "res_id",
-            f"idx_reference WHERE res_type = ? AND param = ? AND ({body.text})",
-            [type_name, code, *body.params],
+            f"idx_reference WHERE res_type = ? AND {rows.text} AND ({body.text})",
+            [type_name, *rows.params, *body.params],
             1,
         )
 
@@ -858,15 +878,16 @@ class QueryBuilder:
             raise InvalidSearch(f"{name}: {source}.{ref_param} is not a reference", expression=name)
         inner_alias = f"{alias}h"
         nested = self.condition(source, inner_alias, rest, raw)
+        rows = param_rows(self.registry, source, ref_param)
         return _sub(
             alias,
             False,
             "target_id",
-            f"idx_reference WHERE res_type = ? AND param = ? AND target_type = ?"
+            f"idx_reference WHERE res_type = ? AND {rows.text} AND target_type = ?"
             f" AND res_id IN (SELECT {inner_alias}.res_id FROM resources {inner_alias}"
             f" WHERE {inner_alias}.res_type = ? AND {inner_alias}.deleted = 0"
             f" AND {nested.text})",
-            [source, ref_param, type_name, source, *nested.params],
+            [source, *rows.params, type_name, source, *nested.params],
             1,
         )
 
@@ -936,11 +957,12 @@ class QueryBuilder:
                     f"cannot sort by {param.type} parameter {key.code}", expression="_sort"
                 )
             pick = "MAX" if key.descending else "MIN"
+            rows = param_rows(self.registry, query.type, key.code, "s.")
             parts.append(
                 f"(SELECT {pick}({column}) FROM {table} s WHERE s.res_type = {alias}.res_type"
-                f" AND s.res_id = {alias}.res_id AND s.param = ?) {direction} NULLS LAST"
+                f" AND s.res_id = {alias}.res_id AND {rows.text}) {direction} NULLS LAST"
             )
-            params.append(key.code)
+            params.extend(rows.params)
         parts.append(f"{alias}.res_id ASC")
         return Sql("ORDER BY " + ", ".join(parts), params)
 

@@ -14,7 +14,7 @@ from fhir_store.database import Transaction
 from fhir_store.dates import date_range
 from fhir_store.errors import InvalidSearch
 from fhir_store.records import Stored, by_type
-from fhir_store.search import DEFAULT_COUNT, Query, QueryBuilder, Sql
+from fhir_store.search import DEFAULT_COUNT, Query, QueryBuilder, Sql, param_rows
 
 if TYPE_CHECKING:
     from fhir_store.store import FhirStore
@@ -140,9 +140,8 @@ class Searching:
             frontier = [(s.type, s.id) for s in found]
         return included
 
-    @staticmethod
     def _forward(
-        tx: Transaction, source: str, param: str, target: str | None, ids: list[str]
+        self, tx: Transaction, source: str, param: str, target: str | None, ids: list[str]
     ) -> list[tuple[str, str]]:
         """What ``source`` resources ``ids`` reference through ``param`` (``*``: any)."""
         if not ids:
@@ -154,16 +153,21 @@ class Searching:
         )
         args: list[Any] = [source, *ids]
         if param != "*":
-            sql += " AND param = ?"
-            args.append(param)
+            rows = param_rows(self.store.registry, source, param)
+            sql += f" AND {rows.text}"
+            args.extend(rows.params)
         if target:
             sql += " AND target_type = ?"
             args.append(target)
         return [(r[0], r[1]) for r in tx.execute(sql, args).fetchall()]
 
-    @staticmethod
     def _reverse(
-        tx: Transaction, source: str, param: str, target: str | None, keys: list[tuple[str, str]]
+        self,
+        tx: Transaction,
+        source: str,
+        param: str,
+        target: str | None,
+        keys: list[tuple[str, str]],
     ) -> list[tuple[str, str]]:
         """Resources of type ``source`` (``*``: any) referencing ``keys`` through ``param``
         (``*``: any reference parameter)."""
@@ -178,8 +182,10 @@ class Searching:
                 sql += " AND res_type = ?"
                 args.append(source)
             if param != "*":
-                sql += " AND param = ?"
-                args.append(param)
+                # A named parameter belongs to a named source type (the parser checks).
+                rows = param_rows(self.store.registry, source, param)
+                sql += f" AND {rows.text}"
+                args.extend(rows.params)
             out.extend((r[0], r[1]) for r in tx.execute(sql, args).fetchall())
         return out
 
@@ -205,9 +211,17 @@ class Searching:
         # The spec's patient compartment: per type, the parameters that link to the patient.
         links: list[str] = []
         args: list[Any] = [patient_id, patient_id]
-        for type_name, codes in self.store.registry.patient_compartment.items():
-            links.append(f"(x.res_type = ? AND x.param IN ({', '.join('?' * len(codes))}))")
-            args.extend([type_name, *codes])
+        registry = self.store.registry
+        for type_name, codes in registry.patient_compartment.items():
+            stored = list(codes)
+            for code in codes:
+                # Rows here point at a Patient, so rows ``patient`` shares (``subject``
+                # rows pointing at a Patient) are its own.
+                share = registry.shared(type_name).get(code)
+                if share is not None and share.target_type in (None, "Patient"):
+                    stored.extend(q for q in share.params if q not in stored)
+            links.append(f"(x.res_type = ? AND x.param IN ({', '.join('?' * len(stored))}))")
+            args.extend([type_name, *stored])
         conds = [
             "r.deleted = 0",
             "((r.res_type = 'Patient' AND r.res_id = ?) OR r.res_id IN (SELECT res_id FROM"

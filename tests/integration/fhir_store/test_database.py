@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from caregraph.errors import ConfigError, StoreUnavailable
-from fhir_store.database import open_database
+from fhir_store.database import Database, open_database
 from fhir_store.errors import StoreConflict
 from fhir_store.schema import MIGRATIONS
 
@@ -219,3 +219,52 @@ def test_upgrade_to_compound_index_backfills_it(db_url: str) -> None:
     assert [tuple(r) for r in rows] == [
         ("o", "patient|code|date", "p", "8867-4", "2024-01-01T00:00:00.000000")
     ]
+
+
+def test_upgrade_to_shared_rows_leaves_the_rows_a_new_store_writes(db_url: str) -> None:
+    """Version 6 deletes the rows parameters share (``searchparams.Shared``): a store
+    written before it ends up with exactly the rows the current indexer writes."""
+    from fhir_store.indexing import Indexer
+    from fhir_store.schema import INDEX_TABLES
+    from fhir_store.store import FhirStore
+    from tests.unit.fhir_store.samples import SAMPLES
+
+    resources = [
+        *SAMPLES,
+        {
+            "resourceType": "Observation",
+            "id": "typed-only",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": "#p", "type": "Patient"},
+            "contained": [{"resourceType": "Patient", "id": "p"}],
+        },
+    ]
+    old = open_database(db_url, migrate=False)
+    old.migrate(upto=5)
+    store = FhirStore(old)
+    store.indexer = Indexer(store.registry, share=False)
+    store.upsert_many(resources)
+    old.close()
+
+    def rows(db: Database) -> set[tuple[object, ...]]:
+        with db.transaction(write=False) as tx:
+            return {
+                (table, *r)
+                for table in INDEX_TABLES
+                for r in tx.execute(f"SELECT * FROM {table}").fetchall()
+            }
+
+    upgraded = open_database(db_url)
+    after = rows(upgraded)
+    upgraded.close()
+    indexer = Indexer(store.registry)
+    expected: set[tuple[object, ...]] = {
+        (table, *r)
+        for resource in resources
+        for table, part in indexer.rows(resource).items()
+        for r in part
+    }
+    assert after == expected
+    assert ("idx_reference", "Observation", "typed-only", "patient", "", "", "#p") in after
+    assert not {r for r in after if r[3] in ("combo-code", "combo-value-quantity")}

@@ -103,3 +103,43 @@ def test_a_group_whose_values_never_repeat_stops_memoizing() -> None:
     assert indexer._plans["Observation"].by_name["code"][0].memo  # codes repeat: kept
     late = {**base, "id": "late", "effectiveDateTime": "2021-06-01T10:00:00Z"}
     assert indexer.rows(late) == indexer.rows(late, skip=False)
+
+
+@pytest.mark.parametrize("resource", SAMPLES, ids=lambda r: r["id"])
+def test_shared_rows_read_back_as_each_parameters_own(resource: dict[str, Any]) -> None:
+    """What a search reads for a parameter that shares rows (its own, plus the others'
+    restricted as ``param_rows`` restricts them) is every row it would have on its own."""
+    registry = default_registry()
+    stored = Indexer(registry).rows(resource)
+    alone = Indexer(registry, share=False).rows(resource)
+    for code, share in registry.shared(resource["resourceType"]).items():
+        for table in set(stored) | set(alone):
+            read = {r for r in stored.get(table, ()) if r[2] == code} | {
+                (r[0], r[1], code, *r[3:])
+                for r in stored.get(table, ())
+                if r[2] in share.params and share.target_type in (None, r[3])
+            }
+            assert read == {r for r in alone.get(table, ()) if r[2] == code}, (code, table)
+
+
+def test_a_vital_sign_stores_no_row_twice() -> None:
+    vital = next(s for s in SAMPLES if s["id"] == "obs2")
+    rows = Indexer(default_registry()).rows(vital)
+    params = {r[2] for part in rows.values() for r in part}
+    assert {"code", "subject", "component-code-value-quantity", "component-code"} <= params
+    assert not params & {"combo-code", "patient", "combo-code-value-quantity"}
+
+
+def test_a_reference_typed_only_by_its_type_element_keeps_its_own_row() -> None:
+    obs = {
+        "resourceType": "Observation",
+        "id": "o",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {
+            "reference": "urn:uuid:7d0ae9a5-5a35-4a4b-9a83-2b1f8d4c2a11",
+            "type": "Patient",
+        },
+    }
+    rows = Indexer(default_registry()).rows(obs)["idx_reference"]
+    assert {r[2] for r in rows} == {"subject", "patient"}

@@ -101,3 +101,23 @@ def test_patient_compartment_is_the_specs() -> None:
     assert compartment["Observation"] == ("subject", "performer")
     assert compartment["Patient"] == ("link",)
     assert "Device" not in compartment
+
+
+def test_rows_shared_are_those_the_schema_6_migration_removed() -> None:
+    """A change to what is shared needs a migration of its own: version 6 is shipped."""
+    from fhir_store.schema import _SHARED_AT_6
+    from fhir_store.search import _TABLE
+
+    registry = default_registry()
+    derived = {
+        (t, _TABLE[registry.get(t, code).type], code, s.params, s.target_type)  # type: ignore[union-attr]
+        for t in registry.types
+        for code, s in registry.shared(t).items()
+    }
+    assert derived == set(_SHARED_AT_6)
+    observation = registry.shared("Observation")
+    assert observation["combo-code"].params == ("code", "component-code")
+    assert (observation["patient"].params, observation["patient"].target_type) == (
+        ("subject",),
+        "Patient",
+    )

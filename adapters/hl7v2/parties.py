@@ -10,11 +10,15 @@ same Patient or bed sent again is byte-identical and the store adds no version.
 
 from __future__ import annotations
 
+from datetime import tzinfo
+from functools import lru_cache
+from typing import Any
 from urllib.parse import quote
 
 from adapters import fhir_build as fb
 from adapters.hl7v2.context import Context
 from adapters.hl7v2.datatypes import (
+    Options,
     cx_identifiers,
     hd_system,
     parse_date,
@@ -24,7 +28,7 @@ from adapters.hl7v2.datatypes import (
     xpn_names,
     xtn_telecom,
 )
-from adapters.hl7v2.er7 import Segment, unescape
+from adapters.hl7v2.er7 import Delimiters, Segment, unescape
 from adapters.hl7v2.errors import REQUIRED_FIELD_MISSING, TABLE_VALUE_NOT_FOUND, Hl7MappingError
 from adapters.ids import deterministic_id
 
@@ -83,7 +87,45 @@ def patient(ctx: Context, pid: Segment, org: Json, *, scope: str | None = None) 
     Raises:
         Hl7MappingError: a date or code that cannot be read (location names the field).
     """
-    identifiers = patient_identifiers(ctx, pid)
+    resource = _patient_of(
+        pid.name,
+        tuple(pid.fields),
+        pid.delimiters,
+        pid.occurrence,
+        _options_key(ctx.options),
+        ctx.sender_system,
+        tuple(org.items()),
+        scope,
+    )
+    return None if resource is None else ctx.add(dict(resource))
+
+
+OptionsKey = tuple[tzinfo, tuple[tuple[str, str], ...]]
+
+
+def _options_key(options: Options) -> OptionsKey:
+    """``Options`` as a memo key (it holds a dict, so it is not hashable itself)."""
+    return options.default_tz, tuple(sorted(options.authority_systems.items()))
+
+
+@lru_cache(maxsize=2048)
+def _patient_of(
+    name: str,
+    fields: tuple[str, ...],
+    d: Delimiters,
+    occurrence: int,
+    options_key: OptionsKey,
+    sender_system: str,
+    org_items: tuple[tuple[str, Any], ...],
+    scope: str | None,
+) -> Json | None:
+    """``patient``'s resource from everything it depends on, memoized: a result feed
+    repeats one PID in every message (the mapping of that PID was a seventh of an ORU's).
+    Errors are not memoized. Callers get a copy of the top level; nested values are
+    shared and never mutated."""
+    pid = Segment(name, list(fields), d, occurrence)
+    options = Options(options_key[0], dict(options_key[1]))
+    identifiers = cx_identifiers(pid, 3, options, sender_system)
     resource_id = patient_id_for(identifiers, scope)
     if resource_id is None:
         return None
@@ -94,23 +136,22 @@ def patient(ctx: Context, pid: Segment, org: Json, *, scope: str | None = None) 
             f"administrative sex {sex!r} is not in table 0001", pid.where(8), TABLE_VALUE_NOT_FOUND
         )
     deceased: bool | str | None = None
-    death = parse_ts(pid, 29, ctx.options)
+    death = parse_ts(pid, 29, options)
     if death:
         deceased = death
     elif pid.field(30).strip().upper() in ("Y", "N"):
         deceased = pid.field(30).strip().upper() == "Y"
-    resource = fb.patient(
+    return fb.patient(
         resource_id,
         identifiers=identifiers,
         names=xpn_names(pid, 5),
         gender=gender,
-        birth_date=parse_date(pid, 7, ctx.options),
+        birth_date=parse_date(pid, 7, options),
         addresses=xad_addresses(pid, 11),
         telecom=xtn_telecom(pid, 13, "home") + xtn_telecom(pid, 14, "work"),
-        managing_organization=org,
+        managing_organization=dict(org_items),
         deceased=deceased,
     )
-    return ctx.add(resource)
 
 
 def practitioner(ctx: Context, seg: Segment, n: int, rep: int = 0) -> Json | None:
@@ -136,10 +177,27 @@ def practitioner(ctx: Context, seg: Segment, n: int, rep: int = 0) -> Json | Non
 def location(ctx: Context, seg: Segment, n: int, org: Json) -> Json | None:
     """Locations from a PL field (PV1-3): ward (PL.1), room (PL.2) and bed (PL.3), each
     ``partOf`` the one above; the most specific reference is returned."""
-    d = seg.delimiters
-    comps = [unescape(c, d).strip() for c in seg.components(n)] + [""] * 9
+    reps = seg.reps(n)
+    parent: Json | None = None
+    for resource in _locations_of(
+        reps[0] if reps else "", seg.delimiters, ctx.facility, tuple(org.items())
+    ):
+        parent = ctx.add(dict(resource))
+    return parent
+
+
+@lru_cache(maxsize=2048)
+def _locations_of(
+    pl: str, d: Delimiters, default_facility: str, org_items: tuple[tuple[str, Any], ...]
+) -> tuple[Json, ...]:
+    """``location``'s resources, ward first, from the first repetition of the PL field,
+    memoized: a feed names the same bed in every message. Callers copy the top level;
+    nested values are shared and never mutated."""
+    comps = [unescape(c, d).strip() for c in pl.split(d.component)] + [""] * 9
     ward, room, bed = comps[0], comps[1], comps[2]
-    facility = comps[3] or ctx.facility
+    facility = comps[3] or default_facility
+    org = dict(org_items)
+    out: list[Json] = []
     parent: Json | None = None
     path: list[str] = [facility]
     for value, kind in ((ward, "wa"), (room, "ro"), (bed, "bd")):
@@ -154,8 +212,9 @@ def location(ctx: Context, seg: Segment, n: int, org: Json) -> Json | None:
             part_of=parent,
             managing_organization=org,
         )
-        parent = ctx.add(resource)
-    return parent
+        out.append(resource)
+        parent = fb.reference("Location", resource["id"])
+    return tuple(out)
 
 
 def _location_system(facility: str) -> str:

@@ -59,10 +59,11 @@ class Context:
         return deterministic_id(resource_type, self.facility, self.header.control_id, *position)
 
     def add(self, resource: fb.Json) -> fb.Json:
-        key = (resource["resourceType"], resource["id"])
+        resource_type, resource_id = key = (resource["resourceType"], resource["id"])
         if key not in self.resources:
             self.resources[key] = resource
-        return fb.reference(resource["resourceType"], resource["id"])
+        # what fb.reference gives, without checking the id again: fb's builders did
+        return {"reference": f"{resource_type}/{resource_id}"}
 
     def unknown(self, kind: str, what: str) -> None:
         """An unknown code or unit (``what`` is ``system|code``), passed through: counted."""

@@ -269,7 +269,8 @@ def _oru(ctx: Context, org: Json) -> None:
 
 
 def _provenance(ctx: Context, org: Json) -> None:
-    targets = [fb.reference(rt, rid) for rt, rid in ctx.resources]
+    # the references fb.reference gives; the ids were checked when the resources were built
+    targets = [{"reference": f"{rt}/{rid}"} for rt, rid in ctx.resources]
     evn = ctx.message.first("EVN")
     occurred = None
     if evn is not None:

@@ -49,6 +49,17 @@ def test_messages_and_commits_survive_reopening(tmp_path: Path) -> None:
         assert len(drain(bus, "other", "t")) == 5
 
 
+def test_headers_come_back_as_they_were_given(tmp_path: Path) -> None:
+    """Written by orjson, or by json for what orjson refuses (a lone surrogate); one
+    mapping shared by several records is written for each of them."""
+    shared = {"source": "mllp:Hôpital", "trace-id": "t" * 32}
+    odd = {"note": "half a pair \ud800", "empty": ""}
+    with EmbeddedBus(tmp_path) as bus:
+        records = [Record("t", b"%d" % i, b"k", shared) for i in range(2)]
+        bus.publish_many([*records, Record("t", b"3", b"k", odd)])
+        assert [dict(m.headers) for m in drain(bus, "g", "t")] == [shared, shared, odd]
+
+
 def test_a_topic_keeps_the_partition_count_it_was_created_with(tmp_path: Path) -> None:
     with EmbeddedBus(tmp_path, partitions=2) as bus:
         bus.ensure_topics(["t"])

@@ -115,6 +115,11 @@ def parse(
         raise Hl7ParseError("not an HL7 v2 message: no MSH segment", Location("MSH"), "100")
     check_supported(peeked)
     message = tokenize(decode(raw, peeked))
+    msh = message.msh
+    if msh.delimiters == peeked.delimiters and tuple(msh.fields) == peeked.raw_fields:
+        # the same delimiters and fields make the same header (the usual case: MSH-18
+        # names no character set that reads the first line differently)
+        return peeked, message
     return header_of(message, peeked.text_codec), message
 
 

@@ -35,21 +35,45 @@ from adapters.ids import deterministic_id
 Json = fb.Json
 
 
+OptionsKey = tuple[tzinfo, tuple[tuple[str, str], ...]]
+
+
+def _options_key(options: Options) -> OptionsKey:
+    """``Options`` as a memo key (it holds a dict, so it is not hashable itself)."""
+    return options.default_tz, tuple(sorted(options.authority_systems.items()))
+
+
 def organization(ctx: Context) -> Json:
     """The sending facility (MSH-4) as an Organization; reference returned."""
-    msh = ctx.message.msh
-    d = msh.delimiters
-    ns, uid, kind = ([unescape(p, d) for p in msh.components(4)] + ["", "", ""])[:3]
-    name = ns or ctx.header.sending_application or "unknown"
+    reps = ctx.message.msh.reps(4)
+    resource = _organization_of(
+        reps[0] if reps else "",
+        ctx.message.delimiters,
+        ctx.header.sending_application,
+        ctx.facility,
+        _options_key(ctx.options),
+    )
+    return ctx.add(dict(resource))
+
+
+@lru_cache(maxsize=1024)
+def _organization_of(
+    hd: str, d: Delimiters, sending_application: str, facility: str, options_key: OptionsKey
+) -> Json:
+    """``organization``'s resource from MSH-4's first repetition, memoized (one sender,
+    one Organization, in every message). Callers copy the top level; nested values are
+    shared and never mutated."""
+    ns, uid, kind = ([unescape(p, d) for p in hd.split(d.component)] + ["", "", ""])[:3]
+    name = ns or sending_application or "unknown"
     identifiers = []
     if uid:
-        identifiers.append(fb.identifier(hd_system("", uid, kind, ctx.options), uid))
-    resource = fb.organization(
-        deterministic_id("Organization", ctx.facility),
+        options = Options(options_key[0], dict(options_key[1]))
+        identifiers.append(fb.identifier(hd_system("", uid, kind, options), uid))
+    return fb.organization(
+        deterministic_id("Organization", facility),
         name=name,
         identifiers=identifiers,
     )
-    return ctx.add(resource)
 
 
 _GENDER = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "unknown"}
@@ -98,14 +122,6 @@ def patient(ctx: Context, pid: Segment, org: Json, *, scope: str | None = None) 
         scope,
     )
     return None if resource is None else ctx.add(dict(resource))
-
-
-OptionsKey = tuple[tzinfo, tuple[tuple[str, str], ...]]
-
-
-def _options_key(options: Options) -> OptionsKey:
-    """``Options`` as a memo key (it holds a dict, so it is not hashable itself)."""
-    return options.default_tz, tuple(sorted(options.authority_systems.items()))
 
 
 @lru_cache(maxsize=2048)

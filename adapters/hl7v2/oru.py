@@ -448,9 +448,9 @@ class DeviceTree:
         self.ctx = ctx
         self.subject = subject
         self.bed = bed
-        self._ids: dict[tuple[str, str, str], str] = {}
         self._equipment: dict[str, tuple[str, str]] = {}
         self.seen_results: dict[tuple[str, str, str], int] = {}
+        self.pcd01 = ctx.header.is_pcd01  # asked by every row
         self._refs: dict[tuple[tuple[str, str], str], Json] = {}
 
     def equipment(self, path: str, given: tuple[str, str] | None) -> tuple[str, str]:
@@ -467,11 +467,7 @@ class DeviceTree:
         )
 
     def device_id(self, equipment: tuple[str, str], path: str) -> str:
-        key = (*equipment, path)
-        found = self._ids.get(key)
-        if found is None:
-            found = self._ids[key] = deterministic_id("Device", *equipment, path)
-        return found
+        return _device_id(equipment, path)
 
     def node(self, equipment: tuple[str, str], path: str, kind: Json | None) -> Json:
         """The Device at ``path`` (``1``, ``1.2``, ``1.2.3``); parents made as needed."""
@@ -522,6 +518,12 @@ class DeviceTree:
             obx.delimiters,
         )
         return self.ctx.add(dict(resource))
+
+
+@lru_cache(maxsize=8192)
+def _device_id(equipment: tuple[str, str], path: str) -> str:
+    """A Device's id: its equipment and containment path (a monitor's in every message)."""
+    return deterministic_id("Device", *equipment, path)
 
 
 @lru_cache(maxsize=8192)
@@ -608,12 +610,13 @@ def containment_path(raw: str) -> str:
     return ".".join(parts)
 
 
-def _is_pcd_row(ctx: Context, obx: Segment, coded: tuple[Coded, ...]) -> bool:
+def _is_pcd_row(pcd01: bool, obx: Segment, coded: tuple[Coded, ...]) -> bool:
+    """``pcd01``: the message declares the IHE PCD-01 profile."""
     path = obx.field(4).strip()
     return (
         bool(path)
         and bool(_PATH.match(path))
-        and (ctx.header.is_pcd01 or any(c.system_name.upper() == "MDC" for c in coded))
+        and (pcd01 or any(c.system_name.upper() == "MDC" for c in coded))
     )
 
 
@@ -634,7 +637,7 @@ def _row(
             TABLE_VALUE_NOT_FOUND,
         )
     has_value = any(r.strip() for r in obx.reps(5))
-    pcd = _is_pcd_row(ctx, obx, coded)
+    pcd = _is_pcd_row(tree.pcd01, obx, coded)
     device_ref: Json | None = None
     unit = _unit(ctx, obx)
     if pcd:

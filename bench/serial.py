@@ -234,7 +234,7 @@ def bench_fleet(devices: int, seconds: float) -> None:
     from caregraph.device_registry import AssociationCache
     from fhir_store.database import open_database
     from fhir_store.store import FhirStore
-    from fhir_store.writer import handle_fhir_batch
+    from fhir_store.writer import WRITE_LINGER_S, handle_fhir_batch
 
     ctx = mp.get_context("fork")
     with tempfile.TemporaryDirectory() as tmp:
@@ -303,7 +303,7 @@ def bench_fleet(devices: int, seconds: float) -> None:
             threading.Thread(
                 target=run_consumer,
                 args=(bus, "store-writer", [obs_topic], handle),
-                kwargs={"stop": stop, "poll_timeout_s": 0.1},
+                kwargs={"stop": stop, "poll_timeout_s": 0.1, "linger_s": WRITE_LINGER_S},
                 daemon=True,
             )
         )

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bus.base import Bus, Message, Record
+from bus.base import Bus, Consumer, Message, Record
 from bus.deadletter import deadletter_record, describe
 from bus.errors import CommitFailed
 from bus.headers import traced
@@ -87,6 +88,7 @@ def run_consumer(
     retry: RetryPolicy = RetryPolicy(),  # frozen value object: safe as a default
     batch_size: int = 500,
     poll_timeout_s: float = 0.5,
+    linger_s: float = 0.0,
     deadletter_topic: str = DEADLETTER,
     transient: tuple[type[BaseException], ...] = (StoreUnavailable, BusUnavailable),
     stats: WorkerStats | None = None,
@@ -95,7 +97,11 @@ def run_consumer(
 
     Run one per thread (or process); several in one group share the partitions. Returns
     after ``stop`` is set and the current batch is finished (or abandoned uncommitted, if
-    it was waiting on a retry). A poll that finds the bus unreachable is retried with
+    it was waiting on a retry). ``linger_s`` > 0 keeps polling for up to that long after
+    a batch smaller than ``batch_size`` arrives, as Kafka's ``fetch.max.wait.ms`` does: a
+    handler whose cost is mostly per batch (a database commit writes every page the batch
+    touched) handles more per call when messages trickle in, for that much latency.
+    A poll that finds the bus unreachable is retried with
     backoff; any other poll failure raises ``BusError``. A failed commit after a rebalance is
     logged and the loop goes on (the batch is redelivered elsewhere).
     """
@@ -126,6 +132,8 @@ def run_consumer(
             outages = 0
             if not batch:
                 continue
+            if linger_s > 0 and len(batch) < batch_size:
+                batch = _linger(consumer, batch, batch_size, linger_s, stop)
             batch = [traced(m) for m in batch]
             try:
                 loop.handle(batch)
@@ -138,6 +146,23 @@ def run_consumer(
                 log.warning("group %s: %s; the batch will be delivered again", group, exc)
     finally:
         consumer.close()
+
+
+def _linger(
+    consumer: Consumer, batch: list[Message], size: int, linger_s: float, stop: threading.Event
+) -> list[Message]:
+    """``batch`` topped up by further polls until it holds ``size`` or ``linger_s`` passed.
+    A poll failing now ends the wait: what was taken is handled, the outage met next time."""
+    deadline = time.monotonic() + linger_s
+    while len(batch) < size and not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            batch = batch + consumer.poll(left, size - len(batch))
+        except BusUnavailable:
+            break
+    return batch
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from devices.mllp.returns import ReturnChannel, parse_routes
 from devices.serial.normalizer import normalize_batch as normalize_device_batch
 from fhir_store.api import build_router
 from fhir_store.errors import ResourceGone, ResourceNotFound
-from fhir_store.writer import handle_fhir_batch
+from fhir_store.writer import WRITE_LINGER_S, handle_fhir_batch
 from linkage.api import build_router as build_linkage_router
 from linkage.graph.api import build_router as build_graph_router
 from linkage.graph.handler import GRAPH_TYPES, GraphHandler
@@ -177,7 +177,13 @@ class ApiService:
 
 
 def consumer_service(
-    ctx: Context, name: str, group: str, topics: Sequence[str], handler: Handler
+    ctx: Context,
+    name: str,
+    group: str,
+    topics: Sequence[str],
+    handler: Handler,
+    *,
+    linger_s: float = 0.0,
 ) -> Service:
     """A ``run_consumer`` thread whose counters and messages in show up in ``/metrics``."""
     stats = WorkerStats()
@@ -185,7 +191,7 @@ def consumer_service(
     metered = instrument_handler(handler, ctx.metrics)
 
     def run(stop: threading.Event) -> None:
-        run_consumer(ctx.bus, group, topics, metered, stop=stop, stats=stats)
+        run_consumer(ctx.bus, group, topics, metered, stop=stop, stats=stats, linger_s=linger_s)
 
     return ThreadService(name, run)
 
@@ -343,7 +349,12 @@ def _store_writer(ctx: Context) -> Service:
     )
     return ServiceGroup(
         "store-writer",
-        [consumer_service(ctx, "store-writer", "store-writer", topics, timed), trail],
+        [
+            consumer_service(
+                ctx, "store-writer", "store-writer", topics, timed, linger_s=WRITE_LINGER_S
+            ),
+            trail,
+        ],
     )
 
 

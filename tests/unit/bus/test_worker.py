@@ -186,3 +186,46 @@ def test_every_message_reaches_the_handler_traced_and_keeps_its_trace_on_retry()
     expected = {b"carried": "c" * 32, b"bare": derive_trace_id("t", "m-1", b"bare")}
     assert seen[0] == expected
     assert seen[1] == expected  # the retried delivery carries the same trace ids
+
+
+def test_linger_gathers_what_trickles_in_into_one_batch_and_commits_it_all() -> None:
+    bus = MemoryBus(partitions=2)
+    batches: list[list[Message]] = []
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_consumer,
+        args=(bus, "g", ["t"], batches.append),
+        kwargs={"stop": stop, "batch_size": 50, "poll_timeout_s": 0.01, "linger_s": 2.0},
+    )
+    worker.start()
+    for i in range(5):  # one message every 20 ms: well inside one linger
+        bus.publish_many([Record("t", b"%d" % i, key=b"%d" % i)])
+        time.sleep(0.02)
+    deadline = time.monotonic() + 10
+    while sum(bus.committed("g").values()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    stop.set()
+    worker.join(5)
+    assert sorted(int(m.value) for b in batches for m in b) == list(range(5))
+    assert len(batches) == 1
+    assert sum(bus.committed("g").values()) == 5
+
+
+def test_linger_ends_when_the_batch_is_full() -> None:
+    bus = MemoryBus(partitions=1)
+    bus.publish_many([Record("t", b"%d" % i, key=b"k") for i in range(30)])
+    batches: list[list[Message]] = []
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_consumer,
+        args=(bus, "g", ["t"], batches.append),
+        kwargs={"stop": stop, "batch_size": 10, "poll_timeout_s": 0.01, "linger_s": 30.0},
+    )
+    started = time.monotonic()
+    worker.start()
+    while sum(bus.committed("g").values()) < 30 and time.monotonic() - started < 10:
+        time.sleep(0.005)
+    stop.set()
+    worker.join(5)
+    assert [len(b) for b in batches] == [10, 10, 10]
+    assert time.monotonic() - started < 10  # never waited out the 30 s linger

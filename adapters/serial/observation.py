@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.ids import deterministic_id
+from adapters.ids import deterministic_id, ordered_id
 from adapters.serial.measurement import Measurement
 
 MDC_SYSTEM = "urn:iso:std:iso:11073:10101"
@@ -67,8 +67,10 @@ def device_resource_id(device_id: str) -> str:
 
 
 def observation_id(m: Measurement) -> str:
-    """Deterministic Observation id: device, raw message id, position in that message."""
-    return deterministic_id("device-reading", m.device_id, m.message_id, m.position)
+    """Deterministic Observation id: reading time, then device, raw message id and position
+    in that message (time first, so the store's indexes grow at their end; see
+    ``adapters.ids.ordered_id``)."""
+    return ordered_id(reading_time(m), "device-reading", m.device_id, m.message_id, m.position)
 
 
 def _instant(when: datetime) -> str:

@@ -118,7 +118,7 @@ def fhir_decimal(value: Decimal) -> float | int:
     """A JSON number for a FHIR ``decimal``, or raises ValueError for NaN/infinity."""
     if not value.is_finite():
         raise ValueError(f"not a finite decimal: {value}")
-    if value == value.to_integral_value() and value.as_tuple().exponent == 0:
+    if value.as_tuple().exponent == 0:  # written without a point or exponent: integral
         return int(value)
     return float(value)
 

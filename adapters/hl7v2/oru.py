@@ -41,7 +41,7 @@ from adapters.codes.mdc import MDC, MDC_SYSTEM, MDC_UNITS, MDC_UNITS_BY_REFID
 from adapters.codes.systems import UCUM_SYSTEM, is_known_system
 from adapters.codes.ucum import UCUM_BY_TEXT
 from adapters.hl7v2.context import Context
-from adapters.hl7v2.datatypes import Coded, cwe_concept, cwe_text, parse_nm, parse_ts
+from adapters.hl7v2.datatypes import Coded, cwe_concept, cwe_text, parse_nm, parse_ts, ts_instant
 from adapters.hl7v2.er7 import Delimiters, Segment, unescape
 from adapters.hl7v2.errors import (
     DATA_TYPE_ERROR,
@@ -49,7 +49,7 @@ from adapters.hl7v2.errors import (
     TABLE_VALUE_NOT_FOUND,
     Hl7MappingError,
 )
-from adapters.ids import deterministic_id
+from adapters.ids import deterministic_id, ordered_id
 
 Json = fb.Json
 
@@ -587,10 +587,17 @@ def _observation_id(
     """A lab result's id is its natural key, the filler order number (OBR-3) + OBX-3 code
     + OBX-4 sub-id, so a correction (OBX-11 ``C``) sent later under a new MSH-10 updates
     the result it corrects. Device readings, and results without a filler number, are new
-    facts in every message: sending facility + MSH-10 + position."""
+    facts in every message: sending facility + MSH-10 + position, after the message's
+    time (MSH-7) when it has one, so the store's indexes grow at their end
+    (``adapters.ids.ordered_id``)."""
     filler = obr.field(3).strip() if obr is not None else ""
     if pcd or not filler:
-        return ctx.message_scoped_id("Observation", "OBX", obx.occurrence)
+        when = ts_instant(ctx.header.message_time, ctx.options.default_tz)
+        if when is None:
+            return ctx.message_scoped_id("Observation", "OBX", obx.occurrence)
+        return ordered_id(
+            when, "Observation", ctx.facility, ctx.header.control_id, "OBX", obx.occurrence
+        )
     reps3 = obx.reps(3)
     code = reps3[0].split(obx.delimiters.component, 1)[0] if reps3 else ""
     natural = (filler, code, obx.field(4).strip())

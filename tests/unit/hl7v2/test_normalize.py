@@ -410,3 +410,23 @@ def test_device_readings_are_new_facts_in_every_message() -> None:
     one_ids = {o["id"] for o in of_type(run(corpus.pcd01("M1", 3)), "Observation")}
     two_ids = {o["id"] for o in of_type(run(corpus.pcd01("M2", 3)), "Observation")}
     assert one_ids.isdisjoint(two_ids)
+
+
+def test_device_reading_ids_start_with_the_message_time_and_repeat_with_the_message() -> None:
+    raw = corpus.pcd01("M1", 3)
+    ids = sorted(o["id"] for o in of_type(run(raw), "Observation"))
+    # MSH-7 20240305083000+0100, in UTC; the receipt time plays no part
+    assert all(i.startswith("20240305T073000000-") for i in ids)
+    again = normalize(raw, received_at=datetime(2025, 1, 1, tzinfo=UTC))
+    assert sorted(o["id"] for o in of_type(again, "Observation")) == ids
+    later = raw.replace(b"20240305083000+0100", b"20240305083001+0100", 1)
+    later_ids = [o["id"] for o in of_type(run(later.replace(b"|M1|", b"|M3|")), "Observation")]
+    assert max(ids) < min(later_ids)
+
+
+def test_device_readings_of_a_message_without_a_time_still_get_deterministic_ids() -> None:
+    raw = corpus.pcd01("M1", 3).replace(b"20240305083000+0100", b"", 1)
+    ids = sorted(o["id"] for o in of_type(run(raw), "Observation"))
+    assert len(set(ids)) == len(ids) == 3
+    assert ids == sorted(o["id"] for o in of_type(run(raw), "Observation"))
+    assert not any(i.startswith("2024") for i in ids)

@@ -74,10 +74,16 @@ CREATE TABLE IF NOT EXISTS members(
 DB_NAME = "bus.sqlite3"
 
 
+_LOCK_WAIT_S = 30.0
+"""How long a statement waits for a lock another connection holds (the write lock above all)."""
+
+
 def _connect(path: Path, fsync: bool) -> sqlite3.Connection:
     """Open the log; autocommit mode, so transactions are the explicit BEGINs below."""
     try:
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            path, timeout=_LOCK_WAIT_S, isolation_level=None, check_same_thread=False
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
     except sqlite3.Error as exc:
@@ -87,12 +93,43 @@ def _connect(path: Path, fsync: bool) -> sqlite3.Connection:
     return conn
 
 
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE, waiting up to ``_LOCK_WAIT_S`` for the write lock.
+
+    Not through SQLite's busy handler: it sleeps in steps growing to 100 ms, so a writer
+    queued behind a long transaction (a normalizer's batch of thousands of records) went on
+    sleeping for up to tens of milliseconds after the lock was free, and the MLLP senders
+    waiting for their ACKs with it. Polling with a backoff capped at 2 ms takes the lock
+    soon after it is released. Other statements keep the busy timeout.
+    """
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        delay = 0.0002
+        deadline: float | None = None
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + _LOCK_WAIT_S
+                elif now >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(_LOCK_WAIT_S * 1000)}")
+
+
 @contextmanager
 def _write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction; BEGIN IMMEDIATE takes the write lock up front, so two
-    writers queue on ``busy_timeout`` instead of failing halfway with SQLITE_BUSY."""
+    writers queue (``_begin_immediate``) instead of failing halfway with SQLITE_BUSY."""
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        _begin_immediate(conn)
     except sqlite3.Error as exc:
         raise BusError(f"embedded bus: cannot start a write: {exc}") from exc
     try:
@@ -209,11 +246,18 @@ class EmbeddedBus(Bus):
         now_ms = int(time.time() * 1000)
         with self._lock:
             self._check_open()
+            # partitions and header text before the write lock, which other processes wait
+            # for (a normalizer's batch is thousands of records); only topics not seen yet
+            # need the transaction
+            placed = self._place(None, records)
             with _write(self._conn) as conn:
+                if placed is None:
+                    placed = self._place(conn, records)
+                    assert placed is not None  # with a transaction, every topic is created
                 conn.executemany(
                     "INSERT INTO messages(topic_id, part, off, key, value, headers, ts_ms)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    self._rows(conn, records, now_ms),
+                    _numbered(conn, placed, now_ms),
                 )
 
     def subscribe(
@@ -311,29 +355,50 @@ class EmbeddedBus(Bus):
         self._round_robin[name] = itertools.count()
         return known
 
-    def _rows(
-        self, conn: sqlite3.Connection, records: Sequence[Record], now_ms: int
-    ) -> list[tuple[int, int, int, bytes | None, bytes, str, int]]:
-        next_off: dict[tuple[int, int], int] = {}
-        rows = []
+    def _place(
+        self, conn: sqlite3.Connection | None, records: Sequence[Record]
+    ) -> list[_Placed] | None:
+        """(topic id, partition, key, value, header text) of each record; None when a topic
+        is not known yet and there is no write transaction (``conn``) to create it in."""
+        placed: list[_Placed] = []
         # the records of one message usually share one headers mapping (a normalizer's
         # dozen resources): written once per mapping, not once per record
         texts: dict[int, str] = {}
+        topics = self._topics
         for r in records:
-            topic_id, count = self._topic(conn, r.topic)
+            known = topics.get(r.topic)
+            if known is None:
+                if conn is None:
+                    return None
+                known = self._topic(conn, r.topic)
+            topic_id, count = known
             if r.key is None:
                 part = next(self._round_robin[r.topic]) % count
             else:
                 part = partition_for(r.key, count)
-            off = next_off.get((topic_id, part))
-            if off is None:
-                off = _next_off(conn, topic_id, part)
-            next_off[(topic_id, part)] = off + 1
             text = texts.get(id(r.headers))
             if text is None:
                 text = texts[id(r.headers)] = _dump_headers(r.headers)
-            rows.append((topic_id, part, off, r.key, r.value, text, now_ms))
-        return rows
+            placed.append((topic_id, part, r.key, r.value, text))
+        return placed
+
+
+_Placed = tuple[int, int, bytes | None, bytes, str]
+_Row = tuple[int, int, int, bytes | None, bytes, str, int]
+
+
+def _numbered(conn: sqlite3.Connection, placed: list[_Placed], now_ms: int) -> list[_Row]:
+    """The rows to insert: each placed record with the next offset of its partition; call
+    inside the write transaction."""
+    next_off: dict[tuple[int, int], int] = {}
+    rows = []
+    for topic_id, part, key, value, text in placed:
+        off = next_off.get((topic_id, part))
+        if off is None:
+            off = _next_off(conn, topic_id, part)
+        next_off[(topic_id, part)] = off + 1
+        rows.append((topic_id, part, off, key, value, text, now_ms))
+    return rows
 
 
 def _dump_headers(headers: Mapping[str, str]) -> str:

@@ -196,3 +196,46 @@ def test_a_poll_is_bounded_in_bytes_but_returns_at_least_one_message(tmp_path: P
         with bus.subscribe("g", ["t"]) as consumer:
             sizes = [len(consumer.poll(timeout_s=1.0)) for _ in range(4)]
     assert sizes == [2, 2, 1, 1]  # 2 x 1 KB fit in 2,500 B; the 9 KB one comes alone
+
+
+def test_a_writer_takes_the_write_lock_soon_after_another_connection_frees_it(
+    tmp_path: Path,
+) -> None:
+    """Another process's long transaction (a normalizer's batch) holds the write lock: the
+    publish waits for it, then goes through; the busy timeout of other statements stays."""
+    with EmbeddedBus(tmp_path) as bus:
+        bus.ensure_topics(["t"])
+        other = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        released = threading.Event()
+
+        def release() -> None:
+            time.sleep(0.15)
+            other.execute("COMMIT")
+            released.set()
+
+        threading.Thread(target=release).start()
+        bus.publish_many([Record("t", b"after", b"k")])
+        assert released.is_set()
+        assert [m.value for m in drain(bus, "g", "t")] == [b"after"]
+        assert bus._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        other.close()
+
+
+def test_a_writer_gives_up_after_the_lock_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bus.embedded
+
+    monkeypatch.setattr(bus.embedded, "_LOCK_WAIT_S", 0.2)
+    with EmbeddedBus(tmp_path) as embedded:
+        embedded.ensure_topics(["t"])
+        other = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(BusError, match="locked"):
+            embedded.publish_many([Record("t", b"x", b"k")])
+        assert 0.2 <= time.monotonic() - started < 10
+        other.execute("ROLLBACK")
+        other.close()
+        embedded.publish_many([Record("t", b"x", b"k")])  # the next one goes through

@@ -119,6 +119,14 @@ SerialNumber = Annotated[str | None, typer.Option(help="The manufacturer's seria
 Udi = Annotated[str | None, typer.Option(help="UDI as printed (human-readable form).")]
 TypeText = Annotated[str | None, typer.Option("--type", help="Kind of device, as text.")]
 Location = Annotated[str | None, typer.Option(help="Bed to place it in now (see `place`).")]
+PatientIdSystem = Annotated[
+    str | None,
+    typer.Option(
+        help="Identifier system of the patient ids the device reports (an analyzer's ASTM"
+        " P record), e.g. urn:oid:1.2.3: only Patient identifiers of this system match."
+        " Without it, any system matches ('' in edit: any system again)."
+    ),
+]
 
 
 @app.command()
@@ -139,6 +147,7 @@ def add(
     udi: Udi = None,
     type_text: TypeText = None,
     location: Location = None,
+    patient_id_system: PatientIdSystem = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -146,10 +155,17 @@ def add(
     with _admin(data_dir, database_url) as admin:
         if (protocol is None) != (port is None):
             raise CliError("a serial connection needs both --protocol and --port")
+        if patient_id_system and protocol is None:
+            raise CliError(
+                "--patient-id-system is part of the serial connection: give --protocol and"
+                " --port too"
+            )
         connection = None
         if protocol is not None and port is not None:
             line = LineSpec(baudrate, bytesize, parity, stopbits, rtscts)
-            connection = SerialConnection(protocol, port, line, _options(option))
+            connection = SerialConnection(
+                protocol, port, line, _options(option), patient_id_system or None
+            )
         reg = Registration(
             device_id,
             "active",
@@ -188,6 +204,7 @@ def edit(
     status: Annotated[
         str | None, typer.Option(help="active (in service) or inactive (retired).")
     ] = None,
+    patient_id_system: PatientIdSystem = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -198,7 +215,7 @@ def edit(
         line_given = any(v is not None for v in (baudrate, bytesize, parity, stopbits, rtscts))
         if no_connection:
             connection = None
-        elif protocol or port or line_given or option:
+        elif protocol or port or line_given or option or patient_id_system is not None:
             old = connection or SerialConnection("", "")
             new_protocol, new_port = protocol or old.protocol, port or old.port
             if not new_protocol or not new_port:
@@ -212,8 +229,9 @@ def edit(
                 rtscts if rtscts is not None else ol.rtscts,
             )
             options = dict(old.options) | dict(_options(option))
+            system = old.patient_id_system if patient_id_system is None else patient_id_system
             connection = SerialConnection(
-                new_protocol, new_port, line, tuple(sorted(options.items()))
+                new_protocol, new_port, line, tuple(sorted(options.items())), system or None
             )
         reg = replace(
             reg,
@@ -240,6 +258,7 @@ def _summary(reg: Registration, now: datetime, patient: str | None) -> dict[str,
         "name": reg.name,
         "protocol": c.protocol if c else None,
         "port": c.port if c else None,
+        "patient_id_system": c.patient_id_system if c else None,
         "location": (here.display or here.location) if here else None,
         "patient": patient,
     }

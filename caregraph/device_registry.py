@@ -258,7 +258,12 @@ def connection_of(reg: Registration) -> DeviceConnection:
         rtscts=spec.rtscts if spec.rtscts is not None else default.rtscts,
     )
     return DeviceConnection(
-        reg.device_id, c.protocol, c.port, dict(c.options), None if line == default else line
+        reg.device_id,
+        c.protocol,
+        c.port,
+        dict(c.options),
+        None if line == default else line,
+        c.patient_id_system,
     )
 
 

@@ -7,6 +7,11 @@ identifiers and are left out); an id no Patient has, or several have, leaves the
 unassigned rather than guessing. Answers are cached briefly, so a run of results for one
 sample costs one search, and a Patient admitted a moment after its sample still gets its
 next readings.
+
+A device whose registration names the system of the ids it reports (its connection's
+``patient-id-system``, e.g. the hospital's MRN system) matches only identifiers of that
+system: an analyzer's ``12345`` is then MRN 12345, never another source's account or
+insurance number 12345. Without one, an identifier of any system matches.
 """
 
 from __future__ import annotations
@@ -38,28 +43,36 @@ class PatientHints:
         self.searches = 0
         self._clock = clock
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, Reference | None]] = {}
+        self._cache: dict[tuple[str | None, str], tuple[float, Reference | None]] = {}
 
-    def __call__(self, hint: str) -> Reference | None:
+    def __call__(self, hint: str, system: str | None = None, /) -> Reference | None:
+        """The one source Patient with identifier ``hint`` (of ``system``, if given).
+
+        Raises:
+            StoreError: the search failed (the normalizer's batch is retried).
+        """
+        key = (system or None, hint)
         now = self._clock()
         with self._lock:
-            cached = self._cache.get(hint)
+            cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found = self._search(hint)
+        found = self._search(hint, key[0])
         ttl = self.found_ttl_s if found is not None else self.missing_ttl_s
         with self._lock:
             if len(self._cache) > 10_000:  # a long-running gateway: drop stale answers
                 self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            self._cache[hint] = (now + ttl, found)
+            self._cache[key] = (now + ttl, found)
         return found
 
-    def _search(self, hint: str) -> Reference | None:
+    def _search(self, hint: str, system: str | None) -> Reference | None:
         self.searches += 1
+        # ``value`` alone is any system; ``system|value`` only that system (FHIR token).
+        token = _escape(hint) if system is None else f"{_escape(system)}|{_escape(hint)}"
         page = self.store.searching.search(
             "Patient",
             [
-                ("identifier", _escape(hint)),
+                ("identifier", token),
                 ("_tag:not", f"{GOLDEN_TAG_SYSTEM}|golden"),
                 ("_count", "2"),
             ],
@@ -70,7 +83,8 @@ class PatientHints:
 
 
 def _escape(value: str) -> str:
-    """A bare identifier value as a token search value (``,`` ``|`` ``$`` ``\\`` escaped)."""
+    """An identifier value or system as part of a token search value (``,`` ``|`` ``$``
+    ``\\`` escaped)."""
     for ch in "\\,|$":
         value = value.replace(ch, "\\" + ch)
     return value

@@ -22,7 +22,10 @@ protocol's default ``baudrate`` (valueInteger), ``bytesize`` (valueInteger 5-8),
 ``parity`` (valueCode N/E/O/M/S), ``stopbits`` (valueDecimal 1, 1.5, 2), ``rtscts``
 (valueBoolean), and any number of ``option`` (nested ``name`` valueString + ``value``
 valueDecimal: driver tuning such as ``poll_interval_s``; whole numbers are read as
-integers).
+integers), and optional ``patient-id-system`` (valueUri): the identifier system of the
+patient ids the device reports itself (an analyzer's ASTM P record), e.g. the hospital's
+MRN system ``urn:oid:1.2.3``. With it, such an id names only a Patient with an identifier
+of that system; without it, an identifier of any system (see ``caregraph.patient_hints``).
 
 ``urn:caregraph:fhir:extension:placement`` (repeating), the placement history: ``location``
 (valueReference to a ``Location``, a bed) and ``period`` (valuePeriod; no end = still
@@ -55,6 +58,8 @@ LOCATION_ID_SYSTEM = "urn:caregraph:location"
 PHYSICAL_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/location-physical-type"
 DEVICE_STATUSES = ("active", "inactive", "entered-in-error", "unknown")
 PARITIES = ("N", "E", "O", "M", "S")
+# An absolute URI (RFC 3986 scheme, then no white space): what Identifier.system must be.
+_ABSOLUTE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:\S+$")
 _GS1_DI = re.compile(r"^\(01\)(\d{14})")
 
 
@@ -75,12 +80,39 @@ class LineSpec:
 
 @dataclass(frozen=True, slots=True)
 class SerialConnection:
-    """How the gateway reaches the device; ``options`` are numeric driver settings."""
+    """How the gateway reaches the device; ``options`` are numeric driver settings;
+    ``patient_id_system`` is the identifier system of the patient ids the device reports
+    (``None``: any system).
+
+    Raises:
+        RegistryError: ``patient_id_system`` is not an absolute URI.
+    """
 
     protocol: str
     port: str
     line: LineSpec = LineSpec()
     options: tuple[tuple[str, int | float], ...] = ()
+    patient_id_system: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.patient_id_system is not None:
+            check_identifier_system(self.patient_id_system, "Device.extension")
+
+
+def check_identifier_system(value: str, where: str) -> str:
+    """``value`` if it can be an ``Identifier.system`` (an absolute URI such as
+    ``urn:oid:1.2.3`` or ``http://hospital.example/mrn``).
+
+    Raises:
+        RegistryError: it is not.
+    """
+    if not _ABSOLUTE_URI.match(value):
+        raise RegistryError(
+            f"patient id system {value!r} is not an absolute URI"
+            " (e.g. urn:oid:1.2.3 or https://hospital.example/mrn)",
+            where,
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +279,8 @@ def connection_extension(c: SerialConnection) -> dict[str, Any]:
         subs.append({"url": "stopbits", "valueDecimal": line.stopbits})
     if line.rtscts is not None:
         subs.append({"url": "rtscts", "valueBoolean": line.rtscts})
+    if c.patient_id_system is not None:
+        subs.append({"url": "patient-id-system", "valueUri": c.patient_id_system})
     for name, value in c.options:
         subs.append(
             {
@@ -400,6 +434,9 @@ def _connection(ext: Mapping[str, Any], where: str) -> SerialConnection:
         # Whole numbers stay integers: some settings are counts or whole seconds on the wire.
         options[str(name)] = int(value) if float(value).is_integer() else float(value)
     rtscts = _one(subs, "rtscts", "valueBoolean", where)
+    system = _one(subs, "patient-id-system", "valueUri", where)
+    if system is not None:
+        check_identifier_system(str(system), where)
     return SerialConnection(
         protocol=str(protocol),
         port=str(port),
@@ -411,6 +448,7 @@ def _connection(ext: Mapping[str, Any], where: str) -> SerialConnection:
             None if rtscts is None else bool(rtscts),
         ),
         options=tuple(sorted(options.items())),
+        patient_id_system=None if system is None else str(system),
     )
 
 

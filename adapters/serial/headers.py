@@ -12,3 +12,6 @@ DEVICE_TIME = "device-time"
 TIME_ANCHOR = "device-time-anchor"
 # Minutes east of UTC the device clock is set to (ASTM, Datex times carry no zone).
 UTC_OFFSET = "device-utc-offset"
+# The identifier system of the patient ids the device reports itself (an analyzer's ASTM P
+# record), from its registration; absent: a Patient identifier of any system matches.
+PATIENT_ID_SYSTEM = "device-patient-id-system"

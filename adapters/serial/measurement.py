@@ -51,6 +51,8 @@ class Measurement:
     category: str = "vital-signs"
     specimen_id: str | None = None
     patient_hint: str | None = None
+    # The identifier system ``patient_hint`` belongs to, when the registration says.
+    patient_id_system: str | None = None
     text: str | None = None
     raw: bytes = field(default=b"", repr=False)
 

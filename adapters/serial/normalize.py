@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from adapters.codes import unmatched
 from adapters.serial import astm, datex, intellivue, medibus
@@ -24,9 +25,15 @@ OBSERVATION_TOPIC = fhir_topic("Observation")
 Decoder = Callable[[bytes, Mapping[str, str], str, str, datetime], list[Measurement]]
 # (device id, device time) -> the patient Reference valid then, or None: unassigned.
 SubjectAt = Callable[[str, datetime], Mapping[str, Any] | None]
-# A patient id the device itself reported (ASTM P record) -> the one Patient with that
-# identifier, or None when no Patient or several have it.
-PatientByHint = Callable[[str], Mapping[str, Any] | None]
+
+
+class PatientByHint(Protocol):
+    """A patient id the device itself reported (ASTM P record) -> the one Patient with that
+    identifier (of ``system`` when given, else of any system), or None when no Patient or
+    several have it. Called with ``system`` only when the device's registration names one,
+    so a plain ``hint -> Reference`` function serves devices without one."""
+
+    def __call__(self, hint: str, system: str | None = ..., /) -> Mapping[str, Any] | None: ...
 
 
 def _astm(
@@ -111,7 +118,11 @@ def measurements_from_message(msg: Message) -> list[Measurement]:
         if received_text
         else datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC)
     )
-    return decoder(msg.value, msg.headers, device_id, message_id, received)
+    found = decoder(msg.value, msg.headers, device_id, message_id, received)
+    system = msg.headers.get(dh.PATIENT_ID_SYSTEM)
+    if system:
+        found = [replace(m, patient_id_system=system) if m.patient_hint else m for m in found]
+    return found
 
 
 def observation_records(
@@ -122,7 +133,9 @@ def observation_records(
     """The ``fhir.Observation`` records for one raw.device message, keyed by device.
 
     A patient id the device reported itself (a lab analyzer's patient record) names the
-    patient when ``patient_by_hint`` finds exactly one Patient with it: an analyzer on a lab
+    patient when ``patient_by_hint`` finds exactly one Patient with it (an identifier of the
+    system the device's registration names, stamped by its driver in the
+    ``device-patient-id-system`` header; of any system without one): an analyzer on a lab
     bench is attached to no patient, and its sample's patient beats a bed's attachment.
     Otherwise ``subject_at`` resolves each reading's patient at its device time (an in-memory
     index: it is called once per reading); without either, the reading is unassigned (and
@@ -137,7 +150,11 @@ def observation_records(
     for m in measurements_from_message(msg):
         subject = None
         if m.patient_hint and patient_by_hint is not None:
-            subject = patient_by_hint(m.patient_hint)
+            subject = (
+                patient_by_hint(m.patient_hint, m.patient_id_system)
+                if m.patient_id_system
+                else patient_by_hint(m.patient_hint)
+            )
         if subject is None and subject_at is not None:
             subject = subject_at(m.device_id, reading_time(m))
         if m.mdc_code is None and m.loinc is None:

@@ -127,8 +127,11 @@ def observation_from_measurement(
         if m.patient_hint:
             # a logical reference: kept for whoever assigns the reading later, but in no
             # patient's compartment until a Patient with this identifier is known
+            ident = {"value": m.patient_hint}
+            if m.patient_id_system:
+                ident = {"system": m.patient_id_system, **ident}
             obs["subject"] = {
-                "identifier": {"value": m.patient_hint},
+                "identifier": ident,
                 "display": "patient id reported by the device; no single Patient has it",
             }
     if m.value is not None:

@@ -80,6 +80,9 @@ class SerialDriver(ABC):
         self.max_backoff_s = max_backoff_s
         # The protocol's documented line settings unless the registration overrides them.
         self.line_settings: LineSettings = type(self).line
+        # The identifier system of the patient ids the device reports (its registration's
+        # ``patient-id-system``), stamped on each raw message for the normalizer.
+        self.patient_id_system: str | None = None
         self.stats = DriverStats()
         self._boot = uuid.uuid4().hex[:12]
         self._seq = 0
@@ -193,6 +196,9 @@ class SerialDriver(ABC):
         )
         headers[dh.DEVICE_ID] = self.device_id
         headers[dh.PROTOCOL] = self.protocol
+        system = self.patient_id_system  # one read: the gateway may change it meanwhile
+        if system:
+            headers[dh.PATIENT_ID_SYSTEM] = system
         if extra:
             headers.update(extra)
         try:

@@ -28,13 +28,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DeviceConnection:
     """How to reach one device: protocol, port, line settings (``None``: the protocol's
-    default, from the driver class) and driver options (timeouts and intervals)."""
+    default, from the driver class), driver options (timeouts and intervals) and the
+    identifier system of the patient ids it reports (stamped on its raw messages).
+
+    ``key`` leaves ``patient_id_system`` out: changing it needs no new session, so the
+    running driver takes it over without dropping the line (an analyzer mid-transfer)."""
 
     device_id: str
     protocol: str
     port: str
     options: Mapping[str, Any] = field(default_factory=dict)
     line: LineSettings | None = None
+    patient_id_system: str | None = None
 
     def key(self) -> tuple[str, str, tuple[tuple[str, Any], ...], LineSettings | None]:
         return self.protocol, self.port, tuple(sorted(self.options.items())), self.line
@@ -98,6 +103,12 @@ class SerialGateway:
                 line = to_start[d].line
                 if line is not None:
                     driver.line_settings = line
+                driver.patient_id_system = to_start[d].patient_id_system
+            for d, c in wanted.items():
+                kept = self._running.get(d)
+                if d not in to_start and kept is not None:
+                    kept.driver.patient_id_system = c.patient_id_system
+                    kept.connection = c
             to_stop = [d for d in self._running if d not in wanted or d in to_start]
             stopped = [self._running.pop(d) for d in to_stop]
         for r in stopped:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from adapters.serial.normalize import PatientByHint
 from bus.memory import MemoryBus
 from bus.topics import RAW_DEVICE, fhir_topic
 from bus.worker import run_consumer
@@ -103,7 +104,11 @@ def pipeline() -> Iterator[Callable[..., Pipeline]]:
     started: list[Pipeline] = []
 
     def start(
-        store: FhirStore, *, silence_alert_s: float = 30.0, refresh_s: float = 0.3
+        store: FhirStore,
+        *,
+        silence_alert_s: float = 30.0,
+        refresh_s: float = 0.3,
+        patient_by_hint: PatientByHint | None = None,
     ) -> Pipeline:
         bus = MemoryBus(partitions=2)
         bus.ensure_topics([RAW_DEVICE, fhir_topic("Observation")])
@@ -113,7 +118,10 @@ def pipeline() -> Iterator[Callable[..., Pipeline]]:
         stop = threading.Event()
         threads = [
             threading.Thread(
-                target=run_normalizer, args=(bus, stop), kwargs={"resolver": cache}, daemon=True
+                target=run_normalizer,
+                args=(bus, stop),
+                kwargs={"resolver": cache, "patient_by_hint": patient_by_hint},
+                daemon=True,
             ),
             threading.Thread(
                 target=run_consumer,

@@ -69,3 +69,34 @@ def test_answers_are_cached_and_a_late_admission_is_found_after_the_miss_expires
     now[0] = 11
     assert hints("LATE") == {"reference": "Patient/late"}
     assert hints("LATE") == {"reference": "Patient/late"} and hints.searches == 2
+
+
+def test_a_registered_system_matches_only_identifiers_of_that_system(store: FhirStore) -> None:
+    mrn, account = "urn:oid:1.2.0", "urn:oid:1.2.1"  # _patient's first and second systems
+    store.upsert_many(
+        [
+            _patient("by-mrn", "12345"),
+            _patient("by-account", "OTHER", "12345"),  # 12345 as its account number
+            _patient("gold", "12345", golden=True),
+            _patient("odd-system", "X1"),
+        ]
+    )
+    hints = PatientHints(store)
+    assert hints("12345") is None  # any system: two source Patients, no guess
+    assert hints("12345", mrn) == {"reference": "Patient/by-mrn"}
+    assert hints("12345", account) == {"reference": "Patient/by-account"}
+    assert hints("12345", "urn:oid:9.9") is None
+    assert hints("X1", "urn:oid:1.2") is None  # a prefix of the system is another system
+    # answers are cached per system: the narrowed and the open question do not mix
+    assert hints("12345") is None and hints("12345", mrn) == {"reference": "Patient/by-mrn"}
+    assert hints.searches == 5
+
+
+def test_search_syntax_in_a_registered_system_is_escaped(store: FhirStore) -> None:
+    odd = {
+        "resourceType": "Patient",
+        "id": "odd",
+        "identifier": [{"system": "urn:a|b", "value": "7"}],
+    }
+    store.upsert_many([odd])
+    assert PatientHints(store)("7", "urn:a|b") == {"reference": "Patient/odd"}

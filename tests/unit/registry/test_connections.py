@@ -28,6 +28,16 @@ def test_line_overrides_merge_with_the_protocol_default() -> None:
     assert same.line is None
 
 
+def test_the_patient_id_system_reaches_the_gateway_and_is_no_reason_to_reconnect() -> None:
+    plain = connection_of(_reg("lab-1", "astm", "/dev/x"))
+    mrn = SerialConnection("astm", "/dev/x", patient_id_system="urn:oid:1.2.3")
+    with_system = connection_of(Registration("lab-1", connection=mrn))
+    assert plain.patient_id_system is None
+    assert with_system.patient_id_system == "urn:oid:1.2.3"
+    # the gateway keeps the running driver (and its line) when only the system changes
+    assert plain.key() == with_system.key()
+
+
 def test_only_active_valid_unique_registrations_are_served() -> None:
     regs = [
         _reg("ok-1", "intellivue", "/dev/p1", options=(("poll_interval_s", 0.5),)),

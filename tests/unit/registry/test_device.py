@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,6 +58,9 @@ def registrations(draw: st.DrawFn) -> Registration:
                     st.sampled_from(["poll_interval_s", "silence_timeout_s", "interval_s"]),
                     st.floats(min_value=0.01, max_value=60, allow_nan=False),
                 ).map(lambda d: tuple(sorted(d.items()))),
+                patient_id_system=st.one_of(
+                    st.none(), st.sampled_from(["urn:oid:1.2.3", "https://hospital.example/mrn"])
+                ),
             ),
         )
     )
@@ -192,6 +196,14 @@ def test_a_device_posted_by_a_client_is_read() -> None:
             ],
             "baudrate",
         ),
+        (
+            [
+                {"url": "protocol", "valueCode": "astm"},
+                {"url": "port", "valueString": "/dev/x"},
+                {"url": "patient-id-system", "valueUri": "MRN"},
+            ],
+            "not an absolute URI",
+        ),
     ],
 )
 def test_a_malformed_connection_is_refused_with_its_place(
@@ -209,6 +221,19 @@ def test_a_malformed_connection_is_refused_with_its_place(
     with pytest.raises(RegistryError, match=message) as info:
         registration_from_device(resource)
     assert info.value.location == "Device.extension[1]"
+
+
+def test_the_patient_id_system_is_a_sub_extension_of_the_connection() -> None:
+    mrn = SerialConnection("astm", "/dev/ttyS2", patient_id_system="urn:oid:1.2.3")
+    resource = device_resource(Registration("lab-1", connection=mrn), T0)
+    (conn,) = [e for e in resource["extension"] if e["url"] == CONNECTION_URL]
+    assert {"url": "patient-id-system", "valueUri": "urn:oid:1.2.3"} in conn["extension"]
+    assert registration_from_device(resource).connection == mrn
+    plain = device_resource(Registration("lab-2", connection=SerialConnection("astm", "/x")), T0)
+    assert "patient-id-system" not in json.dumps(plain)
+    for bad in ("MRN", "urn:oid: 1.2", "", "1.2.3"):
+        with pytest.raises(RegistryError, match="absolute URI"):
+            SerialConnection("astm", "/dev/x", patient_id_system=bad)
 
 
 def test_a_device_without_the_caregraph_identifier_is_no_registration() -> None:

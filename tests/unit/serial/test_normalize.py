@@ -127,6 +127,30 @@ def test_an_unresolved_patient_id_stays_on_the_unassigned_reading() -> None:
     Observation.model_validate(obs)
 
 
+def test_a_registered_patient_id_system_narrows_the_lookup_and_the_logical_reference() -> None:
+    asked: list[tuple[str, ...]] = []
+
+    def by_hint(hint: str, *system: str | None) -> dict[str, str] | None:
+        asked.append((hint, *system))
+        return None
+
+    mrn = {dh.PATIENT_ID_SYSTEM: "urn:oid:1.2.3"}
+    [rec] = observation_records(_with_headers(_astm_with_patient("MRN9"), mrn), None, by_hint)
+    obs = json.loads(rec.value)
+    # the system the driver stamped reaches the lookup and the unassigned reading
+    assert obs["subject"]["identifier"] == {"system": "urn:oid:1.2.3", "value": "MRN9"}
+    Observation.model_validate(obs)
+    # without the header (a device with no system registered): the value alone, as before
+    observation_records(_astm_with_patient("MRN9"), None, by_hint)
+    assert asked == [("MRN9", "urn:oid:1.2.3"), ("MRN9",)]
+
+
+def _with_headers(msg: Message, extra: dict[str, str]) -> Message:
+    return Message(
+        msg.topic, msg.partition, msg.offset, msg.key, msg.value, {**msg.headers, **extra}, 0
+    )
+
+
 def test_a_reading_with_only_a_vendor_code_is_counted_as_unmatched() -> None:
     from adapters.codes import unmatched
 

@@ -1,7 +1,8 @@
 """``GET /devices/health`` (what a biomedical engineer checks first),
 ``GET /devices/metrics`` (the same counters for Prometheus) and, per device,
-``GET /devices/{device_id}/frames`` and ``/devices/{device_id}/dead-letters`` (what the
-device really sent, and what caregraph could not make of it): one router.
+``GET /devices/{device_id}/frames``, ``/devices/{device_id}/rejected`` and
+``/devices/{device_id}/dead-letters`` (what the device really sent, what its driver refused
+on the line, and what caregraph could not make of it): one router.
 
 Live figures (connected, last frame, frames/s, checksum errors, reconnects, silence) come
 from the ``HealthBoard`` the serial role of this process fills every few seconds; the open
@@ -24,6 +25,7 @@ from fastapi.responses import PlainTextResponse
 
 from adapters.registry.alerts import ALERT_SYSTEM, OPEN, SILENT
 from adapters.serial import headers as dh
+from adapters.serial import rejected as rj
 from bus import headers as bh
 from bus.base import Message
 from bus.deadletter import decode_deadletter
@@ -130,7 +132,7 @@ def prometheus_text(rows: list[HealthRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# -- the trail: a device's last raw frames and dead letters ------------------------------
+# -- the trail: a device's last raw frames, rejected bytes and dead letters ---------------
 #
 # Kept in the database, not in the api process's memory: the tap that fills it is an
 # ordinary consumer with a fixed group (``TRAIL_GROUP``), so it runs in whichever process
@@ -140,11 +142,15 @@ def prometheus_text(rows: list[HealthRow]) -> str:
 # after each deploy. Bounded per device (the newest ``keep`` of each kind), so the table
 # stays small whatever the rates: 100 frames of at most 4 KB (the largest frame a driver
 # accepts) is under a megabyte of hex per device, and usually a few kilobytes.
+#
+# Rejected bytes (bad checksum, bad framing, garbage between frames) come from the drivers
+# on ``raw.device.rejected`` (``adapters.serial.rejected`` says why a topic of its own), a
+# kind of their own here, so a noisy line never pushes the good frames out of the trail.
 
 TRAIL_GROUP = "device-trail"
-TRAIL_TOPICS = (RAW_DEVICE, DEADLETTER)
+TRAIL_TOPICS = (RAW_DEVICE, rj.TOPIC, DEADLETTER)
 KEEP = 100
-FRAME, DEAD = "frame", "dead"
+FRAME, REJECTED, DEAD = "frame", "rejected", "dead"
 
 _TRAIL_SCHEMA: list[tuple[int, list[str]]] = [
     (
@@ -230,6 +236,8 @@ class TrailEntry:
             "protocol": self.protocol,
             "bus": f"{self.topic}/{self.partition}@{self.offset}",
         }
+        if self.kind == REJECTED:
+            out["reason"] = self.error
         if self.kind == DEAD:
             out.update(
                 error=self.error, group=self.group, origin=self.origin, attempts=self.attempts
@@ -261,20 +269,22 @@ def _instant(ms: int) -> str:
 def trail_entry(message: Message) -> TrailEntry | None:
     """The trail entry ``message`` makes, or ``None`` when it concerns no device.
 
-    A ``raw.device`` message is a frame of the device its header (or key) names. A dead
+    A ``raw.device`` message is a frame of the device its header (or key) names, a
+    ``raw.device.rejected`` one bytes its driver refused (with the reason). A dead
     letter concerns a device when the message it holds carried the device id header: a
     frame the device normalizer could not decode, or one of that device's Observations the
     store writer gave up on. An unreadable dead letter is logged and left out.
     """
-    if message.topic == RAW_DEVICE:
+    if message.topic in (RAW_DEVICE, rj.TOPIC):
         device_id = message.headers.get(dh.DEVICE_ID) or (message.key or b"").decode(
             "utf-8", "replace"
         )
         if not device_id:
             return None
+        refused = message.topic == rj.TOPIC
         return TrailEntry(
             device_id,
-            FRAME,
+            REJECTED if refused else FRAME,
             message.headers.get(bh.RECEIVED_AT) or _instant(message.timestamp_ms),
             message.topic,
             message.partition,
@@ -282,6 +292,7 @@ def trail_entry(message: Message) -> TrailEntry | None:
             message.value,
             protocol=message.headers.get(dh.PROTOCOL),
             message_id=message.headers.get(bh.MESSAGE_ID),
+            error=rj.describe(message.headers, len(message.value)) if refused else None,
         )
     try:
         dead = decode_deadletter(message.value)
@@ -311,7 +322,8 @@ def trail_entry(message: Message) -> TrailEntry | None:
 
 
 class DeviceTrail:
-    """The newest ``keep`` raw frames and dead letters of every device, in the database.
+    """The newest ``keep`` raw frames, rejected bytes and dead letters of every device, in
+    the database.
 
     ``record`` is the tap's handler (``run_consumer`` over ``TRAIL_TOPICS`` in group
     ``TRAIL_GROUP``): idempotent, so at-least-once delivery stores each message once.
@@ -356,7 +368,8 @@ class DeviceTrail:
                 )
 
     def newest(self, device_id: str, kind: str, limit: int = KEEP) -> list[TrailEntry]:
-        """The device's newest entries of ``kind`` (``FRAME`` or ``DEAD``), newest first."""
+        """The device's newest entries of ``kind`` (``FRAME``, ``REJECTED`` or ``DEAD``),
+        newest first."""
         with self.db.transaction(write=False) as tx:
             rows = tx.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM device_trail"
@@ -392,6 +405,9 @@ def device_trail(ctx: Context) -> DeviceTrail:
     writes it, the ``/devices`` router reads it."""
     trail = _TRAILS.get(ctx)
     if trail is None:
+        # raw.device.rejected is the drivers' (created on their first reject): make it now,
+        # so the tap subscribes to a topic that exists (Kafka may not auto-create one).
+        ctx.bus.ensure_topics(TRAIL_TOPICS)
         trail = _TRAILS[ctx] = DeviceTrail.open(ctx.db)
     return trail
 
@@ -423,7 +439,7 @@ def build_device_router(
     prefix: str = "/devices",
 ) -> APIRouter:
     """The ``/devices`` router; every route depends on ``authorize``. With ``trail``, also
-    ``/devices/{device_id}/frames`` and ``/devices/{device_id}/dead-letters``."""
+    ``/devices/{device_id}/frames``, ``/rejected`` and ``/dead-letters``."""
     router = APIRouter(prefix=prefix, tags=["devices"], dependencies=[Depends(authorize)])
 
     @router.get("/health")
@@ -468,6 +484,20 @@ def build_device_router(
             "device_id": device_id,
             "kept": found.keep,
             "frames": [e.as_json() for e in entries],
+        }
+
+    @router.get("/{device_id}/rejected", dependencies=guarded)
+    def rejected(
+        device_id: str, limit: Annotated[int, Query(ge=1, le=KEEP)] = 50
+    ) -> dict[str, Any]:
+        """Bytes the device's driver refused (bad checksum, bad framing, garbage between
+        frames) with the reason, newest first; best effort: a burst, then a few per second
+        (the health counters count every one)."""
+        entries = found.newest(device_id, REJECTED, limit)
+        return {
+            "device_id": device_id,
+            "kept": found.keep,
+            "rejected": [e.as_json() for e in entries],
         }
 
     @router.get("/{device_id}/dead-letters", dependencies=guarded)

@@ -91,7 +91,7 @@ class AstmDriver(SerialDriver):
                         frames, receiving = [], False
                 elif isinstance(ev, astm.Frame):
                     if not receiving:
-                        self.stats.framing_errors += 1
+                        self.rejected("framing", ev.raw, "a frame outside a transfer (no ENQ)")
                         continue
                     if ev.number == expected:
                         self.good_frame()
@@ -116,24 +116,23 @@ class AstmDriver(SerialDriver):
                         self.stats.retransmits += 1
                         link.write(bytes([astm.ACK]))
                     else:
-                        self.stats.framing_errors += 1
                         self.stats.naks_sent += 1
                         link.write(bytes([astm.NAK]))
+                        self.rejected(
+                            "framing", ev.raw, f"frame number {ev.number}, expected {expected}"
+                        )
                 else:
                     if ev.kind == "garbage":
-                        self.stats.garbage_bytes += len(ev.raw)
                         # A frame whose STX was lost reads as garbage ending in a trailer.
                         if receiving and any(b in ev.raw for b in (astm.ETX, astm.ETB)):
                             self.stats.naks_sent += 1
                             link.write(bytes([astm.NAK]))
+                        self.rejected("garbage", ev.raw)
                         continue
-                    if ev.kind == "checksum":
-                        self.stats.checksum_errors += 1
-                    else:
-                        self.stats.framing_errors += 1
                     if receiving:
                         self.stats.naks_sent += 1
                         link.write(bytes([astm.NAK]))
+                    self.rejected(ev.kind, ev.raw)
 
     def _abandon(self, frames: list[bytes], completed: int) -> None:
         """Count a transfer that ended inside a message, or before any message, and drop

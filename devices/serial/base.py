@@ -1,5 +1,6 @@
-"""What every serial driver shares: the reconnect loop, silence detection, counters, and
-publishing raw frames to ``raw.device`` before the device is acknowledged."""
+"""What every serial driver shares: the reconnect loop, silence detection, counters,
+publishing raw frames to ``raw.device`` before the device is acknowledged, and publishing
+what it refused to ``raw.device.rejected`` (best effort, rate-limited) for the trail."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 from adapters.serial import headers as dh
+from adapters.serial import rejected as rj
 from bus.base import Bus, Record
 from bus.headers import make_headers
 from bus.topics import RAW_DEVICE
@@ -41,6 +43,10 @@ class DriverStats:
     retransmits: int = 0
     published: int = 0
     publish_errors: int = 0
+    # Refused bytes (checksum, framing, garbage) published for the trail, and those not
+    # published (over the rate limit, or the bus failed): the counters above count them all.
+    rejects_published: int = 0
+    rejects_unpublished: int = 0
     last_frame_at: datetime | None = None
     # Device clock minus host clock at the last reading, where the protocol tells it.
     clock_offset_s: float | None = None
@@ -61,6 +67,11 @@ class SerialDriver(ABC):
     protocol: ClassVar[str]
     content_type: ClassVar[str]
     line: ClassVar[LineSettings]
+    # Rejected bytes go to the trail in a burst of ``reject_burst``, then ``reject_per_s``
+    # at most: a wrong baud rate makes everything garbage, and the driver must keep
+    # answering the device rather than publishing each scrap of it.
+    reject_burst: ClassVar[int] = 20
+    reject_per_s: ClassVar[float] = 2.0
 
     def __init__(
         self,
@@ -88,6 +99,9 @@ class SerialDriver(ABC):
         self._seq = 0
         self._last_good = monotonic()
         self._last_data = monotonic()
+        self._reject_tokens = float(self.reject_burst)
+        self._reject_refill_at = monotonic()
+        self._reject_topic_ready = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -163,6 +177,54 @@ class SerialDriver(ABC):
         self.stats.frames += 1
         self.stats.last_frame_at = datetime.now(UTC)
         self._last_good = monotonic()
+
+    def rejected(self, reason: str, raw: bytes, detail: str = "") -> None:
+        """Count bytes the driver refused and publish them for the device trail.
+
+        ``reason`` is ``checksum`` or ``framing`` (one more error) or ``garbage`` (counted
+        in bytes). Call it after answering the device (NAK): publishing is best effort and
+        never raises; over the rate limit or with the bus down it is only counted.
+        """
+        if reason == "checksum":
+            self.stats.checksum_errors += 1
+        elif reason == "garbage":
+            self.stats.garbage_bytes += len(raw)
+        else:
+            self.stats.framing_errors += 1
+        if not raw or not self._take_reject_token():
+            self.stats.rejects_unpublished += 1
+            return
+        record = rj.rejected_record(
+            self.device_id,
+            self.protocol,
+            raw,
+            reason if reason in rj.REASONS else "framing",
+            self.next_message_id(),
+            datetime.now(UTC),
+            detail,
+        )
+        try:
+            if not self._reject_topic_ready:
+                # The buses create a topic on first publish, Kafka maybe not: ask once.
+                self.bus.ensure_topics([rj.TOPIC])
+                self._reject_topic_ready = True
+            self.bus.publish_many([record])
+        except BusError as exc:
+            self.stats.rejects_unpublished += 1
+            self._reject_tokens = 0.0  # a failing bus is not asked again at once
+            log.debug("%s %s: rejected bytes not published: %s", self.protocol, self.device_id, exc)
+            return
+        self.stats.rejects_published += 1
+
+    def _take_reject_token(self) -> bool:
+        now = monotonic()
+        refill = (now - self._reject_refill_at) * self.reject_per_s
+        self._reject_tokens = min(float(self.reject_burst), self._reject_tokens + refill)
+        self._reject_refill_at = now
+        if self._reject_tokens < 1.0:
+            return False
+        self._reject_tokens -= 1.0
+        return True
 
     def check_silence(self) -> None:
         """Raise ``DeviceSilent`` when no good frame came for ``silence_timeout_s``."""

@@ -62,19 +62,15 @@ class DatexDriver(SerialDriver):
             for ev in events:
                 if isinstance(ev, datex.Frame):
                     self._on_record(ev)
-                elif ev.kind == "checksum":
-                    self.stats.checksum_errors += 1
-                elif ev.kind == "framing":
-                    self.stats.framing_errors += 1
                 else:
-                    self.stats.garbage_bytes += len(ev.raw)
+                    self.rejected(ev.kind, ev.raw)
             self.check_silence()
 
     def _on_record(self, frame: datex.Frame) -> None:
         try:
             head = datex.decode_header(frame.record)
-        except WireError:
-            self.stats.framing_errors += 1
+        except WireError as exc:
+            self.rejected("framing", frame.raw, str(exc))
             return
         self.good_frame()
         if head.r_maintype != datex.DRI_MT_PHDB:

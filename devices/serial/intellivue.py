@@ -55,14 +55,6 @@ class IntelliVueDriver(SerialDriver):
         self.polls_sent = 0
         self._invoke = 0
 
-    def _count(self, fault: iv.Fault) -> None:
-        if fault.kind == "checksum":
-            self.stats.checksum_errors += 1
-        elif fault.kind == "framing":
-            self.stats.framing_errors += 1
-        else:
-            self.stats.garbage_bytes += len(fault.raw)
-
     def _read(self, link: Link, framer: iv.Framer) -> list[iv.Frame]:
         data = link.read()
         if data:
@@ -76,7 +68,7 @@ class IntelliVueDriver(SerialDriver):
             if isinstance(ev, iv.Frame):
                 frames.append(ev)
             else:
-                self._count(ev)
+                self.rejected(ev.kind, ev.raw)
         return frames
 
     def _associate(self, link: Link, framer: iv.Framer, stop: threading.Event) -> None:
@@ -102,8 +94,8 @@ class IntelliVueDriver(SerialDriver):
         try:
             op = iv.decode_operation(frame.user_data)
             create = iv.decode_mds_create(op)
-        except WireError:
-            self.stats.framing_errors += 1
+        except WireError as exc:
+            self.rejected("framing", frame.raw, str(exc))
             return False
         if create is None:
             return False
@@ -146,8 +138,8 @@ class IntelliVueDriver(SerialDriver):
         try:
             op = iv.decode_operation(frame.user_data)
             reply = iv.decode_poll_reply(op)
-        except WireError:
-            self.stats.framing_errors += 1
+        except WireError as exc:
+            self.rejected("framing", frame.raw, str(exc))
             return
         if reply is None:
             self._on_data(link, frame)  # a monitor restart sends a new MDS create

@@ -96,12 +96,7 @@ class MedibusDriver(SerialDriver):
                 self.stats.bytes_in += len(data)
             for ev in events:
                 if isinstance(ev, mb.Fault):
-                    if ev.kind == "checksum":
-                        self.stats.checksum_errors += 1
-                    elif ev.kind == "framing":
-                        self.stats.framing_errors += 1
-                    else:
-                        self.stats.garbage_bytes += len(ev.raw)
+                    self.rejected(ev.kind, ev.raw)
                 elif ev.is_command:
                     # The ventilator is master too: answer its NOP/ICC at once.
                     link.write(mb.encode_response(ev.cmd))
@@ -113,7 +108,7 @@ class MedibusDriver(SerialDriver):
                         initialized = True
                     self._on_response(ev)
                 else:
-                    self.stats.framing_errors += 1  # an answer to nothing we asked
+                    self.rejected("framing", ev.raw, "an answer to nothing asked")
             self.check_silence()
 
     def _on_response(self, msg: mb.Message) -> None:
@@ -123,8 +118,8 @@ class MedibusDriver(SerialDriver):
         elif msg.cmd == mb.DATE_TIME:
             try:
                 local = mb.decode_datetime(msg.data)
-            except WireError:
-                self.stats.framing_errors += 1
+            except WireError as exc:
+                self.rejected("framing", msg.raw, str(exc))
                 return
             device = mb.to_utc(local, self.utc_offset_minutes)
             self.stats.clock_offset_s = (device - received).total_seconds()

@@ -1,5 +1,6 @@
 """A biomedical engineer sees what a device really sent: its last raw frames (hex and
-ASCII) and the dead letters concerning it, with the error.
+ASCII), the frames its driver rejected on the line (with the reason) and the dead letters
+concerning it, with the error.
 
 Everything between the device and the page is real: a Medibus ventilator simulator on a
 pseudo-terminal, the serial gateway reading it, the device normalizer (which dead-letters
@@ -28,6 +29,7 @@ from caregraph.auth import authorize
 from caregraph.device_api import (
     DEAD,
     FRAME,
+    REJECTED,
     TRAIL_GROUP,
     TRAIL_TOPICS,
     DeviceTrail,
@@ -153,3 +155,28 @@ def test_engineer_sees_the_raw_frames_and_the_dead_letter_of_a_ventilator(
 
     violations = axe_violations(browser, url, 'table[data-kind="dead-letters"]', app.token)
     assert violations == [], violations
+
+
+def test_engineer_sees_a_frame_the_driver_rejected_with_its_reason(
+    served: tuple[Served, Line], page: Page, watched: Watched
+) -> None:
+    app, line = served
+    wait_for(lambda: len(line.trail.newest(DEVICE, FRAME)) >= 1, 30, "frames on the trail")
+    page.goto(app.app_url + f"#/device/{device_resource_id(DEVICE)}")
+    page.get_by_label("Access token").fill(app.token)
+    page.get_by_role("button", name="Sign in").click()
+    card = page.get_by_role("region", name="Raw frames and dead letters")
+    expect(card.get_by_text("No rejected frames")).to_be_visible()
+
+    line.sim.faults.add("corrupt_checksum", 1)  # a bad checksum: the driver refuses it
+    wait_for(lambda: bool(line.trail.newest(DEVICE, REJECTED)), 30, "the rejected frame")
+    rejected = card.locator('table[data-kind="rejected"] tbody tr')
+    expect(rejected).to_have_count(1, timeout=15_000)  # the page polls: no reload
+    expect(rejected.first).to_contain_text("checksum")
+    expect(rejected.first.locator("pre.ascii")).to_contain_text("<SOH>")
+    (entry,) = line.trail.newest(DEVICE, REJECTED)
+    shown = rejected.first.locator("pre.hex").inner_text()
+    assert bytes.fromhex("".join(shown.split())) == entry.raw
+    # a refused frame is no dead letter: nothing downstream ever saw it
+    expect(card.get_by_text("No dead letters")).to_be_visible()
+    watched.assert_clean()

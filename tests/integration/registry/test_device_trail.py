@@ -1,5 +1,6 @@
-"""A device's raw frames and dead letters (``DeviceTrail``) on SQLite and PostgreSQL, and
-``/devices/{id}/frames`` and ``/dead-letters`` behind the real authorization middleware.
+"""A device's raw frames, rejected bytes and dead letters (``DeviceTrail``) on SQLite and
+PostgreSQL, and ``/devices/{id}/frames``, ``/rejected`` and ``/dead-letters`` behind the real
+authorization middleware.
 
 The frames come from a real Medibus ventilator simulator on a pseudo-terminal, read by the
 serial gateway, one of them with items the decoder refuses (its checksum is right, so the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,7 @@ from fastapi import FastAPI
 
 from adapters.serial import headers as dh
 from adapters.serial import medibus as mb
+from adapters.serial import rejected as rj
 from bus import headers as bh
 from bus.base import Message
 from bus.deadletter import deadletter_record
@@ -30,6 +33,7 @@ from caregraph.auth import authorize
 from caregraph.device_api import (
     DEAD,
     FRAME,
+    REJECTED,
     TRAIL_GROUP,
     TRAIL_TOPICS,
     DeviceTrail,
@@ -116,6 +120,34 @@ def test_keeps_the_newest_frames_and_dead_letters_per_device_once_each(db: Datab
     assert trail.newest("nobody", FRAME) == []
 
 
+def _rejected(device: str, offset: int, raw: bytes, reason: str, detail: str = "") -> Message:
+    when = datetime(2026, 11, 26, 1, 0, offset % 60, tzinfo=UTC)
+    record = rj.rejected_record(device, "astm", raw, reason, f"{device}/b/{offset}", when, detail)
+    return Message(rj.TOPIC, 0, offset, record.key, record.value, dict(record.headers), 0)
+
+
+def test_rejected_bytes_are_a_kind_of_their_own_and_never_push_frames_out(db: Database) -> None:
+    trail = DeviceTrail.open(db, keep=2)
+    frame = _frame("lab-1", 0, b"\x021H|\\^&\r\x03A1\r\n")
+    noise = [_rejected("lab-1", i, b"\xff" * (i + 1), "garbage") for i in range(4)]
+    bad = _rejected("lab-1", 4, b"\x022R|1\r\x0300\r\n", "checksum")
+    sequence = _rejected("lab-1", 5, b"\x025R|2\r\x03", "framing", "frame number 5, expected 3")
+    trail.record([frame, *noise, bad])
+    trail.record([sequence, bad])  # one new, one redelivered
+    assert [f.raw for f in trail.newest("lab-1", FRAME)] == [frame.value]
+    kept = trail.newest("lab-1", REJECTED)
+    assert [e.offset for e in kept] == [5, 4]
+    assert kept[0].error == "framing: frame number 5, expected 3"
+    shown = kept[1].as_json()
+    assert (shown["reason"], shown["ascii"]) == ("checksum", "<STX>2R|1<CR><ETX>00<CR><LF>")
+    assert shown["bus"] == f"{rj.TOPIC}/0@4" and "error" not in shown
+    big = _rejected("lab-2", 0, b"\xaa" * 5000, "garbage")
+    trail.record([big])
+    (entry,) = trail.newest("lab-2", REJECTED)
+    assert len(entry.raw) == rj.MAX_BYTES
+    assert entry.as_json()["reason"] == "garbage (first 4096 of 5000 bytes)"
+
+
 def test_ascii_names_control_bytes_and_shows_the_rest_in_hex() -> None:
     assert ascii_text(b"\x02H|\\^&\r\x17\x7f\x9b") == "<STX>H|\\^&<CR><ETB><DEL><9B>"
 
@@ -172,6 +204,8 @@ def test_frames_of_a_simulated_ventilator_and_its_dead_letter_over_http(
         wait_for(lambda: len(trail.newest("vent-9", FRAME)) >= 2, 20, "two frames")
         sim.bad_pending.set()
         wait_for(lambda: bool(trail.newest("vent-9", DEAD)), 20, "the dead letter")
+        sim.faults.add("corrupt_checksum", 1)  # the driver refuses it: not a frame, no letter
+        wait_for(lambda: bool(trail.newest("vent-9", REJECTED)), 20, "the rejected frame")
         with serving_app(app) as base:
 
             def get(path: str, token: str) -> httpx.Response:
@@ -192,6 +226,13 @@ def test_frames_of_a_simulated_ventilator_and_its_dead_letter_over_http(
             assert letters[0]["origin"].startswith("raw.device/")
             # The dead frame is among the frames too: it is what the device really sent.
             assert letters[0]["hex"] in [f["hex"] for f in get("frames", engineer).json()["frames"]]
+            refused = get("rejected", engineer).json()["rejected"]
+            assert [r["reason"] for r in refused] == ["checksum"]
+            assert refused[0]["ascii"].startswith("<SOH>") and refused[0]["ascii"].endswith("<CR>")
+            assert refused[0]["hex"] not in [
+                f["hex"] for f in get("frames", engineer).json()["frames"]
+            ]
+            assert get("rejected", patient).status_code == 403
             assert get("frames", clerk).status_code == 403
             assert get("dead-letters", patient).status_code == 403
             assert httpx.get(f"{base}/devices/vent-9/frames", timeout=10).status_code == 401

@@ -239,16 +239,23 @@ function sub(ext, url) {
   return (ext?.extension || []).find((x) => x.url === url);
 }
 
+// An absolute URI, as Identifier.system must be (the check ``adapters/registry`` makes).
+const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:\S+$/;
+
 /**
  * The registry's serial-connection extension (see ``adapters/registry/device.py``) with
- * protocol, port and baud rate set; line settings and driver options already there are
- * kept. Null when no protocol or no port: the device is then not served by the gateway.
+ * protocol, port and baud rate set, and the patient id system when ``patientIdSystem`` is
+ * given ("" removes it; undefined keeps what was there); line settings and driver options
+ * already there are kept. Null when no protocol or no port: the device is then not served
+ * by the gateway.
  */
-export function connectionExtension(previous, protocol, port, baudrate) {
+export function connectionExtension(previous, protocol, port, baudrate, patientIdSystem) {
   if (!protocol || !port) return null;
-  const kept = (previous?.extension || []).filter((x) => !["protocol", "port", "baudrate"].includes(x.url));
+  const ours = ["protocol", "port", "baudrate", ...(patientIdSystem === undefined ? [] : ["patient-id-system"])];
+  const kept = (previous?.extension || []).filter((x) => !ours.includes(x.url));
   const subs = [{ url: "protocol", valueCode: protocol }, { url: "port", valueString: port }];
   if (baudrate) subs.push({ url: "baudrate", valueInteger: baudrate });
+  if (patientIdSystem) subs.push({ url: "patient-id-system", valueUri: patientIdSystem });
   return { url: CONNECTION_URL, extension: [...subs, ...kept] };
 }
 
@@ -266,6 +273,7 @@ function deviceForm(device, identifierValue, onSaved) {
     ...PROTOCOLS.map((p) => h("option", { value: p, selected: p === current }, p)));
   const port = h("input", { name: "port", value: sub(conn, "port")?.valueString || "" });
   const baud = h("input", { name: "baudrate", type: "number", min: "1", step: "1", value: sub(conn, "baudrate")?.valueInteger ?? "" });
+  const idSystem = h("input", { name: "patient-id-system", value: sub(conn, "patient-id-system")?.valueUri || "" });
   const statusSel = h("select", { name: "status" }, ...["active", "inactive", "entered-in-error"].map((v) => h("option", { value: v, selected: (d.status || "active") === v }, v === "inactive" ? "inactive (retired)" : v)));
   const message = h("p", { role: "status" });
   const canWrite = allows("Device", "u");
@@ -277,6 +285,7 @@ function deviceForm(device, identifierValue, onSaved) {
     field("Serial protocol", protocol)[0],
     field("Serial port", port, "e.g. /dev/ttyUSB0")[0],
     field("Baud rate", baud, "empty: the protocol's default")[0],
+    field("Patient id system", idSystem, "of the patient ids an analyzer reports, e.g. urn:oid:1.2.3; empty: any system")[0],
     field("Status", statusSel)[0],
     h("div", { class: "actions" }, h("button", { type: "submit", disabled: !canWrite }, device ? "Save changes" : "Register")),
     message);
@@ -285,6 +294,9 @@ function deviceForm(device, identifierValue, onSaved) {
     event.preventDefault();
     try {
       if (protocol.value && !port.value.trim()) throw new Error("a serial protocol needs a port");
+      const system = idSystem.value.trim();
+      if (system && !ABSOLUTE_URI.test(system)) throw new Error(`patient id system ${system} is not an absolute URI (e.g. urn:oid:1.2.3)`);
+      if (system && !protocol.value) throw new Error("a patient id system is part of the serial connection: choose a protocol and a port");
       const idResponse = await authorizedFetch(`device-id/${encodeURIComponent(ident.value.trim())}`);
       if (!idResponse.ok) throw new Error(`device id: ${idResponse.status}`);
       const { id } = await idResponse.json();
@@ -302,7 +314,7 @@ function deviceForm(device, identifierValue, onSaved) {
         if (value.trim()) resource[key] = value.trim(); else delete resource[key];
       }
       if (type.value.trim()) resource.type = { text: type.value.trim() }; else delete resource.type;
-      const ext = connectionExtension(conn, protocol.value, port.value.trim(), Number(baud.value) || null);
+      const ext = connectionExtension(conn, protocol.value, port.value.trim(), Number(baud.value) || null, system);
       resource.extension = [...(d.extension || []).filter((x) => x.url !== CONNECTION_URL), ...(ext ? [ext] : [])];
       if (!resource.extension.length) delete resource.extension;
       delete resource.meta;

@@ -189,6 +189,7 @@ def test_devices_live_status_registration_and_real_readings(
     page.get_by_label("Serial protocol").select_option("astm")
     page.get_by_label("Serial port").fill("/dev/ttyE2E9")
     page.get_by_label("Baud rate").fill("9600")
+    page.get_by_label("Patient id system", exact=True).fill("urn:oid:1.2.3")
     page.get_by_role("button", name="Register").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Device: Infusion pump 9")
     with demo.fhir() as fhir:
@@ -200,6 +201,7 @@ def test_devices_live_status_registration_and_real_readings(
         "/dev/ttyE2E9",
         9600,
     )
+    assert connection.patient_id_system == "urn:oid:1.2.3"
 
     page.get_by_role("link", name="All devices").click()
     pump = page.locator(f'tr[data-device="{device_resource_id("e2e-pump-9")}"]')

@@ -127,6 +127,25 @@ def test_connection_extension_keeps_line_settings_and_options(js: Any) -> None:
     assert js("devices.js", "return m.connectionExtension(null, 'astm', '', null)") is None
 
 
+def test_connection_extension_sets_keeps_and_clears_the_patient_id_system(js: Any) -> None:
+    previous = {
+        "url": "urn:caregraph:fhir:extension:serial-connection",
+        "extension": [
+            {"url": "protocol", "valueCode": "astm"},
+            {"url": "port", "valueString": "/dev/ttyS0"},
+            {"url": "patient-id-system", "valueUri": "urn:oid:1.2.3"},
+        ],
+    }
+
+    def systems(call: str) -> list[str]:
+        ext = js("devices.js", f"return m.connectionExtension(arg, {call})", previous)
+        return [x["valueUri"] for x in ext["extension"] if x["url"] == "patient-id-system"]
+
+    assert systems("'astm', '/dev/ttyS0', null") == ["urn:oid:1.2.3"]  # not given: kept
+    assert systems("'astm', '/dev/ttyS0', null, 'urn:oid:9'") == ["urn:oid:9"]
+    assert systems("'astm', '/dev/ttyS0', null, ''") == []
+
+
 def test_state_of_a_device(js: Any) -> None:
     states = js(
         "devices.js",

@@ -17,7 +17,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, Protocol, final
 from urllib.parse import urlsplit
@@ -216,26 +216,32 @@ class Database(ABC):
         """
         if getattr(self._local, "active", False):
             raise StoreError("a transaction is already open in this thread; nesting is a bug")
-        raw = self._begun(write)
-        self._local.active = True
-        try:
-            yield Transaction(self, raw)
-        except BaseException:
+        with self._in_turn(write):
+            raw = self._begun(write)
+            self._local.active = True
+            try:
+                yield Transaction(self, raw)
+            except BaseException:
+                self._local.active = False
+                try:
+                    raw.rollback()
+                except (sqlite3.Error, psycopg.Error):
+                    self._discard(raw)
+                else:
+                    self._release(raw)
+                raise
             self._local.active = False
             try:
-                raw.rollback()
-            except (sqlite3.Error, psycopg.Error):
+                raw.commit()
+            except (sqlite3.Error, psycopg.Error) as exc:
                 self._discard(raw)
-            else:
-                self._release(raw)
-            raise
-        self._local.active = False
-        try:
-            raw.commit()
-        except (sqlite3.Error, psycopg.Error) as exc:
-            self._discard(raw)
-            raise self.wrap_error(exc) from exc
-        self._release(raw)
+                raise self.wrap_error(exc) from exc
+            self._release(raw)
+
+    def _in_turn(self, write: bool) -> AbstractContextManager[object]:
+        """What a transaction holds from before it begins until it ends: nothing, unless
+        the engine has one writer at a time (SQLite)."""
+        return nullcontext()
 
     def _begun(self, write: bool) -> Any:
         """A pooled connection with a transaction begun; an idle connection that went stale
@@ -319,6 +325,18 @@ class Database(ABC):
                 raw.close()
 
 
+_FILE_LOCKS: dict[Path, threading.Lock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: Path) -> threading.Lock:
+    """One write lock per database file in this process, however many ``Database``s
+    open it."""
+    key = path.resolve()
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.Lock())
+
+
 class SqliteDatabase(Database):
     """SQLite in WAL mode: readers never block the single writer."""
 
@@ -343,6 +361,29 @@ class SqliteDatabase(Database):
 
     def _begin(self, raw: Any, write: bool) -> None:
         raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    @contextmanager
+    def _in_turn(self, write: bool) -> Iterator[object]:
+        """Writers of this process queue on a lock of the file before ``BEGIN IMMEDIATE``.
+
+        SQLite lets one writer in at a time and makes the others poll, sleeping up to 100
+        ms between tries, so the lock is often free while they sleep: with the store
+        writer, the MPI and the graph in one process, writers waited more than they
+        wrote. Writers of other processes still meet SQLite's busy timeout.
+        """
+        if not write:
+            yield None
+            return
+        lock = _file_lock(self.path)
+        if not lock.acquire(timeout=self.acquire_timeout_s):
+            raise StoreUnavailable(
+                f"{self.where}: another writer of this process held the database for"
+                f" {self.acquire_timeout_s:g} s"
+            )
+        try:
+            yield None
+        finally:
+            lock.release()
 
     def _lock_schema(self, tx: Transaction) -> None:
         """Nothing to add: the write transaction's ``BEGIN IMMEDIATE`` already holds the lock."""

@@ -268,3 +268,39 @@ def test_upgrade_to_shared_rows_leaves_the_rows_a_new_store_writes(db_url: str) 
     assert after == expected
     assert ("idx_reference", "Observation", "typed-only", "patient", "", "", "#p") in after
     assert not {r for r in after if r[3] in ("combo-code", "combo-value-quantity")}
+
+
+def test_sqlite_writers_of_one_process_take_turns_on_one_lock_per_file(tmp_path: Path) -> None:
+    """Writers queue on a lock of the file instead of SQLite's sleeping busy handler; two
+    ``Database`` objects on one file share it; readers never take it."""
+    import threading
+
+    from fhir_store.database import _file_lock
+
+    url = f"sqlite:///{tmp_path}/one.sqlite3"
+    first, second = open_database(url), open_database(url)
+    lock = _file_lock(tmp_path / "one.sqlite3")
+    with first.transaction(write=False):
+        assert not lock.locked()
+    order: list[str] = []
+    inside = threading.Event()
+
+    def late_writer() -> None:
+        inside.wait(5)
+        with second.transaction() as tx:
+            order.append("second")
+            tx.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+
+    other = threading.Thread(target=late_writer)
+    other.start()
+    with first.transaction() as tx:
+        assert lock.locked()
+        inside.set()
+        other.join(0.3)
+        assert other.is_alive()  # waiting for its turn
+        order.append("first")
+        tx.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+    other.join(5)
+    assert order == ["first", "second"] and not lock.locked()
+    first.close()
+    second.close()

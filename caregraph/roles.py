@@ -292,6 +292,7 @@ def _mllp(ctx: Context) -> Service:
         ctx.bus,
         routes,
         delivered=AckCache(path=s.data_dir / "mllp-returns.sqlite3"),
+        tls=security_wiring.mllp_return_tls(s),
     )
     return ServiceGroup(
         "mllp",

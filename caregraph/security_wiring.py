@@ -46,7 +46,7 @@ from security.keys import (
     load_or_create_signing_key,
 )
 from security.middleware import DEFAULT_PUBLIC, AuthorizationMiddleware
-from security.tls import server_context
+from security.tls import client_context, server_context
 from security.token_endpoint import build_token_router as build_token_router_for
 from security.tokens import TokenMinter, TokenPolicy, TokenValidator
 
@@ -272,6 +272,17 @@ def mllp_tls(settings: Settings) -> ssl.SSLContext | None:
     if files is None:
         return None
     return server_context(Path(files[0]), Path(files[1]), settings.tls_client_ca_file)
+
+
+def mllp_return_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The context application ACKs are delivered with (``CAREGRAPH_HL7_ACK_TLS_CA_FILE``);
+    caregraph's own certificate is presented when it has one, for receivers that want
+    mutual TLS."""
+    if settings.hl7_ack_tls_ca_file is None:
+        return None
+    files = https_files(settings)
+    cert, key = (Path(files[0]), Path(files[1])) if files else (None, None)
+    return client_context(settings.hl7_ack_tls_ca_file, cert, key)
 
 
 def stored_audit_events(store: FhirStore, page_size: int = 500) -> Iterator[dict[str, Any]]:

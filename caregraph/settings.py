@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         description="Return addresses of enhanced-mode application ACKs: "
         "FACILITY[^APPLICATION]=host:port, comma-separated; empty: none sent.",
     )
+    hl7_ack_tls_ca_file: Path | None = Field(
+        None,
+        description="CA of the return addresses' certificates: application ACKs go over TLS "
+        "(presenting TLS_CERT_FILE when set); unset: plain MLLP.",
+    )
     tls_cert_file: Path | None = Field(None, description="PEM certificate chain: HTTPS, MLLPS.")
     tls_key_file: Path | None = Field(None, description="PEM private key of TLS_CERT_FILE.")
     tls_client_ca_file: Path | None = Field(None, description="CA for mutual TLS on MLLP.")

@@ -4,11 +4,16 @@ address) once the normalizer made the resources durable, and is commit-accepted.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +21,13 @@ from adapters.hl7v2.normalizer import ACK_HL7V2, Hl7v2Normalizer
 from bus.memory import MemoryBus
 from bus.topics import DEADLETTER, RAW_HL7V2
 from bus.worker import RetryPolicy, run_consumer
+from caregraph.security_wiring import mllp_return_tls
+from caregraph.settings import Settings
 from devices.mllp.client import MllpClient
 from devices.mllp.framing import Frame, MllpDecoder, encode_frame
 from devices.mllp.listener import MllpListener
 from devices.mllp.returns import ReturnChannel, ReturnRoute
+from security.tls import server_context
 from tests.unit.hl7v2 import corpus
 
 pytestmark = pytest.mark.integration
@@ -34,6 +42,7 @@ class ReturnPort:
     received: list[bytes] = field(default_factory=list)
     refuse: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
+    tls: ssl.SSLContext | None = None
 
     @property
     def port(self) -> int:
@@ -52,6 +61,13 @@ class ReturnPort:
 
     def _connection(self, conn: socket.socket) -> None:
         decoder = MllpDecoder()
+        if self.tls is not None:
+            conn.settimeout(10)
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except (ssl.SSLError, OSError):
+                conn.close()
+                return
         with conn:
             while data := conn.recv(65536):
                 for event in decoder.feed(data):
@@ -68,16 +84,22 @@ class ReturnPort:
                     conn.sendall(encode_frame(reply.encode()))
 
 
-@pytest.fixture
-def return_port() -> Iterator[ReturnPort]:
+@contextmanager
+def serving(tls: ssl.SSLContext | None = None) -> Iterator[ReturnPort]:
     server = socket.create_server(("127.0.0.1", 0))
-    port = ReturnPort(server)
+    port = ReturnPort(server, tls=tls)
     thread = threading.Thread(target=port.serve, daemon=True)
     thread.start()
     yield port
     port.stop.set()
     thread.join(timeout=5)
     server.close()
+
+
+@pytest.fixture
+def return_port() -> Iterator[ReturnPort]:
+    with serving() as port:
+        yield port
 
 
 @dataclass
@@ -89,10 +111,16 @@ class Caregraph:
 
 @pytest.fixture
 def caregraph(return_port: ReturnPort) -> Iterator[Caregraph]:
+    with running(return_port) as composed:
+        yield composed
+
+
+@contextmanager
+def running(return_port: ReturnPort, tls: ssl.SSLContext | None = None) -> Iterator[Caregraph]:
     bus = MemoryBus()
     # map_content=False: content errors reach the normalizer, whose AE this test wants
     listener = MllpListener("127.0.0.1", 0, bus, map_content=False)
-    channel = ReturnChannel(bus, [ReturnRoute("LAB", None, "127.0.0.1", return_port.port)])
+    channel = ReturnChannel(bus, [ReturnRoute("LAB", None, "127.0.0.1", return_port.port)], tls=tls)
     stop = threading.Event()
     fast = RetryPolicy(max_attempts=3, base_delay_s=0.05, max_delay_s=0.1)
     workers = [
@@ -199,3 +227,70 @@ def test_an_application_ack_without_a_return_address_is_dead_lettered(
     assert b"no return address" in dead.value
     assert caregraph.channel.unroutable == 1
     assert return_port.received == []
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab-return.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "return.pem", tmp_path / "return.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_application_acks_go_over_tls_when_a_ca_is_set(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    settings = Settings(data_dir=tmp_path, hl7_ack_tls_ca_file=cert)
+    tls = mllp_return_tls(settings)
+    assert tls is not None and mllp_return_tls(Settings(data_dir=tmp_path)) is None
+    with serving(server_context(cert, key)) as port, running(port, tls) as composed:
+        host, mllp_port = composed.listener.address
+        with MllpClient(host, mllp_port) as client:
+            assert fields(client.send(lab("T0001", "AL")))["MSA"][1] == "CA"
+        wait_for(lambda: len(port.received) == 1)
+        assert fields(port.received[0])["MSA"][1:3] == ["AA", "T0001"]
+
+
+def test_a_return_address_whose_certificate_the_ca_did_not_sign_gets_nothing(
+    tmp_path: Path,
+) -> None:
+    cert, key = _certificate(tmp_path)
+    (tmp_path / "other").mkdir()
+    other, _ = _certificate(tmp_path / "other")
+    tls = mllp_return_tls(Settings(data_dir=tmp_path, hl7_ack_tls_ca_file=other))
+    with serving(server_context(cert, key)) as port, running(port, tls) as composed:
+        host, mllp_port = composed.listener.address
+        with MllpClient(host, mllp_port) as client:
+            assert fields(client.send(lab("T0002", "AL")))["MSA"][1] == "CA"
+        wait_for(lambda: bool(composed.bus.snapshot(DEADLETTER)), timeout_s=20)
+        assert port.received == []
+        (dead,) = composed.bus.snapshot(DEADLETTER)
+        assert b"CERTIFICATE_VERIFY_FAILED" in dead.value

@@ -4,6 +4,8 @@ normalized resources; deadletter holds what a consumer gave up on, with the orig
 RAW_HL7V2 = "raw.hl7v2"
 RAW_DICOM = "raw.dicom"
 RAW_DEVICE = "raw.device"
+#: Bytes a serial driver refused (bad checksum, framing): kept for the console, never decoded.
+RAW_DEVICE_REJECTED = "raw.device.rejected"
 DEADLETTER = "deadletter"
 
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from adapters.dicom.normalize import DicomNormalizer
 from adapters.hl7v2.normalizer import ACK_HL7V2, Hl7v2Normalizer
 from bus import DEADLETTER, RAW_DEVICE, RAW_DICOM, RAW_HL7V2, Message, Record, fhir_topic
+from bus.topics import RAW_DEVICE_REJECTED
 from bus.worker import Handler, WorkerStats, run_consumer
 from caregraph import security_wiring
 from caregraph.app import create_app
@@ -399,7 +400,8 @@ AVAILABLE_ROLES = tuple(ROLE_BUILDERS)
 def all_topics(ctx: Context) -> list[str]:
     """Every topic the roles use, so they exist before anyone subscribes."""
     fhir = {fhir_topic(t) for t in (*ctx.store.registry.types, *GRAPH_TYPES, "Parameters")}
-    return [RAW_HL7V2, RAW_DICOM, RAW_DEVICE, DEADLETTER, ACK_HL7V2, *sorted(fhir)]
+    raw = [RAW_HL7V2, RAW_DICOM, RAW_DEVICE, RAW_DEVICE_REJECTED]
+    return [*raw, DEADLETTER, ACK_HL7V2, *sorted(fhir)]
 
 
 def build_services(ctx: Context, roles: Sequence[str]) -> list[Service]:

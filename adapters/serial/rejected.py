@@ -23,8 +23,9 @@ from datetime import datetime
 from adapters.serial import headers as dh
 from bus.base import Record
 from bus.headers import make_headers
+from bus.topics import RAW_DEVICE_REJECTED
 
-TOPIC = "raw.device.rejected"
+TOPIC = RAW_DEVICE_REJECTED
 CONTENT_TYPE = "application/octet-stream"
 # The largest frame a driver accepts: a trail entry is no larger than a good frame's.
 MAX_BYTES = 4096

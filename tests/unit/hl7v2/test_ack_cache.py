@@ -26,3 +26,20 @@ def test_file_backed_cache_survives_and_stays_bounded(tmp_path: Path) -> None:
     assert reopened.get("k0") is None
     assert len(reopened) == 100
     reopened.close()
+
+
+def test_the_file_is_pruned_in_steps_and_stays_near_the_capacity(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "acks.sqlite3"
+    cache = AckCache(capacity=100, path=path)
+    sizes = []
+    for i in range(500):
+        cache.put_many([(f"k{i}", b"ack")])
+        sizes.append(sqlite3.connect(path).execute("SELECT count(*) FROM acks").fetchone()[0])
+    cache.close()
+    assert max(sizes) <= 100 + 10  # the capacity and a slack of a tenth
+    assert sizes.count(max(sizes)) < 100  # pruned now and then, not after every put
+    reopened = AckCache(capacity=100, path=path)
+    assert len(reopened) == 100 and reopened.get("k499") == b"ack" and reopened.get("k399") is None
+    reopened.close()

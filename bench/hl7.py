@@ -9,7 +9,8 @@ Phases, each printed:
    the same message, the reference, for scale);
 2. MLLP ingest: C client threads, each sending its share one message at a time and waiting
    for the ACK (as MLLP senders do) into ``MllpListener`` over ``EmbeddedBus`` (durable:
-   AA only after the raw message is committed, fsync'd unless ``--no-fsync``);
+   AA only after the raw message is committed, fsync'd unless ``--no-fsync``), with its
+   ACK cache in a file as the mllp role has it;
 3. end to end (unless ``--no-store``): the normalizer (raw.hl7v2 -> fhir.*) and the store
    writer (fhir.* -> SQLite) run during the ingest, each in its own process as the roles
    of a deployment would; the clock stops when a search counts every Observation;
@@ -46,6 +47,7 @@ from bus.headers import make_headers
 from bus.topics import RAW_HL7V2, fhir_topic
 from bus.worker import WorkerStats, run_consumer
 from devices.mllp.client import MllpClient
+from devices.mllp.dedup import AckCache
 from devices.mllp.listener import CONTENT_TYPE_HL7V2, MllpListener
 from tests.unit.hl7v2.corpus import pcd01
 
@@ -274,7 +276,11 @@ def main() -> None:
                 proc.start()
                 workers.append(proc)
 
-        with MllpListener("127.0.0.1", 0, bus, map_content=not args.structure_only) as listener:
+        # the ACK cache in a file, as the mllp role keeps it (caregraph/roles.py)
+        acks = AckCache(path=Path(tmp) / "mllp-acks.sqlite3")
+        with MllpListener(
+            "127.0.0.1", 0, bus, ack_cache=acks, map_content=not args.structure_only
+        ) as listener:
             host, port = listener.address
             results: Queue[tuple[list[float], list[str]]] = spawn.Queue()
             go = spawn.Event()
@@ -291,6 +297,7 @@ def main() -> None:
             ingest = time.perf_counter() - started
             listener_cpu = time.process_time() - cpu_started
             senders.join(10)
+        acks.close()
         fsync = "off" if args.no_fsync else "on"
         p50, p99 = percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3
         print(

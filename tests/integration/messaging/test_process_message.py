@@ -91,6 +91,14 @@ def test_a_partner_transfer_links_to_the_hospitals_patient_and_a_repeat_is_answe
 
     again = server.process(transfer("t-1"), auth)
     assert again.json() == first.json()
+    # delivered twice, stored once: the same two vitals, each at its first version
+    reread = httpx.get(
+        f"{server.base}/fhir/Observation",
+        params={"subject": f"Patient/{pid}"},
+        headers=server.token("system/*.rs"),
+    ).json()
+    assert sorted(e["resource"]["valueQuantity"]["value"] for e in reread["entry"]) == [72, 75]
+    assert {e["resource"]["meta"]["versionId"] for e in reread["entry"]} == {"1"}
 
 
 def test_copies_of_one_message_sent_at_once_get_one_answer(server: Server) -> None:

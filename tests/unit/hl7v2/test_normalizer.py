@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 
 from adapters.hl7v2.normalizer import Hl7v2Normalizer, records_for
-from bus.base import Message
+from bus.base import Message, Record
 from bus.deadletter import decode_deadletter
 from bus.headers import MESSAGE_ID, TRACE_ID, make_headers
 from bus.memory import MemoryBus
@@ -125,3 +126,36 @@ def test_an_integer_beyond_64_bits_is_written_exactly() -> None:
         if r.topic == "fhir.Observation" and b"valueQuantity" in r.value
     ]
     assert big in values
+
+
+def test_a_batch_is_published_in_steps_each_message_whole() -> None:
+    """``publish_every`` messages per publish (the embedded bus's write lock is held for
+    one publish); a message's records never straddle two publishes."""
+    publishes: list[list[str]] = []
+
+    class Spy(MemoryBus):
+        def publish_many(self, records: Sequence[Record]) -> None:
+            publishes.append([r.headers[MESSAGE_ID] for r in records])
+            super().publish_many(records)
+
+    bus = Spy()
+    batch = [
+        Message(
+            RAW_HL7V2,
+            0,
+            i,
+            b"k",
+            corpus.pcd01(f"STEP{i}", 3),
+            make_headers("mllp:test", f"m{i}", "application/hl7-v2"),
+            0,
+        )
+        for i in range(7)
+    ]
+    Hl7v2Normalizer(bus, publish_every=3)(batch)
+    assert [sorted(set(ids)) for ids in publishes] == [
+        ["m0", "m1", "m2"],
+        ["m3", "m4", "m5"],
+        ["m6"],
+    ]
+    assert len(bus.snapshot("fhir.Observation")) == 7 * 3
+    bus.close()

@@ -305,13 +305,18 @@ def _shallow(body: Json) -> Json:
     the builders here, which never return empty members."""
     out: Json = {}
     for key, value in body.items():
-        if value is None or value == "":
-            continue
-        if type(value) is list:
+        # by exact type first: most members are None, empty lists or plain values
+        kind = type(value)
+        if kind is str or kind is dict:
+            if not value:
+                continue
+        elif kind is list:
+            if not value:
+                continue
             value = [v for v in value if v not in _EMPTY]
             if not value:
                 continue
-        elif type(value) is dict and not value:
+        elif value is None or value == "":
             continue
         out[key] = value
     return out

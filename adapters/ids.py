@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 from hashlib import sha1
 
 # A fixed namespace for caregraph's uuid5 ids; never change it, or every id changes.
@@ -38,9 +39,18 @@ def ordered_id(when: datetime, *parts: str | int) -> str:
     device's clock, or the receipt time recorded with it), so a redelivery gets the same
     id.
     """
+    key = "".join([f"{len(s)}:{s};" for s in map(str, parts)])
+    x = sha1(_NAMESPACE_BYTES + key.encode("utf-8")).hexdigest()
+    # deterministic_id(*parts) without its hyphens
+    return f"{_utc_stamp(when)}-{x[:12]}5{x[13:16]}{_VARIANT[x[16]]}{x[17:32]}"
+
+
+@lru_cache(maxsize=1024)
+def _utc_stamp(when: datetime) -> str:
+    """``when`` in UTC to the millisecond, memoized: every reading of a message has its time
+    (equal datetimes are one instant, so one stamp)."""
     at = when.astimezone(UTC)
-    stamp = (
+    return (
         f"{at.year:04d}{at.month:02d}{at.day:02d}T{at.hour:02d}{at.minute:02d}"
         f"{at.second:02d}{at.microsecond // 1000:03d}"
     )
-    return f"{stamp}-{deterministic_id(*parts).replace('-', '')}"

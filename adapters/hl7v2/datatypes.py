@@ -105,16 +105,6 @@ def _ts_to_fhir(raw: str, default_tz: tzinfo) -> str:
     return value.isoformat(timespec="milliseconds" if frac else "seconds")
 
 
-def ts_instant(raw: str, default_tz: tzinfo) -> datetime | None:
-    """A TS/DTM of at least hour precision as an aware datetime (no offset: ``default_tz``);
-    None when empty, unreadable or coarser."""
-    try:
-        text = _ts_to_fhir(raw.strip(), default_tz)
-    except ValueError:
-        return None
-    return datetime.fromisoformat(text) if "T" in text else None
-
-
 def parse_date(seg: Segment, n: int, options: Options) -> str | None:
     """A DT/TS reduced to a FHIR date (birth dates)."""
     value = parse_ts(seg, n, options)

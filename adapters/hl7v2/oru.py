@@ -31,6 +31,7 @@ import base64
 import binascii
 import hashlib
 import re
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
@@ -41,7 +42,7 @@ from adapters.codes.mdc import MDC, MDC_SYSTEM, MDC_UNITS, MDC_UNITS_BY_REFID
 from adapters.codes.systems import UCUM_SYSTEM, is_known_system
 from adapters.codes.ucum import UCUM_BY_TEXT
 from adapters.hl7v2.context import Context
-from adapters.hl7v2.datatypes import Coded, cwe_concept, cwe_text, parse_nm, parse_ts, ts_instant
+from adapters.hl7v2.datatypes import Coded, cwe_concept, cwe_text, parse_nm, parse_ts
 from adapters.hl7v2.er7 import Delimiters, Segment, unescape
 from adapters.hl7v2.errors import (
     DATA_TYPE_ERROR,
@@ -582,17 +583,23 @@ def results(
 
 
 def _observation_id(
-    ctx: Context, obx: Segment, obr: Segment | None, pcd: bool, tree: DeviceTree
+    ctx: Context,
+    obx: Segment,
+    obr: Segment | None,
+    pcd: bool,
+    tree: DeviceTree,
+    effective: str | None,
 ) -> str:
     """A lab result's id is its natural key, the filler order number (OBR-3) + OBX-3 code
     + OBX-4 sub-id, so a correction (OBX-11 ``C``) sent later under a new MSH-10 updates
     the result it corrects. Device readings, and results without a filler number, are new
-    facts in every message: sending facility + MSH-10 + position, after the message's
-    time (MSH-7) when it has one, so the store's indexes grow at their end
-    (``adapters.ids.ordered_id``)."""
+    facts in every message: sending facility + MSH-10 + position, after the observation
+    time (OBX-14, else OBR-7) when it is an instant, so the store's indexes grow at their
+    end (``adapters.ids.ordered_id``). Not MSH-7: some senders stamp a retransmission
+    anew, and its readings must keep their ids."""
     filler = obr.field(3).strip() if obr is not None else ""
     if pcd or not filler:
-        when = ts_instant(ctx.header.message_time, ctx.options.default_tz)
+        when = datetime.fromisoformat(effective) if effective and "T" in effective else None
         if when is None:
             return ctx.message_scoped_id("Observation", "OBX", obx.occurrence)
         return ordered_id(
@@ -677,7 +684,7 @@ def _row(
         effective = parse_ts(obr, 7, ctx.options)
     is_vital = pcd or any(c.system_name.upper() == "MDC" for c in coded)
     observation = fb.observation(
-        _observation_id(ctx, obx, obr, pcd, tree),
+        _observation_id(ctx, obx, obr, pcd, tree, effective),
         status=_STATUS.get(status_code, "unknown"),
         code=code,
         value_key=value_key,

@@ -412,20 +412,26 @@ def test_device_readings_are_new_facts_in_every_message() -> None:
     assert one_ids.isdisjoint(two_ids)
 
 
-def test_device_reading_ids_start_with_the_message_time_and_repeat_with_the_message() -> None:
+def test_device_reading_ids_start_with_the_reading_time_and_survive_a_restamped_resend() -> None:
     raw = corpus.pcd01("M1", 3)
     ids = sorted(o["id"] for o in of_type(run(raw), "Observation"))
-    # MSH-7 20240305083000+0100, in UTC; the receipt time plays no part
-    assert all(i.startswith("20240305T073000000-") for i in ids)
-    again = normalize(raw, received_at=datetime(2025, 1, 1, tzinfo=UTC))
+    # OBX-14 20240305083000.123+0100, in UTC
+    assert all(i.startswith("20240305T073000123-") for i in ids)
+    # a sender that stamps its retransmission anew (MSH-7), received later: the same ids
+    resent = raw.replace(b"|20240305083000+0100||ORU", b"|20240305090000+0100||ORU", 1)
+    assert resent != raw
+    again = normalize(resent, received_at=datetime(2025, 1, 1, tzinfo=UTC))
     assert sorted(o["id"] for o in of_type(again, "Observation")) == ids
-    later = raw.replace(b"20240305083000+0100", b"20240305083001+0100", 1)
+    later = raw.replace(b"20240305083000.123+0100", b"20240305083001.123+0100")
     later_ids = [o["id"] for o in of_type(run(later.replace(b"|M1|", b"|M3|")), "Observation")]
     assert max(ids) < min(later_ids)
 
 
-def test_device_readings_of_a_message_without_a_time_still_get_deterministic_ids() -> None:
-    raw = corpus.pcd01("M1", 3).replace(b"20240305083000+0100", b"", 1)
+def test_device_readings_without_a_reading_time_still_get_deterministic_ids() -> None:
+    raw = corpus.pcd01("M1", 3).replace(b"20240305083000.123+0100", b"")
+    raw = raw.replace(
+        b"monitoring of patient^SCT|||20240305083000+0100", b"monitoring of patient^SCT|||"
+    )
     ids = sorted(o["id"] for o in of_type(run(raw), "Observation"))
     assert len(set(ids)) == len(ids) == 3
     assert ids == sorted(o["id"] for o in of_type(run(raw), "Observation"))

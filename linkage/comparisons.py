@@ -65,7 +65,7 @@ def _name_level(a: str, a_ph: str, b: str, b_ph: str, a_other: str, b_other: str
 
 # Names come from a small vocabulary next to the number of pairs a batch compares (a common
 # name meets thousands of others): the comparators of a pair of names are worth remembering.
-@functools.lru_cache(maxsize=1 << 18)
+@functools.lru_cache(maxsize=1 << 20)
 def _name_similarity(a: str, a_ph: str, b: str, b_ph: str) -> int:
     """Levels 1 and 2 of two different names, else 4 (the swapped check comes after)."""
     sim = _jw(a, b)
@@ -76,7 +76,7 @@ def _name_similarity(a: str, a_ph: str, b: str, b_ph: str) -> int:
     return 4
 
 
-@functools.lru_cache(maxsize=1 << 18)
+@functools.lru_cache(maxsize=1 << 20)
 def _close(a: str, b: str) -> bool:
     return _jw(a, b) >= 0.92
 
@@ -143,7 +143,7 @@ def city(a: PatientFeatures, b: PatientFeatures) -> int:
     return _city_similarity(a.city, b.city)
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 19)
 def _city_similarity(a: str, b: str) -> int:
     return 1 if _jw(a, b) >= 0.88 else 2
 
@@ -157,9 +157,32 @@ def _exact_or_typo(x: str, y: str) -> int:
 
 
 def _one_edit(x: str, y: str) -> bool:
-    """Damerau-Levenshtein distance of two different strings is 1 (lengths differing by more
-    than one cannot be, which saves the distance)."""
-    return abs(len(x) - len(y)) <= 1 and _edits(x, y) <= 1
+    """Damerau-Levenshtein distance of the strings is at most 1, without the distance: one
+    edit leaves the strings equal but for one substitution, one adjacent transposition or
+    one deleted character after their common prefix. A batch asks this of millions of
+    identifier and postcode pairs; slice comparisons run in C (less than half the distance's
+    time; a property test holds it to the distance)."""
+    n, m = len(x), len(y)
+    if n < m:
+        x, y, n, m = y, x, m, n
+    if n - m > 1:
+        return False
+    # p: the length of the common prefix, by binary search on slice comparisons.
+    lo, hi = 0, m
+    while lo < hi:
+        mid = (lo + hi + 1) >> 1
+        if x[:mid] == y[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    p = lo
+    if n != m:
+        return x[p + 1 :] == y[p:]
+    return (
+        p == n
+        or x[p + 1 :] == y[p + 1 :]
+        or (x[p + 2 :] == y[p + 2 :] and x[p] == y[p + 1] and x[p + 1] == y[p])
+    )
 
 
 def postcode(a: PatientFeatures, b: PatientFeatures) -> int:

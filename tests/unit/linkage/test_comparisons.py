@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import jellyfish
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from linkage.comparisons import (
     NULL,
+    _one_edit,
     birth_date,
     family_name,
     given_name,
@@ -89,3 +93,29 @@ def test_one_identifier_each_is_compared_as_in_the_general_case(x: str, y: str, 
     more = f(identifiers=[("urn:ssn", x), ("urn:mrn:a", "7")])
     assert identifier(more, other) == level
     assert identifier(one, f(identifiers=[("urn:mrn:b", y)])) == NULL
+
+
+@st.composite
+def _near(draw: st.DrawFn) -> tuple[str, str]:
+    """A short string and a copy with up to two random edits (over a tiny alphabet, so
+    repeated characters make the ambiguous cases common)."""
+    x = draw(st.text(alphabet="ab1", max_size=7))
+    y = list(x)
+    for _ in range(draw(st.integers(0, 2))):
+        op, k = draw(st.integers(0, 3)), draw(st.integers(0, len(y)))
+        if op == 0:
+            y.insert(k, draw(st.sampled_from("ab1c")))
+        elif op == 1 and k < len(y):
+            del y[k]
+        elif op == 2 and k < len(y):
+            y[k] = draw(st.sampled_from("ab1c"))
+        elif op == 3 and k + 1 < len(y):
+            y[k], y[k + 1] = y[k + 1], y[k]
+    return x, "".join(y)
+
+
+@given(_near())
+def test_one_edit_is_a_damerau_levenshtein_distance_of_at_most_one(pair: tuple[str, str]) -> None:
+    x, y = pair
+    assert _one_edit(x, y) == (jellyfish.damerau_levenshtein_distance(x, y) <= 1)
+    assert _one_edit(y, x) == _one_edit(x, y)

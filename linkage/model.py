@@ -13,7 +13,7 @@ one (Splink's ``tf_adjustment``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -95,6 +95,9 @@ class FellegiSunterModel:
     prior: float
     tf_minimum_u: float = 1e-6
     _weights: list[list[float]] | None = field(default=None, init=False, repr=False, compare=False)
+    _parts: list[list[FieldWeight]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def prior_weight(self) -> float:
         p = _clamp(self.prior)
@@ -121,21 +124,34 @@ class FellegiSunterModel:
         """Score a comparison vector; ``tf_u`` overrides u at exact levels, by position."""
         prior = self.prior_weight()
         total = prior
+        fixed = self._fixed_parts()
         parts: list[FieldWeight] = []
         for i, level in enumerate(vector):
-            c = self.comparisons[i]
-            if level == NULL:
-                parts.append(FieldWeight(c.name, "null", 0.0))
-                continue
-            adjusted = tf_u is not None and level == 0 and i in tf_u
-            if adjusted and tf_u is not None:
+            if tf_u and level == 0 and i in tf_u:
+                c = self.comparisons[i]
                 u = max(tf_u[i], self.tf_minimum_u)
                 w = math.log2(_clamp(self.m[c.name][0]) / _clamp(u))
-            else:
-                w = self.level_weight(i, level)
-            total += w
-            parts.append(FieldWeight(c.name, c.levels[level], w, adjusted))
+                total += w
+                parts.append(FieldWeight(c.name, c.levels[level], w, True))
+                continue
+            # Not adjusted: the part is the same object every time (the last is "null").
+            part = fixed[i][level]
+            if level != NULL:
+                total += part.weight
+            parts.append(part)
         return Score(total, probability_from_weight(total), prior, tuple(parts))
+
+    def _fixed_parts(self) -> list[list[FieldWeight]]:
+        """Each comparison's part at each level, then at NULL (index -1), built once."""
+        parts = self._parts
+        if parts is None:
+            table = self._table()
+            parts = self._parts = [
+                [FieldWeight(c.name, label, table[i][k]) for k, label in enumerate(c.levels)]
+                + [FieldWeight(c.name, "null", 0.0)]
+                for i, c in enumerate(self.comparisons)
+            ]
+        return parts
 
     def score(
         self,
@@ -181,6 +197,37 @@ class FellegiSunterModel:
                     continue
             total += table[i][level]
         return total
+
+    def weigher(
+        self, a: PatientFeatures, tf: TermFrequencies | None = None
+    ) -> Callable[[PatientFeatures], float]:
+        """``lambda b: weight(a, b, tf)``, for one incoming record against many candidates.
+
+        The term frequencies of a's values are looked up once, not once per candidate, and
+        each comparison's weights by level are bound beforehand: the same sum in the same
+        order, so the same float as ``weight`` (and ``score().weight``).
+        """
+        table = self._table()
+        rows: list[tuple[Callable[[PatientFeatures, PatientFeatures], int], list[float]]] = []
+        for i, c in enumerate(self.comparisons):
+            row = table[i]
+            if tf is not None and c.tf_field:
+                freq = tf.frequency(c.tf_field, str(getattr(a, c.tf_field)))
+                if freq is not None:
+                    u = max(freq, self.tf_minimum_u)
+                    row = [math.log2(_clamp(self.m[c.name][0]) / _clamp(u)), *row[1:]]
+            rows.append((c.level_of, row))
+        prior = self.prior_weight()
+
+        def weight(b: PatientFeatures) -> float:
+            total = prior
+            for level_of, row in rows:
+                level = level_of(a, b)
+                if level != NULL:
+                    total += row[level]
+            return total
+
+        return weight
 
     def to_json(self) -> dict[str, Any]:
         """Parameters as JSON (saved in ``linkage_model``; comparisons are named, not pickled)."""

@@ -114,6 +114,19 @@ def updated_at(patient: Mapping[str, Any], received: datetime) -> datetime:
     return received
 
 
+def identifier_rule(f: PatientFeatures) -> Callable[[PatientFeatures], str | None]:
+    """The deterministic rule for one record against many: ``identifier:<key>`` of the
+    first identifier (in sorted order) another record shares with it, else None."""
+    mine = frozenset(f.identifiers)
+
+    def rule(other: PatientFeatures) -> str | None:
+        if not mine or not other.identifiers or mine.isdisjoint(other.identifiers):
+            return None
+        return f"identifier:{min(mine.intersection(other.identifiers))}"
+
+    return rule
+
+
 def match_grade(candidate: Candidate, thresholds: Thresholds) -> str:
     """The FHIR match-grade code for a candidate (certain / probable / possible)."""
     if candidate.score.rule is not None or candidate.probability >= thresholds.match:
@@ -215,8 +228,9 @@ class Mpi:
         # Only confirmed members represent their golden record; a POSSIBLE_MATCH member
         # might belong elsewhere and must not pull others after it.
         confirmed = {i: link for i, link in memberships.items() if link.state == LinkState.MATCH}
+        scorer = self.light_scorer(f, tf)
         return [
-            Candidate(confirmed[source_id].golden_id, source_id, self.light_score(f, features, tf))
+            Candidate(confirmed[source_id].golden_id, source_id, scorer(features))
             for source_id, features in repo.get_features(confirmed).items()
         ]
 
@@ -239,23 +253,33 @@ class Mpi:
     ) -> Score:
         """``score_pair`` without the per-field weights: the same weight, probability and
         rule, which is all ranking and ``decide`` use; a third cheaper."""
-        weight = self.model.weight(f, other, tf)
+        return self.light_scorer(f, tf)(other)
+
+    def light_scorer(
+        self, f: PatientFeatures, tf: TermFrequencies | None
+    ) -> Callable[[PatientFeatures], Score]:
+        """``lambda other: light_score(f, other, tf)``, for one record against many."""
+        weigh = self.model.weigher(f, tf)
         prior = self.model.prior_weight()
-        if f.identifiers and other.identifiers:
-            shared = sorted(set(f.identifiers) & set(other.identifiers))
-            if shared:
-                return Score(weight, 1.0, prior, rule=f"identifier:{shared[0]}")
-        return Score(weight, probability_from_weight(weight), prior)
+        rule = identifier_rule(f)
+
+        def score(other: PatientFeatures) -> Score:
+            weight = weigh(other)
+            shared = rule(other)
+            if shared is not None:
+                return Score(weight, 1.0, prior, rule=shared)
+            return Score(weight, probability_from_weight(weight), prior)
+
+        return score
 
     def score_pair(
         self, f: PatientFeatures, other: PatientFeatures, tf: TermFrequencies | None
     ) -> Score:
         """The model's score, or certainty by the identifier rule (same system and value)."""
         score = self.model.score(f, other, tf)
-        if f.identifiers and other.identifiers:
-            shared = sorted(set(f.identifiers) & set(other.identifiers))
-            if shared:
-                return replace(score, probability=1.0, rule=f"identifier:{shared[0]}")
+        shared = identifier_rule(f)(other)
+        if shared is not None:
+            return replace(score, probability=1.0, rule=shared)
         return score
 
     def match(

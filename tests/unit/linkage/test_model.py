@@ -84,3 +84,52 @@ def test_weight_is_the_score_weight_to_the_last_bit() -> None:
         for b in people:
             for freq in (None, tf):
                 assert model.weight(a, b, freq) == model.score(a, b, freq).weight
+
+
+def test_weigher_is_the_weight_to_the_last_bit() -> None:
+    # The weigher binds one side and its term frequencies beforehand: on every level, with
+    # and without frequencies, in any order of comparisons, it gives weight()'s float.
+    from .test_batch import population
+
+    model = starting_model()
+    model.m["address"] = [0.6, 0.2, 0.1, 0.1]  # distinct weights, so a wrong level shows
+    people = [extract(p) for p in population(120, seed=3)]
+    people += [
+        extract(patient()),
+        extract(patient("Ana", "Meier", "1980-07-03", city="Bern", postcode="3002")),
+        extract(patient("Meier", "Anna", "1981-03-07", phone="031 555 01 01")),
+        extract(patient("Anna", "Meyer", "1980-03", phone="031 555 01 02")),
+        extract(patient("Jon", "Smith", None, city=None, identifiers=[("urn:x", "1")])),
+        extract(patient("John", "Smyth", "1950-01-01", identifiers=[("urn:x", "2")])),
+        extract(patient("John", "Smyth", "1950-10-01", identifiers=[("urn:x", "2"), ("u", "9")])),
+        extract(patient(None, "Meier", "1980-03-07", line="12 Lake Rd", postcode=None)),
+        extract(patient("Anna", None, "1980-03-17", line="21 Lake Road", postcode="3010")),
+        extract(patient("Anna", "Meier", "1980-03-07", line="12 Lakeside Avenue", gender=None)),
+        extract(patient("Anna", "Meier", "1980-03-07", line="1 Hill St", phone="031 555 01 01")),
+        extract(patient("Anna", "Meier", "1980-03-07", city="Berne", gender="male")),
+        extract(patient("Anna", "Meier", "1980-03-07", city="Zurich", phone="031 555 01 11")),
+        extract(patient("Anna", "Meier", "1980-03-07", city="Zurich", phone="044 123 45 67")),
+    ]
+    tf = Frequencies({("family", "meier"): 0.02, ("city", "bern"): 0.3, ("given", "anna"): 0.01})
+    generic = FellegiSunterModel(tuple(reversed(model.comparisons)), model.m, model.u, 1e-3)
+    levels: set[tuple[str, int]] = set()
+    for a in people:
+        for freq in (None, tf):
+            fast, slow = model.weigher(a, freq), generic.weigher(a, freq)
+            for b in people:
+                assert fast(b) == model.weight(a, b, freq)
+                assert slow(b) == generic.weight(a, b, freq)
+                levels.update((c.name, c.level_of(a, b)) for c in model.comparisons)
+    names = (
+        "given_name",
+        "family_name",
+        "birth_date",
+        "address",
+        "postcode",
+        "city",
+        "sex",
+        "phone",
+    )
+    every = {(c.name, lvl) for c in model.comparisons for lvl in range(-1, len(c.levels))}
+    missing = {(n, lvl) for n, lvl in every if n in names} - levels
+    assert not missing

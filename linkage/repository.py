@@ -143,6 +143,13 @@ class LinkageRepository(ABC):
         for event in events:
             self.add_event(event)
 
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Around the bulk writes of one batch: a backend may give its indexes room while
+        they are filled (the SQL one, a larger SQLite page cache). Call outside a
+        transaction."""
+        yield
+
     # model ----------------------------------------------------------------------------
     @abstractmethod
     def load_model(self) -> dict[str, Any] | None: ...

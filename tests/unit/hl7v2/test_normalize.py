@@ -436,3 +436,27 @@ def test_device_readings_without_a_reading_time_still_get_deterministic_ids() ->
     assert len(set(ids)) == len(ids) == 3
     assert ids == sorted(o["id"] for o in of_type(run(raw), "Observation"))
     assert not any(i.startswith("2024") for i in ids)
+
+
+def test_the_memoized_parties_see_every_option() -> None:
+    """The Patient, Location and Organization memos key on ``parties._options_key``: an
+    option it leaves out would let one site's resources answer for another's."""
+    import dataclasses
+
+    from adapters.hl7v2 import parties
+    from adapters.hl7v2.datatypes import Options
+
+    options = Options(authority_systems={"HOSP": "urn:oid:1.2.3"})
+    key = parties._options_key(options)
+    assert [f.name for f in dataclasses.fields(Options)] == ["default_tz", "authority_systems"]
+    assert Options(key[0], dict(key[1])) == options
+
+
+def test_a_caller_changing_its_resources_does_not_change_the_next_message() -> None:
+    """Patients, Locations and Organizations are memoized across messages: each result
+    holds its own top-level dicts."""
+    first = run(corpus.pcd01("MEMO1", 3))
+    for resource in first.resources:
+        resource["changed"] = True
+    second = run(corpus.pcd01("MEMO2", 3))
+    assert not any("changed" in r for r in second.resources)

@@ -25,7 +25,8 @@ ingested (``Mpi.ingest``) one at a time; p50/p95/p99 in milliseconds.
 Each timing is given as wall time and as this process's CPU time (``time.process_time``;
 SQLite runs in-process, so it includes the database): on a shared machine the wall time
 also counts the time other processes held the cores, which the load average printed beside
-it shows.
+it shows. The batch's worker processes (``--workers``, which weigh candidate pairs ahead of
+the deciding process) are counted apart, and in the total.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import csv
 import importlib.resources
 import os
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -284,7 +286,7 @@ def load_average() -> str:
     return f"load average {one:.1f}/{five:.1f} on {os.cpu_count()} cores"
 
 
-def latency(url: str, n: int, queries: int, seed: int = 7) -> None:
+def latency(url: str, n: int, queries: int, workers: int, seed: int = 7) -> None:
     mpi = open_mpi(url)
     population = Population(seed)
     people = [population.patient(k) for k in range(n)]
@@ -293,13 +295,19 @@ def latency(url: str, n: int, queries: int, seed: int = 7) -> None:
     people += [population.variant(people[k], n + k) for k in range(0, n, 20)]
     rng.shuffle(people)
     start, cpu = time.perf_counter(), time.process_time()
-    report = link_batch(mpi, people)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = link_batch(mpi, people, workers=workers)
     took, cpu = time.perf_counter() - start, time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
     print(
-        f"\nbatch linkage of {len(people)} Patients: {took:.1f} s wall "
-        f"({len(people) / took:.0f}/s), {cpu:.1f} s CPU ({len(people) / cpu:.0f}/s); "
+        f"\nbatch linkage of {len(people)} Patients ({workers} worker processes): "
+        f"{took:.1f} s wall ({len(people) / took:.0f}/s), {cpu:.1f} s CPU in this process "
+        f"({len(people) / cpu:.0f}/s) + {workers_cpu:.1f} s in workers "
+        f"({len(people) / (cpu + workers_cpu):.0f}/s of CPU in all); "
         f"{report.pairs_scored} pairs scored, {report.matched} linked, "
-        f"{report.possible} to review; {load_average()}"
+        f"{report.possible} to review; deciding {report.decide_seconds:.1f} s, writing "
+        f"{report.write_seconds:.1f} s; {load_average()}"
     )
     probes = [population.variant(people[rng.randrange(n)], 10 * n + q) for q in range(queries)]
     match_t, match_cpu, ingest_t, ingest_cpu, found = [], [], [], [], 0
@@ -327,6 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency-n", type=int, default=100_000, help="0 to skip")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes that weigh batch candidate pairs beside the deciding one (0: none)",
+    )
+    parser.add_argument(
         "--database", help="an empty database URL per data set; default: fresh SQLite files"
     )
     parser.add_argument(
@@ -345,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.database or f"sqlite:///{Path(tmp) / 'latency.db'}",
                 args.latency_n,
                 args.queries,
+                args.workers,
             )
     return 0
 

@@ -3,7 +3,8 @@
 The decisions are exactly those of ingesting the Patients one at a time, in order (the
 tests prove it on FEBRL): each record meets the confirmed members of the golden records
 before it that share a blocking key, and ``linkage.rules.decide`` links it. What changes is
-the cost: the blocks, term counts and golden assignments of the batch live in memory, and
+the cost: the blocks, term counts and golden assignments of the batch live in memory,
+candidate pairs are weighed by worker processes ahead of the deciding one (``workers``), and
 records, links, golden records and history are written with multi-row statements, in
 chunks of ``chunk`` records per transaction. Records already in the index are not part of
 the batch: they go through ``Mpi.ingest`` afterwards (an update may move them).
@@ -14,11 +15,17 @@ skips them and links the rest against them through the index.
 
 from __future__ import annotations
 
+import gc
+import math
+import multiprocessing
 import time
+import traceback
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from multiprocessing.connection import Connection
 from typing import Any
 
 from linkage.blocking import blocking_keys
@@ -35,7 +42,8 @@ from linkage.links import (
     LinkState,
     SourceRecord,
 )
-from linkage.mpi import Mpi, source_of, updated_at
+from linkage.model import Score, TermFrequencies, probability_from_weight
+from linkage.mpi import Mpi, identifier_rule, source_of, updated_at
 from linkage.repository import TERM_FIELDS
 from linkage.rules import decide
 from linkage.survivorship import build_golden, is_golden
@@ -50,6 +58,8 @@ class BatchReport:
     possible: int
     pairs_scored: int
     seconds: float
+    decide_seconds: float = 0.0  # reading, blocking, scoring and deciding
+    write_seconds: float = 0.0  # records, links, history and golden records
 
 
 class _Counts:
@@ -61,6 +71,7 @@ class _Counts:
         self.batch: Counter[tuple[str, str]] = Counter()
         self.base: dict[tuple[str, str], int] = {}
         self.total = base_total
+        self.prefetched = False  # every count the index has for the batch is in ``base``
 
     def add(self, f: PatientFeatures) -> None:
         self.total += 1
@@ -69,12 +80,222 @@ class _Counts:
             if value:
                 self.batch[(name, value)] += 1
 
+    def prefetch_all(self, features: Iterable[PatientFeatures]) -> None:
+        """The index's counts of every value of the batch: no lookup is left (the index
+        counts nothing else, so a value not fetched counts 0)."""
+        todo = sorted(
+            {(name, getattr(f, name)) for f in features for name in TERM_FIELDS if getattr(f, name)}
+            - self.base.keys()
+        )
+        for k in range(0, len(todo), 2000):
+            self.base.update(self.mpi.repository.term_counts(todo[k : k + 2000]))
+        self.prefetched = True
+
+    def prefetch(self, f: PatientFeatures) -> None:
+        """The index's counts of the record's values, in one lookup."""
+        if self.prefetched:
+            return
+        todo = [(name, getattr(f, name)) for name in TERM_FIELDS if getattr(f, name)]
+        todo = [key for key in todo if key not in self.base]
+        if todo:
+            self.base.update(self.mpi.repository.term_counts(todo))
+
     def frequency(self, field: str, value: str) -> float | None:
         key = (field, value)
-        if self.base_total and key not in self.base:
+        if self.base_total and not self.prefetched and key not in self.base:
             self.base.update(self.mpi.repository.term_counts([key]))
         count = self.base.get(key, 0) + self.batch[key]
         return count / self.total if count else None
+
+
+_LOW_CAP = 4
+"""Dropped candidates a worker reports per record, best first (more on a tie at the cut)."""
+
+_SCANS_PER_MESSAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """One record's batch candidates, weighed; window positions, not yet filtered by the
+    decisions before it (which only the deciding process knows).
+
+    ``kept``: (position, weight, rule) of those that may decide something (a shared
+    identifier, or a weight that may reach review), in arrival order. ``low``: the rest as
+    (-weight, position), best first; only the best confirmed one matters (it explains a new
+    golden record), so a worker sends a few and ``complete`` says whether that was all.
+    """
+
+    pairs: int
+    kept: list[tuple[int, float, str | None]]
+    low: list[tuple[float, int]]
+    complete: bool
+
+
+class _Scanner:
+    """Blocks and term counts in arrival order, and the window of each record, weighed.
+
+    Nothing here depends on a decision, so worker processes can run it ahead of the
+    deciding one (a forked copy each).
+    """
+
+    def __init__(
+        self,
+        mpi: Mpi,
+        features: list[PatientFeatures],
+        keys_of: list[list[str]],
+        counts: _Counts,
+    ) -> None:
+        self.model = mpi.model
+        self.features = features
+        self.keys_of = keys_of
+        self.counts = counts
+        self.limit = mpi.settings.limit_per_key
+        self.tf_min = mpi.settings.tf_min_records
+        self.floor = weight_floor(mpi.settings.thresholds.review)
+        self.blocks: dict[str, list[int]] = defaultdict(list)
+        self.tf: TermFrequencies | None = None
+
+    def count(self, j: int) -> TermFrequencies | None:
+        """Count record j in; the term frequencies as record j sees them."""
+        self.counts.add(self.features[j])
+        self.tf = self.counts if self.counts.total >= self.tf_min else None
+        return self.tf
+
+    def file(self, j: int) -> None:
+        """File record j under its keys, for the records after it."""
+        for key in self.keys_of[j]:
+            self.blocks[key].append(j)
+
+    def scan(self, j: int, tf: TermFrequencies | None, low_cap: int | None) -> _Scan:
+        f = self.features[j]
+        window: set[int] = set()
+        for key in self.keys_of[j]:
+            earlier = self.blocks.get(key)
+            if earlier:
+                window.update(earlier[-self.limit :])
+        weigh = self.model.weigher(f, tf)
+        rule_of = identifier_rule(f)
+        floor = self.floor
+        features = self.features
+        kept: list[tuple[int, float, str | None]] = []
+        low: list[tuple[float, int]] = []
+        for i in sorted(window):
+            other = features[i]
+            weight = weigh(other)
+            rule = rule_of(other)
+            if rule is None and weight < floor:
+                low.append((-weight, i))
+            else:
+                kept.append((i, weight, rule))
+        low.sort()
+        complete = True
+        if low_cap is not None and len(low) > low_cap:
+            n = low_cap
+            while n < len(low) and low[n][0] == low[low_cap - 1][0]:
+                n += 1
+            complete = n == len(low)
+            del low[n:]
+        return _Scan(len(window), kept, low, complete)
+
+
+def _best_confirmed(
+    low: list[tuple[float, int]], confirmed: list[bool], golden_of: list[str]
+) -> tuple[float, int] | None:
+    """(weight, position) of the confirmed candidate ``best_per_golden`` would rank first:
+    the highest weight, then the highest golden id, then the first to arrive."""
+    best: tuple[float, int] | None = None
+    for negative, i in low:
+        if not confirmed[i]:
+            continue
+        if best is None:
+            best = (-negative, i)
+        elif -negative < best[0]:
+            break
+        elif golden_of[i] > golden_of[best[1]]:
+            best = (-negative, i)
+    return best
+
+
+def _work(scanner: _Scanner, first: int, step: int, conn: Connection) -> None:
+    """A worker process: scan records first, first + step, ... and send them in order."""
+    try:
+        out: list[_Scan | None] = []
+        for j in range(len(scanner.features)):
+            tf = scanner.count(j)
+            if j % step == first:
+                placeholder = scanner.features[j].placeholder
+                out.append(None if placeholder else scanner.scan(j, tf, _LOW_CAP))
+                if len(out) == _SCANS_PER_MESSAGE:
+                    conn.send(out)
+                    out = []
+            scanner.file(j)
+        conn.send(out)
+    except BaseException:
+        conn.send(traceback.format_exc())
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _scans(scanner: _Scanner, workers: int) -> Iterator[Iterator[_Scan | None]]:
+    """Each record's scan in arrival order (None for a placeholder): computed here when
+    asked for (after ``scanner.count(j)``), or by ``workers`` forked processes ahead of
+    time. Raises RuntimeError if a worker fails."""
+    n = len(scanner.features)
+
+    def here() -> Iterator[_Scan | None]:
+        for j in range(n):
+            f = scanner.features[j]
+            yield None if f.placeholder else scanner.scan(j, scanner.tf, None)
+
+    if workers < 1 or n < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield here()
+        return
+    context = multiprocessing.get_context("fork")
+    pipes = [context.Pipe(duplex=False) for _ in range(workers)]
+    processes = [
+        context.Process(target=_work, args=(scanner, w, workers, pipes[w][1]), daemon=True)
+        for w in range(workers)
+    ]
+    # The children inherit the batch by fork; frozen objects are left out of their garbage
+    # collection, which would otherwise touch (and so copy) every page of it.
+    gc.freeze()
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        gc.unfreeze()
+    for _, sender in pipes:
+        sender.close()
+
+    def received() -> Iterator[_Scan | None]:
+        pending: list[list[_Scan | None]] = [[] for _ in range(workers)]
+        for j in range(n):
+            w = j % workers
+            if not pending[w]:
+                message = pipes[w][0].recv()
+                if isinstance(message, str):
+                    raise RuntimeError(f"batch linkage worker failed:\n{message}")
+                pending[w] = message[::-1]
+            yield pending[w].pop()
+
+    try:
+        yield received()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+        for receiver, _ in pipes:
+            receiver.close()
+
+
+def weight_floor(probability: float) -> float:
+    """A weight under which a pair's probability is surely below ``probability`` (a bit of
+    margin for rounding; at 1.0, 52 bits: below that, 1 / (1 + 2^-w) stays under 1)."""
+    if probability >= 1.0:
+        return 52.0
+    return math.log2(probability / (1.0 - probability)) - 1.0
 
 
 def link_batch(
@@ -83,9 +304,19 @@ def link_batch(
     *,
     actor: str = "batch",
     chunk: int = 20_000,
+    workers: int = 0,
 ) -> BatchReport:
-    """Link many Patients; returns what happened. Raises InvalidPatient before writing
-    anything if one is not a Patient, has no id, or is a golden record."""
+    """Link many Patients; returns what happened.
+
+    ``workers``: processes forked to weigh each record's candidate pairs ahead of this one,
+    which decides (the weights depend on arrival order only, the decisions on each other);
+    the decisions are the same with any number. At a million records the pairs are most
+    of the work: on two cores, two workers beside this process keep both busy. Where fork
+    is not available the pairs are weighed here.
+
+    Raises InvalidPatient before writing anything if one is not a Patient, has no id, or
+    is a golden record; RuntimeError if a worker fails (nothing written then either).
+    """
     start = time.perf_counter()
     repo = mpi.repository
     settings = mpi.settings
@@ -108,121 +339,140 @@ def link_batch(
 
     keys_of = [blocking_keys(f) for _, f in items]
     sources = [source_of(p) for p, _ in items]
+    features = [f for _, f in items]
     counts = _Counts(mpi, base_total)
-    blocks: dict[str, list[int]] = defaultdict(list)
+    scanner = _Scanner(mpi, features, keys_of, counts)
     golden_of: list[str] = []
     confirmed: list[bool] = []
     decisions: list[tuple[LinkState, Candidate | None, bool]] = []
     duplicates: set[tuple[str, str]] = set()
     pairs = 0
+    prior = mpi.model.prior_weight()
     with repo.transaction(write=False):
-        for j, (patient, f) in enumerate(items):
-            counts.add(f)
-            keys = keys_of[j]
-            tf = counts if counts.total >= settings.tf_min_records else None
-            candidates: list[Candidate] = []
-            light: dict[str, PatientFeatures] = {}  # window candidates scored by weight only
-            if not f.placeholder:
-                if base_total:
-                    candidates.extend(mpi.candidates_in_index(f, patient["id"], tf))
-                window: set[int] = set()
-                for key in keys:
-                    earlier = blocks.get(key)
-                    if earlier:
-                        window.update(earlier[-settings.limit_per_key :])
-                for i in sorted(window):
-                    if not confirmed[i]:
-                        continue
-                    source_id = items[i][0]["id"]
-                    light[source_id] = items[i][1]
-                    candidates.append(
-                        Candidate(golden_of[i], source_id, mpi.light_score(f, items[i][1], tf))
-                    )
-                pairs += len(window)
-            decision = decide(candidates, settings.thresholds)
-            best = decision.best
-            if best is not None and best.source_id in light:
-                # Only the pair that explains the decision needs its per-field weights.
-                full = mpi.score_pair(f, light[best.source_id], tf)
-                decision = replace(decision, best=replace(best, score=full))
-            elif best is not None:
-                decision = replace(decision, best=mpi.explain(f, [best], tf)[0])
-            created = decision.golden_id is None
-            golden_of.append(decision.golden_id or mpi.new_golden_id())
-            confirmed.append(decision.state == LinkState.MATCH)
-            decisions.append((decision.state, decision.best, created))
-            duplicates.update(decision.duplicates)
-            for key in keys:
-                blocks[key].append(j)
+        if base_total and workers:
+            # Workers cannot ask the database: they get the index's counts beforehand.
+            counts.prefetch_all(features)
+        with _scans(scanner, workers) as scans:
+            for j, (patient, f) in enumerate(items):
+                tf = scanner.count(j)
+                if base_total and not f.placeholder:
+                    counts.prefetch(f)
+                candidates: list[Candidate] = []
+                light: dict[str, PatientFeatures] = {}  # window candidates, weight only
+                scan = next(scans)
+                if scan is not None:
+                    if base_total:
+                        candidates.extend(mpi.candidates_in_index(f, patient["id"], tf))
+                    pairs += scan.pairs
+                    low = _best_confirmed(scan.low, confirmed, golden_of)
+                    if low is None and not scan.complete:
+                        # Every dropped candidate the worker kept is unconfirmed: look
+                        # at all of them (rare; only this process knows the decisions).
+                        scan = scanner.scan(j, tf, None)
+                        low = _best_confirmed(scan.low, confirmed, golden_of)
+                    for i, weight, rule in scan.kept:
+                        if not confirmed[i]:
+                            continue
+                        light[items[i][0]["id"]] = features[i]
+                        scored = (
+                            Score(weight, 1.0, prior, rule=rule)
+                            if rule is not None
+                            else Score(weight, probability_from_weight(weight), prior)
+                        )
+                        candidates.append(Candidate(golden_of[i], items[i][0]["id"], scored))
+                    if low is not None:
+                        weight, i = low
+                        light[items[i][0]["id"]] = features[i]
+                        scored = Score(weight, probability_from_weight(weight), prior)
+                        candidates.append(Candidate(golden_of[i], items[i][0]["id"], scored))
+                decision = decide(candidates, settings.thresholds)
+                best = decision.best
+                if best is not None and best.source_id in light:
+                    # Only the pair that explains the decision needs its per-field weights.
+                    full = mpi.score_pair(f, light[best.source_id], tf)
+                    decision = replace(decision, best=replace(best, score=full))
+                elif best is not None:
+                    decision = replace(decision, best=mpi.explain(f, [best], tf)[0])
+                created = decision.golden_id is None
+                golden_of.append(decision.golden_id or mpi.new_golden_id())
+                confirmed.append(decision.state == LinkState.MATCH)
+                decisions.append((decision.state, decision.best, created))
+                duplicates.update(decision.duplicates)
+                scanner.file(j)
 
-    now = mpi.now()
-    # The batch's order is its arrival order: a microsecond apart, so that "most recent
-    # wins" in survivorship means the same as for records ingested one at a time.
-    received = [updated_at(p, now + timedelta(microseconds=j)) for j, (p, _) in enumerate(items)]
-    for k in range(0, len(items), chunk):
-        part = range(k, min(k + chunk, len(items)))
-        records, links, events = [], [], []
-        for j in part:
-            patient, f = items[j]
-            state, best, created = decisions[j]
-            score = best.score if best else None
-            record = SourceRecord(patient["id"], patient, f, sources[j], received[j])
-            records.append((record, keys_of[j]))
-            link = Link(
-                patient["id"],
-                golden_of[j],
-                state,
-                LinkOrigin.AUTO,
-                score.probability if score else None,
-                score.to_json() if score else None,
-                now,
-            )
-            links.append(link)
-            detail: dict[str, Any] = {"new_golden": created, "batch": True}
-            if link.explanation is not None:
-                detail["explanation"] = link.explanation
-            events.append(
-                LinkEvent(
+    decided = time.perf_counter()
+    with repo.bulk_load():
+        now = mpi.now()
+        # The batch's order is its arrival order: a microsecond apart, so that "most recent
+        # wins" in survivorship means the same as for records ingested one at a time.
+        received = [
+            updated_at(p, now + timedelta(microseconds=j)) for j, (p, _) in enumerate(items)
+        ]
+        for k in range(0, len(items), chunk):
+            part = range(k, min(k + chunk, len(items)))
+            records, links, events = [], [], []
+            for j in part:
+                patient, f = items[j]
+                state, best, created = decisions[j]
+                score = best.score if best else None
+                record = SourceRecord(patient["id"], patient, f, sources[j], received[j])
+                records.append((record, keys_of[j]))
+                link = Link(
+                    patient["id"],
+                    golden_of[j],
+                    state,
+                    LinkOrigin.AUTO,
+                    score.probability if score else None,
+                    score.to_json() if score else None,
                     now,
-                    actor,
-                    "placeholder" if f.placeholder else "auto-link",
-                    link.source_id,
-                    link.golden_id,
-                    None,
-                    link.state,
-                    link.origin,
-                    link.score,
-                    detail,
                 )
-            )
-        with repo.transaction():
-            repo.add_new_records(records)
-            repo.put_links(links)
-            repo.add_events(events)
+                links.append(link)
+                detail: dict[str, Any] = {"new_golden": created, "batch": True}
+                if link.explanation is not None:
+                    detail["explanation"] = link.explanation
+                events.append(
+                    LinkEvent(
+                        now,
+                        actor,
+                        "placeholder" if f.placeholder else "auto-link",
+                        link.source_id,
+                        link.golden_id,
+                        None,
+                        link.state,
+                        link.origin,
+                        link.score,
+                        detail,
+                    )
+                )
+            with repo.transaction():
+                repo.add_new_records(records)
+                repo.put_links(links)
+                repo.add_events(events)
 
-    # Golden records last, from their confirmed members (records of every chunk are in).
-    members: dict[str, list[SourceRecord]] = defaultdict(list)
-    for j, (patient, f) in enumerate(items):
-        if decisions[j][0] == LinkState.MATCH:
-            members[golden_of[j]].append(
-                SourceRecord(patient["id"], patient, f, sources[j], received[j])
-            )
-    new_ids = {golden_of[j] for j in range(len(items)) if decisions[j][2]}
-    old_ids = sorted({golden_of[j] for j in range(len(items))} - new_ids)
-    new_list = sorted(new_ids)
-    for k in range(0, len(new_list), chunk):
-        goldens = []
-        for gid in new_list[k : k + chunk]:
-            view = build_golden(gid, members.get(gid, []), settings.trust)
-            goldens.append(Golden(gid, mpi.with_provenance(view), bool(members.get(gid))))
+        # Golden records last, from their confirmed members (records of every chunk are in).
+        members: dict[str, list[SourceRecord]] = defaultdict(list)
+        for j, (patient, f) in enumerate(items):
+            if decisions[j][0] == LinkState.MATCH:
+                members[golden_of[j]].append(
+                    SourceRecord(patient["id"], patient, f, sources[j], received[j])
+                )
+        new_ids = {golden_of[j] for j in range(len(items)) if decisions[j][2]}
+        old_ids = sorted({golden_of[j] for j in range(len(items))} - new_ids)
+        new_list = sorted(new_ids)
+        for k in range(0, len(new_list), chunk):
+            goldens = []
+            for gid in new_list[k : k + chunk]:
+                view = build_golden(gid, members.get(gid, []), settings.trust)
+                goldens.append(Golden(gid, mpi.with_provenance(view), bool(members.get(gid))))
+            with repo.transaction():
+                repo.put_goldens(goldens)
+            mpi.notify(goldens)
+        mpi.rebuild(old_ids)
         with repo.transaction():
-            repo.put_goldens(goldens)
-        mpi.notify(goldens)
-    mpi.rebuild(old_ids)
-    with repo.transaction():
-        for a, b in sorted(duplicates):
-            if repo.get_duplicate(a, b) is None:
-                repo.put_duplicate(DuplicateFlag(a, b, DuplicateStatus.POSSIBLE_DUPLICATE))
+            for a, b in sorted(duplicates):
+                if repo.get_duplicate(a, b) is None:
+                    repo.put_duplicate(DuplicateFlag(a, b, DuplicateStatus.POSSIBLE_DUPLICATE))
+    written = time.perf_counter()
     for patient in updates:
         mpi.ingest(patient, actor=actor)
     states = Counter(d[0] for d in decisions)
@@ -234,4 +484,6 @@ def link_batch(
         possible=states[LinkState.POSSIBLE_MATCH],
         pairs_scored=pairs,
         seconds=time.perf_counter() - start,
+        decide_seconds=decided - start,
+        write_seconds=written - decided,
     )

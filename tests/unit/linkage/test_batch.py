@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from linkage import batch as batch_module
 from linkage.batch import link_batch
 from linkage.errors import InvalidPatient
 from linkage.mpi import Mpi, MpiSettings
@@ -50,14 +51,26 @@ def state(mpi: Mpi, ids: list[str]) -> dict[str, tuple[str, str]]:
     return {i: (link.golden_id, link.state.value) for i, link in links.items()}
 
 
-def test_batch_decides_exactly_as_one_at_a_time() -> None:
+@pytest.mark.parametrize(
+    ("workers", "low_cap"),
+    [(0, None), (1, None), (2, None), (2, 1)],
+    ids=["in-process", "one-worker", "two-workers", "workers-fall-back"],
+)
+def test_batch_decides_exactly_as_one_at_a_time(
+    workers: int, low_cap: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if low_cap is not None:
+        # Workers send only the best weak candidate: when it is unconfirmed, the deciding
+        # process looks at the whole window itself.
+        monkeypatch.setattr(batch_module, "_LOW_CAP", low_cap)
     people = population(300, seed=5)
     ids = [p["id"] for p in people]
     one_by_one = make(MemoryRepository(), tf_min_records=100)
     for p in people:
         one_by_one.ingest(p)
     batch = make(MemoryRepository(), tf_min_records=100)
-    report = link_batch(batch, people, chunk=70)
+    report = link_batch(batch, people, chunk=70, workers=workers)
+    assert report.possible > 0  # unconfirmed candidates are part of the scenario
     expected = state(one_by_one, ids)
     assert state(batch, ids) == expected
     assert report.records == len(people)
@@ -90,3 +103,18 @@ def test_batch_refuses_bad_input_before_writing(mpi: Mpi) -> None:
     with pytest.raises(InvalidPatient):
         link_batch(mpi, [patient(pid="a1"), {"resourceType": "Patient"}])
     assert mpi.history() == []
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_batch_onto_an_index_decides_as_one_at_a_time(workers: int) -> None:
+    # Term counts come from the index as well as the batch (workers get them beforehand).
+    people = population(300, seed=9)
+    ids = [p["id"] for p in people]
+    one_by_one = make(MemoryRepository(), tf_min_records=100)
+    for p in people:
+        one_by_one.ingest(p)
+    batch = make(MemoryRepository(), tf_min_records=100)
+    for p in people[:150]:
+        batch.ingest(p)
+    link_batch(batch, people[150:], chunk=70, workers=workers)
+    assert state(batch, ids) == state(one_by_one, ids)

@@ -265,11 +265,6 @@ def quantity(
 ) -> Json:
     """A Quantity. ``system`` and ``code`` go together (FHIR qty-3): a code without a system
     is kept only as ``unit`` text."""
-    code = fhir_code(code)
-    system = fhir_uri(system)
-    if system is None or code is None:
-        unit = unit or code
-        system = code = None
     out: Json = {}
     if extensions:
         out["extension"] = list(extensions)
@@ -277,6 +272,20 @@ def quantity(
         out["value"] = fhir_decimal(value)
     if comparator:
         out["comparator"] = comparator
+    out.update(_quantity_units(unit, system, code))
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _quantity_units(unit: str | None, system: str | None, code: str | None) -> Json:
+    """The unit members of a Quantity, memoized (a feed sends a few units again and again);
+    callers copy them into their own dict."""
+    code = fhir_code(code)
+    system = fhir_uri(system)
+    if system is None or code is None:
+        unit = unit or code
+        system = code = None
+    out: Json = {}
     unit = fhir_string(unit)
     if unit:
         out["unit"] = unit

@@ -118,3 +118,16 @@ def test_batch_onto_an_index_decides_as_one_at_a_time(workers: int) -> None:
         batch.ingest(p)
     link_batch(batch, people[150:], chunk=70, workers=workers)
     assert state(batch, ids) == state(one_by_one, ids)
+
+
+def test_a_failing_worker_fails_the_batch_before_anything_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: Any) -> None:
+        raise ValueError("comparator broke")
+
+    monkeypatch.setattr(batch_module._Scanner, "scan", broken)
+    mpi = make(MemoryRepository(), tf_min_records=100)
+    with pytest.raises(RuntimeError, match="comparator broke"):
+        link_batch(mpi, population(20, seed=1), workers=1)
+    assert mpi.history() == []

@@ -789,6 +789,8 @@ def decode_poll_reply(op: Operation) -> PollReply | None:
         if obs_end > end:
             raise WireError("observation list runs past its context", "ObservationPoll")
         for _ in range(n_obs):
+            if pos + 2 > obs_end:
+                raise WireError("observation truncated", "ObservationPoll")
             handle = struct.unpack_from(">H", reply, pos)[0]
             avas, pos = decode_attributes(reply, pos + 2)
             if pos > obs_end:
@@ -809,6 +811,8 @@ def _numeric(handle: int, avas: dict[int, bytes]) -> NumericObject:
         values.append(NuObs(*struct.unpack(">HHHI", single)))
     cmpd = avas.get(NOM_ATTR_NU_CMPD_VAL_OBS)
     if cmpd is not None:
+        if len(cmpd) < 4:
+            raise WireError("compound value truncated", "NOM_ATTR_NU_CMPD_VAL_OBS")
         count, length = struct.unpack_from(">HH", cmpd, 0)
         if length != count * 10 or len(cmpd) != 4 + length:
             raise WireError("compound value lengths do not add up", "NOM_ATTR_NU_CMPD_VAL_OBS")

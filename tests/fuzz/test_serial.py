@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
@@ -153,3 +154,17 @@ def test_broken_wire_bytes_raise_only_wire_errors(
     protocol, wire, headers = WIRE[which]
     raw = apply_mutations(wire, ops)
     _observations(Message(RAW_DEVICE, 0, 7, f"{protocol}-dev".encode(), raw, headers, 0))
+
+
+def test_a_poll_reply_cut_inside_an_observation_is_a_wire_error() -> None:
+    """Found by the harness above: a 58-byte IntelliVue poll reply whose observation list
+    claims one more observation than its bytes hold (struct.error escaped before)."""
+    content = (
+        b"\xe1\x00\x00\x02\x00\x02\x00J\x00\x01\x00\x07\x00D\x00!\x00\x00\x00\x00\x0c\x16"
+        b"\x00:\x00\x01\x00\x00\x1f@\xff\xff\xff\xff\xff\xff\xff\xff\x00\x01\x00\x06\x08\x03"
+        b'\x00\x01\x00"\x00\x00\x01\x01\x00\x1c\x00\x01\x00\x02\x00\x16\t$\x00\x04\x00\x02'
+        b"A\x82\tP\x00\nA\x82\x00\x00\n\xa0\x00\x00\x00="
+    )
+    _, build = BUILDERS["intellivue"]
+    with pytest.raises(MappingError, match="observation truncated"):
+        observation_records(build(content))

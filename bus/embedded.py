@@ -149,7 +149,10 @@ class EmbeddedBus(Bus):
 
     ``partitions`` is used for topics this process creates (explicitly or by publishing to
     them); a topic keeps the count it was created with. ``session_timeout_s`` is how long a
-    silent group member keeps its partitions. Raises ``BusUnavailable`` if the file cannot be
+    silent group member keeps its partitions, i.e. how long one batch may take: 120 s, as
+    the Kafka bus's ``max.poll.interval``, because a member whose process died is noticed
+    at once anyway (``kill(pid, 0)``) and a store writer's batch on a loaded machine has
+    taken more than 10 s, lost its partitions and been delivered again. Raises ``BusUnavailable`` if the file cannot be
     opened. With ``retention_s``, publishing prunes (see ``prune``) at most once a minute.
     ``max_poll_bytes`` bounds the memory of one poll (DICOM objects can be large).
     """
@@ -160,7 +163,7 @@ class EmbeddedBus(Bus):
         partitions: int = 6,
         *,
         fsync: bool = True,
-        session_timeout_s: float = 10.0,
+        session_timeout_s: float = 120.0,
         retention_s: float | None = None,
         max_poll_bytes: int = 32 * 1024 * 1024,
     ) -> None:

@@ -63,7 +63,7 @@ class Shared:
     is Patient)``: its rows are ``subject``'s rows that point at a Patient. Storing each
     row once cuts a vital sign's index rows by a third (see ``Indexer.rows``), and the
     query reads ``param IN (own, *params)`` (with ``target_type`` for an alias, see
-    ``QueryBuilder.param_sql``). Rows the others do not hold (a reference that resolves to
+    ``search.param_rows``). Rows the others do not hold (a reference that resolves to
     a Patient only through ``Reference.type``) stay under the parameter's own code, so
     the answer is exactly that of the parameter's own rows.
     """

@@ -152,8 +152,9 @@ class EmbeddedBus(Bus):
     silent group member keeps its partitions, i.e. how long one batch may take: 120 s, as
     the Kafka bus's ``max.poll.interval``, because a member whose process died is noticed
     at once anyway (``kill(pid, 0)``) and a store writer's batch on a loaded machine has
-    taken more than 10 s, lost its partitions and been delivered again. Raises ``BusUnavailable`` if the file cannot be
-    opened. With ``retention_s``, publishing prunes (see ``prune``) at most once a minute.
+    taken more than 10 s, lost its partitions and been delivered again. Raises
+    ``BusUnavailable`` if the file cannot be opened. With ``retention_s``, publishing
+    prunes (see ``prune``) at most once a minute.
     ``max_poll_bytes`` bounds the memory of one poll (DICOM objects can be large).
     """
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fhir_store.database import Transaction
 from fhir_store.dates import date_range
 from fhir_store.errors import InvalidSearch
-from fhir_store.records import Stored, by_type
+from fhir_store.records import Stored, by_type, resources_by_id
 from fhir_store.search import DEFAULT_COUNT, Query, QueryBuilder, Sql, param_rows
 
 if TYPE_CHECKING:
@@ -189,14 +189,13 @@ class Searching:
             out.extend((r[0], r[1]) for r in tx.execute(sql, args).fetchall())
         return out
 
-    @staticmethod
-    def _load(tx: Transaction, keys: list[tuple[str, str]]) -> list[Stored]:
+    def _load(self, tx: Transaction, keys: list[tuple[str, str]]) -> list[Stored]:
         out: list[Stored] = []
         for type_name, ids in by_type(keys):
+            where, params = resources_by_id(self.store.db.dialect, type_name, ids)
             rows = tx.execute(
-                "SELECT res_id, version, last_updated, content FROM resources"
-                f" WHERE deleted = 0 AND res_type = ? AND res_id IN ({', '.join('?' * len(ids))})",
-                [type_name, *ids],
+                f"SELECT r.res_id, r.version, r.last_updated, r.content {where} AND r.deleted = 0",
+                params,
             ).fetchall()
             out.extend(Stored(type_name, r[0], int(r[1]), r[2], False, r[3]) for r in rows)
         return out

@@ -36,6 +36,7 @@ from fhir_store.records import (
     content_hash,
     dumps,
     legacy_content_hash,
+    resources_by_id,
 )
 from fhir_store.schema import INDEX_TABLES
 from fhir_store.searching import HistoryPage, Searching, SearchPage
@@ -212,14 +213,13 @@ class FhirStore:
         self, tx: Transaction, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[int, str, bool, str, str]]:
         """Current (version, hash, deleted, last_updated, content) for the keys, locked on PG."""
-        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
         found: dict[tuple[str, str], tuple[int, str, bool, str, str]] = {}
         for type_name, ids in by_type(keys):
+            where, params = resources_by_id(self.db.dialect, type_name, ids, lock=True)
             rows = tx.execute(
-                "SELECT res_id, version, content_hash, deleted, last_updated, content"
-                f" FROM resources WHERE res_type = ? AND res_id IN ({', '.join('?' * len(ids))})"
-                f"{lock}",
-                [type_name, *ids],
+                "SELECT r.res_id, r.version, r.content_hash, r.deleted, r.last_updated,"
+                f" r.content {where}",
+                params,
             ).fetchall()
             for r in rows:
                 found[(type_name, r[0])] = (int(r[1]), r[2], bool(r[3]), r[4], r[5])

@@ -304,3 +304,31 @@ def test_sqlite_writers_of_one_process_take_turns_on_one_lock_per_file(tmp_path:
     assert order == ["first", "second"] and not lock.locked()
     first.close()
     second.close()
+
+
+def test_resources_by_id_probes_the_primary_key_whatever_the_statistics(db_url: str) -> None:
+    """PostgreSQL: statistics taken while the table was empty, then 20,000 rows of one
+    type; the lookup of 500 ids must still be index probes by id, not a scan of the type
+    (an IN list, and a join on the ids, were planned as a scan of every row of the type)."""
+    from fhir_store.records import resources_by_id
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL planner question")
+    db = open_database(db_url)
+    with db.transaction() as tx:
+        tx.execute("ANALYZE resources")
+        tx.execute(
+            "INSERT INTO resources (res_type, res_id, version, last_updated, deleted,"
+            " content_hash, content) SELECT 'Observation', 'o' || g, 1,"
+            " '2024-01-01T00:00:00.000000', 0, 'h', '{}' FROM generate_series(1, 20000) g"
+        )
+    ids = [f"o{n}" for n in range(1, 20001, 40)]
+    where, params = resources_by_id(db.dialect, "Observation", ids)
+    with db.transaction(write=False) as tx:
+        found = tx.execute(f"SELECT r.res_id {where}", params).fetchall()
+        plan = "\n".join(r[0] for r in tx.execute(f"EXPLAIN SELECT r.res_id {where}", params))
+    db.close()
+    assert sorted(r[0] for r in found) == sorted(ids)
+    probes = [line for line in plan.splitlines() if "Index Cond" in line]
+    assert probes and all("res_id = k.res_id" in line for line in probes), plan
+    assert "Hash" not in plan and "Seq Scan" not in plan, plan

@@ -4,8 +4,6 @@ address) once the normalizer made the resources durable, and is commit-accepted.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 import ssl
 import threading
@@ -28,6 +26,7 @@ from devices.mllp.framing import Frame, MllpDecoder, encode_frame
 from devices.mllp.listener import MllpListener
 from devices.mllp.returns import ReturnChannel, ReturnRoute
 from security.tls import server_context
+from tests.support.certs import self_signed
 from tests.unit.hl7v2 import corpus
 
 pytestmark = pytest.mark.integration
@@ -229,45 +228,8 @@ def test_an_application_ack_without_a_return_address_is_dead_lettered(
     assert return_port.received == []
 
 
-def _certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (its own CA)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab-return.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "return.pem", tmp_path / "return.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_application_acks_go_over_tls_when_a_ca_is_set(tmp_path: Path) -> None:
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed(tmp_path)
     settings = Settings(data_dir=tmp_path, hl7_ack_tls_ca_file=cert)
     tls = mllp_return_tls(settings)
     assert tls is not None and mllp_return_tls(Settings(data_dir=tmp_path)) is None
@@ -282,9 +244,9 @@ def test_application_acks_go_over_tls_when_a_ca_is_set(tmp_path: Path) -> None:
 def test_a_return_address_whose_certificate_the_ca_did_not_sign_gets_nothing(
     tmp_path: Path,
 ) -> None:
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed(tmp_path)
     (tmp_path / "other").mkdir()
-    other, _ = _certificate(tmp_path / "other")
+    other, _ = self_signed(tmp_path / "other")
     tls = mllp_return_tls(Settings(data_dir=tmp_path, hl7_ack_tls_ca_file=other))
     with serving(server_context(cert, key)) as port, running(port, tls) as composed:
         host, mllp_port = composed.listener.address

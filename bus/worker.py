@@ -133,7 +133,7 @@ def run_consumer(
             if not batch:
                 continue
             if linger_s > 0 and len(batch) < batch_size:
-                batch = _linger(consumer, batch, batch_size, linger_s, stop)
+                batch = _linger(consumer, batch, batch_size, linger_s, poll_timeout_s, stop)
             batch = [traced(m) for m in batch]
             try:
                 loop.handle(batch)
@@ -149,9 +149,15 @@ def run_consumer(
 
 
 def _linger(
-    consumer: Consumer, batch: list[Message], size: int, linger_s: float, stop: threading.Event
+    consumer: Consumer,
+    batch: list[Message],
+    size: int,
+    linger_s: float,
+    poll_s: float,
+    stop: threading.Event,
 ) -> list[Message]:
     """``batch`` topped up by further polls until it holds ``size`` or ``linger_s`` passed.
+    Each poll waits at most ``poll_s``, so ``stop`` is seen as soon as in the main loop.
     A poll failing now ends the wait: what was taken is handled, the outage met next time."""
     deadline = time.monotonic() + linger_s
     while len(batch) < size and not stop.is_set():
@@ -159,7 +165,7 @@ def _linger(
         if left <= 0:
             break
         try:
-            batch = batch + consumer.poll(left, size - len(batch))
+            batch = batch + consumer.poll(min(left, poll_s), size - len(batch))
         except BusUnavailable:
             break
     return batch

@@ -18,8 +18,16 @@ FAST = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.004)
 
 
 def run_until(
-    bus: MemoryBus, handler: Handler, done: Callable[[], bool], retry: RetryPolicy = FAST
+    bus: MemoryBus,
+    handler: Handler,
+    done: Callable[[], bool],
+    retry: RetryPolicy = FAST,
+    *,
+    feed: Callable[[], None] | None = None,
+    **options: float,
 ) -> WorkerStats:
+    """Run a consumer until ``done()``; ``feed`` runs once the consumer has started, and
+    ``options`` override ``run_consumer``'s keyword arguments."""
     stop = threading.Event()
     stats = WorkerStats()
     worker = threading.Thread(
@@ -31,9 +39,12 @@ def run_until(
             "batch_size": 50,
             "poll_timeout_s": 0.01,
             "stats": stats,
+            **options,
         },
     )
     worker.start()
+    if feed is not None:
+        feed()
     deadline = time.monotonic() + 10
     while not done() and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -191,41 +202,34 @@ def test_every_message_reaches_the_handler_traced_and_keeps_its_trace_on_retry()
 def test_linger_gathers_what_trickles_in_into_one_batch_and_commits_it_all() -> None:
     bus = MemoryBus(partitions=2)
     batches: list[list[Message]] = []
-    stop = threading.Event()
-    worker = threading.Thread(
-        target=run_consumer,
-        args=(bus, "g", ["t"], batches.append),
-        kwargs={"stop": stop, "batch_size": 50, "poll_timeout_s": 0.01, "linger_s": 2.0},
+
+    def trickle() -> None:
+        for i in range(5):  # one message every 20 ms: well inside one linger
+            bus.publish_many([Record("t", b"%d" % i, key=b"%d" % i)])
+            time.sleep(0.02)
+
+    run_until(
+        bus,
+        batches.append,
+        lambda: sum(bus.committed("g").values()) == 5,
+        feed=trickle,
+        linger_s=2.0,
     )
-    worker.start()
-    for i in range(5):  # one message every 20 ms: well inside one linger
-        bus.publish_many([Record("t", b"%d" % i, key=b"%d" % i)])
-        time.sleep(0.02)
-    deadline = time.monotonic() + 10
-    while sum(bus.committed("g").values()) < 5 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    stop.set()
-    worker.join(5)
     assert sorted(int(m.value) for b in batches for m in b) == list(range(5))
     assert len(batches) == 1
-    assert sum(bus.committed("g").values()) == 5
 
 
 def test_linger_ends_when_the_batch_is_full() -> None:
     bus = MemoryBus(partitions=1)
     bus.publish_many([Record("t", b"%d" % i, key=b"k") for i in range(30)])
     batches: list[list[Message]] = []
-    stop = threading.Event()
-    worker = threading.Thread(
-        target=run_consumer,
-        args=(bus, "g", ["t"], batches.append),
-        kwargs={"stop": stop, "batch_size": 10, "poll_timeout_s": 0.01, "linger_s": 30.0},
-    )
     started = time.monotonic()
-    worker.start()
-    while sum(bus.committed("g").values()) < 30 and time.monotonic() - started < 10:
-        time.sleep(0.005)
-    stop.set()
-    worker.join(5)
+    run_until(
+        bus,
+        batches.append,
+        lambda: sum(bus.committed("g").values()) == 30,
+        batch_size=10,
+        linger_s=30.0,
+    )
     assert [len(b) for b in batches] == [10, 10, 10]
     assert time.monotonic() - started < 10  # never waited out the 30 s linger

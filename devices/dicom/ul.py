@@ -29,6 +29,7 @@ import logging
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -117,6 +118,9 @@ _MODEL_OPERATION = {
     STUDY_ROOT_MOVE: MOVE,
 }
 _PDU_TYPES = frozenset({0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07})
+#: PS3.8 9.1.5: how long an acceptor that sent A-ASSOCIATE-RJ waits for the requestor to
+#: close the connection (the ARTIM timer) before closing it itself.
+ARTIM_S = 2.0
 UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
 # The acceptor picks, per context, the first of its syntaxes the peer proposed: explicit VR
 # little endian first, as most modalities write and as a C-GET can most often send back.
@@ -413,6 +417,20 @@ class _Association:
         pdu = A_ASSOCIATE_RJ()
         pdu.from_primitive(primitive)
         self.send(pdu.encode())
+        self._await_close()
+
+    def _await_close(self) -> None:
+        """Sta13 (PS3.8 9.2): after the RJ the requestor closes the connection; wait for
+        that, at most ``ARTIM_S``. Closing first raced the requestor's read of the RJ: under
+        load pynetdicom saw the connection end, not the rejection."""
+        deadline = time.monotonic() + ARTIM_S
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.conn.settimeout(left)
+                if not self.conn.recv(4096):
+                    return
+        except OSError:  # the timeout, or a reset: close now
+            return
 
     def _accept(self, request: A_ASSOCIATE) -> bool:
         self.peer = Peer(

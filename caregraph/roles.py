@@ -282,6 +282,7 @@ def _mllp(ctx: Context) -> Service:
         ack_cache=cache,
         tls=security_wiring.mllp_tls(s),
         allow_facility=facilities.allows if facilities else None,
+        map_content=s.hl7_intake == "full",
     )
     ctx.metrics.watch_listener("mllp", listener.stats)
     gateway = StartStop("mllp", listener.start, listener.stop)

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     hl7_allowed_facilities: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="MSH-4 namespaces allowed to send HL7, comma-separated; empty: any."
     )
+    hl7_intake: Literal["full", "structure"] = Field(
+        "full",
+        description="full: every message is mapped before AA, so content that cannot be "
+        "mapped is answered AE; structure: scope and structure only before AA (a third of "
+        "the listener's CPU), content errors go to deadletter after the AA.",
+    )
     hl7_ack_routes: str = Field(
         "",
         description="Return addresses of enhanced-mode application ACKs: "

@@ -16,6 +16,14 @@ from fhir_store.errors import InvalidResource
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 #: Keys per ``res_id IN (...)`` list: well under both engines' parameter limits.
 KEYS_PER_SELECT = 500
+#: The content of a ``history h`` row. The current version's row leaves it empty: it is
+#: written once, into ``resources``, and moves into the row when a newer version replaces
+#: it (``FhirStore._write_batch``). Rows written by earlier releases keep theirs.
+HISTORY_CONTENT = (
+    "CASE WHEN h.content <> '' OR h.deleted = 1 THEN h.content ELSE COALESCE((SELECT"
+    " r.content FROM resources r WHERE r.res_type = h.res_type AND r.res_id = h.res_id"
+    " AND r.version = h.version), '') END"
+)
 
 
 @dataclass(frozen=True, slots=True)

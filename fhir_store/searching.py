@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from fhir_store.database import Transaction
 from fhir_store.dates import date_range
 from fhir_store.errors import InvalidSearch
-from fhir_store.records import Stored, by_type, resources_by_id
+from fhir_store.records import HISTORY_CONTENT, Stored, by_type, resources_by_id
 from fhir_store.search import DEFAULT_COUNT, Query, QueryBuilder, Sql, param_rows
 
 if TYPE_CHECKING:
@@ -296,8 +296,8 @@ class Searching:
             where = "WHERE " + " AND ".join(conds)
             total = int(tx.execute(f"SELECT COUNT(*) FROM history {where}", args).fetchone()[0])
             rows = tx.execute(
-                "SELECT res_type, res_id, version, last_updated, deleted, content, method"
-                f" FROM history {where}"
+                "SELECT h.res_type, h.res_id, h.version, h.last_updated, h.deleted,"
+                f" {HISTORY_CONTENT}, h.method FROM history h {where}"
                 " ORDER BY last_updated DESC, res_type, res_id, version DESC LIMIT ? OFFSET ?",
                 [*args, count + 1, offset],
             ).fetchall()

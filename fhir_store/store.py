@@ -28,6 +28,7 @@ from fhir_store.errors import (
 )
 from fhir_store.indexing import COLUMNS, Indexer, Rows
 from fhir_store.records import (
+    HISTORY_CONTENT,
     Pending,
     Stored,
     WriteResult,
@@ -79,8 +80,8 @@ class FhirStore:
         """One version from history (a deleted version raises ``ResourceGone``)."""
         with self.db.transaction(write=False) as tx:
             row = tx.execute(
-                "SELECT last_updated, deleted, content FROM history"
-                " WHERE res_type = ? AND res_id = ? AND version = ?",
+                f"SELECT h.last_updated, h.deleted, {HISTORY_CONTENT} FROM history h"
+                " WHERE h.res_type = ? AND h.res_id = ? AND h.version = ?",
                 (type_name, res_id, version),
             ).fetchone()
         if row is None:
@@ -129,8 +130,8 @@ class FhirStore:
             params = [snapshot, *args, lo]
             total = int(tx.execute(f"SELECT COUNT(*){query}", params).fetchone()[0])
             rows = tx.execute(
-                "SELECT h.res_type, h.res_id, h.version, h.last_updated, h.deleted, h.content,"
-                f" h.method{query}"
+                "SELECT h.res_type, h.res_id, h.version, h.last_updated, h.deleted,"
+                f" {HISTORY_CONTENT}, h.method{query}"
                 " ORDER BY h.last_updated DESC, h.res_type, h.res_id, h.version DESC"
                 " LIMIT ? OFFSET ?",
                 [*params, count + 1, offset],
@@ -228,6 +229,8 @@ class FhirStore:
     def _write_batch(self, tx: Transaction, items: Sequence[Pending]) -> list[WriteResult]:
         current = self._current(tx, ((i.type, i.id) for i in items))
         in_db = set(current)
+        # The content of each version stored now, which its history row may lack (below).
+        was = {key: (state[0], state[4]) for key, state in current.items() if not state[2]}
         column = tx.now()
         instant = column_to_instant(column)
         results: list[WriteResult] = []
@@ -297,7 +300,13 @@ class FhirStore:
         for rows in key_rows.values():
             for table, part in rows.items():
                 index_rows.setdefault(table, set()).update(part)
-        self._flush(tx, upserts, in_db, history, reindex, index_rows)
+        self._flush(tx, upserts, in_db, _without_current(history, upserts), reindex, index_rows)
+        # Versions that stop being current take their content into their history row.
+        tx.executemany(
+            "UPDATE history SET content = ? WHERE res_type = ? AND res_id = ? AND version = ?"
+            " AND content = ''",
+            [(text, *key, version) for key, (version, text) in was.items() if key in upserts],
+        )
         return results
 
     def _flush(
@@ -346,6 +355,16 @@ class FhirStore:
         )
         for table, rows in index_rows.items():
             tx.copy_rows(table, COLUMNS[table], list(rows))
+
+
+def _without_current(
+    history: list[tuple[Any, ...]], upserts: dict[tuple[str, str], tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """``history`` with the content of each current version left out (``""``): the
+    ``resources`` row holds it, and ``HISTORY_CONTENT`` reads it from there. A device
+    reading is written once and never updated, so its content is stored once, not twice."""
+    current = {(row[0], row[1], row[2]) for row in upserts.values() if not row[4]}
+    return [(*row[:6], "") if row[:3] in current else row for row in history]
 
 
 __all__ = [

@@ -95,6 +95,63 @@ def test_hashes_written_before_orjson_still_make_identical_content_a_no_op(
     assert store.read("Observation", "legacy").version == 2
 
 
+def _history_texts(store: FhirStore, res_id: str) -> dict[int, str]:
+    with store.db.transaction(write=False) as tx:
+        rows = tx.execute(
+            "SELECT version, content FROM history WHERE res_type = 'Observation' AND res_id = ?",
+            (res_id,),
+        ).fetchall()
+    return {int(r[0]): r[1] for r in rows}
+
+
+def test_each_version_is_stored_once_and_every_version_reads_back(store: FhirStore) -> None:
+    first = obs("h1", "p1", "8867-4", "2024-01-01T10:00:00Z", 60)
+    second = {**first, "status": "amended"}
+    third = {**first, "status": "corrected"}
+    store.upsert_many([first])
+    assert _history_texts(store, "h1") == {1: ""}  # in resources only
+    store.upsert_many([second, third])  # two versions in one batch
+    store.delete("Observation", "h1")
+    store.upsert_many([first])
+    texts = _history_texts(store, "h1")
+    assert texts[5] == "" and texts[4] == ""  # current, and the deletion
+    assert all(texts[v] for v in (1, 2, 3))
+    statuses = {v: store.vread("Observation", "h1", v).resource()["status"] for v in (1, 2, 3, 5)}
+    assert statuses == {1: "final", 2: "amended", 3: "corrected", 5: "final"}
+    with pytest.raises(ResourceGone):
+        store.vread("Observation", "h1", 4)
+    versions = store.searching.history("Observation", "h1").versions
+    assert [
+        (h.version, h.resource()["meta"]["versionId"] if h.content else None) for h in versions
+    ] == [
+        (5, "5"),
+        (4, None),
+        (3, "3"),
+        (2, "2"),
+        (1, "1"),
+    ]
+    at = store.history_at("Observation", "h1", ("0000", "9999"))
+    assert [h.resource()["status"] for h in at.versions if not h.deleted] == [
+        "final",
+        "corrected",
+        "amended",
+        "final",
+    ]
+
+
+def test_history_rows_written_with_their_content_still_read_and_update(store: FhirStore) -> None:
+    """Stores written by earlier releases kept the current version's content in history."""
+    store.upsert_many([obs("old", "p1", "8867-4", "2024-01-01T10:00:00Z", 60)])
+    text = store.read("Observation", "old").content
+    with store.db.transaction() as tx:
+        tx.execute("UPDATE history SET content = ? WHERE res_id = 'old'", (text,))
+    assert store.vread("Observation", "old", 1).content == text
+    store.upsert_many([obs("old", "p1", "8867-4", "2024-01-01T10:00:00Z", 61)])
+    assert _history_texts(store, "old") == {1: text, 2: ""}
+    assert store.vread("Observation", "old", 1).content == text
+    assert store.vread("Observation", "old", 2).resource()["valueQuantity"]["value"] == 61
+
+
 def test_search_basics(store: FhirStore) -> None:
     store.upsert_many(
         [

@@ -7,6 +7,8 @@ order is time order on both engines and an index serves range predicates.
 Tables:
 - ``resources``: the current version of each resource (content is the full JSON, meta included).
 - ``history``: every version ever written, append-only; deletes are rows with ``deleted=1``.
+  The current version's row leaves ``content`` empty until a newer version replaces it
+  (``records.HISTORY_CONTENT``), so each version's JSON is stored once.
 - ``idx_*``: one typed search-index table per search-parameter type, rewritten with the resource.
 """
 

@@ -46,6 +46,7 @@ from bus.embedded import EmbeddedBus
 from bus.headers import make_headers
 from bus.topics import RAW_HL7V2, fhir_topic
 from bus.worker import WorkerStats, run_consumer
+from caregraph.launcher import settle_memory
 from devices.mllp.client import MllpClient
 from devices.mllp.dedup import AckCache
 from devices.mllp.listener import CONTENT_TYPE_HL7V2, MllpListener
@@ -168,6 +169,7 @@ def worker(
             ),
             kwargs={"stop": thread_stop, "poll_timeout_s": 0.05, "batch_size": 2000},
         )
+    settle_memory()  # as caregraph up does once its services are built
     thread.start()
     stop.wait()
     thread_stop.set()
@@ -191,6 +193,7 @@ def normalizer_alone(
         kwargs={"stop": stop, "poll_timeout_s": 0.05, "stats": stats},
     )
     cpu_start, started = time.process_time(), time.perf_counter()
+    settle_memory()  # as caregraph up does once its services are built
     thread.start()
     deadline = started + 300
     while stats.handled < total and time.perf_counter() < deadline and thread.is_alive():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -21,6 +22,20 @@ from caregraph.wiring import Context, open_context
 from observability.ops import OpsServer
 
 log = logging.getLogger(__name__)
+
+#: Allocations between young-generation collections (CPython's default is 700). A store
+#: writer's batch allocates a dozen index-row tuples per resource, few of them in cycles:
+#: collecting every 700 cost ~7% of its CPU (scratch profile, 30k monitor readings).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_memory() -> None:
+    """Once the services are built: what exists now lives as long as the process, so the
+    collector stops scanning it (``gc.freeze``), and young collections run less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def up(
@@ -60,6 +75,7 @@ def up(
         if "api" in chosen:
             base = f"http://{settings.http_host}:{settings.http_port}"
             typer.echo(f"caregraph is up: {base}/healthz  {base}/readyz  {base}/docs")
+        settle_memory()
         run_services(services, stop)
     finally:
         ctx.close()

@@ -46,7 +46,7 @@ from bus.embedded import EmbeddedBus
 from bus.headers import make_headers
 from bus.topics import RAW_HL7V2, fhir_topic
 from bus.worker import WorkerStats, run_consumer
-from caregraph.launcher import settle_memory
+from caregraph.runtime import settle_memory
 from devices.mllp.client import MllpClient
 from devices.mllp.dedup import AckCache
 from devices.mllp.listener import CONTENT_TYPE_HL7V2, MllpListener

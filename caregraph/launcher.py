@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -16,26 +15,12 @@ from caregraph.preflight import (
     ensure_writable_dir,
 )
 from caregraph.roles import AVAILABLE_ROLES, build_services
-from caregraph.runtime import Service, run_services
+from caregraph.runtime import Service, run_services, settle_memory
 from caregraph.settings import Settings
 from caregraph.wiring import Context, open_context
 from observability.ops import OpsServer
 
 log = logging.getLogger(__name__)
-
-#: Allocations between young-generation collections (CPython's default is 700). A store
-#: writer's batch allocates a dozen index-row tuples per resource, few of them in cycles:
-#: collecting every 700 cost ~7% of its CPU (scratch profile, 30k monitor readings).
-GC_YOUNG_THRESHOLD = 20_000
-
-
-def settle_memory() -> None:
-    """Once the services are built: what exists now lives as long as the process, so the
-    collector stops scanning it (``gc.freeze``), and young collections run less often."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def up(

@@ -6,6 +6,7 @@ ones and waits for SIGINT/SIGTERM. One service failing to start stops the ones a
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -14,6 +15,20 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+#: Allocations between young-generation collections (CPython's default is 700). A store
+#: writer's batch allocates a dozen index-row tuples per resource, few of them in cycles:
+#: collecting every 700 cost ~7% of its CPU (scratch profile, 30k monitor readings).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_memory() -> None:
+    """Once the services are built: what exists now lives as long as the process, so the
+    collector stops scanning it (``gc.freeze``), and young collections run less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 class Service(Protocol):

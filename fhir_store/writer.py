@@ -29,6 +29,7 @@ from typing import Any
 from bus.base import Message
 from bus.headers import trace_id_of
 from caregraph.errors import MappingError
+from fhir_store.records import loads
 from fhir_store.store import FhirStore
 
 TOPIC_PREFIX = "fhir."
@@ -49,7 +50,8 @@ def decode(message: Message) -> dict[str, Any]:
     """
     where = f"{message.topic}[{message.partition}]@{message.offset}"
     try:
-        resource = json.loads(message.value.decode("utf-8"))
+        message.value.decode("utf-8")  # the check; orjson (in ``loads``) reads the bytes
+        resource = loads(message.value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MappingError(f"not UTF-8 JSON: {exc}", location=where) from exc
     if not isinstance(resource, dict):

@@ -22,7 +22,13 @@ Figures, from what a client sees:
   ids of the Observations that message must become (computed with the same pure mapping
   the normalizer runs), and a probe searches ``Observation?_id=...`` every ``probe_s`` until
   all of them are found; the resolution is ``probe_s`` plus one search;
-- resident memory (VmRSS) and CPU of the caregraph processes, from ``/proc``;
+- resident memory and CPU of the caregraph processes, from ``/proc``: VmRSS, and beside it
+  RssAnon (the heap: Python objects, SQLite page caches, allocator slack), which is what a
+  leak grows, and RssFile (code, and the SQLite store's memory-mapped file), which follows
+  the database file's size and what was read of it lately and which the kernel reclaims
+  under pressure; flatness is the RssAnon slope over the second half of the window (the
+  first minutes fill bounded caches: SQLite's page cache of each pooled connection, the
+  memos of the mapping and the indexer, the MLLP ACK cache);
 - consumer lag per group: from the embedded bus's log or from Kafka (``KafkaLag``).
 
 caregraph runs in child processes (``caregraph up``), not in this one, by default: the
@@ -181,6 +187,42 @@ SPLIT_PROCESSES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process's resident memory, from ``/proc/<pid>/status`` (bytes)."""
+
+    name: str
+    pid: int
+    rss: int
+    anon: int  # RssAnon: heap, what a leak grows
+    file: int  # RssFile: code and mapped files (the SQLite store's mmap), reclaimable
+
+    @classmethod
+    def read(cls, name: str, pid: int) -> ProcessMemory:
+        """Zeros for a process that is gone (its figures are then meaningless, not absent)."""
+        fields = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in fields:
+                    fields[key] = int(value.split()[0]) * 1024
+        return cls(name, pid, fields["VmRSS"], fields["RssAnon"], fields["RssFile"])
+
+
+def slope_per_min(series: Sequence[tuple[float, int]]) -> float:
+    """Least-squares slope of ``(seconds, bytes)`` samples, in bytes per minute; NaN for
+    fewer than two distinct times."""
+    n = len(series)
+    if n < 2:
+        return math.nan
+    mean_t = sum(t for t, _ in series) / n
+    mean_v = sum(v for _, v in series) / n
+    var = sum((t - mean_t) ** 2 for t, _ in series)
+    if var == 0:
+        return math.nan
+    return 60 * sum((t - mean_t) * (v - mean_v) for t, v in series) / var
+
+
 @dataclass
 class Deployment:
     """The caregraph processes being measured (started here, or already running)."""
@@ -188,6 +230,7 @@ class Deployment:
     pids: list[int]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[IO[bytes]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # beside ``pids``; the pid when empty
 
     @classmethod
     def spawn(cls, settings: Settings, *, split: bool, log_dir: Path) -> Deployment:
@@ -217,6 +260,7 @@ class Deployment:
             )
             dep.procs.append(proc)
             dep.pids.append(proc.pid)
+            dep.names.append(name)
         return dep
 
     def check_alive(self) -> None:
@@ -224,15 +268,14 @@ class Deployment:
             if proc.poll() is not None:
                 raise RuntimeError(f"caregraph process {proc.pid} exited with {proc.returncode}")
 
+    def memory(self) -> list[ProcessMemory]:
+        """Resident memory of each process, in the order of ``pids``."""
+        names = self.names if len(self.names) == len(self.pids) else [str(p) for p in self.pids]
+        return [ProcessMemory.read(name, pid) for name, pid in zip(names, self.pids, strict=True)]
+
     def rss_bytes(self) -> int:
         """Resident memory of all the processes (VmRSS), 0 for a process that is gone."""
-        total = 0
-        for pid in self.pids:
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        return total
+        return sum(m.rss for m in self.memory())
 
     def cpu_s(self) -> float:
         """User + system CPU seconds used so far by all the processes."""
@@ -591,9 +634,30 @@ class Report:
     drained_s: float | None
     expected_obs: int
     stored_obs: int
+    anon_start_bytes: int = 0
+    anon_end_bytes: int = 0
+    # (seconds into the window, RssAnon of all the processes) at each progress line
+    anon_series: list[tuple[float, int]] = field(default_factory=list)
+    processes_start: list[ProcessMemory] = field(default_factory=list)
+    processes_end: list[ProcessMemory] = field(default_factory=list)
+    load_avg: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # at the window's end
+
+    @property
+    def anon_slope_bytes_per_min(self) -> float:
+        """RssAnon growth over the second half of the window: ~0 when memory is flat (the
+        first half is left out, where bounded caches are still filling)."""
+        half = self.window_s / 2
+        return slope_per_min([(t, v) for t, v in self.anon_series if t >= half])
 
     def lines(self) -> list[str]:
         mib = 1024 * 1024
+        file_start = sum(m.file for m in self.processes_start)
+        file_end = sum(m.file for m in self.processes_end)
+        per_process = "; ".join(
+            f"{end.name} {start.rss / mib:.0f} -> {end.rss / mib:.0f}"
+            f" (anon {start.anon / mib:.0f} -> {end.anon / mib:.0f})"
+            for start, end in zip(self.processes_start, self.processes_end, strict=False)
+        )
         target = self.beds * len(MONITOR_PARAMETERS)
         drained = (
             f"all {self.expected_obs:,} searchable {self.drained_s:.1f} s after the sources stopped"
@@ -616,8 +680,16 @@ class Report:
             f"  memory (RSS of caregraph) start {self.rss_start_bytes / mib:.0f} MiB, end "
             f"{self.rss_end_bytes / mib:.0f} MiB, max {self.rss_max_bytes / mib:.0f} MiB; "
             f"CPU {self.cpu_cores:.2f} cores",
+            f"    anon (heap) start {self.anon_start_bytes / mib:.0f} MiB, end "
+            f"{self.anon_end_bytes / mib:.0f} MiB, second half of the window "
+            f"{self.anon_slope_bytes_per_min / mib:+.1f} MiB/min; file-backed (code, SQLite"
+            f" mmap; reclaimable) start {file_start / mib:.0f} MiB, end {file_end / mib:.0f} MiB",
+            f"    per process, MiB: {per_process}",
             f"  consumer lag at end {self.lag_end}; max {self.lag_max}",
             f"  {drained}",
+            "  load average at the window's end "
+            + " ".join(f"{v:.2f}" for v in self.load_avg)
+            + f" ({os.cpu_count()} cores; the sources in this process count in it)",
         ]
 
 
@@ -669,8 +741,8 @@ def run_simulation(
                 time.sleep(1)
         raise AssertionError("unreachable")
 
-    def rss() -> int:
-        return deployment.rss_bytes() if deployment else 0
+    def memory() -> list[ProcessMemory]:
+        return deployment.memory() if deployment else []
 
     def cpu() -> float:
         return deployment.cpu_s() if deployment else 0.0
@@ -706,12 +778,13 @@ def run_simulation(
         )
         t0 = time.monotonic()
         rss_series: list[tuple[float, int]] = []
+        anon_series: list[tuple[float, int]] = []
+        mem_start: list[ProcessMemory] = []
         lag_max: dict[str, int] = {}
         started = False
         window_start = 0.0
         count_start = sent_start = 0
         cpu_start = 0.0
-        rss_start = 0
         last_count, last_t = baseline, t0
         next_progress = t0 + plan.progress_s
         while True:
@@ -724,7 +797,8 @@ def run_simulation(
                 window_start = now
                 with tally.lock:
                     sent_start = tally.sent
-                cpu_start, rss_start = cpu(), rss()
+                cpu_start, mem_start = cpu(), memory()
+                anon_series.append((0.0, sum(m.anon for m in mem_start)))
             if started and now - window_start >= plan.seconds:
                 break
             if now >= next_progress:
@@ -733,8 +807,11 @@ def run_simulation(
                 current = lag()
                 for grp, v in current.items():
                     lag_max[grp] = max(lag_max.get(grp, 0), v)
-                resident = rss()
+                mem = memory()
+                resident = sum(m.rss for m in mem)
                 rss_series.append((now - t0, resident))
+                if started:
+                    anon_series.append((now - window_start, sum(m.anon for m in mem)))
                 with tally.lock:
                     sent = tally.sent
                 p99 = percentile(probe.latencies_s, 0.99)
@@ -742,12 +819,16 @@ def run_simulation(
                     f"[{now - t0:5.0f} s] sent {sent:,} ORU; stored "
                     f"{(count - last_count) / (now - last_t):,.0f} Obs/s; p99 {p99:.2f} s; "
                     f"lag {sum(current.values()):,}; RSS {resident / 2**20:,.0f} MiB"
+                    f" (anon {sum(m.anon for m in mem) / 2**20:,.0f})"
                 )
                 last_count, last_t = count, now
             time.sleep(0.2)
         window_s = time.monotonic() - window_start
         count_end = stored()
-        cpu_end, rss_end = cpu(), rss()
+        cpu_end, mem_end = cpu(), memory()
+        load_avg = os.getloadavg()
+        anon_series.append((window_s, sum(m.anon for m in mem_end)))
+        rss_end = sum(m.rss for m in mem_end)
         with tally.lock:
             sent_window = tally.sent - sent_start
         probe.close_window()
@@ -787,7 +868,7 @@ def run_simulation(
             send_errors=tally.errors,
             adt=tally.adt,
             dicom_status=dict(tally.dicom_status),
-            rss_start_bytes=rss_start,
+            rss_start_bytes=sum(m.rss for m in mem_start),
             rss_end_bytes=rss_end,
             rss_max_bytes=max((r for _, r in rss_series), default=rss_end),
             rss_series=rss_series,
@@ -798,6 +879,12 @@ def run_simulation(
             drained_s=drained,
             expected_obs=expected_obs - baseline,
             stored_obs=final - baseline,
+            anon_start_bytes=sum(m.anon for m in mem_start),
+            anon_end_bytes=sum(m.anon for m in mem_end),
+            anon_series=anon_series,
+            processes_start=mem_start,
+            processes_end=mem_end,
+            load_avg=load_avg,
         )
     finally:
         stop.set()

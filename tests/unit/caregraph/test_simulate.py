@@ -1,0 +1,89 @@
+"""The memory figures of ``caregraph simulate``: per-process RssAnon/RssFile and the
+flatness slope, without running a hospital."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+from caregraph.simulate import ProcessMemory, Report, slope_per_min
+
+MIB = 2**20
+
+
+def test_slope_is_per_minute_and_zero_when_flat() -> None:
+    assert slope_per_min([(0.0, 100), (30.0, 100), (60.0, 100)]) == 0
+    assert slope_per_min([(0.0, 0), (30.0, 5 * MIB), (60.0, 10 * MIB)]) == 10 * MIB
+    assert math.isnan(slope_per_min([(1.0, 5)]))
+    assert math.isnan(slope_per_min([(1.0, 5), (1.0, 6)]))
+
+
+def test_process_memory_splits_rss_into_anon_and_file() -> None:
+    mine = ProcessMemory.read("me", os.getpid())
+    assert mine.rss > 0 and mine.anon > 0 and mine.file > 0
+    assert mine.anon + mine.file <= mine.rss + MIB  # RssShmem is the rest
+
+
+def test_a_process_that_is_gone_reads_as_zeros() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    gone = ProcessMemory.read("gone", int(proc.stdout))
+    assert (gone.rss, gone.anon, gone.file) == (0, 0, 0)
+
+
+def _report(anon_series: list[tuple[float, int]]) -> Report:
+    start = [ProcessMemory("caregraph", 1, 400 * MIB, 300 * MIB, 100 * MIB)]
+    end = [ProcessMemory("caregraph", 1, 500 * MIB, 350 * MIB, 150 * MIB)]
+    return Report(
+        beds=2,
+        window_s=600,
+        offered_msgs_per_s=2,
+        stored_obs_per_s=20,
+        latency_p50_s=0.1,
+        latency_p99_s=0.2,
+        latency_max_s=0.3,
+        latency_samples=10,
+        latency_lost=0,
+        latency_censored=0,
+        ack_p50_s=0.01,
+        ack_p99_s=0.02,
+        acks={"CA": 10},
+        send_errors=0,
+        adt=2,
+        dicom_status={0: 1},
+        rss_start_bytes=400 * MIB,
+        rss_end_bytes=500 * MIB,
+        rss_max_bytes=500 * MIB,
+        rss_series=[],
+        cpu_cores=0.5,
+        lag_end={},
+        lag_max={},
+        behind_s=0,
+        drained_s=1.0,
+        expected_obs=100,
+        stored_obs=100,
+        anon_start_bytes=300 * MIB,
+        anon_end_bytes=350 * MIB,
+        anon_series=anon_series,
+        processes_start=start,
+        processes_end=end,
+        load_avg=(1.0, 2.0, 3.0),
+    )
+
+
+def test_flatness_leaves_out_the_first_half_of_the_window() -> None:
+    # caches fill in the first minutes, then nothing grows
+    series = [(0.0, 300 * MIB), (150.0, 350 * MIB), (300.0, 350 * MIB), (600.0, 350 * MIB)]
+    report = _report(series)
+    assert report.anon_slope_bytes_per_min == 0
+    text = "\n".join(report.lines())
+    assert "anon (heap) start 300 MiB, end 350 MiB" in text
+    assert "+0.0 MiB/min" in text
+    assert "caregraph 400 -> 500 (anon 300 -> 350)" in text
+    assert "load average at the window's end 1.00 2.00 3.00" in text

@@ -579,8 +579,7 @@ class QueryBuilder:
         if len(pairs) == 1:
             ors.append(Sql("(system = ? AND code = ?)", list(pairs[0])))
         elif pairs:
-            marks = ", ".join(["(?, ?)"] * len(pairs))
-            ors.append(Sql(f"(system, code) IN ({marks})", [v for p in pairs for v in p]))
+            ors.append(_pairs_in(("system", "code"), pairs))
         if len(systems) == 1:
             ors.append(Sql("system = ?", systems))
         elif systems:
@@ -613,9 +612,10 @@ class QueryBuilder:
             else:
                 bare.append(ref_id or value)
         ors: list[Sql] = []
-        if typed:
-            marks = ", ".join(["(?, ?)"] * len(typed))
-            ors.append(Sql(f"(target_type, target_id) IN ({marks})", [v for p in typed for v in p]))
+        if len(typed) == 1:
+            ors.append(Sql("(target_type = ? AND target_id = ?)", list(typed[0])))
+        elif typed:
+            ors.append(_pairs_in(("target_type", "target_id"), typed))
         if bare:
             marks = ", ".join("?" * len(bare))
             ors.append(Sql(f"(target_id IN ({marks}) OR ref IN ({marks}))", [*bare, *bare]))
@@ -969,6 +969,20 @@ class QueryBuilder:
 
 class _Unknown(Exception):
     """A parameter name the type does not define (the caller decides strict/lenient)."""
+
+
+def _pairs_in(columns: tuple[str, str], pairs: Sequence[tuple[str, str]]) -> Sql:
+    """``(a, b) IN ((..), ...)`` led by ``b IN (...)``: neither engine ranges an index on a
+    row-value list of several rows (SQLite read every row of the parameter: 29 ms for
+    ``device=a,b,c`` at 100,000 Observations), but both range on the second column's list
+    (the indexes lead with it: code, target_id), and the pairs then check the first."""
+    first, second = columns
+    seconds = list(dict.fromkeys(p[1] for p in pairs))
+    marks = ", ".join(["(?, ?)"] * len(pairs))
+    return Sql(
+        f"({second} IN ({', '.join('?' * len(seconds))}) AND ({first}, {second}) IN ({marks}))",
+        [*seconds, *(v for p in pairs for v in p)],
+    )
 
 
 def _or(parts: list[Sql]) -> Sql:

@@ -1,8 +1,12 @@
 """The ACKs already given for accepted messages, so a repeated MSH-10 gets the same ACK and
 is not published again.
 
-Choice: a bounded LRU in memory (``capacity`` entries, 100,000 by default: hours of a busy
-feed), optionally backed by a SQLite file so it survives a restart of the listener. Keys
+Choice: a bounded LRU in memory (``capacity`` entries, 100,000 by default), optionally
+backed by a SQLite file so it survives a restart of the listener. An entry costs about
+330 bytes (key, ACK, LRU link; measured with PCD-01 ACKs), so the cache holds at most about
+32 MiB; it fills in 100 s at 1,000 messages/s (1,000 monitors at 1 Hz) and in half an hour at
+50, growing the listener's memory until then. A sender repeats a message whose ACK it
+lost within its own timeout, seconds to minutes, so even the 100 s are ample. Keys
 are sending application + sending facility + MSH-10. Only AA is remembered: an AE or AR is
 recomputed from the content (the same content gives the same answer) and a sender that
 resends after an outage must get a fresh try.

@@ -16,6 +16,7 @@ skips them and links the rest against them through the index.
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import multiprocessing
 import time
@@ -27,6 +28,8 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from multiprocessing.connection import Connection
 from typing import Any
+
+import numpy as np
 
 from linkage.blocking import blocking_keys
 from linkage.errors import InvalidPatient
@@ -44,6 +47,7 @@ from linkage.links import (
 )
 from linkage.model import Score, TermFrequencies, probability_from_weight
 from linkage.mpi import Mpi, identifier_rule, source_of, updated_at
+from linkage.pairs import PairWeigher
 from linkage.repository import TERM_FIELDS
 from linkage.rules import decide
 from linkage.survivorship import build_golden, is_golden
@@ -123,12 +127,15 @@ class _Scan:
     identifier, or a weight that may reach review), in arrival order. ``low``: the rest as
     (-weight, position), best first; only the best confirmed one matters (it explains a new
     golden record), so a worker sends a few and ``complete`` says whether that was all.
+    ``vectors``: the comparison vectors of the pairs in ``kept`` and ``low``, by position,
+    when weighed as arrays (the pair that explains the decision is scored from its vector).
     """
 
     pairs: int
     kept: list[tuple[int, float, str | None]]
     low: list[tuple[float, int]]
     complete: bool
+    vectors: dict[int, tuple[int, ...]] | None = None
 
 
 class _Scanner:
@@ -166,20 +173,25 @@ class _Scanner:
         for key in self.keys_of[j]:
             self.blocks[key].append(j)
 
-    def scan(self, j: int, tf: TermFrequencies | None, low_cap: int | None) -> _Scan:
-        f = self.features[j]
+    def window(self, j: int) -> list[int]:
+        """Record j's candidates among the records before it, in arrival order."""
         window: set[int] = set()
         for key in self.keys_of[j]:
             earlier = self.blocks.get(key)
             if earlier:
                 window.update(earlier[-self.limit :])
+        return sorted(window)
+
+    def scan(self, j: int, tf: TermFrequencies | None, low_cap: int | None) -> _Scan:
+        f = self.features[j]
+        window = self.window(j)
         weigh = self.model.weigher(f, tf)
         rule_of = identifier_rule(f)
         floor = self.floor
         features = self.features
         kept: list[tuple[int, float, str | None]] = []
         low: list[tuple[float, int]] = []
-        for i in sorted(window):
+        for i in window:
             other = features[i]
             weight = weigh(other)
             rule = rule_of(other)
@@ -196,6 +208,51 @@ class _Scanner:
             complete = n == len(low)
             del low[n:]
         return _Scan(len(window), kept, low, complete)
+
+    def scan_chunk(
+        self,
+        weigher: PairWeigher,
+        rows: list[tuple[int, list[int], list[float]]],
+        low_cap: int,
+    ) -> dict[int, _Scan]:
+        """``scan(j, tf, low_cap)`` of many records at once, weighed as arrays: rows of
+        (j, ``window(j)``, ``model.exact_weights`` of j as it saw the term counts)."""
+        sizes = [len(window) for _, window, _ in rows]
+        n = sum(sizes)
+        a = np.repeat(np.array([j for j, _, _ in rows], np.int64), sizes)
+        b = np.fromiter(itertools.chain.from_iterable(w for _, w, _ in rows), np.int64, n)
+        row_of = np.repeat(np.arange(len(rows)), sizes)
+        exact = np.array([e for _, _, e in rows], np.float64).reshape(len(rows), -1)[row_of]
+        weights, vectors = weigher.weigh(a, b, exact)
+        shared = weigher.shared_identifier(a, b)
+        keep = shared | (weights >= self.floor)
+        # Kept pairs in arrival order per record; the rest best first, as ``scan`` sorts.
+        kept_at = np.flatnonzero(keep)
+        low_at = np.flatnonzero(~keep)
+        low_at = low_at[np.lexsort((b[low_at], -weights[low_at], row_of[low_at]))]
+        kept_rows = np.searchsorted(row_of[kept_at], np.arange(len(rows) + 1))
+        low_rows = np.searchsorted(row_of[low_at], np.arange(len(rows) + 1))
+        kept_i, kept_w = b[kept_at].tolist(), weights[kept_at].tolist()
+        kept_shared = shared[kept_at].tolist()
+        low_i, low_w = b[low_at].tolist(), (-weights[low_at]).tolist()
+        kept_v, low_v = vectors[kept_at].tolist(), vectors[low_at].tolist()
+        features = self.features
+        out: dict[int, _Scan] = {}
+        for r, (j, _, _) in enumerate(rows):
+            rule_of = identifier_rule(features[j])
+            kept = [
+                (kept_i[k], kept_w[k], rule_of(features[kept_i[k]]) if kept_shared[k] else None)
+                for k in range(kept_rows[r], kept_rows[r + 1])
+            ]
+            start, end = int(low_rows[r]), int(low_rows[r + 1])
+            cut = min(start + low_cap, end)
+            while cut < end and low_w[cut] == low_w[start + low_cap - 1]:
+                cut += 1
+            low = list(zip(low_w[start:cut], low_i[start:cut], strict=True))
+            sent = {kept_i[k]: tuple(kept_v[k]) for k in range(kept_rows[r], kept_rows[r + 1])}
+            sent.update((low_i[k], tuple(low_v[k])) for k in range(start, cut))
+            out[j] = _Scan(sizes[r], kept, low, cut == end, sent)
+        return out
 
 
 def _best_confirmed(
@@ -216,20 +273,41 @@ def _best_confirmed(
     return best
 
 
-def _work(scanner: _Scanner, first: int, step: int, conn: Connection) -> None:
-    """A worker process: scan records first, first + step, ... and send them in order."""
+def _work(
+    scanner: _Scanner, weigher: PairWeigher | None, first: int, step: int, conn: Connection
+) -> None:
+    """A worker process: scan the chunks of ``_SCANS_PER_MESSAGE`` records numbered first,
+    first + step, ... and send each as one message, in order. With a ``weigher`` a chunk's
+    pairs are weighed together as arrays; without, one by one."""
     try:
-        out: list[_Scan | None] = []
-        for j in range(len(scanner.features)):
-            tf = scanner.count(j)
-            if j % step == first:
-                placeholder = scanner.features[j].placeholder
-                out.append(None if placeholder else scanner.scan(j, tf, _LOW_CAP))
-                if len(out) == _SCANS_PER_MESSAGE:
-                    conn.send(out)
-                    out = []
-            scanner.file(j)
-        conn.send(out)
+        n = len(scanner.features)
+        model = scanner.model
+        for start in range(0, n, _SCANS_PER_MESSAGE):
+            end = min(start + _SCANS_PER_MESSAGE, n)
+            mine = (start // _SCANS_PER_MESSAGE) % step == first
+            out: list[_Scan | None] = []
+            rows: list[tuple[int, list[int], list[float]]] = []
+            for j in range(start, end):
+                tf = scanner.count(j)
+                f = scanner.features[j]
+                if not mine or f.placeholder:
+                    pass
+                elif weigher is None:
+                    out.append(scanner.scan(j, tf, _LOW_CAP))
+                else:
+                    rows.append((j, scanner.window(j), model.exact_weights(f, tf)))
+                scanner.file(j)
+            if not mine:
+                continue
+            if weigher is not None:
+                scans = scanner.scan_chunk(weigher, rows, _LOW_CAP) if rows else {}
+                out = [scans.get(j) for j in range(start, end)]
+            else:
+                it = iter(out)
+                out = [
+                    None if scanner.features[j].placeholder else next(it) for j in range(start, end)
+                ]
+            conn.send(out)
     except BaseException:
         conn.send(traceback.format_exc())
     finally:
@@ -253,8 +331,14 @@ def _scans(scanner: _Scanner, workers: int) -> Iterator[Iterator[_Scan | None]]:
         return
     context = multiprocessing.get_context("fork")
     pipes = [context.Pipe(duplex=False) for _ in range(workers)]
+    # Coded once here, shared by the children through fork.
+    weigher = (
+        PairWeigher(scanner.model, scanner.features)
+        if PairWeigher.supports(scanner.model)
+        else None
+    )
     processes = [
-        context.Process(target=_work, args=(scanner, w, workers, pipes[w][1]), daemon=True)
+        context.Process(target=_work, args=(scanner, weigher, w, workers, pipes[w][1]), daemon=True)
         for w in range(workers)
     ]
     # The children inherit the batch by fork; frozen objects are left out of their garbage
@@ -269,15 +353,14 @@ def _scans(scanner: _Scanner, workers: int) -> Iterator[Iterator[_Scan | None]]:
         sender.close()
 
     def received() -> Iterator[_Scan | None]:
-        pending: list[list[_Scan | None]] = [[] for _ in range(workers)]
+        pending: list[_Scan | None] = []
         for j in range(n):
-            w = j % workers
-            if not pending[w]:
-                message = pipes[w][0].recv()
+            if j % _SCANS_PER_MESSAGE == 0:
+                message = pipes[(j // _SCANS_PER_MESSAGE) % workers][0].recv()
                 if isinstance(message, str):
                     raise RuntimeError(f"batch linkage worker failed:\n{message}")
-                pending[w] = message[::-1]
-            yield pending[w].pop()
+                pending = message[::-1]
+            yield pending.pop()
 
     try:
         yield received()
@@ -358,7 +441,8 @@ def link_batch(
                 if base_total and not f.placeholder:
                     counts.prefetch(f)
                 candidates: list[Candidate] = []
-                light: dict[str, PatientFeatures] = {}  # window candidates, weight only
+                light: dict[str, int] = {}  # window candidates (positions), weight only
+                vectors: dict[int, tuple[int, ...]] | None = None
                 scan = next(scans)
                 if scan is not None:
                     if base_total:
@@ -370,10 +454,11 @@ def link_batch(
                         # at all of them (rare; only this process knows the decisions).
                         scan = scanner.scan(j, tf, None)
                         low = _best_confirmed(scan.low, confirmed, golden_of)
+                    vectors = scan.vectors
                     for i, weight, rule in scan.kept:
                         if not confirmed[i]:
                             continue
-                        light[items[i][0]["id"]] = features[i]
+                        light[items[i][0]["id"]] = i
                         scored = (
                             Score(weight, 1.0, prior, rule=rule)
                             if rule is not None
@@ -382,14 +467,21 @@ def link_batch(
                         candidates.append(Candidate(golden_of[i], items[i][0]["id"], scored))
                     if low is not None:
                         weight, i = low
-                        light[items[i][0]["id"]] = features[i]
+                        light[items[i][0]["id"]] = i
                         scored = Score(weight, probability_from_weight(weight), prior)
                         candidates.append(Candidate(golden_of[i], items[i][0]["id"], scored))
                 decision = decide(candidates, settings.thresholds)
                 best = decision.best
                 if best is not None and best.source_id in light:
-                    # Only the pair that explains the decision needs its per-field weights.
-                    full = mpi.score_pair(f, light[best.source_id], tf)
+                    # Only the pair that explains the decision needs its per-field weights:
+                    # from the comparison vector a worker sent, as ``score_pair`` would give.
+                    i = light[best.source_id]
+                    if vectors is not None and i in vectors:
+                        full = mpi.model.score_levels(f, vectors[i], tf)
+                        if best.score.rule is not None:
+                            full = replace(full, probability=1.0, rule=best.score.rule)
+                    else:
+                        full = mpi.score_pair(f, features[i], tf)
                     decision = replace(decision, best=replace(best, score=full))
                 elif best is not None:
                     decision = replace(decision, best=mpi.explain(f, [best], tf)[0])

@@ -160,7 +160,13 @@ class FellegiSunterModel:
         tf: TermFrequencies | None = None,
     ) -> Score:
         """Score the pair (a: the incoming record, whose values the frequencies look up)."""
-        vector = tuple(c.level_of(a, b) for c in self.comparisons)
+        return self.score_levels(a, tuple(c.level_of(a, b) for c in self.comparisons), tf)
+
+    def score_levels(
+        self, a: PatientFeatures, vector: Sequence[int], tf: TermFrequencies | None = None
+    ) -> Score:
+        """``score(a, b, tf)`` from the pair's comparison vector, found elsewhere (a batch's
+        workers send the vectors of the pairs that may need explaining)."""
         return self.score_vector(vector, self._tf_u(a, vector, tf))
 
     def _tf_u(
@@ -209,14 +215,11 @@ class FellegiSunterModel:
         """
         table = self._table()
         rows: list[tuple[Callable[[PatientFeatures, PatientFeatures], int], list[float]]] = []
-        for i, c in enumerate(self.comparisons):
+        for i, (c, exact) in enumerate(
+            zip(self.comparisons, self.exact_weights(a, tf), strict=True)
+        ):
             row = table[i]
-            if tf is not None and c.tf_field:
-                freq = tf.frequency(c.tf_field, str(getattr(a, c.tf_field)))
-                if freq is not None:
-                    u = max(freq, self.tf_minimum_u)
-                    row = [math.log2(_clamp(self.m[c.name][0]) / _clamp(u)), *row[1:]]
-            rows.append((c.level_of, row))
+            rows.append((c.level_of, row if exact is row[0] else [exact, *row[1:]]))
         prior = self.prior_weight()
 
         def weight(b: PatientFeatures) -> float:
@@ -228,6 +231,22 @@ class FellegiSunterModel:
             return total
 
         return weight
+
+    def exact_weights(self, a: PatientFeatures, tf: TermFrequencies | None) -> list[float]:
+        """Each comparison's weight at its exact level as record a sees it (adjusted by the
+        frequency of a's value where the comparison has one): what ``weigher`` binds, and
+        what the batch's array weigher (``linkage.pairs``) uses, so both give one float."""
+        table = self._table()
+        out: list[float] = []
+        for i, c in enumerate(self.comparisons):
+            exact = table[i][0]
+            if tf is not None and c.tf_field:
+                freq = tf.frequency(c.tf_field, str(getattr(a, c.tf_field)))
+                if freq is not None:
+                    u = max(freq, self.tf_minimum_u)
+                    exact = math.log2(_clamp(self.m[c.name][0]) / _clamp(u))
+            out.append(exact)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """Parameters as JSON (saved in ``linkage_model``; comparisons are named, not pickled)."""

@@ -54,13 +54,15 @@ def make(url: str) -> Mpi:
     )
 
 
-def test_batch_equals_sequential_on_febrl(database_url: str, tmp_path: Any) -> None:
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "two-workers"])
+def test_batch_equals_sequential_on_febrl(database_url: str, tmp_path: Any, workers: int) -> None:
+    # Two workers weigh the pairs as arrays (linkage.pairs); in-process, one by one.
     people = febrl3(600)
     sequential = make(f"sqlite:///{tmp_path / 'sequential.db'}")
     for p in people:
         sequential.ingest(p)
     batch = make(database_url)
-    report = link_batch(batch, people, chunk=250)
+    report = link_batch(batch, people, chunk=250, workers=workers)
     ids = [p["id"] for p in people]
     with sequential.repository.transaction(write=False):
         expected = sequential.repository.memberships(ids)

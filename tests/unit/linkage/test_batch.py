@@ -126,7 +126,9 @@ def test_a_failing_worker_fails_the_batch_before_anything_is_written(
     def broken(*args: Any) -> None:
         raise ValueError("comparator broke")
 
+    # Workers weigh a chunk's pairs as arrays (``scan_chunk``), or one by one (``scan``).
     monkeypatch.setattr(batch_module._Scanner, "scan", broken)
+    monkeypatch.setattr(batch_module._Scanner, "scan_chunk", broken)
     mpi = make(MemoryRepository(), tf_min_records=100)
     with pytest.raises(RuntimeError, match="comparator broke"):
         link_batch(mpi, population(20, seed=1), workers=1)

@@ -172,3 +172,23 @@ def resources_by_id(
         )
     marks = ", ".join("?" * len(ids))
     return f"FROM resources r WHERE r.res_type = ? AND r.res_id IN ({marks})", [type_name, *ids]
+
+
+def delete_rows_of(
+    dialect: str, table: str, type_name: str, ids: list[str]
+) -> tuple[str, list[Any]]:
+    """``DELETE`` of the rows of ``table`` (keyed by ``res_type``, ``res_id``) of ``ids``.
+
+    PostgreSQL: the rows' physical ids collected by one index probe per id (as in
+    ``resources_by_id``), then deleted by a TID scan; an IN list, planned on statistics
+    that lag a growing index table, may be answered by reading the whole table.
+    """
+    if dialect == "postgresql":
+        return (
+            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT x.ctid FROM unnest(?::text[])"
+            f" AS k(res_id) CROSS JOIN LATERAL (SELECT ctid FROM {table} t WHERE t.res_type = ?"
+            " AND t.res_id = k.res_id OFFSET 0) x))",
+            [ids, type_name],
+        )
+    marks = ", ".join("?" * len(ids))
+    return f"DELETE FROM {table} WHERE res_type = ? AND res_id IN ({marks})", [type_name, *ids]

@@ -35,6 +35,7 @@ from fhir_store.records import (
     by_type,
     check_id,
     content_hash,
+    delete_rows_of,
     dumps,
     legacy_content_hash,
     resources_by_id,
@@ -321,12 +322,8 @@ class FhirStore:
         if not upserts:
             return
         for type_name, ids in by_type(reindex):
-            marks = ", ".join("?" * len(ids))
             for table in INDEX_TABLES:
-                tx.execute(
-                    f"DELETE FROM {table} WHERE res_type = ? AND res_id IN ({marks})",
-                    [type_name, *ids],
-                )
+                tx.execute(*delete_rows_of(self.db.dialect, table, type_name, ids))
         # New resources are bulk-copied (a concurrent creator of the same id makes the
         # primary key refuse, and the batch is retried); existing ones are updated in place.
         tx.copy_rows(

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -118,8 +118,7 @@ _LOW_CAP = 4
 _SCANS_PER_MESSAGE = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class _Scan:
+class _Scan(NamedTuple):
     """One record's batch candidates, weighed; window positions, not yet filtered by the
     decisions before it (which only the deciding process knows).
 
@@ -129,6 +128,8 @@ class _Scan:
     golden record), so a worker sends a few and ``complete`` says whether that was all.
     ``vectors``: the comparison vectors of the pairs in ``kept`` and ``low``, by position,
     when weighed as arrays (the pair that explains the decision is scored from its vector).
+    A tuple: a million of them cross the pipes, and a dataclass unpickles several times
+    slower.
     """
 
     pairs: int

@@ -12,8 +12,8 @@ consumer per database (the bus keys keep its input ordered), see ARCHITECTURE.md
 
 from __future__ import annotations
 
+import os
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -72,8 +72,14 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_VARIANT = {f"{d:x}": f"{8 | (d & 3):x}" for d in range(16)}
+
+
 def _new_golden_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID as ``str(uuid.uuid4())`` writes it, without building the
+    UUID object: a tenth of the time, and a batch makes one per new golden record."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 class _Frequencies:

@@ -3,6 +3,7 @@ SQLite and PostgreSQL by overriding the ``repository`` fixture."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from linkage.errors import InvalidLinkOperation, InvalidPatient, LinkageNotFound
 from linkage.links import LinkOrigin, LinkState
-from linkage.mpi import Mpi, match_grade
+from linkage.mpi import Mpi, _new_golden_id, match_grade
 from linkage.survivorship import GOLDEN_TAG_SYSTEM
 
 from .factories import patient
@@ -386,3 +387,11 @@ def test_training_on_the_index_is_saved_and_used(mpi: Mpi) -> None:
         saved = mpi.repository.load_model()
     assert saved is not None and saved == mpi.model.to_json()
     assert Mpi(mpi.repository).model.to_json() == saved  # a new Mpi loads it
+
+
+def test_new_golden_ids_are_random_version_4_uuids() -> None:
+    ids = {_new_golden_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        value = uuid.UUID(text)
+        assert (value.version, value.variant, str(value)) == (4, uuid.RFC_4122, text)

@@ -117,6 +117,10 @@ _LOW_CAP = 4
 
 _SCANS_PER_MESSAGE = 1000
 
+_FREEZE_EVERY = 50_000
+"""Records between two ``_settle()`` of a batch (see ``link_batch``); a multiple of
+``_SCANS_PER_MESSAGE``."""
+
 
 class _Scan(NamedTuple):
     """One record's batch candidates, weighed; window positions, not yet filtered by the
@@ -298,6 +302,8 @@ def _work(
                 else:
                     rows.append((j, scanner.window(j), model.exact_weights(f, tf)))
                 scanner.file(j)
+            if start % _FREEZE_EVERY == 0:
+                _settle()  # the blocks and counts so far, as in link_batch
             if not mine:
                 continue
             if weigher is not None:
@@ -343,13 +349,11 @@ def _scans(scanner: _Scanner, workers: int) -> Iterator[Iterator[_Scan | None]]:
         for w in range(workers)
     ]
     # The children inherit the batch by fork; frozen objects are left out of their garbage
-    # collection, which would otherwise touch (and so copy) every page of it.
+    # collection, which would otherwise touch (and so copy) every page of it. (link_batch
+    # unfreezes at its end.)
     gc.freeze()
-    try:
-        for process in processes:
-            process.start()
-    finally:
-        gc.unfreeze()
+    for process in processes:
+        process.start()
     for _, sender in pipes:
         sender.close()
 
@@ -401,6 +405,36 @@ def link_batch(
     Raises InvalidPatient before writing anything if one is not a Patient, has no id, or
     is a golden record; RuntimeError if a worker fails (nothing written then either).
     """
+    # Garbage collection: a batch holds millions of objects to its end, and each full
+    # collection went through all of them (at 220k records, 21 full collections took a
+    # third of the deciding process's time). Automatic collection is off meanwhile; every
+    # ``_FREEZE_EVERY`` records ``_settle`` collects the young objects (cycles) and freezes
+    # the survivors. All is thawed here.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _link_batch(mpi, patients, actor=actor, chunk=chunk, workers=workers)
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
+def _settle() -> None:
+    """Collect what piled up since the last call (young generations only: the rest is
+    frozen) and freeze what survives, which lives to the batch's end."""
+    gc.collect(1)
+    gc.freeze()
+
+
+def _link_batch(
+    mpi: Mpi,
+    patients: Iterable[Mapping[str, Any]],
+    *,
+    actor: str,
+    chunk: int,
+    workers: int,
+) -> BatchReport:
     start = time.perf_counter()
     repo = mpi.repository
     settings = mpi.settings
@@ -412,6 +446,8 @@ def link_batch(
         if p["id"] not in seen:
             seen.add(p["id"])
             items.append((dict(p), extract(p)))
+            if len(items) % _FREEZE_EVERY == 0:
+                _settle()
     with repo.transaction(write=False):
         ids = [p["id"] for p, _ in items]
         known: set[str] = set()
@@ -432,12 +468,15 @@ def link_batch(
     duplicates: set[tuple[str, str]] = set()
     pairs = 0
     prior = mpi.model.prior_weight()
+    _settle()
     with repo.transaction(write=False):
         if base_total and workers:
             # Workers cannot ask the database: they get the index's counts beforehand.
             counts.prefetch_all(features)
         with _scans(scanner, workers) as scans:
             for j, (patient, f) in enumerate(items):
+                if j % _FREEZE_EVERY == 0:
+                    _settle()
                 tf = scanner.count(j)
                 if base_total and not f.placeholder:
                     counts.prefetch(f)
@@ -541,6 +580,7 @@ def link_batch(
                 repo.add_new_records(records)
                 repo.put_links(links)
                 repo.add_events(events)
+            _settle()
 
         # Golden records last, from their confirmed members (records of every chunk are in).
         members: dict[str, list[SourceRecord]] = defaultdict(list)
@@ -560,6 +600,7 @@ def link_batch(
             with repo.transaction():
                 repo.put_goldens(goldens)
             mpi.notify(goldens)
+            _settle()
         mpi.rebuild(old_ids)
         with repo.transaction():
             for a, b in sorted(duplicates):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import itertools
 import random
 from typing import Any
@@ -133,3 +134,18 @@ def test_a_failing_worker_fails_the_batch_before_anything_is_written(
     with pytest.raises(RuntimeError, match="comparator broke"):
         link_batch(mpi, population(20, seed=1), workers=1)
     assert mpi.history() == []
+
+
+def test_batch_leaves_garbage_collection_as_it_found_it() -> None:
+    # Collection is off during a batch and its objects frozen as they pile up.
+    mpi = make(MemoryRepository(), tf_min_records=100)
+    assert gc.isenabled()
+    link_batch(mpi, population(20, seed=1), workers=1)
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        link_batch(make(MemoryRepository()), population(5, seed=2))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -6,7 +6,8 @@ before it that share a blocking key, and ``linkage.rules.decide`` links it. What
 the cost: the blocks, term counts and golden assignments of the batch live in memory,
 candidate pairs are weighed by worker processes ahead of the deciding one (``workers``), and
 records, links, golden records and history are written with multi-row statements, in
-chunks of ``chunk`` records per transaction. Records already in the index are not part of
+chunks of ``chunk`` records per transaction (onto an empty index, each chunk as soon as it
+is decided, while the workers weigh the next). Records already in the index are not part of
 the batch: they go through ``Mpi.ingest`` afterwards (an update may move them).
 
 A crash part-way leaves the chunks written so far, consistent; running the batch again
@@ -23,7 +24,7 @@ import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from multiprocessing.connection import Connection
@@ -62,8 +63,10 @@ class BatchReport:
     possible: int
     pairs_scored: int
     seconds: float
-    decide_seconds: float = 0.0  # reading, blocking, scoring and deciding
-    write_seconds: float = 0.0  # records, links, history and golden records
+    # reading, blocking, scoring and deciding; onto an empty index also writing the records,
+    # links and history of each chunk as it is decided
+    decide_seconds: float = 0.0
+    write_seconds: float = 0.0  # the rest: golden records (and records etc. otherwise)
 
 
 class _Counts:
@@ -403,7 +406,8 @@ def link_batch(
     is not available the pairs are weighed here.
 
     Raises InvalidPatient before writing anything if one is not a Patient, has no id, or
-    is a golden record; RuntimeError if a worker fails (nothing written then either).
+    is a golden record; RuntimeError if a worker fails (onto an empty index, the chunks
+    decided before it are written, as after a crash part-way).
     """
     # Garbage collection: a batch holds millions of objects to its end, and each full
     # collection went through all of them (at 220k records, 21 full collections took a
@@ -469,118 +473,129 @@ def _link_batch(
     pairs = 0
     prior = mpi.model.prior_weight()
     _settle()
-    with repo.transaction(write=False):
-        if base_total and workers:
-            # Workers cannot ask the database: they get the index's counts beforehand.
-            counts.prefetch_all(features)
-        with _scans(scanner, workers) as scans:
-            for j, (patient, f) in enumerate(items):
-                if j % _FREEZE_EVERY == 0:
-                    _settle()
-                tf = scanner.count(j)
-                if base_total and not f.placeholder:
-                    counts.prefetch(f)
-                candidates: list[Candidate] = []
-                light: dict[str, int] = {}  # window candidates (positions), weight only
-                vectors: dict[int, tuple[int, ...]] | None = None
-                scan = next(scans)
-                if scan is not None:
-                    if base_total:
-                        candidates.extend(mpi.candidates_in_index(f, patient["id"], tf))
-                    pairs += scan.pairs
-                    low = _best_confirmed(scan.low, confirmed, golden_of)
-                    if low is None and not scan.complete:
-                        # Every dropped candidate the worker kept is unconfirmed: look
-                        # at all of them (rare; only this process knows the decisions).
-                        scan = scanner.scan(j, tf, None)
-                        low = _best_confirmed(scan.low, confirmed, golden_of)
-                    vectors = scan.vectors
-                    for i, weight, rule in scan.kept:
-                        if not confirmed[i]:
-                            continue
-                        light[items[i][0]["id"]] = i
-                        scored = (
-                            Score(weight, 1.0, prior, rule=rule)
-                            if rule is not None
-                            else Score(weight, probability_from_weight(weight), prior)
-                        )
-                        candidates.append(Candidate(golden_of[i], items[i][0]["id"], scored))
-                    if low is not None:
-                        weight, i = low
-                        light[items[i][0]["id"]] = i
-                        scored = Score(weight, probability_from_weight(weight), prior)
-                        candidates.append(Candidate(golden_of[i], items[i][0]["id"], scored))
-                decision = decide(candidates, settings.thresholds)
-                best = decision.best
-                if best is not None and best.source_id in light:
-                    # Only the pair that explains the decision needs its per-field weights:
-                    # from the comparison vector a worker sent, as ``score_pair`` would give.
-                    i = light[best.source_id]
-                    if vectors is not None and i in vectors:
-                        full = mpi.model.score_levels(f, vectors[i], tf)
-                        if best.score.rule is not None:
-                            full = replace(full, probability=1.0, rule=best.score.rule)
-                    else:
-                        full = mpi.score_pair(f, features[i], tf)
-                    decision = replace(decision, best=replace(best, score=full))
-                elif best is not None:
-                    decision = replace(decision, best=mpi.explain(f, [best], tf)[0])
-                created = decision.golden_id is None
-                golden_of.append(decision.golden_id or mpi.new_golden_id())
-                confirmed.append(decision.state == LinkState.MATCH)
-                decisions.append((decision.state, decision.best, created))
-                duplicates.update(decision.duplicates)
-                scanner.file(j)
+    now = mpi.now()
+    # The batch's order is its arrival order: a microsecond apart, so that "most recent
+    # wins" in survivorship means the same as for records ingested one at a time.
+    received = [updated_at(p, now + timedelta(microseconds=j)) for j, (p, _) in enumerate(items)]
 
-    decided = time.perf_counter()
-    with repo.bulk_load():
-        now = mpi.now()
-        # The batch's order is its arrival order: a microsecond apart, so that "most recent
-        # wins" in survivorship means the same as for records ingested one at a time.
-        received = [
-            updated_at(p, now + timedelta(microseconds=j)) for j, (p, _) in enumerate(items)
-        ]
-        for k in range(0, len(items), chunk):
-            part = range(k, min(k + chunk, len(items)))
-            records, links, events = [], [], []
-            for j in part:
-                patient, f = items[j]
-                state, best, created = decisions[j]
-                score = best.score if best else None
-                record = SourceRecord(patient["id"], patient, f, sources[j], received[j])
-                records.append((record, keys_of[j]))
-                link = Link(
-                    patient["id"],
-                    golden_of[j],
-                    state,
-                    LinkOrigin.AUTO,
-                    score.probability if score else None,
-                    score.to_json() if score else None,
+    def write(part: range) -> None:
+        """Records, links and history of decided records, in one transaction."""
+        records, links, events = [], [], []
+        for j in part:
+            patient, f = items[j]
+            state, best, created = decisions[j]
+            score = best.score if best else None
+            record = SourceRecord(patient["id"], patient, f, sources[j], received[j])
+            records.append((record, keys_of[j]))
+            link = Link(
+                patient["id"],
+                golden_of[j],
+                state,
+                LinkOrigin.AUTO,
+                score.probability if score else None,
+                score.to_json() if score else None,
+                now,
+            )
+            links.append(link)
+            detail: dict[str, Any] = {"new_golden": created, "batch": True}
+            if link.explanation is not None:
+                detail["explanation"] = link.explanation
+            events.append(
+                LinkEvent(
                     now,
+                    actor,
+                    "placeholder" if f.placeholder else "auto-link",
+                    link.source_id,
+                    link.golden_id,
+                    None,
+                    link.state,
+                    link.origin,
+                    link.score,
+                    detail,
                 )
-                links.append(link)
-                detail: dict[str, Any] = {"new_golden": created, "batch": True}
-                if link.explanation is not None:
-                    detail["explanation"] = link.explanation
-                events.append(
-                    LinkEvent(
-                        now,
-                        actor,
-                        "placeholder" if f.placeholder else "auto-link",
-                        link.source_id,
-                        link.golden_id,
-                        None,
-                        link.state,
-                        link.origin,
-                        link.score,
-                        detail,
-                    )
-                )
-            with repo.transaction():
-                repo.add_new_records(records)
-                repo.put_links(links)
-                repo.add_events(events)
-            _settle()
+            )
+        with repo.transaction():
+            repo.add_new_records(records)
+            repo.put_links(links)
+            repo.add_events(events)
+        _settle()
+
+    # With nothing in the index, deciding reads nothing from it: each chunk is written as
+    # soon as it is decided, while the workers weigh the next ones (the deciding process
+    # waits for them at a million records). Otherwise the index must not see the batch
+    # before all of it is decided (its candidates and term counts would count it twice).
+    overlap = not base_total
+    done = 0  # records written
+    with repo.bulk_load():
+        with nullcontext() if overlap else repo.transaction(write=False):
+            if base_total and workers:
+                # Workers cannot ask the database: they get the index's counts beforehand.
+                counts.prefetch_all(features)
+            with _scans(scanner, workers) as scans:
+                for j, (patient, f) in enumerate(items):
+                    if j % _FREEZE_EVERY == 0:
+                        _settle()
+                    tf = scanner.count(j)
+                    if base_total and not f.placeholder:
+                        counts.prefetch(f)
+                    candidates: list[Candidate] = []
+                    light: dict[str, int] = {}  # window candidates (positions), weight only
+                    vectors: dict[int, tuple[int, ...]] | None = None
+                    scan = next(scans)
+                    if scan is not None:
+                        if base_total:
+                            candidates.extend(mpi.candidates_in_index(f, patient["id"], tf))
+                        pairs += scan.pairs
+                        low = _best_confirmed(scan.low, confirmed, golden_of)
+                        if low is None and not scan.complete:
+                            # Every dropped candidate the worker kept is unconfirmed: look
+                            # at all of them (rare; only this process knows the decisions).
+                            scan = scanner.scan(j, tf, None)
+                            low = _best_confirmed(scan.low, confirmed, golden_of)
+                        vectors = scan.vectors
+                        for i, weight, rule in scan.kept:
+                            if not confirmed[i]:
+                                continue
+                            light[items[i][0]["id"]] = i
+                            scored = (
+                                Score(weight, 1.0, prior, rule=rule)
+                                if rule is not None
+                                else Score(weight, probability_from_weight(weight), prior)
+                            )
+                            candidates.append(Candidate(golden_of[i], items[i][0]["id"], scored))
+                        if low is not None:
+                            weight, i = low
+                            light[items[i][0]["id"]] = i
+                            scored = Score(weight, probability_from_weight(weight), prior)
+                            candidates.append(Candidate(golden_of[i], items[i][0]["id"], scored))
+                    decision = decide(candidates, settings.thresholds)
+                    best = decision.best
+                    if best is not None and best.source_id in light:
+                        # Only the pair that explains the decision needs its per-field weights:
+                        # from the comparison vector a worker sent, as ``score_pair`` would give.
+                        i = light[best.source_id]
+                        if vectors is not None and i in vectors:
+                            full = mpi.model.score_levels(f, vectors[i], tf)
+                            if best.score.rule is not None:
+                                full = replace(full, probability=1.0, rule=best.score.rule)
+                        else:
+                            full = mpi.score_pair(f, features[i], tf)
+                        decision = replace(decision, best=replace(best, score=full))
+                    elif best is not None:
+                        decision = replace(decision, best=mpi.explain(f, [best], tf)[0])
+                    created = decision.golden_id is None
+                    golden_of.append(decision.golden_id or mpi.new_golden_id())
+                    confirmed.append(decision.state == LinkState.MATCH)
+                    decisions.append((decision.state, decision.best, created))
+                    duplicates.update(decision.duplicates)
+                    scanner.file(j)
+                    if overlap and j + 1 - done == chunk:
+                        write(range(done, j + 1))
+                        done = j + 1
+
+        decided = time.perf_counter()
+        for k in range(done, len(items), chunk):
+            write(range(k, min(k + chunk, len(items))))
 
         # Golden records last, from their confirmed members (records of every chunk are in).
         members: dict[str, list[SourceRecord]] = defaultdict(list)

@@ -35,6 +35,10 @@ _WIDTH = 32
 _NEAR = 1e-6
 """A similarity this close to a threshold is computed again by the comparator itself."""
 
+_DENSE = 4096
+"""Names (and cities) whose similarities to each other are computed up front: a 64 MiB
+table, which a batch's common values (the first to come) fill."""
+
 
 class _Vocab:
     """Distinct values, coded 0, 1, ...; code 0 is the empty value (``NULL`` levels)."""
@@ -78,7 +82,14 @@ class _Strings:
     comparisons take: ASCII without a carriage return (where jellyfish's graphemes are its
     characters), without NUL, at most ``_WIDTH`` long; the others go to the comparator."""
 
-    def __init__(self, values: list[str], *, matrices: bool = True, histogram: bool = False):
+    def __init__(
+        self,
+        values: list[str],
+        *,
+        matrices: bool = True,
+        histogram: bool = False,
+        similarity: int = 0,
+    ):
         self.values = values
         self.length = np.fromiter((len(v) for v in values), np.int64, len(values))
         self.plain = np.fromiter(
@@ -94,6 +105,14 @@ class _Strings:
                 np.array([v[::-1] for v in fitted], dtype=f"U{width}")
                 .view(np.uint32)
                 .reshape(-1, width)
+            )
+        # Jaro-Winkler of every pair of the first ``similarity`` values, at once (C++):
+        # float32, whose rounding (< 1e-7) stays inside ``_NEAR``.
+        self.similarity: npt.NDArray[np.float32] | None = None
+        if similarity:
+            top = fitted[:similarity]
+            self.similarity = process.cdist(
+                top, top, scorer=JaroWinkler.similarity, dtype=np.float32, workers=1
             )
         if histogram:
             raw = np.frombuffer("".join(fitted).encode("ascii"), np.uint8)
@@ -150,14 +169,22 @@ def _jaro_winkler_band(s: _Strings, x: Codes, y: Codes, thresholds: tuple[float,
     similarities (C++, some 0.2 us a pair where a jellyfish call from Python takes 2-15 us);
     its arithmetic differs from jellyfish's in the last digits only, so a similarity within
     ``_NEAR`` of a threshold is asked of jellyfish again, as are strings that are not plain
-    (jellyfish counts graphemes)."""
+    (jellyfish counts graphemes). Pairs of the first codes of a small vocabulary (names,
+    cities: the common values come first) are looked up in ``s.similarity``."""
     out = np.full(len(x), len(thresholds), np.int8)
     values = s.values
     plain = s.plain[x] & s.plain[y]
     fast = np.flatnonzero(plain)
-    sim = process.cpdist(
-        [values[k] for k in x[fast].tolist()],
-        [values[k] for k in y[fast].tolist()],
+    sim = np.empty(len(fast), np.float64)
+    known = np.zeros(len(fast), np.bool_)
+    if s.similarity is not None:
+        top = len(s.similarity)
+        known = (x[fast] < top) & (y[fast] < top)
+        sim[known] = s.similarity[x[fast[known]], y[fast[known]]]
+    ask = fast[~known]
+    sim[~known] = process.cpdist(
+        [values[k] for k in x[ask].tolist()],
+        [values[k] for k in y[ask].tolist()],
         scorer=JaroWinkler.similarity,
         workers=1,
         dtype=np.float64,
@@ -184,9 +211,11 @@ class PairWeigher:
         self.model = model
         self.features = features
         names = _Vocab()
-        self.given = names.codes([f.given for f in features])
-        self.family = names.codes([f.family for f in features])
-        self._names = _Strings(names.strings(), matrices=False)
+        # Given and family names of each record in turn: the common ones get the first
+        # codes, whose similarities are tabled.
+        both = names.codes([name for f in features for name in (f.given, f.family)])
+        self.given, self.family = both[0::2].copy(), both[1::2].copy()
+        self._names = _Strings(names.strings(), matrices=False, similarity=_DENSE)
         phonetics = _Vocab()
         self.given_phonetic = phonetics.codes([f.given_phonetic for f in features])
         self.family_phonetic = phonetics.codes([f.family_phonetic for f in features])
@@ -208,7 +237,7 @@ class PairWeigher:
         self._addresses = _Strings(addresses.strings(), matrices=False)
         cities = _Vocab()
         self.city = cities.codes([f.city for f in features])
-        self._cities = _Strings(cities.strings(), matrices=False)
+        self._cities = _Strings(cities.strings(), matrices=False, similarity=_DENSE)
         postcodes = _Vocab()
         self.postcode = postcodes.codes([f.postcode for f in features])
         self._postcodes = _Strings(postcodes.strings())

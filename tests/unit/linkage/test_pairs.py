@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from linkage import pairs as pairs_module
 from linkage.comparisons import COMPARISONS
 from linkage.features import PatientFeatures, phonetic
 from linkage.model import starting_model
@@ -78,8 +79,12 @@ class Frequencies:
         return None if value.startswith("m") else (len(value) % 7 + 1) / 997
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_array_weights_and_levels_equal_the_one_pair_code(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "dense"), [(1, 4096), (2, 4096), (3, 4), (4, 0)])
+def test_array_weights_and_levels_equal_the_one_pair_code(
+    seed: int, dense: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # dense: how many names' similarities are tabled up front (the rest go pair by pair).
+    monkeypatch.setattr(pairs_module, "_DENSE", dense)
     rng = random.Random(seed)
     batch = [features(rng) for _ in range(150)]
     model = starting_model()

@@ -8,7 +8,8 @@ Two kinds of figure, because the code already keeps some of them:
 - counters that components already keep (``bus.worker.WorkerStats``,
   ``devices.mllp.listener.ListenerStats``, the device health board, consumer lag, the
   adapters' tally of unknown codes in ``adapters.codes.unmatched``): a custom collector
-  reads them at scrape time, so the hot path pays nothing for them.
+  reads them at scrape time, so the hot path pays nothing for them. The process's memory
+  by kind (``observability.memory``) is read the same way.
 
 One ``Metrics`` per process, built by the composition root and passed down; its registry
 is its own (not ``prometheus_client``'s global one), so tests and several apps in one
@@ -37,6 +38,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from observability.memory import MemoryCollector
 
 # ACKs are sub-millisecond when the bus is local and seconds when Kafka is slow: buckets
 # from 0.5 ms to 10 s cover both without a bucket per figure.
@@ -212,6 +215,7 @@ class Metrics:
         )
         self._stats = _StatsCollector()
         self.registry.register(self._stats)
+        self.registry.register(MemoryCollector())
 
     def record_in(self, source: str, topic: str, count: int = 1) -> None:
         self.messages_in.labels(source, topic).inc(count)

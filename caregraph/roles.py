@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from adapters.dicom.normalize import DicomNormalizer
 from adapters.hl7v2.normalizer import ACK_HL7V2, Hl7v2Normalizer
 from bus import DEADLETTER, RAW_DEVICE, RAW_DICOM, RAW_HL7V2, Message, Record, fhir_topic
+from bus.headers import make_headers
 from bus.topics import RAW_DEVICE_REJECTED
 from bus.worker import Handler, WorkerStats, run_consumer
 from caregraph import security_wiring
@@ -41,11 +42,13 @@ from devices.mllp.returns import ReturnChannel, parse_routes
 from devices.serial.normalizer import normalize_batch as normalize_device_batch
 from fhir_store.api import build_router
 from fhir_store.errors import ResourceGone, ResourceNotFound
+from fhir_store.records import Stored, WriteListener
 from fhir_store.writer import WRITE_LINGER_S, handle_fhir_batch
 from linkage.api import build_router as build_linkage_router
 from linkage.graph.api import build_router as build_graph_router
 from linkage.graph.handler import GRAPH_TYPES, GraphHandler
-from linkage.handler import IdentityHandler, PatientHandler
+from linkage.handler import FHIR_JSON, IdentityHandler, PatientHandler
+from linkage.survivorship import is_golden
 from messaging.api import build_router as build_messaging_router
 from messaging.outbox import Outbox
 from messaging.partners import Partners
@@ -78,7 +81,7 @@ def build_api_app(ctx: Context, partners: Partners, outbox: Outbox) -> FastAPI:
                 speaks_for=partners.speaks_for,
                 sender=security_wiring.message_sender(s, ctx.store, ctx.mpi, outbox, partners),
             ),
-            build_router(ctx.store, authorize),
+            build_router(ctx.store, authorize, on_written=patients_to_linkage(ctx)),
             build_device_router(ctx.store, health_board(ctx), authorize, trail=device_trail(ctx)),
             build_console_router(sign_in=console_sign_in(s)),
             build_metrics_router(ctx.metrics),
@@ -89,6 +92,34 @@ def build_api_app(ctx: Context, partners: Partners, outbox: Outbox) -> FastAPI:
     public = {*console_public_paths(development_sign_in=offers_development_sign_in(s)), "/metrics"}
     security_wiring.install(app, guard, public_paths=public)
     return app
+
+
+def patients_to_linkage(ctx: Context) -> WriteListener:
+    """Patients written over REST, published on ``fhir.Patient`` for the linkage role,
+    which links them as it does the gateways' (the store writer finds them unchanged).
+    Golden records are the index's own output and deletions are not links: neither goes."""
+
+    def publish(written: list[Stored]) -> None:
+        records = []
+        for stored in written:
+            if stored.type != "Patient" or stored.deleted:
+                continue
+            resource = stored.resource()
+            if is_golden(resource):
+                continue
+            message_id = f"rest:Patient/{stored.id}/_history/{stored.version}"
+            records.append(
+                Record(
+                    fhir_topic("Patient"),
+                    stored.content.encode(),
+                    stored.id.encode(),
+                    make_headers("caregraph:api", message_id, FHIR_JSON),
+                )
+            )
+        if records:
+            ctx.bus.publish_many(records)
+
+    return publish
 
 
 def offers_development_sign_in(s: Settings) -> bool:

@@ -33,7 +33,7 @@ from fhir_store.errors import (
 )
 from fhir_store.outcome import FHIR_JSON, for_error, outcome
 from fhir_store.patch import apply_json_patch, apply_merge_patch
-from fhir_store.records import dumps, loads
+from fhir_store.records import WriteListener, dumps, loads
 from fhir_store.search import SNAPSHOT
 from fhir_store.shaping import bundle_text, history_bundle, shape
 from fhir_store.store import FhirStore, Stored
@@ -111,11 +111,15 @@ def build_router(
     *,
     prefix: str = "/fhir",
     max_body_bytes: int = DEFAULT_MAX_BODY,
+    on_written: WriteListener | None = None,
 ) -> APIRouter:
-    """The FHIR API router; include it with ``app.include_router(router)`` (prefix built in)."""
+    """The FHIR API router; include it with ``app.include_router(router)`` (prefix built in).
+
+    ``on_written`` hears every version a create, update, patch or Bundle wrote, once
+    committed (an error it raises answers the request, the write stays)."""
     router = APIRouter(prefix=prefix, route_class=FhirRoute, dependencies=[Depends(authorize)])
     served = store.registry.types
-    bundles = BundleProcessor(store)
+    bundles = BundleProcessor(store, on_written)
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -157,6 +161,8 @@ def build_router(
 
     def written(request: Request, result: Any, created_status: int = 201) -> Response:
         stored = result.stored
+        if result.changed and on_written is not None:
+            on_written([stored])
         headers = version_headers(base_url(request), stored)
         status = created_status if result.created else 200
         prefer = request.headers.get("prefer", "")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -29,9 +30,9 @@ from fhir_store.errors import (
 )
 from fhir_store.outcome import outcome
 from fhir_store.patch import apply_json_patch
-from fhir_store.records import loads
+from fhir_store.records import WriteListener, loads
 from fhir_store.shaping import bundle_text
-from fhir_store.store import FhirStore, Pending, Stored, check_id
+from fhir_store.store import FhirStore, Pending, Stored, WriteResult, check_id
 from fhir_store.validation import validate_resource
 
 _STATUS = {201: "201 Created", 200: "200 OK", 204: "204 No Content"}
@@ -40,9 +41,15 @@ _STATUS = {201: "201 Created", 200: "200 OK", 204: "204 No Content"}
 class BundleProcessor:
     """Processes batch/transaction Bundles against one store."""
 
-    def __init__(self, store: FhirStore) -> None:
+    def __init__(self, store: FhirStore, on_written: WriteListener | None = None) -> None:
         self.store = store
         self.served = store.registry.types
+        self.on_written = on_written
+
+    def _notify(self, results: Iterable[WriteResult]) -> None:
+        changed = [r.stored for r in results if r.changed]
+        if changed and self.on_written is not None:
+            self.on_written(changed)
 
     def matches(self, type_name: str, query: str) -> list[Stored]:
         """Current resources matching a conditional query (unknown parameters are errors)."""
@@ -241,7 +248,9 @@ class BundleProcessor:
                     raise
             if kind == "write":
                 writes.append(item)
-        results = iter(self.store.write(writes))
+        written = self.store.write(writes)
+        self._notify(written)
+        results = iter(written)
         response: list[dict[str, Any]] = []
         for kind, item in plans:
             if kind == "write":
@@ -264,7 +273,9 @@ class BundleProcessor:
                     if item.resource is not None:
                         self._rewrite(item.resource, ids)
                         validate_resource(item.resource, self.served, item.type)
-                    response.append(self._written(self.store.write([item])[0], item))
+                    [result] = self.store.write([item])
+                    self._notify([result])
+                    response.append(self._written(result, item))
                 elif kind == "exists":
                     response.append(self._entry(200, item))
                 elif kind == "noop":

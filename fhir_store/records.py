@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,3 +192,8 @@ def delete_rows_of(
         )
     marks = ", ".join("?" * len(ids))
     return f"DELETE FROM {table} WHERE res_type = ? AND res_id IN ({marks})", [type_name, *ids]
+
+
+#: Told of the versions a REST interaction wrote (``fhir_store.api.build_router``), after
+#: they are committed: the composition root hands Patients to the patient index this way.
+WriteListener = Callable[[list[Stored]], None]

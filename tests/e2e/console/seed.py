@@ -2,22 +2,25 @@
 
 The demo's serial monitors produce Observations without a patient (the bed association
 is not built yet) and HL7 patients appear only once the MLLP gateway is in the demo, so
-the console tests seed one patient of their own: two source records from two institutions,
-the golden record linkage would publish for them, an ICU encounter with staff, a monitor,
-an imaging study, and half an hour of vital signs that keeps growing while a test runs.
-Everything is a PUT with a fixed id inside one transaction, so seeding twice is harmless.
+the console tests seed one patient of their own: two source records from two institutions
+(sharing a national identifier, so the linkage role links them and publishes their golden
+record, as it does for every Patient written over REST), an ICU encounter with staff, a
+monitor, an imaging study, and half an hour of vital signs that keeps growing while a test
+runs. Everything is a PUT with a fixed id inside one transaction, so seeding twice is
+harmless; ``seed`` waits for the golden record and returns its id.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
-GOLDEN_TAG = {"system": "https://caregraph.dev/fhir/CodeSystem/linkage", "code": "golden"}
-GOLDEN_ID = "console-golden-1"
+GOLDEN_TAG = "https://caregraph.dev/fhir/CodeSystem/linkage|golden"
+NATIONAL_ID = {"system": "urn:oid:2.16.840.1.113883.3.999.9", "value": "NID-CONSOLE-7"}
 SOURCE_IDS = ("console-src-genhosp", "console-src-partner")
 DEVICE_ID = "console-monitor-1"
 FAMILY = "Quellwasser"
@@ -51,7 +54,7 @@ def _patient(pid: str, system: str, value: str, given: str, source: str) -> dict
         "resourceType": "Patient",
         "id": pid,
         "meta": {"source": source},
-        "identifier": [{"system": system, "value": value}],
+        "identifier": [{"system": system, "value": value}, NATIONAL_ID],
         "name": [{"family": FAMILY, "given": [given]}],
         "gender": "female",
         "birthDate": BIRTH_DATE,
@@ -108,12 +111,6 @@ def vital_observations(now: datetime, minutes: int = 30, step_s: int = 30) -> li
 
 def record_bundle(now: datetime) -> dict[str, Any]:
     """The whole linked record as one transaction Bundle."""
-    golden = _patient(GOLDEN_ID, "urn:oid:2.16.840.1.113883.3.999.1", MRN, "Ilse", "golden")
-    golden["meta"] = {"tag": [GOLDEN_TAG]}
-    golden["identifier"].append({"system": "urn:oid:2.16.840.1.113883.3.999.2", "value": "P-4411"})
-    golden["link"] = [
-        {"other": {"reference": f"Patient/{s}"}, "type": "seealso"} for s in SOURCE_IDS
-    ]
     resources: list[dict[str, Any]] = [
         {"resourceType": "Organization", "id": "console-org-genhosp", "name": "General Hospital"},
         {"resourceType": "Organization", "id": "console-org-partner", "name": "Partner Clinic"},
@@ -127,7 +124,6 @@ def record_bundle(now: datetime) -> dict[str, Any]:
         _patient(
             SOURCE_IDS[1], "urn:oid:2.16.840.1.113883.3.999.2", "P-4411", "Ilse M.", "PARTNER"
         ),
-        golden,
         {
             "resourceType": "Encounter",
             "id": "console-enc-icu",
@@ -213,11 +209,26 @@ def record_bundle(now: datetime) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": [_put(r) for r in resources]}
 
 
-def seed(client: httpx.Client, now: datetime | None = None) -> None:
-    """POST the record to ``client`` (base URL: the FHIR API); raises on any failure."""
+def seed(client: httpx.Client, now: datetime | None = None, timeout_s: float = 60.0) -> str:
+    """POST the record to ``client`` (base URL: the FHIR API) and wait until the golden
+    record linking both sources is stored; its id. Raises on any failure."""
     bundle = record_bundle(now or datetime.now(UTC))
     response = client.post("", json=bundle, headers={"Content-Type": "application/fhir+json"})
     response.raise_for_status()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = client.get(
+            "/Patient", params={"_tag": GOLDEN_TAG, "link": f"Patient/{SOURCE_IDS[1]}"}
+        )
+        found.raise_for_status()
+        for entry in found.json().get("entry", []):
+            golden = entry["resource"]
+            members = {link["other"]["reference"] for link in golden.get("link", [])}
+            if members >= {f"Patient/{s}" for s in SOURCE_IDS}:
+                return str(golden["id"])
+        if time.monotonic() > deadline:
+            raise TimeoutError("linkage published no golden record linking both sources")
+        time.sleep(0.25)
 
 
 def add_reading(client: httpx.Client, when: datetime) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from adapters.serial import headers as dh
-from bus import RAW_DEVICE
+from bus import RAW_DEVICE, fhir_topic
 from bus.headers import make_headers
 from caregraph import security_wiring
 from caregraph.roles import build_api_app, build_services, console_sign_in
@@ -113,5 +113,62 @@ def test_golden_everything_through_the_composed_app_spans_linked_identities(
         assert got.status_code == 200, got.text
         found = {e["resource"]["id"] for e in got.json().get("entry", [])}
         assert {"oa", "ob", "a1", "b1"} <= found
+    finally:
+        ctx.close()
+
+
+def test_patients_written_over_rest_are_linked_by_the_linkage_role(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    ctx = open_context(settings)
+    try:
+        client = AsgiClient(
+            build_api_app(ctx, security_wiring.partners(settings), Outbox.open(ctx.db))
+        )
+        signed = client.post(
+            "/app/sign-in/development", json={"subject": "registrar", "scope": "user/*.cruds"}
+        )
+        auth = {"Authorization": f"Bearer {signed.json()['access_token']}"}
+        fhir = {**auth, "Content-Type": "application/fhir+json"}
+        ann = {
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:1.2.3.4", "value": "MRN-7"}],
+            "name": [{"family": "Rest", "given": ["Ann"]}],
+            "birthDate": "1970-01-01",
+        }
+        first = client.post("/fhir/Patient", json=ann, headers=fhir).json()["id"]
+        # the same content again adds no version, and nothing is published for it
+        assert (
+            client.put(
+                f"/fhir/Patient/{first}", json={**ann, "id": first}, headers=fhir
+            ).status_code
+            == 200
+        )
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": ann, "request": {"method": "POST", "url": "Patient"}}],
+        }
+        posted = client.post("/fhir", json=bundle, headers=fhir).json()
+        second = posted["entry"][0]["response"]["location"].split("/")[1]
+
+        with ctx.bus.subscribe("rest-test", [fhir_topic("Patient")]) as consumer:
+            sent = consumer.poll(2.0, 10)
+        assert sorted(m.key for m in sent) == sorted([first.encode(), second.encode()])
+
+        [linkage] = build_services(ctx, ["linkage"])
+        linkage.start()
+        try:
+            deadline = time.monotonic() + 30
+            links: dict[str, dict[str, object]] = {}
+            while len(links) < 2 and time.monotonic() < deadline:
+                for pid in (first, second):
+                    got = client.get(f"/linkage/patients/{pid}", headers=auth)
+                    if got.status_code == 200:
+                        links[pid] = got.json()["link"]
+                time.sleep(0.2)
+        finally:
+            linkage.stop()
+        assert links[first]["golden_id"] == links[second]["golden_id"]
+        assert links[second]["state"] == "MATCH"
     finally:
         ctx.close()

@@ -47,7 +47,7 @@ from fhir_store.writer import WRITE_LINGER_S, handle_fhir_batch
 from linkage.api import build_router as build_linkage_router
 from linkage.graph.api import build_router as build_graph_router
 from linkage.graph.handler import GRAPH_TYPES, GraphHandler
-from linkage.handler import FHIR_JSON, IdentityHandler, PatientHandler
+from linkage.handler import FHIR_JSON, IDENTITY_TYPES, IdentityHandler, PatientHandler
 from linkage.survivorship import is_golden
 from messaging.api import build_router as build_messaging_router
 from messaging.outbox import Outbox
@@ -81,7 +81,7 @@ def build_api_app(ctx: Context, partners: Partners, outbox: Outbox) -> FastAPI:
                 speaks_for=partners.speaks_for,
                 sender=security_wiring.message_sender(s, ctx.store, ctx.mpi, outbox, partners),
             ),
-            build_router(ctx.store, authorize, on_written=patients_to_linkage(ctx)),
+            build_router(ctx.store, authorize, on_written=rest_writes_to_linkage(ctx)),
             build_device_router(ctx.store, health_board(ctx), authorize, trail=device_trail(ctx)),
             build_console_router(sign_in=console_sign_in(s)),
             build_metrics_router(ctx.metrics),
@@ -94,23 +94,28 @@ def build_api_app(ctx: Context, partners: Partners, outbox: Outbox) -> FastAPI:
     return app
 
 
-def patients_to_linkage(ctx: Context) -> WriteListener:
-    """Patients written over REST, published on ``fhir.Patient`` for the linkage role,
-    which links them as it does the gateways' (the store writer finds them unchanged).
-    Golden records are the index's own output and deletions are not links: neither goes."""
+#: What the linkage role consumes from ``fhir.*``, and so what a REST write is published for.
+LINKED_TYPES = frozenset({"Patient", *IDENTITY_TYPES, *GRAPH_TYPES})
+
+
+def rest_writes_to_linkage(ctx: Context) -> WriteListener:
+    """Resources written over REST, published on their ``fhir.<type>`` topic when the
+    linkage role consumes it: Patients are linked, staff, organizations and devices
+    identified, and the care graph updated as for the gateways' (the store writer finds
+    them unchanged). Golden Patients are the index's own output and deletions are not
+    links: neither goes."""
 
     def publish(written: list[Stored]) -> None:
         records = []
         for stored in written:
-            if stored.type != "Patient" or stored.deleted:
+            if stored.type not in LINKED_TYPES or stored.deleted:
                 continue
-            resource = stored.resource()
-            if is_golden(resource):
+            if stored.type == "Patient" and is_golden(stored.resource()):
                 continue
-            message_id = f"rest:Patient/{stored.id}/_history/{stored.version}"
+            message_id = f"rest:{stored.type}/{stored.id}/_history/{stored.version}"
             records.append(
                 Record(
-                    fhir_topic("Patient"),
+                    fhir_topic(stored.type),
                     stored.content.encode(),
                     stored.id.encode(),
                     make_headers("caregraph:api", message_id, FHIR_JSON),

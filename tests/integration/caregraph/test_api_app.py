@@ -117,7 +117,7 @@ def test_golden_everything_through_the_composed_app_spans_linked_identities(
         ctx.close()
 
 
-def test_patients_written_over_rest_are_linked_by_the_linkage_role(tmp_path: Path) -> None:
+def test_resources_written_over_rest_reach_the_linkage_role(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     ctx = open_context(settings)
     try:
@@ -151,24 +151,43 @@ def test_patients_written_over_rest_are_linked_by_the_linkage_role(tmp_path: Pat
         posted = client.post("/fhir", json=bundle, headers=fhir).json()
         second = posted["entry"][0]["response"]["location"].split("/")[1]
 
-        with ctx.bus.subscribe("rest-test", [fhir_topic("Patient")]) as consumer:
+        doctor = {
+            "resourceType": "Practitioner",
+            "identifier": [{"system": "urn:oid:2.16.840.1.113883.4.6", "value": "NPI-42"}],
+            "name": [{"family": "Visser", "given": ["Marta"]}],
+        }
+        staff = client.post("/fhir/Practitioner", json=doctor, headers=fhir).json()["id"]
+        client.post("/fhir/Basic", json={"resourceType": "Basic"}, headers=fhir)  # not linked
+
+        topics = [fhir_topic(t) for t in ("Patient", "Practitioner", "Basic")]
+        with ctx.bus.subscribe("rest-test", topics) as consumer:
             sent = consumer.poll(2.0, 10)
-        assert sorted(m.key for m in sent) == sorted([first.encode(), second.encode()])
+        assert sorted((m.topic, m.key) for m in sent) == sorted(
+            [
+                (fhir_topic("Patient"), first.encode()),
+                (fhir_topic("Patient"), second.encode()),
+                (fhir_topic("Practitioner"), staff.encode()),
+            ]
+        )
 
         [linkage] = build_services(ctx, ["linkage"])
         linkage.start()
         try:
             deadline = time.monotonic() + 30
             links: dict[str, dict[str, object]] = {}
-            while len(links) < 2 and time.monotonic() < deadline:
+            identified = False
+            while (len(links) < 2 or not identified) and time.monotonic() < deadline:
                 for pid in (first, second):
                     got = client.get(f"/linkage/patients/{pid}", headers=auth)
                     if got.status_code == 200:
                         links[pid] = got.json()["link"]
+                known = client.get(f"/linkage/identity/Practitioner/{staff}", headers=auth)
+                identified = known.status_code == 200
                 time.sleep(0.2)
         finally:
             linkage.stop()
         assert links[first]["golden_id"] == links[second]["golden_id"]
         assert links[second]["state"] == "MATCH"
+        assert identified
     finally:
         ctx.close()

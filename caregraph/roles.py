@@ -408,7 +408,7 @@ def _linkage(ctx: Context) -> Service:
                 ctx,
                 "linkage:identity",
                 "linkage-identity",
-                [fhir_topic(t) for t in ("Practitioner", "Organization", "Device")],
+                [fhir_topic(t) for t in IDENTITY_TYPES],
                 IdentityHandler(ctx.identity),
             ),
             consumer_service(

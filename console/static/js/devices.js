@@ -197,7 +197,9 @@ export function devicesView() {
       try {
         const st = await status(r.refs);
         let state = deviceState(st.received ?? st.last, now, silentMs);
-        if (line?.silent || (line && !line.connected)) state = "silent";
+        // A line that is down or silent makes a sending device silent; one that never sent
+        // stays "no readings" whatever its line does (the line cell says which it is).
+        if (state === "ok" && (line?.silent || (line && !line.connected))) state = "silent";
         if (state !== "ok") silent += 1;
         c.last.textContent = st.last === null ? "never" : `${fmtAgo(now - (st.received ?? st.last))} (${fmtDate(new Date(st.last).toISOString())})`;
         c.rate.textContent = String(st.perMinute);

@@ -14,7 +14,9 @@ version has exactly one writer.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from fhir_store.database import Database, Transaction
@@ -45,6 +47,10 @@ from fhir_store.searching import HistoryPage, Searching, SearchPage
 from fhir_store.searchparams import Registry, default_registry
 
 _RETRIES = 5
+#: Batches indexing at least this many resources write on a thread of their own while
+#: the next ``INDEX_CHUNK`` resources are indexed (see ``_Overlap``).
+OVERLAP_FROM = 200
+INDEX_CHUNK = 250
 
 
 class FhirStore:
@@ -238,7 +244,8 @@ class FhirStore:
         upserts: dict[tuple[str, str], tuple[Any, ...]] = {}
         history: list[tuple[Any, ...]] = []
         reindex: set[tuple[str, str]] = set()
-        key_rows: dict[tuple[str, str], Rows] = {}
+        # The version of each key written last, to index once the batch is planned.
+        to_index: dict[tuple[str, str], dict[str, Any]] = {}
         for item in items:
             key = (item.type, item.id)
             state = current.get(key)
@@ -262,7 +269,7 @@ class FhirStore:
                 upserts[key] = row
                 history.append((*row[:5], item.method, ""))
                 reindex.add(key)
-                key_rows[key] = {}
+                to_index.pop(key, None)
                 current[key] = (version, "", True, column, "")
                 results.append(
                     WriteResult(Stored(item.type, item.id, version, column, True, ""), False, True)
@@ -288,7 +295,7 @@ class FhirStore:
             history.append((*row[:5], item.method, text))
             if state is not None:
                 reindex.add(key)
-            key_rows[key] = self.indexer.rows(body)
+            to_index[key] = body
             current[key] = (version, digest, False, column, text)
             results.append(
                 WriteResult(
@@ -297,11 +304,15 @@ class FhirStore:
                     True,
                 )
             )
-        index_rows: Rows = {}
-        for rows in key_rows.values():
-            for table, part in rows.items():
-                index_rows.setdefault(table, set()).update(part)
-        self._flush(tx, upserts, in_db, _without_current(history, upserts), reindex, index_rows)
+        kept = _without_current(history, upserts)
+        with _Overlap(len(to_index) >= OVERLAP_FROM) as later:
+            later(partial(self._flush, tx, upserts, in_db, kept, reindex))
+            bodies = list(to_index.values())
+            for start in range(0, len(bodies), INDEX_CHUNK):
+                rows: Rows = {}
+                for body in bodies[start : start + INDEX_CHUNK]:
+                    self.indexer.rows(body, rows)
+                later(partial(_copy_index, tx, rows))
         # Versions that stop being current take their content into their history row.
         tx.executemany(
             "UPDATE history SET content = ? WHERE res_type = ? AND res_id = ? AND version = ?"
@@ -317,7 +328,6 @@ class FhirStore:
         in_db: set[tuple[str, str]],
         history: list[tuple[Any, ...]],
         reindex: set[tuple[str, str]],
-        index_rows: Rows,
     ) -> None:
         if not upserts:
             return
@@ -350,8 +360,53 @@ class FhirStore:
             ("res_type", "res_id", "version", "last_updated", "deleted", "method", "content"),
             history,
         )
-        for table, rows in index_rows.items():
-            tx.copy_rows(table, COLUMNS[table], list(rows))
+
+
+def _copy_index(tx: Transaction, rows: Rows) -> None:
+    for table, part in rows.items():
+        tx.copy_rows(table, COLUMNS[table], list(part))
+
+
+class _Overlap:
+    """Runs a transaction's statements, in order, on a thread of their own while the
+    caller goes on computing (the index rows of the next chunk): the database (SQLite's
+    C code, or the PostgreSQL server) then works on one core while Python works on the
+    other, instead of each waiting for the other. One thread per transaction, never
+    shared: two transactions' statements in one queue could wait on each other's locks.
+    The connection is used by one thread at a time, since the caller does not touch it
+    before ``__exit__``, which waits for the thread. After a failure nothing more runs,
+    and the failure is raised (at the next call, or on exit), so the transaction rolls
+    back. Off (``enabled=False``), each call runs at once, as small writes are best served.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self._pool = ThreadPoolExecutor(1, "fhir-store-write") if enabled else None
+        self._error: BaseException | None = None
+
+    def __call__(self, work: Callable[[], None]) -> None:
+        if self._pool is None:
+            work()
+            return
+        if self._error is not None:
+            raise self._error
+        self._pool.submit(self._run, work)
+
+    def _run(self, work: Callable[[], None]) -> None:
+        if self._error is None:
+            try:
+                work()
+            except BaseException as exc:  # raised in the caller's thread
+                self._error = exc
+
+    def __enter__(self) -> _Overlap:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        if self._pool is None:
+            return
+        self._pool.shutdown(wait=True)
+        if self._error is not None and kind is None:
+            raise self._error
 
 
 def _without_current(

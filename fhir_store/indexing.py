@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -160,6 +161,7 @@ _KEEP_RATE = 0.2
 _MEMO_LIMIT = 8192
 
 
+@lru_cache(maxsize=4096)  # element names repeat in every resource
 def _stem(key: str) -> str:
     match = _STEM.match(key)
     return match.group() if match else key
@@ -318,7 +320,7 @@ class Indexer:
             by_stem: dict[str, list[str]] = {}
             for key in resource:
                 by_stem.setdefault(_stem(key), []).append(key)
-            texts: dict[str, Any] = {}
+            texts: dict[str, tuple[str, Any]] = {}
             for group in plan.groups(by_stem):
                 self._group_rows(out, group, resource, by_stem, texts, res_type, res_id)
         for compound in plan.compounds:
@@ -344,29 +346,32 @@ class Indexer:
         group: _Group,
         resource: Mapping[str, Any],
         by_stem: dict[str, list[str]],
-        texts: dict[str, Any],
+        texts: dict[str, tuple[str, Any]],
         res_type: str,
         res_id: str,
     ) -> None:
         # Only the elements the group reads: evaluating on them gives the same rows.
-        keys = [k for name in group.names for k in by_stem.get(name, ())]
-        part = {k: resource[k] for k in keys}
+        names = group.names
+        if len(names) == 1:
+            keys: list[str] = by_stem.get(names[0]) or []
+        else:
+            keys = [k for name in names for k in by_stem.get(name, ())]
         memo = group.memo
         if memo is None:
-            self._evaluate(out, group, part, res_type, res_id)
+            self._evaluate(out, group, {k: resource[k] for k in keys}, res_type, res_id)
             return
         parts = []
         for k in keys:
             text = texts.get(k)
             if text is None:
-                text = texts[k] = _memo_text(resource[k])
-            parts.append((k, text))
+                text = texts[k] = (k, _memo_text(resource[k]))
+            parts.append(text)
         key = tuple(parts)
         group.lookups += 1
         tails = memo.get(key)
         if tails is None:
             found: Rows = {}
-            self._evaluate(found, group, part, res_type, res_id)
+            self._evaluate(found, group, {k: resource[k] for k in keys}, res_type, res_id)
             tails = {table: [row[2:] for row in rows] for table, rows in found.items()}
             if len(memo) >= _MEMO_LIMIT:
                 memo.clear()

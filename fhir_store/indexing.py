@@ -140,6 +140,7 @@ def quantities(node: Node) -> list[tuple[float, str, str, str]]:
     return []
 
 
+@lru_cache(maxsize=8192)  # a feed's references repeat: its patient, device, bed
 def reference_target(ref: str) -> tuple[str, str]:
     """``(type, id)`` of a literal reference; ``("", "")`` for urn:, fragments and the like."""
     if ref.startswith(("#", "urn:")):

@@ -7,6 +7,7 @@ values are unescaped here, once, at the edge of the mapping.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -116,6 +117,12 @@ def parse_date(seg: Segment, n: int, options: Options) -> str | None:
 _NM = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)\Z")
 
 
+def nm_decimal(text: str) -> Decimal | None:
+    """An HL7 NM as a Decimal, or None when ``text`` is not one (``parse_nm`` says where)."""
+    text = text.strip()
+    return Decimal(text) if _NM.match(text) else None
+
+
 def parse_nm(text: str, seg: Segment, n: int) -> Decimal:
     """An HL7 NM as a Decimal.
 
@@ -170,7 +177,11 @@ def cwe_text(text: str, d: Delimiters) -> tuple[Coded, ...]:
 
 def cwe_concept(seg: Segment, n: int, rep: int = 0) -> Json:
     """A CodeableConcept from a CWE field; text from the first display."""
-    coded = cwe(seg, n, rep)
+    return coded_concept(cwe(seg, n, rep))
+
+
+def coded_concept(coded: Sequence[Coded]) -> Json:
+    """The CodeableConcept of CWE triplets (``cwe_concept`` of text already split)."""
     text = next((c.display for c in coded if c.display), None)
     return fb.codeable_concept([c.coding() for c in coded if c.code], text)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from adapters.hl7v2.errors import (
     REQUIRED_FIELD_MISSING,
@@ -45,7 +46,10 @@ class Delimiters:
 DEFAULT_DELIMITERS = Delimiters()
 
 
+@lru_cache(maxsize=64)
 def _check_delimiters(field_sep: str, enc: str) -> Delimiters:
+    """The delimiters of MSH-1/MSH-2, memoized (every message of a feed declares the same
+    ones, and both ``peek_header`` and ``tokenize`` read them); a refusal is not cached."""
     where = Location("MSH", 1, 2)
     if len(enc) not in (4, 5):
         raise Hl7ParseError(
@@ -105,8 +109,30 @@ class Segment:
         return reps[rep].split(self.delimiters.component)
 
     def component(self, n: int, c: int = 1, rep: int = 0) -> str:
-        """Component ``c`` (1-based) of repetition ``rep`` of field ``n``, or ``""``."""
-        comps = self.components(n, rep)
+        """Component ``c`` (1-based) of repetition ``rep`` of field ``n``, or ``""``.
+
+        ``components(n, rep)[c - 1]`` without building the lists it does not need: the
+        mappers ask for single components many times per segment."""
+        fields = self.fields
+        if n >= len(fields):
+            return ""
+        value = fields[n]
+        if not value:
+            return ""
+        if n <= 2 and self.name == "MSH":
+            comps = self.components(n, rep)  # MSH-1 and MSH-2 are never split
+            return comps[c - 1] if c <= len(comps) else ""
+        d = self.delimiters
+        if rep == 0:
+            value = value.split(d.repetition, 1)[0]
+        else:
+            reps = value.split(d.repetition)
+            if rep >= len(reps):
+                return ""
+            value = reps[rep]
+        if c == 1:
+            return value.split(d.component, 1)[0]
+        comps = value.split(d.component)
         return comps[c - 1] if c <= len(comps) else ""
 
     def subcomponents(self, n: int, c: int = 1, rep: int = 0) -> list[str]:

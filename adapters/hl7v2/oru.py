@@ -31,6 +31,7 @@ import base64
 import binascii
 import hashlib
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -42,7 +43,15 @@ from adapters.codes.mdc import MDC, MDC_SYSTEM, MDC_UNITS, MDC_UNITS_BY_REFID
 from adapters.codes.systems import UCUM_SYSTEM, is_known_system
 from adapters.codes.ucum import UCUM_BY_TEXT
 from adapters.hl7v2.context import Context
-from adapters.hl7v2.datatypes import Coded, cwe_concept, cwe_text, parse_nm, parse_ts
+from adapters.hl7v2.datatypes import (
+    Coded,
+    coded_concept,
+    cwe_concept,
+    cwe_text,
+    nm_decimal,
+    parse_nm,
+    parse_ts,
+)
 from adapters.hl7v2.er7 import Delimiters, Segment, unescape
 from adapters.hl7v2.errors import (
     DATA_TYPE_ERROR,
@@ -160,28 +169,10 @@ def _code_of(text: str, d: Delimiters) -> tuple[Json, tuple[Coded, ...], tuple[s
     return fb.codeable_concept(codings, text_display), coded, tuple(unknown)
 
 
-def _observation_code(ctx: Context, obx: Segment) -> tuple[Json, tuple[Coded, ...]]:
-    reps = obx.reps(3)
-    concept, coded, unknown = _code_of(reps[0] if reps else "", obx.delimiters)
-    if not coded:
-        raise Hl7MappingError("OBX-3 (observation identifier) is empty", obx.where(3), "101")
-    for what in unknown:
-        ctx.unknown("unknown_code", what)
-    return concept, coded
-
-
-def _unit(ctx: Context, obx: Segment) -> dict[str, Any]:
-    """Quantity unit fields from OBX-6: UCUM beside the MDC unit when the sender used MDC."""
-    reps = obx.reps(6)
-    fields, unknown = _unit_of(reps[0] if reps else "", obx.delimiters)
-    if unknown:
-        ctx.unknown("unknown_unit", unknown)
-    return fields
-
-
 @lru_cache(maxsize=4096)
 def _unit_of(text: str, d: Delimiters) -> tuple[dict[str, Any], str | None]:
-    """OBX-6 text -> (quantity unit fields, the unknown unit or None); memoized, pure."""
+    """OBX-6 text -> (quantity unit fields, the unknown unit or None); memoized, pure.
+    UCUM beside the MDC unit when the sender used MDC."""
     coded = cwe_text(text, d)
     if not coded:
         return {}, None
@@ -207,6 +198,41 @@ def _unit_of(text: str, d: Delimiters) -> tuple[dict[str, Any], str | None]:
     if ucum is None:
         return {"unit": unit.display or text}, f"{unit.system_name}|{text}"
     return {"unit": text, "system": UCUM_SYSTEM, "code": ucum}, None
+
+
+def _nm_quantity(obx: Segment, text: str, unit_text: str) -> Json:
+    """The valueQuantity of an NM row whose OBX-5 first repetition is ``text`` (as
+    ``_value`` makes it, a new dict each time: only the extensions inside are shared).
+
+    Raises:
+        Hl7MappingError: not a number (AE at OBX-5).
+    """
+    d = obx.delimiters
+    known = _nm_quantity_of(text, unit_text, d)
+    if known is None:
+        parse_nm(unescape(text, d), obx, 5)  # raises, with the row's location
+        raise AssertionError("parse_nm accepted what nm_decimal refused")  # pragma: no cover
+    out = dict(known)
+    if "extension" in out:
+        out["extension"] = list(out["extension"])
+    return out
+
+
+@lru_cache(maxsize=8192)
+def _nm_quantity_of(text: str, unit_text: str, d: Delimiters) -> Json | None:
+    """``_nm_quantity`` memoized on the value and unit texts (vital signs repeat their
+    values); None when ``text`` is not a number. Callers copy the result."""
+    number = nm_decimal(unescape(text, d))
+    if number is None:
+        return None
+    unit = _unit_of(unit_text, d)[0]
+    return fb.quantity(
+        number,
+        unit=unit.get("unit"),
+        system=unit.get("system"),
+        code=unit.get("code"),
+        extensions=unit.get("extensions", ()),
+    )
 
 
 def _simple_quantity(value: Decimal, unit: dict[str, Any]) -> Json:
@@ -370,9 +396,10 @@ _RANGE = re.compile(r"\s*(?P<low>[+-]?[\d.]+)\s*-\s*(?P<high>[+-]?[\d.]+)\s*\Z")
 _BOUND = re.compile(r"\s*(?P<op>[<>]=?)\s*(?P<num>[+-]?[\d.]+)\s*\Z")
 
 
-def _reference_range(obx: Segment, unit: dict[str, Any]) -> list[Json]:
-    """OBX-7: ``low-high``, ``<x``/``<=x`` (high only), ``>x``/``>=x`` (low only), else text."""
-    text = unescape(obx.field(7), obx.delimiters).strip()
+def _reference_range(field: str, d: Delimiters, unit: dict[str, Any]) -> list[Json]:
+    """OBX-7 (``field``, as written): ``low-high``, ``<x``/``<=x`` (high only), ``>x``/``>=x``
+    (low only), else text."""
+    text = unescape(field, d).strip()
     if not text:
         return []
     try:
@@ -396,32 +423,30 @@ def _reference_range(obx: Segment, unit: dict[str, Any]) -> list[Json]:
     return [fb.reference_range(text=text)]
 
 
-def _interpretation(ctx: Context, obx: Segment) -> list[Json]:
+def _interpretation(field: str, d: Delimiters) -> tuple[list[Json], list[str]]:
+    """OBX-8 (``field``, as written) -> (interpretations, the unknown codes)."""
     out = []
-    for rep in range(len(obx.reps(8))):
-        code = unescape(obx.component(8, 1, rep), obx.delimiters).strip()
+    unknown = []
+    for rep in field.split(d.repetition) if field else []:
+        code = unescape(rep.split(d.component, 1)[0], d).strip()
         if not code:
             continue
         if code in _V3_INTERPRETATION_CODES:
             out.append(fb.codeable_concept([fb.coding(V3_INTERPRETATION, code)]))
         else:
-            ctx.unknown("unknown_code", f"HL70078|{code}")
+            unknown.append(f"HL70078|{code}")
             out.append(fb.codeable_concept([fb.coding(V2_0078, code)]))
-    return out
+    return out, unknown
 
 
 # --- devices -------------------------------------------------------------------------
 
 
-def _eui64(obx: Segment) -> tuple[str, str] | None:
-    """(system, value) of the equipment identifier in OBX-18: an EUI-64 when one is
-    marked or looks like one (written with hyphens, as the PoCD IG does), else the first
-    entity identifier with its namespace."""
-    return _equipment(obx.field(18), obx.delimiters)
-
-
 @lru_cache(maxsize=4096)
 def _equipment(field: str, d: Delimiters) -> tuple[str, str] | None:
+    """(system, value) of the equipment identifier in OBX-18 (``field``, as written): an
+    EUI-64 when one is marked or looks like one (written with hyphens, as the PoCD IG
+    does), else the first entity identifier with its namespace."""
     candidates = []
     for rep in field.split(d.repetition) if field else []:
         c = [unescape(x, d).strip() for x in rep.split(d.component)] + ["", "", "", ""]
@@ -505,20 +530,46 @@ class DeviceTree:
     def metric(self, equipment: tuple[str, str], path: str, obx: Segment) -> Json:
         """The DeviceMetric of a metric row (path with four levels, or fewer when a
         sender flattens the tree: the metric then hangs under its deepest device)."""
-        parts = path.split(".")
-        device_path = containment_path(".".join(parts[:-1])) if len(parts) > 1 else parts[0]
+        d = obx.delimiters
+        return self.metric_of(
+            equipment,
+            path,
+            _device_path(path),
+            obx.field(3).split(d.repetition, 1)[0],
+            obx.field(6).split(d.repetition, 1)[0],
+            d,
+        )
+
+    def metric_of(
+        self,
+        equipment: tuple[str, str],
+        path: str,
+        device_path: str,
+        code_text: str,
+        unit_text: str,
+        d: Delimiters,
+    ) -> Json:
+        """``metric`` from the row's parts: ``device_path`` is ``_device_path(path)``,
+        ``code_text`` and ``unit_text`` the first repetitions of OBX-3 and OBX-6."""
         channel = self.node(equipment, device_path, None)
-        reps3, reps6 = obx.reps(3), obx.reps(6)
+        mds = path.split(".", 1)[0]
         resource = _metric_resource(
             equipment,
             path,
-            self.device_id(equipment, parts[0]),
-            channel["reference"] if device_path != parts[0] else None,
-            reps3[0] if reps3 else "",
-            reps6[0] if reps6 else "",
-            obx.delimiters,
+            self.device_id(equipment, mds),
+            channel["reference"] if device_path != mds else None,
+            code_text,
+            unit_text,
+            d,
         )
         return self.ctx.add(dict(resource))
+
+
+def _device_path(path: str) -> str:
+    """The path of the device a metric at ``path`` hangs under: its channel, or the deepest
+    device above it when a sender flattens the tree."""
+    parts = path.split(".")
+    return containment_path(".".join(parts[:-1])) if len(parts) > 1 else parts[0]
 
 
 @lru_cache(maxsize=8192)
@@ -624,14 +675,114 @@ def containment_path(raw: str) -> str:
     return ".".join(parts)
 
 
-def _is_pcd_row(pcd01: bool, obx: Segment, coded: tuple[Coded, ...]) -> bool:
-    """``pcd01``: the message declares the IHE PCD-01 profile."""
-    path = obx.field(4).strip()
+def _is_pcd_row(pcd01: bool, path_field: str, coded: tuple[Coded, ...]) -> bool:
+    """``pcd01``: the message declares the IHE PCD-01 profile; ``path_field``: OBX-4."""
+    path = path_field.strip()
     return (
         bool(path)
         and bool(_PATH.match(path))
         and (pcd01 or any(c.system_name.upper() == "MDC" for c in coded))
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """A row ``_row`` refuses whatever its value: text, OBX field, table 0357 code."""
+
+    text: str
+    field: int
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class _RowPlan:
+    """What the unchanging fields of an OBX row say: OBX-2 value type, OBX-3 code, OBX-4
+    containment path, OBX-6 unit, OBX-11 status, OBX-18 equipment. A monitor sends the
+    same rows in every message, only OBX-5 (value) and OBX-14 (time) change, so this is
+    worked out once per distinct text (``_row_plan``) rather than once per row."""
+
+    code: Json
+    coded: tuple[Coded, ...]
+    unknown_codes: tuple[str, ...]
+    status_code: str
+    pcd: bool
+    path: str
+    device_path: str
+    equipment: tuple[str, str] | None
+    unit: dict[str, Any]
+    unknown_unit: str | None
+    vtype: str
+    code_text: str
+    unit_text: str
+
+
+@lru_cache(maxsize=4096)
+def _row_plan(
+    pcd01: bool,
+    d: Delimiters,
+    vtype_field: str,
+    code_field: str,
+    path_field: str,
+    unit_field: str,
+    status_field: str,
+    equipment_field: str,
+) -> _RowPlan | _Refusal:
+    """The ``_RowPlan`` of a row's fields as written (OBX-2, 3, 4, 6, 11, 18), or why the
+    row is refused (an empty OBX-3 first, then a status outside table 0085: the order in
+    which ``_row`` checks them). Memoized, pure; its values are shared, never mutated."""
+    code_text = code_field.split(d.repetition, 1)[0]
+    concept, coded, unknown = _code_of(code_text, d)
+    if not coded:
+        return _Refusal("OBX-3 (observation identifier) is empty", 3, "101")
+    status_code = status_field.split(d.repetition, 1)[0].split(d.component, 1)[0]
+    status_code = status_code.strip().upper()
+    if status_code and status_code not in _STATUS:
+        return _Refusal(
+            f"result status {status_code!r} is not in table 0085", 11, TABLE_VALUE_NOT_FOUND
+        )
+    pcd = _is_pcd_row(pcd01, path_field, coded)
+    unit_text = unit_field.split(d.repetition, 1)[0]
+    unit, unknown_unit = _unit_of(unit_text, d)
+    path = containment_path(path_field) if pcd else ""
+    vtype = vtype_field.split(d.repetition, 1)[0].split(d.component, 1)[0]
+    return _RowPlan(
+        code=concept,
+        coded=coded,
+        unknown_codes=unknown,
+        status_code=status_code,
+        pcd=pcd,
+        path=path,
+        device_path=_device_path(path) if pcd else "",
+        equipment=_equipment(equipment_field, d) if pcd else None,
+        unit=unit,
+        unknown_unit=unknown_unit,
+        vtype=vtype.strip().upper(),
+        code_text=code_text,
+        unit_text=unit_text,
+    )
+
+
+@lru_cache(maxsize=4096)
+def _row_details(
+    range_field: str, interpretation_field: str, method_field: str, unit_text: str, d: Delimiters
+) -> tuple[tuple[Json, ...], tuple[Json, ...], tuple[str, ...], Json | None]:
+    """(reference ranges, interpretations, their unknown codes, method) of a row from
+    OBX-7, OBX-8, OBX-17 and its unit; memoized like ``_row_plan`` (its values are
+    shared, never mutated)."""
+    unit = _unit_of(unit_text, d)[0]
+    interpretation, unknown = _interpretation(interpretation_field, d)
+    method = (
+        coded_concept(cwe_text(method_field.split(d.repetition, 1)[0], d)) if method_field else {}
+    )
+    return (
+        tuple(_reference_range(range_field, d, unit)),
+        tuple(interpretation),
+        tuple(unknown),
+        method or None,
+    )
+
+
+_OBX_FIELDS = 19  # OBX-18 (equipment) is the last field a row reads
 
 
 def _row(
@@ -642,49 +793,72 @@ def _row(
     encounter: Json | None,
     tree: DeviceTree,
 ) -> None:
-    code, coded = _observation_code(ctx, obx)
-    status_code = obx.component(11).strip().upper()
-    if status_code and status_code not in _STATUS:
-        raise Hl7MappingError(
-            f"result status {status_code!r} is not in table 0085",
-            obx.where(11),
-            TABLE_VALUE_NOT_FOUND,
-        )
-    has_value = any(r.strip() for r in obx.reps(5))
-    pcd = _is_pcd_row(tree.pcd01, obx, coded)
+    d = obx.delimiters
+    fields = obx.fields
+    if len(fields) < _OBX_FIELDS:
+        fields = fields + [""] * (_OBX_FIELDS - len(fields))
+    plan = _row_plan(
+        tree.pcd01, d, fields[2], fields[3], fields[4], fields[6], fields[11], fields[18]
+    )
+    if isinstance(plan, _Refusal):
+        raise Hl7MappingError(plan.text, obx.where(plan.field), plan.code)
+    code = plan.code
+    for what in plan.unknown_codes:
+        ctx.unknown("unknown_code", what)
+    status_code = plan.status_code
+    value_field = fields[5]
+    if d.repetition in value_field:
+        has_value = any(r.strip() for r in value_field.split(d.repetition))
+    else:
+        has_value = bool(value_field.strip())
     device_ref: Json | None = None
-    unit = _unit(ctx, obx)
-    if pcd:
-        path = containment_path(obx.field(4))
-        equipment = tree.equipment(path, _eui64(obx))
+    unit = plan.unit
+    if plan.unknown_unit:
+        ctx.unknown("unknown_unit", plan.unknown_unit)
+    if plan.pcd:
+        path = plan.path
+        equipment = tree.equipment(path, plan.equipment)
         depth = path.count(".") + 1
         if depth < 4 and not has_value:
             tree.node(equipment, path, code)  # MDS / VMD / channel description row
             return
-        device_ref = tree.metric(equipment, path, obx)
+        device_ref = tree.metric_of(
+            equipment, path, plan.device_path, plan.code_text, plan.unit_text, d
+        )
         if not has_value and status_code == "X":
             return
     if not has_value and not status_code:
         raise Hl7MappingError(
             "OBX has neither a value nor a status", obx.where(5), REQUIRED_FIELD_MISSING
         )
-    vtype = obx.component(2).strip().upper()
+    vtype = plan.vtype
     components: list[Json] = []
     extensions: list[Json] = []
     value_key: fb.ValueKey | None = None
     value: Any = None
-    if has_value and vtype == "NA":
+    if not has_value:
+        pass  # no value[x]: a status-only row
+    elif vtype == "NM":
+        value_key = "valueQuantity"
+        value = _nm_quantity(obx, value_field.split(d.repetition, 1)[0], plan.unit_text)
+    elif vtype == "NA":
         components = numeric_array(obx, unit, code)
-    elif has_value and vtype == "ED":
+    elif vtype == "ED":
         extensions = [encapsulated(ctx, obx, code.get("text"))]
     else:
         value_key, value = _value(ctx, obx, unit)
     effective = parse_ts(obx, 14, ctx.options)
     if effective is None and obr is not None:
         effective = parse_ts(obr, 7, ctx.options)
-    is_vital = pcd or any(c.system_name.upper() == "MDC" for c in coded)
+    is_vital = plan.pcd or any(c.system_name.upper() == "MDC" for c in plan.coded)
+    resource_id = _observation_id(ctx, obx, obr, plan.pcd, tree, effective)
+    ranges, interpretation, unknown, method = _row_details(
+        fields[7], fields[8], fields[17], plan.unit_text, d
+    )
+    for what in unknown:
+        ctx.unknown("unknown_code", what)
     observation = fb.observation(
-        _observation_id(ctx, obx, obr, pcd, tree, effective),
+        resource_id,
         status=_STATUS.get(status_code, "unknown"),
         code=code,
         value_key=value_key,
@@ -694,10 +868,10 @@ def _row(
         encounter_=encounter,
         effective=effective,
         issued=ctx.received_at,
-        interpretation=_interpretation(ctx, obx),
-        reference_ranges=_reference_range(obx, unit),
+        interpretation=interpretation,
+        reference_ranges=ranges,
         device=device_ref,
-        method=cwe_concept(obx, 17) or None,
+        method=method,
         components=components,
         extensions=extensions,
         data_absent_reason=None if value_key or components or extensions else "unknown",

@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.hl7v2 import Hl7MappingError, Hl7ParseError, UnsupportedMessage, parse
-from adapters.hl7v2.er7 import DEFAULT_DELIMITERS, Delimiters, escape, tokenize, unescape
+from adapters.hl7v2.er7 import (
+    DEFAULT_DELIMITERS,
+    Delimiters,
+    Segment,
+    escape,
+    tokenize,
+    unescape,
+)
 from adapters.hl7v2.header import decode, peek_header
 from tests.unit.hl7v2.corpus import ADT_A01, ORU_PCD
 
@@ -110,3 +117,19 @@ def test_decode_honours_msh18() -> None:
 def test_pcd_header_is_recognised() -> None:
     header = peek_header(ORU_PCD)
     assert header is not None and header.is_pcd01 and header.enhanced_mode
+
+
+_PIECES = st.text(alphabet="ab~^&|1 ", max_size=12)
+
+
+@given(st.lists(_PIECES, min_size=1, max_size=6), st.sampled_from(["OBX", "MSH"]))
+def test_component_is_the_component_of_components(fields: list[str], name: str) -> None:
+    """``component`` skips building the lists ``components`` returns, and must still pick
+    the same piece (MSH-1 and MSH-2 unsplit) for every field, repetition and position."""
+    seg = Segment(name, [name, *fields], DEFAULT_DELIMITERS, 1)
+    for n in range(len(fields) + 3):
+        for rep in range(3):
+            for c in range(1, 5):
+                comps = seg.components(n, rep)
+                expected = comps[c - 1] if c <= len(comps) else ""
+                assert seg.component(n, c, rep) == expected, (n, c, rep)

@@ -460,3 +460,38 @@ def test_a_caller_changing_its_resources_does_not_change_the_next_message() -> N
         resource["changed"] = True
     second = run(corpus.pcd01("MEMO2", 3))
     assert not any("changed" in r for r in second.resources)
+
+
+def test_memoized_rows_still_count_and_refuse_per_message() -> None:
+    """An OBX row's unchanging fields are worked out once per distinct text
+    (``oru._row_plan``): every message still counts its own unknown codes and units, a
+    refused row is refused each time at its own position, and each Observation gets its
+    own valueQuantity."""
+    odd = (
+        corpus.pcd01("ROWS1", 2)
+        .replace(b"150456^MDC_PULS_OXIM_SAT_O2^MDC", b"199999^MDC_VENDOR_THING^MDC")
+        .replace(b"262688^MDC_DIM_PERCENT", b"262999^MDC_DIM_ODD")
+    )
+    for control_id in (b"ROWS1", b"ROWS2"):
+        result = run(odd.replace(b"ROWS1", control_id))
+        assert result.counters == {"unknown_code": 1, "unknown_unit": 1}
+        assert result.unknown_codes == ("MDC|199999", "MDC|262999")
+    first, second = (of_type(run(corpus.pcd01(c, 1)), "Observation")[0] for c in ("Q1", "Q2"))
+    assert first["valueQuantity"] == second["valueQuantity"]
+    assert first["valueQuantity"] is not second["valueQuantity"]
+    first["valueQuantity"]["value"] = 0
+    assert of_type(run(corpus.pcd01("Q3", 1)), "Observation")[0]["valueQuantity"]["value"] == 98
+    bad = corpus.pcd01("BAD1", 2).replace(b"|1.1.1.2|72|", b"|1.1.1.2|7x2|")
+    for where in ("OBX[5]-5", "OBX[5]-5"):
+        with pytest.raises(Hl7MappingError) as info:
+            run(bad)
+        assert info.value.location == where and info.value.code == "102"
+    moved = corpus.pcd01("BAD2", 3).replace(b"|1.1.1.3|71|", b"|1.1.1.3|x|")
+    with pytest.raises(Hl7MappingError) as info:
+        run(moved)
+    assert info.value.location == "OBX[6]-5"
+    status = corpus.pcd01("BAD3", 3).replace(b"|||||R|||", b"|||||Q|||")
+    for _ in range(2):
+        with pytest.raises(Hl7MappingError) as info:
+            run(status)
+        assert info.value.location == "OBX[4]-11" and info.value.code == "103"

@@ -31,12 +31,12 @@ class Context:
     unmatched: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(code system, kind) -> how many: what ``adapters.codes.unmatched`` is told."""
 
-    @property
+    @cached_property
     def facility(self) -> str:
         """The sending facility (falls back to the sending application)."""
         return self.header.sending_facility or self.header.sending_application or "unknown"
 
-    @property
+    @cached_property
     def source(self) -> str:
         """``meta.source`` of every resource: the message that produced it."""
         return f"{MESSAGE_SYSTEM}:{self.facility}:{self.header.control_id}"

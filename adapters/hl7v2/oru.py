@@ -650,7 +650,7 @@ def _observation_id(
     anew, and its readings must keep their ids."""
     filler = obr.field(3).strip() if obr is not None else ""
     if pcd or not filler:
-        when = datetime.fromisoformat(effective) if effective and "T" in effective else None
+        when = _instant(effective) if effective and "T" in effective else None
         if when is None:
             return ctx.message_scoped_id("Observation", "OBX", obx.occurrence)
         return ordered_id(
@@ -663,6 +663,12 @@ def _observation_id(
     seen = tree.seen_results
     seen[natural] = nth = seen.get(natural, 0) + 1
     return deterministic_id("Observation", ctx.facility, *natural, nth)
+
+
+@lru_cache(maxsize=1024)
+def _instant(effective: str) -> datetime:
+    """``datetime.fromisoformat``, memoized: every reading of a message has one time."""
+    return datetime.fromisoformat(effective)
 
 
 def containment_path(raw: str) -> str:
@@ -702,7 +708,6 @@ class _RowPlan:
     worked out once per distinct text (``_row_plan``) rather than once per row."""
 
     code: Json
-    coded: tuple[Coded, ...]
     unknown_codes: tuple[str, ...]
     status_code: str
     pcd: bool
@@ -714,6 +719,8 @@ class _RowPlan:
     vtype: str
     code_text: str
     unit_text: str
+    vital: bool
+    """A vital sign (category): a device row, or an MDC code."""
 
 
 @lru_cache(maxsize=4096)
@@ -747,7 +754,6 @@ def _row_plan(
     vtype = vtype_field.split(d.repetition, 1)[0].split(d.component, 1)[0]
     return _RowPlan(
         code=concept,
-        coded=coded,
         unknown_codes=unknown,
         status_code=status_code,
         pcd=pcd,
@@ -759,6 +765,7 @@ def _row_plan(
         vtype=vtype.strip().upper(),
         code_text=code_text,
         unit_text=unit_text,
+        vital=pcd or any(c.system_name.upper() == "MDC" for c in coded),
     )
 
 
@@ -850,7 +857,6 @@ def _row(
     effective = parse_ts(obx, 14, ctx.options)
     if effective is None and obr is not None:
         effective = parse_ts(obr, 7, ctx.options)
-    is_vital = plan.pcd or any(c.system_name.upper() == "MDC" for c in plan.coded)
     resource_id = _observation_id(ctx, obx, obr, plan.pcd, tree, effective)
     ranges, interpretation, unknown, method = _row_details(
         fields[7], fields[8], fields[17], plan.unit_text, d
@@ -863,7 +869,7 @@ def _row(
         code=code,
         value_key=value_key,
         value=value,
-        categories=["vital-signs" if is_vital else "laboratory"],
+        categories=["vital-signs" if plan.vital else "laboratory"],
         subject=subject,
         encounter_=encounter,
         effective=effective,

@@ -15,7 +15,13 @@ from caregraph.preflight import (
     ensure_writable_dir,
 )
 from caregraph.roles import AVAILABLE_ROLES, build_services
-from caregraph.runtime import Service, run_services, settle_memory
+from caregraph.runtime import (
+    Service,
+    heap_trimmer,
+    limit_malloc_arenas,
+    run_services,
+    settle_memory,
+)
 from caregraph.settings import Settings
 from caregraph.wiring import Context, open_context
 from observability.ops import OpsServer
@@ -45,9 +51,13 @@ def up(
             fg="red",
             err=True,
         )
+    limit_malloc_arenas()  # before any thread of the services allocates
     ctx = open_context(settings)
     try:
         services = [*build_services(ctx, chosen), *(extra(ctx) if extra else ())]
+        trimmer = heap_trimmer()
+        if trimmer is not None:
+            services.append(trimmer)
         if "api" not in chosen:
             # probes and metrics for orchestrators, on the HTTP port the api would use
             ensure_port_free(

@@ -6,13 +6,14 @@ ones and waits for SIGINT/SIGTERM. One service failing to start stops the ones a
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +99,59 @@ def run_services(services: Sequence[Service], stop: threading.Event | None = Non
                 log.exception("stopping %s failed", service.name)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+#: glibc malloc arenas for the whole process. glibc gives a thread that finds the arenas
+#: locked one of its own (up to 8 per core), and each keeps its freed chunks for that
+#: arena alone: SQLite and the API's worker threads allocate outside the interpreter
+#: lock, so a 50-bed run ended up with ~20 arenas, each holding tens of MiB of slack.
+MALLOC_ARENA_MAX = 2
+#: Seconds between two ``malloc_trim(0)`` of ``HeapTrimmer``.
+HEAP_TRIM_INTERVAL_S = 30.0
+_M_ARENA_MAX = -8  # mallopt's parameter number in glibc's <malloc.h>
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc (it has ``malloc_trim`` and ``mallopt``), else None."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.restype = ctypes.c_int
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENA_MAX) -> bool:
+    """Cap glibc's arenas (``mallopt(M_ARENA_MAX)``); whether the cap was set (False off
+    glibc). Call it before the services start their threads: arenas already made stay."""
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, arenas))
+
+
+def trim_heap() -> bool:
+    """Give the freed heap glibc keeps back to the system (``malloc_trim(0)``: the top of
+    every arena and the free pages inside them); whether any was released (False off
+    glibc, where there is nothing to call)."""
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
+
+
+def heap_trimmer(interval_s: float = HEAP_TRIM_INTERVAL_S) -> ThreadService | None:
+    """A service that trims the heap every ``interval_s`` (None off glibc).
+
+    glibc returns freed memory to the system only from the top of the main heap, so
+    freed chunks in the middle of an arena stay resident: in a 50-bed run they were 100
+    MiB of the process's RssAnon after two minutes. A trim every 30 s gave back 20-80 MiB
+    each time, for a few milliseconds of one thread (it walks the arenas' free lists).
+    """
+    if _glibc() is None:
+        return None
+
+    def run(stop: threading.Event) -> None:
+        while not stop.wait(interval_s):
+            trim_heap()
+
+    return ThreadService("heap-trimmer", run)

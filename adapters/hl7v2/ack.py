@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Final, Literal
 
 from adapters.hl7v2.er7 import DEFAULT_DELIMITERS, Delimiters, escape
@@ -116,6 +117,7 @@ def ack_control_id(header: Header | None, raw: bytes = b"") -> str:
     return "CG" + hashlib.sha256(basis).hexdigest()[:18].upper()
 
 
+@lru_cache(maxsize=64)
 def _version_tuple(version: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in version.split("."))
@@ -148,24 +150,21 @@ def build_ack(
     def orig(n: int) -> str:
         return fields[n] if n < len(fields) else ""
 
-    version = header.version if header is not None and header.version else DEFAULT_VERSION
-    if version[:2] != "2." or not all(p.isdigit() for p in version.split(".")):
-        version = DEFAULT_VERSION
+    version = _ack_version(header.version if header is not None else "")
     event = header.trigger_event if header is not None else ""
-    structure = d.component + "ACK" if _version_tuple(version) >= (2, 4) else ""
     msh = [
         "MSH",
         d.encoding_characters,
-        orig(5) or escape(application, d),
+        orig(5) or _escaped(application, d),
         orig(6),
         orig(3),
         orig(4),
         when.strftime("%Y%m%d%H%M%S+0000"),
         "",
-        f"ACK{d.component}{escape(event, d)}{structure}" if event else "ACK",
+        _message_type(event, version, d),
         ("CGA" + ack_control_id(header, raw)[3:]) if separate else ack_control_id(header, raw),
         orig(11) or "P",
-        escape(version, d),
+        _escaped(version, d),
     ]
     if separate:
         # A message in its own right: the original sender answers it with an accept ACK
@@ -179,6 +178,30 @@ def build_ack(
         segments.append(_err(error, version, d))
     codec = header.text_codec if header is not None else "utf-8"
     return ("\r".join(segments) + "\r").encode(codec, errors="replace")
+
+
+@lru_cache(maxsize=64)
+def _ack_version(version: str) -> str:
+    """MSH-12 of an ACK: the sender's version when it reads as one, else the default."""
+    version = version or DEFAULT_VERSION
+    if version[:2] != "2." or not all(p.isdigit() for p in version.split(".")):
+        return DEFAULT_VERSION
+    return version
+
+
+@lru_cache(maxsize=256)
+def _escaped(value: str, d: Delimiters) -> str:
+    """``escape`` of the few values every ACK of a sender repeats (application, version)."""
+    return escape(value, d)
+
+
+@lru_cache(maxsize=256)
+def _message_type(event: str, version: str, d: Delimiters) -> str:
+    """MSH-9 of an ACK: ``ACK^<event>`` and, from v2.4 on, ``^ACK`` (the structure)."""
+    if not event:
+        return "ACK"
+    structure = d.component + "ACK" if _version_tuple(version) >= (2, 4) else ""
+    return f"ACK{d.component}{escape(event, d)}{structure}"
 
 
 def build_application_ack(

@@ -24,6 +24,9 @@ from adapters.hl7v2.errors import (
 )
 
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
+_ACCEPTED_IDS: set[str] = set()
+"""Segment ids ``tokenize`` has accepted after MSH: the few a feed uses, checked once
+(a set membership instead of a regex per segment); at most 26 x 36 x 36 of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,18 +222,20 @@ def tokenize(text: str) -> Er7Message:
     for index, line in enumerate(lines[1:], start=2):
         fields = line.split(field_sep)
         name = fields[0]
-        if not _SEGMENT_ID.match(name):
-            raise Hl7ParseError(
-                f"segment {index} does not start with a segment id: {name[:10]!r}",
-                Location(name[:3] if name[:3].isalnum() else "???", index),
-                SEGMENT_SEQUENCE_ERROR,
-            )
-        if name == "MSH":
-            raise Hl7ParseError(
-                "a second MSH: batches are not accepted here",
-                Location("MSH", 2),
-                SEGMENT_SEQUENCE_ERROR,
-            )
+        if name not in _ACCEPTED_IDS:
+            if not _SEGMENT_ID.match(name):
+                raise Hl7ParseError(
+                    f"segment {index} does not start with a segment id: {name[:10]!r}",
+                    Location(name[:3] if name[:3].isalnum() else "???", index),
+                    SEGMENT_SEQUENCE_ERROR,
+                )
+            if name == "MSH":
+                raise Hl7ParseError(
+                    "a second MSH: batches are not accepted here",
+                    Location("MSH", 2),
+                    SEGMENT_SEQUENCE_ERROR,
+                )
+            _ACCEPTED_IDS.add(name)
         counts[name] = occurrence = counts.get(name, 0) + 1
         segments.append(Segment(name, fields, delimiters, occurrence))
     return Er7Message(delimiters, segments)

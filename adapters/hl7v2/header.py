@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import TypedDict
 
 from adapters.hl7v2.er7 import Delimiters, Er7Message, parse_msh, unescape
 from adapters.hl7v2.errors import (
@@ -92,35 +94,73 @@ def _fields_to_header(
     def f(n: int) -> str:
         return fields[n] if n < len(fields) else ""
 
-    def comp(n: int, c: int) -> str:
-        parts = f(n).split(delimiters.repetition)[0].split(delimiters.component)
-        return unescape(parts[c - 1], delimiters).strip() if c <= len(parts) else ""
-
-    def whole(n: int) -> str:
-        return unescape(f(n).split(delimiters.repetition)[0], delimiters).strip()
-
-    profiles = tuple(
-        unescape(p, delimiters) for p in f(21).split(delimiters.repetition) if p.strip()
-    )
     return Header(
         delimiters=delimiters,
-        sending_application=whole(3),
-        sending_facility=whole(4),
-        receiving_application=whole(5),
-        receiving_facility=whole(6),
-        message_time=comp(7, 1),
-        message_type=comp(9, 1).upper(),
-        trigger_event=comp(9, 2).upper(),
-        control_id=whole(10),
-        processing_id=comp(11, 1).upper(),
-        version=comp(12, 1),
-        accept_ack_type=comp(15, 1).upper(),
-        application_ack_type=comp(16, 1).upper(),
-        charset=comp(18, 1).upper(),
-        profiles=profiles,
+        message_time=_comp(f(7), 1, delimiters),
+        control_id=_whole(f(10), delimiters),
         raw_fields=tuple(fields),
         text_codec=text_codec,
+        **_sender_fields(
+            delimiters, f(3), f(4), f(5), f(6), f(9), f(11), f(12), f(15), f(16), f(18), f(21)
+        ),
     )
+
+
+def _comp(field: str, c: int, d: Delimiters) -> str:
+    parts = field.split(d.repetition)[0].split(d.component)
+    return unescape(parts[c - 1], d).strip() if c <= len(parts) else ""
+
+
+def _whole(field: str, d: Delimiters) -> str:
+    return unescape(field.split(d.repetition)[0], d).strip()
+
+
+class _SenderFields(TypedDict):
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+    message_type: str
+    trigger_event: str
+    processing_id: str
+    version: str
+    accept_ack_type: str
+    application_ack_type: str
+    charset: str
+    profiles: tuple[str, ...]
+
+
+@lru_cache(maxsize=1024)
+def _sender_fields(
+    d: Delimiters,
+    msh3: str,
+    msh4: str,
+    msh5: str,
+    msh6: str,
+    msh9: str,
+    msh11: str,
+    msh12: str,
+    msh15: str,
+    msh16: str,
+    msh18: str,
+    msh21: str,
+) -> _SenderFields:
+    """The ``Header`` members a sender writes the same in every message (all but MSH-7 and
+    MSH-10), memoized on the fields as written. Callers spread the dict, never change it."""
+    return {
+        "sending_application": _whole(msh3, d),
+        "sending_facility": _whole(msh4, d),
+        "receiving_application": _whole(msh5, d),
+        "receiving_facility": _whole(msh6, d),
+        "message_type": _comp(msh9, 1, d).upper(),
+        "trigger_event": _comp(msh9, 2, d).upper(),
+        "processing_id": _comp(msh11, 1, d).upper(),
+        "version": _comp(msh12, 1, d),
+        "accept_ack_type": _comp(msh15, 1, d).upper(),
+        "application_ack_type": _comp(msh16, 1, d).upper(),
+        "charset": _comp(msh18, 1, d).upper(),
+        "profiles": tuple(unescape(p, d) for p in msh21.split(d.repetition) if p.strip()),
+    }
 
 
 def header_of(message: Er7Message, text_codec: str = "utf-8") -> Header:

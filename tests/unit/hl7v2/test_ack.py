@@ -126,3 +126,21 @@ def test_echoed_fields_keep_their_bytes(codec: str) -> None:
     ack = build_ack(raw, "AA", at=AT)
     assert "|Klinikum Süd|".encode(codec) in ack
     assert "MSA|AA|Ü1".encode(codec) in ack
+
+
+def test_memoized_header_and_ack_parts_follow_each_message() -> None:
+    """The sender's constant MSH fields and the ACK's MSH-9/12 are memoized
+    (``header._sender_fields``, ``ack._message_type``): what changes from one message to
+    the next (MSH-7, MSH-10, the event, the version) must still show in each."""
+    first = peek_header(corpus.pcd01("MEMO-A", 1))
+    second = peek_header(corpus.pcd01("MEMO-B", 1).replace(b"20240305083000+0100", b"2025"))
+    assert first is not None and second is not None
+    assert (first.control_id, second.control_id) == ("MEMO-A", "MEMO-B")
+    assert (first.message_time, second.message_time) == ("20240305083000+0100", "2025")
+    assert first.sending_facility == second.sending_facility == "ICU-NORTH"
+    for version, msh9 in (("2.3", "ACK^A08"), ("2.4", "ACK^A08^ACK"), ("9.9", "ACK^A08^ACK")):
+        raw = corpus.adt("A08", f"V{version}", version=version)
+        for _ in range(2):
+            seg = segments(build_ack(raw, "AA", at=AT))
+            assert seg["MSH"][8] == msh9 and seg["MSA"][2] == f"V{version}"
+            assert seg["MSH"][11] == (version if version != "9.9" else "2.5.1")

@@ -133,3 +133,16 @@ def test_component_is_the_component_of_components(fields: list[str], name: str) 
                 comps = seg.components(n, rep)
                 expected = comps[c - 1] if c <= len(comps) else ""
                 assert seg.component(n, c, rep) == expected, (n, c, rep)
+
+
+def test_segment_ids_once_accepted_do_not_let_a_second_msh_or_a_bad_id_in() -> None:
+    """``tokenize`` remembers the segment ids it accepted; a second MSH and ids that are
+    not ids are refused however often the good ones came before."""
+    good = "MSH|^~\\&|A|B|C|D|20240101||ADT^A08|C1|P|2.5\rPID|||1\rZX1|a\r"
+    for _ in range(2):
+        assert [s.name for s in tokenize(good).segments] == ["MSH", "PID", "ZX1"]
+    for bad, where in ((good + "MSH|^~\\&|A\r", "MSH[2]"), (good + "zx1|a\r", "zx1[4]")):
+        for _ in range(2):
+            with pytest.raises(Hl7ParseError) as info:
+                tokenize(bad)
+            assert str(info.value.location) == where

@@ -6,7 +6,8 @@ ACK latency, and time until every Observation is searchable in the store.
 
 Phases, each printed:
 1. parse+map on one core: ``adapters.hl7v2.normalize`` per message (and hl7apy's parse of
-   the same message, the reference, for scale);
+   the same message, the reference, for scale), and the listener's own work per frame
+   (header, verdict, ACK) with either intake setting, without sockets or bus;
 2. MLLP ingest: C client threads, each sending its share one message at a time and waiting
    for the ACK (as MLLP senders do) into ``MllpListener`` over ``EmbeddedBus`` (durable:
    AA only after the raw message is committed, fsync'd unless ``--no-fsync``), with its
@@ -40,6 +41,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.hl7v2 import normalize
+from adapters.hl7v2.ack import build_ack
+from adapters.hl7v2.header import peek_header
+from adapters.hl7v2.intake import judge
 from adapters.hl7v2.normalizer import Hl7v2Normalizer
 from bus.base import Record
 from bus.embedded import EmbeddedBus
@@ -80,6 +84,21 @@ def bench_parse(obx: int) -> None:
     print(
         f"[1] normalize, ORU^R01 with {obx} OBX: {per * 1e3:.3f} ms CPU/msg"
         f" = {1 / per:,.0f} msg/s per core"
+    )
+    # the listener's own work per frame, without sockets, threads or the bus: its figure
+    # in [2] varies with how connections happen to share group commits, this one does not
+    header = peek_header(message)
+    intake = []
+    for map_content in (True, False):
+        started = time.process_time()
+        for _ in range(n):
+            peek_header(message)
+            judge(message, received_at=now, map_content=map_content, peeked=header)
+            build_ack(header, "AA", at=now)
+        intake.append((time.process_time() - started) / n)
+    print(
+        f"    listener intake per frame (peek, judge, ACK): full mapping"
+        f" {intake[0] * 1e3:.3f} ms CPU, structure {intake[1] * 1e3:.3f} ms CPU"
     )
     try:
         from hl7apy.consts import VALIDATION_LEVEL

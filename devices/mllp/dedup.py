@@ -1,12 +1,15 @@
 """The ACKs already given for accepted messages, so a repeated MSH-10 gets the same ACK and
 is not published again.
 
-Choice: a bounded LRU in memory (``capacity`` entries, 100,000 by default), optionally
-backed by a SQLite file so it survives a restart of the listener. An entry costs about
-330 bytes (key, ACK, LRU link; measured with PCD-01 ACKs), so the cache holds at most about
-32 MiB; it fills in 100 s at 1,000 messages/s (1,000 monitors at 1 Hz) and in half an hour at
-50, growing the listener's memory until then. A sender repeats a message whose ACK it
-lost within its own timeout, seconds to minutes, so even the 100 s are ample. Keys
+Choice: a bounded LRU of ``capacity`` entries (100,000 by default), optionally backed by a
+SQLite file so it survives a restart of the listener. A sender repeats a message whose ACK it
+lost within its own timeout, seconds to minutes: 100,000 entries last 100 s at 1,000
+messages/s (1,000 monitors at 1 Hz), ample. In memory an entry costs about 330 bytes (key,
+ACK, LRU link; measured with PCD-01 ACKs), so a cache all in memory grows by up to 32 MiB,
+for half an hour at 50 messages/s. Backed by a file, the cache keeps only the most recent
+``memory_capacity`` entries (10,000 by default, ~3 MiB) in memory and looks a key up in the
+file on a miss (a primary-key probe, microseconds, for every new message): the file holds
+all ``capacity`` of them. Keys
 are sending application + sending facility + MSH-10. Only AA is remembered: an AE or AR is
 recomputed from the content (the same content gives the same answer) and a sender that
 resends after an outage must get a fresh try.
@@ -26,14 +29,24 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
+#: Entries a file-backed cache keeps in memory (see the module docstring).
+MEMORY_CAPACITY = 10_000
+
 
 class AckCache:
     """Thread-safe bounded map: dedup key -> ACK bytes (see the module docstring)."""
 
-    def __init__(self, capacity: int = 100_000, path: Path | None = None) -> None:
-        if capacity < 1:
+    def __init__(
+        self,
+        capacity: int = 100_000,
+        path: Path | None = None,
+        memory_capacity: int = MEMORY_CAPACITY,
+    ) -> None:
+        if capacity < 1 or memory_capacity < 1:
             raise ValueError("capacity must be positive")
         self.capacity = capacity
+        # all entries in memory without a file; with one, the most recent of them
+        self.memory_capacity = capacity if path is None else min(capacity, memory_capacity)
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, bytes] = OrderedDict()
         self._db: sqlite3.Connection | None = None
@@ -42,6 +55,10 @@ class AckCache:
         # a millisecond) cost the MLLP publisher more than the messages it acknowledged.
         self._slack = max(1, min(1000, capacity // 10))
         self._db_rows = 0  # an upper bound on the rows in the file
+        # Rows take increasing rowids (a key put again gets a new one), so the ``capacity``
+        # most recent are those above ``_last_rowid - capacity``: what a miss in memory may
+        # find in the file (older rows wait there for the next prune).
+        self._last_rowid = 0
         if path is not None:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -51,13 +68,15 @@ class AckCache:
             )
             self._db.execute("CREATE INDEX IF NOT EXISTS acks_at ON acks(at)")
             rows = self._db.execute(
-                "SELECT key, ack FROM acks ORDER BY at DESC LIMIT ?", (capacity,)
+                "SELECT key, ack FROM acks ORDER BY at DESC LIMIT ?", (self.memory_capacity,)
             ).fetchall()
             for key, ack in reversed(rows):
                 self._entries[key] = bytes(ack)
             self._db_rows = self._db.execute("SELECT count(*) FROM acks").fetchone()[0]
+            self._last_rowid = self._db.execute("SELECT max(rowid) FROM acks").fetchone()[0] or 0
 
     def __len__(self) -> int:
+        """Entries held in memory (at most ``memory_capacity``)."""
         with self._lock:
             return len(self._entries)
 
@@ -66,7 +85,25 @@ class AckCache:
             ack = self._entries.get(key)
             if ack is not None:
                 self._entries.move_to_end(key)
+                return ack
+            if self._db is None:
+                return None
+            row = self._db.execute(
+                "SELECT ack FROM acks WHERE key = ? AND rowid > ?",
+                (key, self._last_rowid - self.capacity),
+            ).fetchone()
+            if row is None:
+                return None
+            ack = bytes(row[0])
+            self._remember(key, ack)
             return ack
+
+    def _remember(self, key: str, ack: bytes) -> None:
+        """Into memory as the most recent entry, the least recent out beyond the bound."""
+        self._entries[key] = ack
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.memory_capacity:
+            self._entries.popitem(last=False)
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
         """Remember ACKs, in one transaction when backed by a file."""
@@ -75,10 +112,7 @@ class AckCache:
             return
         with self._lock:
             for key, ack in items:
-                self._entries[key] = ack
-                self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                self._remember(key, ack)
             if self._db is not None:
                 now = time.time()
                 self._db.execute("BEGIN")
@@ -87,6 +121,7 @@ class AckCache:
                     [(k, a, now) for k, a in items],
                 )
                 self._db_rows += len(items)  # a key put again replaces its row: an upper bound
+                self._last_rowid = self._db.execute("SELECT max(rowid) FROM acks").fetchone()[0]
                 if self._db_rows > self.capacity + self._slack:
                     self._db.execute(
                         "DELETE FROM acks WHERE at < (SELECT at FROM acks ORDER BY at DESC"

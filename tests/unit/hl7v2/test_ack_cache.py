@@ -43,3 +43,23 @@ def test_the_file_is_pruned_in_steps_and_stays_near_the_capacity(tmp_path: Path)
     reopened = AckCache(capacity=100, path=path)
     assert len(reopened) == 100 and reopened.get("k499") == b"ack" and reopened.get("k399") is None
     reopened.close()
+
+
+def test_backed_by_a_file_only_the_most_recent_stay_in_memory(tmp_path: Path) -> None:
+    cache = AckCache(capacity=100, path=tmp_path / "acks.sqlite3", memory_capacity=10)
+    for i in range(50):
+        cache.put_many([(f"k{i}", f"ack{i}".encode())])
+    assert len(cache) == 10  # k40..k49
+    assert cache.get("k5") == b"ack5"  # from the file
+    assert len(cache) == 10 and cache.get("k5") == b"ack5"  # now among the recent ones
+    assert cache.get("nope") is None
+    cache.close()
+    reopened = AckCache(capacity=100, path=tmp_path / "acks.sqlite3", memory_capacity=10)
+    assert len(reopened) == 10 and reopened.get("k0") == b"ack0"
+    reopened.close()
+
+
+def test_without_a_file_all_entries_stay_in_memory() -> None:
+    cache = AckCache(capacity=100, memory_capacity=10)
+    cache.put_many([(f"k{i}", b"ack") for i in range(50)])
+    assert len(cache) == 50 and cache.get("k0") == b"ack"

@@ -106,7 +106,7 @@ def run_services(services: Sequence[Service], stop: threading.Event | None = Non
 #: arena alone: SQLite and the API's worker threads allocate outside the interpreter
 #: lock, so a 50-bed run ended up with ~20 arenas, each holding tens of MiB of slack.
 MALLOC_ARENA_MAX = 2
-#: Seconds between two ``malloc_trim(0)`` of ``HeapTrimmer``.
+#: Seconds between two ``malloc_trim(0)`` of ``heap_trimmer``.
 HEAP_TRIM_INTERVAL_S = 30.0
 _M_ARENA_MAX = -8  # mallopt's parameter number in glibc's <malloc.h>
 

@@ -27,8 +27,9 @@ Figures, from what a client sees:
   leak grows, and RssFile (code, and the SQLite store's memory-mapped file), which follows
   the database file's size and what was read of it lately and which the kernel reclaims
   under pressure; flatness is the RssAnon slope over the second half of the window (the
-  first minutes fill bounded caches: SQLite's page cache of each pooled connection, the
-  memos of the mapping and the indexer, the MLLP ACK cache);
+  first minutes fill bounded caches: SQLite's page caches and prepared statements of the
+  pooled connections, the memos of the mapping and the indexer, the in-memory part of
+  the MLLP ACK cache); per process, memory is shown at the window's start, middle and end;
 - consumer lag per group: from the embedded bus's log or from Kafka (``KafkaLag``).
 
 caregraph runs in child processes (``caregraph up``), not in this one, by default: the
@@ -640,6 +641,7 @@ class Report:
     anon_series: list[tuple[float, int]] = field(default_factory=list)
     processes_start: list[ProcessMemory] = field(default_factory=list)
     processes_end: list[ProcessMemory] = field(default_factory=list)
+    processes_mid: list[ProcessMemory] = field(default_factory=list)  # at half the window
     load_avg: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # at the window's end
 
     @property
@@ -653,10 +655,13 @@ class Report:
         mib = 1024 * 1024
         file_start = sum(m.file for m in self.processes_start)
         file_end = sum(m.file for m in self.processes_end)
+        points = [self.processes_start, self.processes_end]
+        if self.processes_mid:  # read at half the window
+            points.insert(1, self.processes_mid)
         per_process = "; ".join(
-            f"{end.name} {start.rss / mib:.0f} -> {end.rss / mib:.0f}"
-            f" (anon {start.anon / mib:.0f} -> {end.anon / mib:.0f})"
-            for start, end in zip(self.processes_start, self.processes_end, strict=False)
+            f"{ms[-1].name} {' -> '.join(f'{m.rss / mib:.0f}' for m in ms)}"
+            f" (anon {' -> '.join(f'{m.anon / mib:.0f}' for m in ms)})"
+            for ms in zip(*points, strict=False)
         )
         target = self.beds * len(MONITOR_PARAMETERS)
         drained = (
@@ -780,6 +785,7 @@ def run_simulation(
         rss_series: list[tuple[float, int]] = []
         anon_series: list[tuple[float, int]] = []
         mem_start: list[ProcessMemory] = []
+        mem_mid: list[ProcessMemory] = []
         lag_max: dict[str, int] = {}
         started = False
         window_start = 0.0
@@ -812,6 +818,8 @@ def run_simulation(
                 rss_series.append((now - t0, resident))
                 if started:
                     anon_series.append((now - window_start, sum(m.anon for m in mem)))
+                    if not mem_mid and now - window_start >= plan.seconds / 2:
+                        mem_mid = mem
                 with tally.lock:
                     sent = tally.sent
                 p99 = percentile(probe.latencies_s, 0.99)
@@ -884,6 +892,7 @@ def run_simulation(
             anon_series=anon_series,
             processes_start=mem_start,
             processes_end=mem_end,
+            processes_mid=mem_mid,
             load_avg=load_avg,
         )
     finally:

@@ -87,3 +87,9 @@ def test_flatness_leaves_out_the_first_half_of_the_window() -> None:
     assert "+0.0 MiB/min" in text
     assert "caregraph 400 -> 500 (anon 300 -> 350)" in text
     assert "load average at the window's end 1.00 2.00 3.00" in text
+
+
+def test_per_process_memory_shows_the_middle_of_the_window_when_read() -> None:
+    report = _report([(0.0, 300 * MIB), (600.0, 350 * MIB)])
+    report.processes_mid = [ProcessMemory("caregraph", 1, 450 * MIB, 320 * MIB, 130 * MIB)]
+    assert "caregraph 400 -> 450 -> 500 (anon 300 -> 320 -> 350)" in "\n".join(report.lines())

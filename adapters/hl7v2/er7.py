@@ -13,8 +13,8 @@ message ``MSH|^|||||||^A|||2.2\\r^AA`` once hung another parser); callers bound 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from adapters.hl7v2.errors import (
     REQUIRED_FIELD_MISSING,
@@ -29,9 +29,12 @@ _ACCEPTED_IDS: set[str] = set()
 (a set membership instead of a regex per segment); at most 26 x 36 x 36 of them."""
 
 
-@dataclass(frozen=True, slots=True)
-class Delimiters:
-    """The separators MSH-1 and MSH-2 declare (``truncation`` exists from v2.7 on)."""
+class Delimiters(NamedTuple):
+    """The separators MSH-1 and MSH-2 declare (``truncation`` exists from v2.7 on).
+
+    A named tuple rather than a frozen dataclass: the delimiters are part of the key of
+    every memoized mapping step, dozens of lookups per message, and a tuple hashes
+    without calling back into Python."""
 
     field: str = "|"
     component: str = "^"

@@ -197,9 +197,11 @@ export function devicesView() {
       try {
         const st = await status(r.refs);
         let state = deviceState(st.received ?? st.last, now, silentMs);
-        // A line that is down or silent makes a sending device silent; one that never sent
-        // stays "no readings" whatever its line does (the line cell says which it is).
-        if (state === "ok" && (line?.silent || (line && !line.connected))) state = "silent";
+        // A line that is down or silent makes a device that has sent silent (readings in
+        // the store, or frames the gateway saw); one that never sent anything stays
+        // "no readings" whatever its line does (the line cell says which it is).
+        const sent = state === "ok" || (line?.last_frame_at ?? null) !== null;
+        if (sent && (line?.silent || (line && !line.connected))) state = "silent";
         if (state !== "ok") silent += 1;
         c.last.textContent = st.last === null ? "never" : `${fmtAgo(now - (st.received ?? st.last))} (${fmtDate(new Date(st.last).toISOString())})`;
         c.rate.textContent = String(st.perMinute);

@@ -263,8 +263,26 @@ def test_provenance_points_at_the_source_message() -> None:
     assert provenance["occurredDateTime"] == "2024-03-05T08:30:00+01:00"
     entity = provenance["entity"][0]["what"]["identifier"]
     assert entity == {"system": "urn:caregraph:hl7v2:message", "value": "ICU-NORTH|PCD0001"}
+    # a results message's targets: its results and their patient, not the monitor, its
+    # channels, the bed and the facility every reading of the device repeats
+    reported = {
+        f"{r['resourceType']}/{r['id']}"
+        for r in result.resources
+        if r["resourceType"] in ("Observation", "Patient", "Encounter")
+    }
+    assert {t["reference"] for t in provenance["target"]} == reported
+    assert {"Observation", "Patient"} <= {ref.split("/")[0] for ref in reported}
+    assert {"Device", "DeviceMetric", "Location"} <= {r["resourceType"] for r in result.resources}
+
+
+def test_an_adt_provenance_targets_everything_the_message_says() -> None:
+    result = run(corpus.ADT_A01)
+    provenance = one(result, "Provenance")
     others = {f"{r['resourceType']}/{r['id']}" for r in result.resources} - {
         f"Provenance/{provenance['id']}"
+    }
+    assert {"Patient", "Encounter", "Location", "Practitioner", "Organization"} <= {
+        ref.split("/")[0] for ref in others
     }
     assert {t["reference"] for t in provenance["target"]} == others
 

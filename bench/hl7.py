@@ -8,7 +8,8 @@ Phases, each printed:
 1. parse+map on one core: ``adapters.hl7v2.normalize`` per message (and hl7apy's parse of
    the same message, the reference, for scale), and the listener's own work per frame
    (header, verdict, ACK) with either intake setting, without sockets or bus;
-2. MLLP ingest: C client threads, each sending its share one message at a time and waiting
+2. MLLP ingest: C client threads, each a monitor (its own EUI-64, readings one second
+   apart), sending its share one message at a time and waiting
    for the ACK (as MLLP senders do) into ``MllpListener`` over ``EmbeddedBus`` (durable:
    AA only after the raw message is committed, fsync'd unless ``--no-fsync``), with its
    ACK cache in a file as the mllp role has it;
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as EventType
@@ -66,6 +67,14 @@ STORE_TYPES = (
     "DeviceMetric",
     "Provenance",
 )
+
+
+def observed(i: int) -> str:
+    """OBX-14 of a monitor's i-th message: one reading a second, as a monitor sends them
+    (the Observation ids start with it, so the store's id indexes grow at their end as
+    they do with a real feed; one time for every message would scatter them)."""
+    when = datetime(2024, 3, 5, 8, 30, tzinfo=UTC) + timedelta(seconds=i)
+    return when.strftime("%Y%m%d%H%M%S") + ".123+0000"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -130,7 +139,7 @@ def send_all(
     """The senders, in their own process (as the hospital's interface engine would be):
     one thread per connection, each sending its messages one at a time, waiting for ACKs."""
     payloads = [
-        [pcd01(f"B{c}-{i}", obx, eui64=f"{c:016X}") for i in range(per_conn)]
+        [pcd01(f"B{c}-{i}", obx, eui64=f"{c:016X}", observed=observed(i)) for i in range(per_conn)]
         for c in range(connections)
     ]
     latencies: list[float] = []
@@ -233,7 +242,7 @@ def bench_normalizer(tmp: str, connections: int, per_conn: int, obx: int, fsync:
     records = []
     for c in range(connections):
         for i in range(per_conn):
-            raw = pcd01(f"B{c}-{i}", obx, eui64=f"{c:016X}")
+            raw = pcd01(f"B{c}-{i}", obx, eui64=f"{c:016X}", observed=observed(i))
             headers = make_headers(
                 "mllp:bench", f"B{c}-{i}", CONTENT_TYPE_HL7V2, received_at=received
             )

@@ -108,8 +108,15 @@ ORU_LAB = msg(
 )
 
 
-def pcd01(control_id: str, n_metrics: int = 10, *, eui64: str = "0123456789ABCDEF") -> bytes:
-    """An IHE PCD-01 message: MDS, VMD and channel rows, then ``n_metrics`` metric rows."""
+def pcd01(
+    control_id: str,
+    n_metrics: int = 10,
+    *,
+    eui64: str = "0123456789ABCDEF",
+    observed: str = "20240305083000.123+0100",
+) -> bytes:
+    """An IHE PCD-01 message: MDS, VMD and channel rows, then ``n_metrics`` metric rows
+    observed at ``observed`` (OBX-14)."""
     metrics = [
         ("150456^MDC_PULS_OXIM_SAT_O2^MDC", "98", "262688^MDC_DIM_PERCENT^MDC"),
         ("149530^MDC_PULS_OXIM_PULS_RATE^MDC", "72", "264864^MDC_DIM_BEAT_PER_MIN^MDC"),
@@ -132,7 +139,7 @@ def pcd01(control_id: str, n_metrics: int = 10, *, eui64: str = "0123456789ABCDE
         code, value, unit = metrics[i % len(metrics)]
         rows.append(
             f"OBX|{i + 4}|NM|{code}|1.1.1.{i + 1}|{value}|{unit}|||||R|||"
-            f"20240305083000.123+0100||||{eui64}^EUI-64"
+            f"{observed}||||{eui64}^EUI-64"
         )
     return msg(
         msh(

@@ -11,8 +11,8 @@ Python objects. The kinds, each left out where the platform cannot tell it:
 - ``sqlite``: ``sqlite3_memory_used()``, what SQLite holds for every connection of the
   process: page caches (bounded by each connection's ``cache_size``) and prepared
   statements (a multi-row INSERT of 500 rows is ~300 KiB; bounded by the number each
-  connection caches); in a 50-bed run ~9 MiB of pages and ~15 MiB of statements on the
-  store's connections that had written.
+  connection caches); in a 50-bed run up to ~35 MiB of pages (the connection that wrote
+  last: in WAL mode the others drop theirs) and ~10-20 MiB of statements.
 - ``malloc_free``: glibc's ``mallinfo2().fordblks``, freed heap the allocator keeps rather
   than returning it to the system. ``caregraph up`` trims it every 30 s
   (``caregraph.runtime.heap_trimmer``), which hands the pages inside free chunks back but

@@ -132,7 +132,12 @@ def test_location_practitioner_organization(
         fb.location(rid, name=name, physical_type=kind, identifiers=identifiers, part_of=part_of)
     )
     assert_valid(fb.practitioner(rid, identifiers=identifiers, names=[fb.human_name(family=name)]))
-    assert_valid(fb.organization(rid, name=name or "x", identifiers=identifiers))
+    # org-1: a name or an identifier; whitespace alone is no FHIR string, so no name
+    named = name if fb.fhir_string(name) is not None else "x"
+    assert_valid(fb.organization(rid, name=named, identifiers=identifiers))
+    if fb.fhir_string(name) is None and not identifiers:
+        with pytest.raises(ValueError, match="needs a name or an identifier"):
+            fb.organization(rid, name=name, identifiers=identifiers)
 
 
 values = st.one_of(

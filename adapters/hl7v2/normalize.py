@@ -276,8 +276,9 @@ def _oru(ctx: Context, org: Json) -> None:
 #: The targets of a results message's Provenance: what it reports and about whom. The
 #: monitor, its channels, the bed and the facility are the setting of every reading a
 #: device sends, once a second: as targets they were two thirds of the Provenance's
-#: ~30 references, half the store writer's work on a PCD-01 message (measured), and a
-#: care-graph edge each per message, none saying what the first message had not.
+#: ~30 references (that Provenance was nearly half the store writer's work on a PCD-01
+#: message, measured; a quarter with them gone), and a care-graph edge each per
+#: message, none saying what the first message had not.
 RESULT_TARGETS = frozenset({"Observation", "Patient", "Encounter"})
 
 

@@ -527,20 +527,7 @@ class DeviceTree:
         self._refs[(equipment, path)] = parent
         return parent
 
-    def metric(self, equipment: tuple[str, str], path: str, obx: Segment) -> Json:
-        """The DeviceMetric of a metric row (path with four levels, or fewer when a
-        sender flattens the tree: the metric then hangs under its deepest device)."""
-        d = obx.delimiters
-        return self.metric_of(
-            equipment,
-            path,
-            _device_path(path),
-            obx.field(3).split(d.repetition, 1)[0],
-            obx.field(6).split(d.repetition, 1)[0],
-            d,
-        )
-
-    def metric_of(
+    def metric(
         self,
         equipment: tuple[str, str],
         path: str,
@@ -549,8 +536,10 @@ class DeviceTree:
         unit_text: str,
         d: Delimiters,
     ) -> Json:
-        """``metric`` from the row's parts: ``device_path`` is ``_device_path(path)``,
-        ``code_text`` and ``unit_text`` the first repetitions of OBX-3 and OBX-6."""
+        """The DeviceMetric of a metric row (path with four levels, or fewer when a
+        sender flattens the tree: the metric then hangs under ``device_path``, its
+        deepest device, ``_device_path(path)``); ``code_text`` and ``unit_text`` are the
+        first repetitions of OBX-3 and OBX-6."""
         channel = self.node(equipment, device_path, None)
         mds = path.split(".", 1)[0]
         resource = _metric_resource(
@@ -814,10 +803,7 @@ def _row(
         ctx.unknown("unknown_code", what)
     status_code = plan.status_code
     value_field = fields[5]
-    if d.repetition in value_field:
-        has_value = any(r.strip() for r in value_field.split(d.repetition))
-    else:
-        has_value = bool(value_field.strip())
+    has_value = any(r.strip() for r in value_field.split(d.repetition))
     device_ref: Json | None = None
     unit = plan.unit
     if plan.unknown_unit:
@@ -829,7 +815,7 @@ def _row(
         if depth < 4 and not has_value:
             tree.node(equipment, path, code)  # MDS / VMD / channel description row
             return
-        device_ref = tree.metric_of(
+        device_ref = tree.metric(
             equipment, path, plan.device_path, plan.code_text, plan.unit_text, d
         )
         if not has_value and status_code == "X":

@@ -210,8 +210,13 @@ class BundleProcessor:
             )
         return Pending(type_name, res_id, patched, "PATCH", current.version)
 
-    def _rewrite(self, value: Any, ids: dict[str, str]) -> None:
-        """Replace ``urn:uuid:`` (fullUrl) and conditional references with Type/id, in place."""
+    def _rewrite(self, resource: dict[str, Any], ids: dict[str, str]) -> None:
+        """Replace ``urn:uuid:`` (fullUrl) and conditional references with Type/id, in place
+        (walked only when its text shows such a reference: ``_may_rewrite``)."""
+        if _may_rewrite(resource, ids):
+            self._replace(resource, ids)
+
+    def _replace(self, value: Any, ids: dict[str, str]) -> None:
         if isinstance(value, dict):
             ref = value.get("reference")
             if isinstance(ref, str):
@@ -227,10 +232,10 @@ class BundleProcessor:
                     value["reference"] = f"{type_name}/{found[0].id}"
                     ids[ref] = value["reference"]
             for item in value.values():
-                self._rewrite(item, ids)
+                self._replace(item, ids)
         elif isinstance(value, list):
             for item in value:
-                self._rewrite(item, ids)
+                self._replace(item, ids)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -241,8 +246,7 @@ class BundleProcessor:
         writes: list[Pending] = []
         for index, (kind, item) in enumerate(plans):
             if kind == "write" and item.resource is not None:
-                if _may_rewrite(item.resource, ids):
-                    self._rewrite(item.resource, ids)
+                self._rewrite(item.resource, ids)
                 try:
                     validate_resource(item.resource, served, item.type)
                 except FhirError as exc:

@@ -13,6 +13,7 @@ import signal
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,10 @@ HEAP_TRIM_INTERVAL_S = 30.0
 _M_ARENA_MAX = -8  # mallopt's parameter number in glibc's <malloc.h>
 
 
+@cache
 def _glibc() -> Any:
-    """The C library when it is glibc (it has ``malloc_trim`` and ``mallopt``), else None."""
+    """The C library when it is glibc (it has ``malloc_trim`` and ``mallopt``), else None;
+    looked up once."""
     try:
         libc = ctypes.CDLL(None)
         libc.malloc_trim.argtypes = [ctypes.c_size_t]

@@ -66,7 +66,10 @@ class Pending:
     if_match: int | None = None
 
 
-_BIG_INT = re.compile(rb"\d{19}")
+#: Every byte to a space but ASCII digits, so a run of 19 digits is a run of 19 ``0``: a scan
+#: by ``bytes.translate`` and ``in`` is ten times faster than a regular expression.
+_DIGITS = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_BIG_INT = b"0" * 19
 
 
 def loads(text: str | bytes) -> Any:
@@ -78,7 +81,8 @@ def loads(text: str | bytes) -> Any:
     Raises:
         json.JSONDecodeError, UnicodeDecodeError, RecursionError: as ``json.loads``.
     """
-    if _BIG_INT.search(text.encode() if isinstance(text, str) else text) is None:
+    raw = text.encode() if isinstance(text, str) else text
+    if _BIG_INT not in raw.translate(_DIGITS):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:

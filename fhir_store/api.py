@@ -139,15 +139,24 @@ def build_router(
     def base_url(request: Request) -> str:
         return str(request.base_url).rstrip("/") + prefix
 
-    def parse_json(body: bytes) -> Any:
+    def read_json(body: bytes) -> Any:
+        """The body's JSON, its nesting not yet bounded (orjson stops at 1,024 levels)."""
         try:
-            data = loads(body)
+            return loads(body)
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integer digit limit
             raise InvalidResource(f"the body is not valid JSON: {exc}") from None
         except RecursionError:
             raise InvalidResource("JSON nested too deeply") from None
+
+    def parse_json(body: bytes) -> Any:
+        data = read_json(body)
         check_depth(data)
         return data
+
+    def parse_resource(body: bytes, type_name: str) -> dict[str, Any]:
+        """The body as a valid resource of the type; ``validate_resource`` bounds the
+        nesting itself, so the body is not walked for it twice."""
+        return validate_resource(read_json(body), served, served_type(type_name))
 
     def served_type(type_name: str) -> str:
         if type_name not in served:
@@ -189,8 +198,7 @@ def build_router(
     @router.post("")
     @router.post("/")
     def transaction(request: Request, body: Body) -> Response:
-        bundle = parse_json(body)
-        return fhir_response(200, bundles.process(bundle, base_url(request)))
+        return fhir_response(200, bundles.process(read_json(body), base_url(request)))
 
     @router.get("/_history")
     def system_history(request: Request) -> Response:
@@ -299,7 +307,7 @@ def build_router(
 
     @router.post("/{type_name}")
     def create(request: Request, type_name: str, body: Body) -> Response:
-        resource = validate_resource(parse_json(body), served, served_type(type_name))
+        resource = parse_resource(body, type_name)
         # If-None-Exist, or the same condition as URL parameters (as fhirpy sends it).
         condition = request.headers.get("if-none-exist") or str(request.url.query)
         if condition:
@@ -315,7 +323,7 @@ def build_router(
 
     @router.put("/{type_name}")
     def conditional_update(request: Request, type_name: str, body: Body) -> Response:
-        resource = validate_resource(parse_json(body), served, served_type(type_name))
+        resource = parse_resource(body, type_name)
         query = str(request.url.query)
         if not query:
             raise FhirError(
@@ -366,7 +374,7 @@ def build_router(
 
     @router.put("/{type_name}/{res_id}")
     def update(request: Request, type_name: str, res_id: str, body: Body) -> Response:
-        resource = validate_resource(parse_json(body), served, served_type(type_name))
+        resource = parse_resource(body, type_name)
         if_match = parse_if_match(request.headers.get("if-match"))
         return written(request, store.update(type_name, res_id, resource, if_match=if_match))
 

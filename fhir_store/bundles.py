@@ -36,7 +36,7 @@ from fhir_store.patch import apply_json_patch
 from fhir_store.records import WriteListener, loads
 from fhir_store.shaping import bundle_text
 from fhir_store.store import FhirStore, Pending, Stored, WriteResult, check_id
-from fhir_store.validation import validate_resource
+from fhir_store.validation import check_depth, validate_resource
 
 _STATUS = {201: "201 Created", 200: "200 OK", 204: "204 No Content"}
 
@@ -65,8 +65,12 @@ class BundleProcessor:
         return page.matches
 
     def process(self, bundle: Any, base: str) -> dict[str, Any]:
+        """Run a transaction or batch Bundle (decoded JSON, its nesting not yet bounded:
+        the entries' resources are bounded one by one when validated, before anything
+        walks them, and the rest here)."""
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise InvalidResource("POST to the base takes a Bundle", expression="resourceType")
+        check_depth(bundle, skip="resource")
         kind = bundle.get("type")
         entries = bundle.get("entry", [])
         if not isinstance(entries, list):
@@ -246,7 +250,8 @@ class BundleProcessor:
         writes: list[Pending] = []
         for index, (kind, item) in enumerate(plans):
             if kind == "write" and item.resource is not None:
-                self._rewrite(item.resource, ids)
+                # Validated first: a resource is then known to be bounded in depth, and
+                # rewriting references keeps it valid (both forms are valid references).
                 try:
                     validate_resource(item.resource, served, item.type)
                 except FhirError as exc:
@@ -254,6 +259,7 @@ class BundleProcessor:
                         (f"Bundle.entry[{index}].resource: {w}", m) for w, m in exc.issues
                     ]
                     raise
+                self._rewrite(item.resource, ids)
             if kind == "write":
                 writes.append(item)
         written = self.store.write(writes)
@@ -279,8 +285,8 @@ class BundleProcessor:
                 kind, item = self._plan(index, entry, ids)
                 if kind == "write":
                     if item.resource is not None:
-                        self._rewrite(item.resource, ids)
                         validate_resource(item.resource, self.served, item.type)
+                        self._rewrite(item.resource, ids)
                     [result] = self.store.write([item])
                     self._notify([result])
                     response.append(self._written(result, item))

@@ -39,11 +39,13 @@ _REFERENCE = re.compile(
 )
 
 
-def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
+def check_depth(value: Any, limit: int = MAX_DEPTH, *, skip: str | None = None) -> None:
     """Refuse JSON nested deeper than ``limit`` (iteratively: no recursion to exhaust).
 
     The root is at depth 0, a value inside it at 1, and so on; scalars count as well.
-    Level by level, holding only containers: a 1,000-entry Bundle costs a few ms.
+    Level by level, holding only containers: a 1,000-entry Bundle costs a few ms. Values
+    under the key ``skip`` are not looked into (a Bundle's resources, which
+    :func:`validate_resource` bounds one by one, before anything walks them).
     """
     level = [value]
     depth = 0
@@ -52,7 +54,9 @@ def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
         filled = False
         for item in level:
             if isinstance(item, dict):
-                children: Any = item.values()
+                children: Any = (
+                    item.values() if skip is None else [v for k, v in item.items() if k != skip]
+                )
             elif isinstance(item, list):
                 children = item
             else:
@@ -138,14 +142,17 @@ def shape(
 class ShapeCache:
     """Shapes that passed a full validation, each with the validators of its leaves.
 
-    Bounded: when ``limit`` shapes are held the cache starts over (shapes of one feed are
-    few; an attacker sending ever new shapes only gets full validation, as without it).
+    Bounded: when ``limit`` shapes (or 16 times as many passed leaves) are held, that
+    part starts over (shapes of one feed are few; an attacker sending ever new shapes only
+    gets full validation, as without it).
     """
 
     def __init__(self, limit: int = 4096) -> None:
         self.limit = limit
         self._shapes: dict[Hashable, list[Leaf]] = {}
         self._adapters: dict[tuple[type, str], Leaf] = {}
+        # (id of a leaf's check, type, value) that passed; checks live as long as the cache
+        self._passed: set[tuple[int, type, Any]] = set()
         self._lock = threading.Lock()
 
     def valid(self, data: dict[str, Any]) -> bool | None:
@@ -161,9 +168,21 @@ class ShapeCache:
         checks = self._shapes.get(key)
         if checks is None:
             return None
+        passed = self._passed
         try:
             for check, leaf in zip(checks, leaves, strict=True):
-                check(leaf)
+                kind = type(leaf)
+                if kind is list:
+                    check(leaf)
+                    continue
+                # A leaf's validity is a function of its field's type and its value, and
+                # codes, systems and units repeat: each pair is checked once.
+                seen = (id(check), kind, leaf)
+                if seen not in passed:
+                    check(leaf)
+                    if len(passed) >= self.limit * 16:
+                        passed.clear()
+                    passed.add(seen)
         except ValidationError:
             return None
         return True

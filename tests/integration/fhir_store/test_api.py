@@ -86,6 +86,8 @@ def test_bad_input_is_4xx_outcome_and_nothing_written(server: Server) -> None:
             deep = {"a": deep}
         text = '{"resourceType":"Patient","extension":' + "[" * 3000 + "]" * 3000 + "}"
         assert_outcome(c.post("/Patient", content=text.encode(), headers=FHIR), 400)
+        within_orjson = {"resourceType": "Patient", "id": "p", "extension": [_deep_extension(200)]}
+        assert_outcome(c.put("/Patient/p", json=within_orjson, headers=FHIR), 400, "nested")
         big = b'{"resourceType":"Patient","x":"' + b"a" * (3 * 1024 * 1024) + b'"}'
         assert_outcome(c.post("/Patient", content=big, headers=FHIR), 413)
         assert_outcome(c.get("/Patient", params={"birthdate": "notadate"}), 400, "birthdate")
@@ -491,6 +493,51 @@ HOSTILE_BUNDLES: list[Any] = [
 ]
 
 
+def _deep_extension(levels: int) -> dict[str, Any]:
+    """An extension nested ``levels`` deep (two JSON levels each): well under orjson's
+    1,024-level limit, far over the store's 64."""
+    deep: dict[str, Any] = {"url": "urn:x", "valueString": "leaf"}
+    for _ in range(levels):
+        deep = {"url": "urn:x", "extension": [deep]}
+    return deep
+
+
+# Resources nested too deeply inside a Bundle (the Bundle's parts and its resources are
+# bounded separately, so both places are tried), after an entry that would be written.
+HOSTILE_BUNDLES += [
+    {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [
+            {
+                "request": {"method": "PUT", "url": "Patient/fine"},
+                "resource": {"resourceType": "Patient", "id": "fine"},
+            }
+        ]
+        * (kind == "transaction")
+        + [
+            {
+                "request": {"method": "POST", "url": "Patient"},
+                "resource": {"resourceType": "Patient", "extension": [_deep_extension(200)]},
+            }
+        ],
+    }
+    for kind in ("transaction", "batch")
+] + [
+    {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "request": {"method": "PUT", "url": "Patient/fine"},
+                "resource": {"resourceType": "Patient", "id": "fine"},
+                "extension": [_deep_extension(200)],
+            }
+        ],
+    }
+]
+
+
 def test_hostile_bundles_are_4xx_and_write_nothing(server: Server) -> None:
     with httpx.Client(base_url=server.base) as c:
         for bundle in HOSTILE_BUNDLES:
@@ -499,6 +546,17 @@ def test_hostile_bundles_are_4xx_and_write_nothing(server: Server) -> None:
             if r.status_code >= 400:
                 assert r.json()["resourceType"] == "OperationOutcome"
             assert c.get("/_history").json()["total"] == 0, bundle
+
+
+def test_nesting_in_bundles_is_refused_where_it_is(server: Server) -> None:
+    transaction, batch, outside = HOSTILE_BUNDLES[-3:]
+    with httpx.Client(base_url=server.base) as c:
+        out = assert_outcome(c.post("", json=transaction, headers=FHIR), 400, "nested deeper")
+        assert out["issue"][0]["expression"][0].startswith("Bundle.entry[1].resource")
+        assert_outcome(c.post("", json=outside, headers=FHIR), 400, "nested deeper")
+        answer = c.post("", json=batch, headers=FHIR).json()
+        assert answer["entry"][0]["response"]["status"] == "400"
+        assert "nested deeper" in str(answer["entry"][0]["response"]["outcome"])
 
 
 def test_transaction_rolls_back_when_a_later_entry_conflicts(server: Server) -> None:

@@ -112,3 +112,12 @@ def test_check_depth_counts_every_level(depth: int, innermost: object) -> None:
             check_depth(value)
     else:
         check_depth(value)
+
+
+def test_check_depth_skips_what_it_is_told_to() -> None:
+    deep: object = "leaf"
+    for _ in range(100):
+        deep = [deep]
+    check_depth({"entry": [{"resource": deep, "request": {"url": "x"}}]}, skip="resource")
+    with pytest.raises(errors.InvalidResource, match="nested deeper"):
+        check_depth({"entry": [{"resource": 1, "extension": deep}]}, skip="resource")

@@ -159,3 +159,19 @@ def test_the_cache_is_bounded() -> None:
             {**OBSERVATION, "id": "o", "note": [{"text": "x"}] * (n + 1)}, served, shapes=cache
         )
     assert len(cache._shapes) <= 2
+    validate_resource(OBSERVATION, served, shapes=cache)
+    for n in range(100):  # leaves that passed are remembered, up to 16 per shape allowed
+        assert cache.valid({**OBSERVATION, "id": f"o{n}"}) is not None
+    assert 0 < len(cache._passed) <= 32
+
+
+def test_a_value_that_passed_for_one_field_is_checked_again_for_another() -> None:
+    cache = ShapeCache()
+    served = default_registry().types
+    validate_resource(OBSERVATION, served, shapes=cache)
+    text = _set(OBSERVATION, ("component", 0, "code", "text"), "soon")
+    assert cache.valid(text) is True
+    when = _set(OBSERVATION, ("effectiveDateTime",), "soon")
+    assert cache.valid(when) is None
+    with pytest.raises(InvalidResource, match="effectiveDateTime"):
+        validate_resource(when, served, shapes=cache)

@@ -242,7 +242,7 @@ class _Plan:
     resource instead of a test per parameter of the type.
     """
 
-    __slots__ = ("always", "by_name", "compounds", "every", "shared")
+    __slots__ = ("always", "by_name", "compounds", "every", "layouts", "shared")
 
     def __init__(
         self, params: Iterable[SearchParam], res_type: str, shared: Mapping[str, Shared]
@@ -263,6 +263,25 @@ class _Plan:
                 self.by_name.setdefault(name, []).append(group)
         self.compounds = combos.for_type(res_type)
         self.shared = shared
+        self.layouts: dict[tuple[str, ...], list[tuple[_Group, tuple[str, ...]]]] = {}
+
+    def layout(self, keys: tuple[str, ...]) -> list[tuple[_Group, tuple[str, ...]]]:
+        """The groups that may find something in a resource with these top-level keys,
+        each once, with the keys it reads. Kept per key tuple: one feed's resources
+        have the same keys in the same order, so this is worked out once per feed."""
+        found = self.layouts.get(keys)
+        if found is None:
+            by_stem: dict[str, list[str]] = {}
+            for key in keys:
+                by_stem.setdefault(_stem(key), []).append(key)
+            found = [
+                (group, tuple(k for name in group.names for k in by_stem.get(name, ())))
+                for group in self.groups(by_stem)
+            ]
+            if len(self.layouts) >= _MEMO_LIMIT:
+                self.layouts.clear()
+            self.layouts[keys] = found
+        return found
 
     def groups(self, by_stem: dict[str, list[str]]) -> list[_Group]:
         """The groups that may find something in a resource (its keys by stem), each once."""
@@ -318,12 +337,9 @@ class Indexer:
                 found = param.evaluate(resource)
                 if found:
                     self._add(out, res_type, res_id, param, found)
-            by_stem: dict[str, list[str]] = {}
-            for key in resource:
-                by_stem.setdefault(_stem(key), []).append(key)
             texts: dict[str, tuple[str, Any]] = {}
-            for group in plan.groups(by_stem):
-                self._group_rows(out, group, resource, by_stem, texts, res_type, res_id)
+            for group, keys in plan.layout(tuple(resource)):
+                self._group_rows(out, group, keys, resource, texts, res_type, res_id)
         for compound in plan.compounds:
             rows = combos.compound_rows(
                 compound,
@@ -345,18 +361,13 @@ class Indexer:
         self,
         out: Rows,
         group: _Group,
+        keys: tuple[str, ...],
         resource: Mapping[str, Any],
-        by_stem: dict[str, list[str]],
         texts: dict[str, tuple[str, Any]],
         res_type: str,
         res_id: str,
     ) -> None:
-        # Only the elements the group reads: evaluating on them gives the same rows.
-        names = group.names
-        if len(names) == 1:
-            keys: list[str] = by_stem.get(names[0]) or []
-        else:
-            keys = [k for name in names for k in by_stem.get(name, ())]
+        # Only the elements the group reads (``keys``): evaluating on them gives the same rows.
         memo = group.memo
         if memo is None:
             self._evaluate(out, group, {k: resource[k] for k in keys}, res_type, res_id)

@@ -89,6 +89,19 @@ def test_grouped_and_memoized_rows_are_the_rows_of_every_parameter() -> None:
     assert checked > 100 and hits > 100
 
 
+def test_layouts_follow_each_resources_own_keys_and_their_order() -> None:
+    # One indexer: a layout worked out for one key tuple must not serve another.
+    indexer = Indexer(default_registry())
+    base = next(s for s in SAMPLES if s["resourceType"] == "Observation")
+    period = {k: v for k, v in base.items() if not k.startswith("effective")}
+    period["effectivePeriod"] = {"start": "2021-01-01", "end": "2021-01-02"}
+    reordered = dict(reversed(list(base.items())))
+    fewer = {k: v for k, v in base.items() if k not in ("subject", "code")}
+    for resource in (base, period, reordered, fewer, base, period):
+        assert indexer.rows(resource) == indexer.rows(resource, skip=False), resource
+    assert len(indexer._plans["Observation"].layouts) == 4
+
+
 def test_a_group_whose_values_never_repeat_stops_memoizing() -> None:
     indexer = Indexer(default_registry())
     base = next(s for s in SAMPLES if s["resourceType"] == "Observation")

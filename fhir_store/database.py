@@ -350,6 +350,16 @@ MIN_CONNECTION_CACHE_KIB = 2000
 #: ``sqlite3_db_status``, 50-bed run); 64 still keep the few full-chunk statements that
 #: come back with every batch.
 CACHED_STATEMENTS = 64
+#: Page size of a new SQLite database, in bytes (SQLite's default is 4096; an existing
+#: file keeps the size it was made with). The search-index tables take rows at random
+#: places (one patient's range among a thousand), so a batch dirties about a page per
+#: row there, and each dirty page costs a WAL frame and a checkpoint write: larger pages
+#: hold neighbouring keys' rows and split less often, and the bytes go in fewer writes.
+#: Measured 4096 vs 16384, runs alternated: store-writer CPU of ``bench/hl7.py
+#: --messages 2000`` 2.23-2.83 vs 1.97-2.45 ms/msg (each pair 11-19% less); bulk fill of
+#: ``bench/fhir_store.py --observations 100000`` median 133 vs 121 us/resource, search
+#: and read p95 unchanged. 32768 was no better than 16384.
+PAGE_SIZE = 16384
 
 
 def connection_cache_kib(pool_kib: int, connections: int) -> int:
@@ -373,11 +383,16 @@ class SqliteDatabase(Database):
     max_params = 32000
 
     def __init__(
-        self, path: Path, max_connections: int = 8, pool_cache_kib: int = POOL_CACHE_KIB
+        self,
+        path: Path,
+        max_connections: int = 8,
+        pool_cache_kib: int = POOL_CACHE_KIB,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         super().__init__(f"SQLite at {path}", max_connections)
         self.path = path
         self.pool_cache_kib = pool_cache_kib
+        self.page_size = page_size
 
     def _connect(self) -> Any:
         raw = sqlite3.connect(
@@ -386,6 +401,8 @@ class SqliteDatabase(Database):
             check_same_thread=False,
             cached_statements=CACHED_STATEMENTS,
         )
+        # Only a database with no page yet takes it: before WAL mode writes the header.
+        raw.execute(f"PRAGMA page_size={self.page_size}")
         raw.execute("PRAGMA journal_mode=WAL")
         raw.execute("PRAGMA synchronous=NORMAL")
         raw.execute("PRAGMA busy_timeout=30000")

@@ -5,7 +5,9 @@ Sources, each at a realistic rate and over the real wire protocols:
 - a bedside monitor per bed, 1 Hz, ten vital-sign parameters per reading, reaching caregraph
   as an IHE PCD-01 ORU^R01 through its ward's device gateway (one MLLP connection per
   ``beds_per_gateway`` beds, each sending one message at a time and waiting for its ACK, as
-  MLLP senders do). This is how a ward's monitors reach an integration engine in a
+  MLLP senders do). Each monitor keeps its own phase within the second (bed k of n at k/n
+  s), as free-running monitors do; a gateway does not hold its ward's readings back to send
+  them in one burst. This is how a ward's monitors reach an integration engine in a
   hospital (a vendor gateway in front of the monitors); the byte-accurate serial simulators
   on pseudo-terminals (``devices/simulators``) cost a pty and a driver thread each, which is
   what ``bench/serial.py --part fleet`` measures for tens of devices, not thousands;
@@ -491,9 +493,14 @@ class WardGateway:
     def run(self, stop: threading.Event) -> None:
         client: MllpClient | None = None
         next_tick = time.monotonic()
+        spread = 1.0 / max(1, len(self._beds))
         try:
             while not stop.is_set():
-                for p in self._beds:
+                for k, p in enumerate(self._beds):
+                    # bed k reports at its own phase in the second (see the module docstring)
+                    early = next_tick + k * spread - time.monotonic()
+                    if early > 0:
+                        stop.wait(early)
                     if stop.is_set():
                         return
                     self._seq += 1

@@ -13,6 +13,9 @@ message (all threads, group join included; robust to busy neighbours), for:
   with the headers encoded, flush, check every future; poll B, read each record, commit),
   the baseline for ``KafkaBus``.
 
+Then the latency of one hop when nothing is queued, as a reading meets it: a consumer waits in
+``poll`` and a message is published every 150 ms; publish to delivery, p50/p99, per bus.
+
 Kafka consume timings start at the first record, so the group join (~3 s on Tansu) is not
 counted. Each figure is the best of ``--rounds`` runs (raw and KafkaBus interleaved), since
 on a shared machine the slower runs mostly measure the neighbours. Without ``--bootstrap``
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -147,6 +151,35 @@ def bench_raw_kafka(bootstrap: str, n: int, size: int, batch: int) -> Result:
     return Result("raw kafka-python", n, publish_s, consume_s, cpu_s)
 
 
+def hop_latency(name: str, bus: Bus, messages: int = 60) -> str:
+    """Publish-to-delivery latency with the consumer already waiting in ``poll``."""
+    topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
+    bus.ensure_topics([topic])
+    consumer = bus.subscribe(f"bench-hop-{uuid.uuid4().hex[:8]}", [topic])
+    bus.publish_many([Record(topic, b"-1")])
+    while not consumer.poll(1.0):  # joined and positioned
+        pass
+    sent: dict[int, float] = {}
+
+    def produce() -> None:
+        for i in range(messages):
+            time.sleep(0.15)
+            sent[i] = time.perf_counter()
+            bus.publish_many([Record(topic, str(i).encode())])
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    latencies: list[float] = []
+    while len(latencies) < messages:
+        for m in consumer.poll(1.0):
+            latencies.append(time.perf_counter() - sent[int(m.value)])
+    producer.join()
+    consumer.close()
+    latencies.sort()
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(0.99 * len(latencies))]
+    return f"{name:<22} one hop, consumer waiting: p50 {p50 * 1e3:6.1f} ms  p99 {p99 * 1e3:6.1f} ms"
+
+
 @contextmanager
 def broker(bootstrap: str | None) -> Iterator[str]:
     if bootstrap:
@@ -184,6 +217,11 @@ def main(argv: list[str] | None = None) -> None:
             ):
                 runs.append(bench_bus(name, embedded, n, size, batch))
         print(best(runs).line(), flush=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="caregraph-bench-") as tmp,
+        EmbeddedBus(Path(tmp)) as embedded,
+    ):
+        print(hop_latency("embedded (fsync)", embedded), flush=True)
     if args.skip_kafka:
         return
     with broker(args.bootstrap) as bootstrap, KafkaBus(bootstrap, partitions=6) as kafka_bus:
@@ -191,9 +229,11 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(rounds):  # interleaved, so both see the same neighbours
             raws.append(bench_raw_kafka(bootstrap, n, size, batch))
             ours.append(bench_bus("KafkaBus", kafka_bus, n, size, batch))
+        hop = hop_latency("KafkaBus", kafka_bus)
     raw, mine = best(raws), best(ours)
     print(raw.line())
     print(mine.line())
+    print(hop)
     print(
         f"KafkaBus / raw kafka-python: publish {raw.publish_s / mine.publish_s:.2f}, "
         f"consume {raw.consume_s / mine.consume_s:.2f}, "

@@ -116,11 +116,9 @@ def build_guard(settings: Settings, store: FhirStore, mpi: Mpi | None) -> Guard:
         except (ResourceNotFound, ResourceGone):
             return None
 
-    def write_audit(event: dict[str, Any]) -> None:
-        store.update("AuditEvent", event["id"], event)  # keep the id the chain recorded
-
     identities = MpiIdentities(mpi) if mpi is not None else NoLinks()
-    audit_log = ChainedAuditLog(store.db, write_audit)
+    # upsert_many keeps the ids the chain recorded, and writes a group in one transaction
+    audit_log = ChainedAuditLog(store.db, store.upsert_many)
     return Guard(token_validator(settings), identities, lookup, Auditor(audit_log))
 
 
@@ -300,5 +298,5 @@ def stored_audit_events(store: FhirStore, page_size: int = 500) -> Iterator[dict
 
 def verify_audit_log(store: FhirStore) -> list[str]:
     """Problems in the audit chain ([] when intact)."""
-    log = ChainedAuditLog(store.db, lambda event: None)
+    log = ChainedAuditLog(store.db, lambda events: None)
     return log.verify(stored_audit_events(store))

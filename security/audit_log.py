@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from caregraph.errors import StoreError
 from fhir_store.database import Database
 from fhir_store.errors import StoreConflict
 
@@ -61,8 +62,7 @@ def chain_of(event: Mapping[str, Any]) -> tuple[int, str, str] | None:
     return None
 
 
-def _with_chain(event: dict[str, Any], seq: int, previous: str) -> dict[str, Any]:
-    digest = chain_hash(previous, event)
+def _with_chain(event: dict[str, Any], seq: int, previous: str, digest: str) -> dict[str, Any]:
     chain = {
         "url": CHAIN_URL,
         "extension": [
@@ -74,46 +74,91 @@ def _with_chain(event: dict[str, Any], seq: int, previous: str) -> dict[str, Any
     return {**event, "extension": [*event.get("extension", []), chain]}
 
 
-class ChainedAuditLog:
-    """An audit sink: chains each event, then hands it to ``write`` (the FHIR store)."""
+class _Waiting:
+    """One caller's event, until a group that holds it is written (or fails)."""
 
-    def __init__(self, db: Database, write: Callable[[dict[str, Any]], None]) -> None:
+    __slots__ = ("done", "error", "event")
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.event = event
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class ChainedAuditLog:
+    """An audit sink: chains each event, then hands them to ``write`` (the FHIR store).
+
+    Group commit: every request appends an event, and on SQLite each write transaction
+    waits for the store writer's batch, so one transaction per event made requests queue
+    behind each other at ~10 events/s while devices were being stored. Callers that arrive
+    while a group is being written wait together, and the next of them chains and writes
+    all of their events at once (one chain transaction, one ``write`` call); each caller
+    still returns only once its own event is written, and hears of a failure of its group.
+    """
+
+    def __init__(self, db: Database, write: Callable[[list[dict[str, Any]]], None]) -> None:
         self._db = db
         self._write = write
-        self._lock = threading.Lock()  # one process queues here, not on the database
+        self._queued: list[_Waiting] = []
+        self._queue_lock = threading.Lock()
+        self._turn = threading.Lock()  # one group at a time per process
         with db.transaction() as tx:
             for statement in _SCHEMA:
                 tx.execute(statement)
 
     def __call__(self, event: dict[str, Any]) -> None:
-        """Chain and write one event.
+        """Chain and write one event (with the others waiting at the same time).
 
         Raises:
             StoreError: the database failed (the caller decides whether that denies).
         """
-        with self._lock:
+        waiting = _Waiting(event)
+        with self._queue_lock:
+            self._queued.append(waiting)
+        with self._turn:
+            if not waiting.done:  # no earlier group took it: this caller writes the queue
+                with self._queue_lock:
+                    group, self._queued = self._queued, []
+                self._commit(group)
+        if waiting.error is not None:
+            raise StoreError(f"the audit log failed: {waiting.error}") from waiting.error
+
+    def _commit(self, group: list[_Waiting]) -> None:
+        try:
             for attempt in range(_RETRIES):
                 try:
-                    chained = self._extend(event)
+                    chained = self._extend([w.event for w in group])
                 except StoreConflict:  # another process extended the same head first
                     if attempt == _RETRIES - 1:
                         raise
                     continue
                 self._write(chained)
                 return
+        except Exception as exc:  # every caller of the group hears of it
+            for w in group:
+                w.error = exc
+        finally:
+            for w in group:
+                w.done = True
 
-    def _extend(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _extend(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        chained: list[dict[str, Any]] = []
+        rows: list[tuple[int, str, str]] = []
         with self._db.transaction() as tx:
             row = tx.execute(
                 "SELECT seq, hash FROM security_audit_chain ORDER BY seq DESC LIMIT 1"
             ).fetchone()
-            seq, previous = (int(row[0]) + 1, str(row[1])) if row else (1, GENESIS)
-            digest = chain_hash(previous, event)
-            tx.execute(
-                "INSERT INTO security_audit_chain (seq, event_id, hash) VALUES (?, ?, ?)",
-                (seq, str(event.get("id", "")), digest),
+            seq, previous = (int(row[0]), str(row[1])) if row else (0, GENESIS)
+            for event in events:
+                seq += 1
+                digest = chain_hash(previous, event)
+                chained.append(_with_chain(event, seq, previous, digest))
+                rows.append((seq, str(event.get("id", "")), digest))
+                previous = digest
+            tx.executemany(
+                "INSERT INTO security_audit_chain (seq, event_id, hash) VALUES (?, ?, ?)", rows
             )
-        return _with_chain(event, seq, previous)
+        return chained
 
     def verify(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
         """Problems found walking the chain over ``events`` (any order); [] when intact."""

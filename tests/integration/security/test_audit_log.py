@@ -6,6 +6,7 @@ import copy
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from caregraph.errors import StoreError
 from fhir_store.database import open_database
 from security.audit_log import ChainedAuditLog
 from tests.integration.security.conftest import Api
@@ -30,7 +32,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_chain_detects_tampering(db_url: str) -> None:
     db = open_database(db_url)
     written: list[dict[str, Any]] = []
-    log = ChainedAuditLog(db, written.append)
+    log = ChainedAuditLog(db, written.extend)
     try:
         for n in range(4):
             log({"resourceType": "AuditEvent", "id": f"e{n}", "outcomeDesc": f"event {n}"})
@@ -77,7 +79,7 @@ def test_every_api_access_is_audited_in_one_chain(api: Api) -> None:
         ("POST /fhir/Observation", "4"),
     ]
     assert all(e["agent"][0]["who"] == {"reference": "Practitioner/p1"} for e in events)
-    log = ChainedAuditLog(api.store.db, lambda event: None)
+    log = ChainedAuditLog(api.store.db, lambda events: None)
     assert log.verify(events) == []
     # an audit reader sees them through the API too
     audit_token = api.token("user/AuditEvent.rs")
@@ -107,3 +109,60 @@ def test_caregraph_audit_verify(api: Api) -> None:
     )
     assert broken.returncode == 1
     assert "was altered" in broken.stderr
+
+
+def test_concurrent_callers_share_groups_and_the_chain_stays_whole(db_url: str) -> None:
+    db = open_database(db_url)
+    written: list[dict[str, Any]] = []
+    groups: list[int] = []
+    gate = threading.Event()
+
+    def write(events: list[dict[str, Any]]) -> None:
+        gate.wait(5)  # the first group is slow to write: the other callers queue meanwhile
+        groups.append(len(events))
+        written.extend(events)
+
+    log = ChainedAuditLog(db, write)
+
+    def caller(k: int) -> None:
+        for n in range(5):
+            log({"resourceType": "AuditEvent", "id": f"e{k}-{n}", "outcomeDesc": f"{k}/{n}"})
+
+    try:
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        gate.set()
+        for t in threads:
+            t.join(30)
+        assert sorted(e["id"] for e in written) == sorted(
+            f"e{k}-{n}" for k in range(8) for n in range(5)
+        )
+        assert log.verify(written) == []
+        assert sum(groups) == 40 and max(groups) > 1  # some callers were written together
+    finally:
+        db.close()
+
+
+def test_a_failed_group_fails_each_of_its_callers_and_the_next_group_writes(db_url: str) -> None:
+    db = open_database(db_url)
+    written: list[dict[str, Any]] = []
+    failing = [True]
+
+    def write(events: list[dict[str, Any]]) -> None:
+        if failing[0]:
+            raise OSError("disk full")
+        written.extend(events)
+
+    log = ChainedAuditLog(db, write)
+    try:
+        with pytest.raises(StoreError, match="disk full"):
+            log({"resourceType": "AuditEvent", "id": "lost", "outcomeDesc": "x"})
+        failing[0] = False
+        log({"resourceType": "AuditEvent", "id": "kept", "outcomeDesc": "y"})
+        assert [e["id"] for e in written] == ["kept"]
+        # the chain recorded the lost event, and says so
+        assert log.verify(written) == ["event 1 is missing"]
+    finally:
+        db.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fhir.resources.R4B.auditevent import AuditEvent
 
 from security.audit import AccessRecord, audit_event
-from security.audit_log import CHAIN_URL, _with_chain
+from security.audit_log import CHAIN_URL, GENESIS, _with_chain, chain_hash
 from security.scopes import ScopeSet
 from security.tokens import Principal
 
@@ -29,7 +29,8 @@ def test_break_glass_event_is_valid_fhir() -> None:
         client_address="10.0.0.5",
         status=200,
     )
-    event = _with_chain(audit_event(record), 1, "0" * 64)
+    event = audit_event(record)
+    event = _with_chain(event, 1, GENESIS, chain_hash(GENESIS, event))
     AuditEvent.model_validate(event)
     assert event["purposeOfEvent"][0]["coding"][0]["code"] == "BTG"
     assert event["agent"][0]["altId"] == "app"

@@ -355,10 +355,11 @@ CACHED_STATEMENTS = 64
 #: places (one patient's range among a thousand), so a batch dirties about a page per
 #: row there, and each dirty page costs a WAL frame and a checkpoint write: larger pages
 #: hold neighbouring keys' rows and split less often, and the bytes go in fewer writes.
-#: Measured 4096 vs 16384, runs alternated: store-writer CPU of ``bench/hl7.py
-#: --messages 2000`` 2.23-2.83 vs 1.97-2.45 ms/msg (each pair 11-19% less); bulk fill of
-#: ``bench/fhir_store.py --observations 100000`` median 133 vs 121 us/resource, search
-#: and read p95 unchanged. 32768 was no better than 16384.
+#: Measured 4096 vs 16384, runs alternated, 2-core machine at load 2-6: store-writer
+#: CPU of ``bench/hl7.py --messages 2000`` 13% less on average (10 pairs, each one less;
+#: 2.23-3.08 vs 1.97-2.81 ms/msg); the index-table inserts alone ~20% less; the bulk
+#: fill of ``bench/fhir_store.py --observations 100000`` ~5% less (median of 13 pairs,
+#: within the noise), its read and search p95 unchanged. 32768 was no better.
 PAGE_SIZE = 16384
 
 

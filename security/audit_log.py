@@ -134,9 +134,11 @@ class ChainedAuditLog:
                     continue
                 self._write(chained)
                 return
-        except Exception as exc:  # every caller of the group hears of it
+        except BaseException as exc:  # every caller of the group hears of it
             for w in group:
                 w.error = exc
+            if not isinstance(exc, Exception):
+                raise  # an interrupt: the others have heard of it, this thread stops
         finally:
             for w in group:
                 w.done = True

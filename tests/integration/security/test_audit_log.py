@@ -166,3 +166,49 @@ def test_a_failed_group_fails_each_of_its_callers_and_the_next_group_writes(db_u
         assert log.verify(written) == ["event 1 is missing"]
     finally:
         db.close()
+
+
+def test_an_interrupt_while_writing_is_not_taken_for_success(db_url: str) -> None:
+    class Interrupted(BaseException):
+        pass
+
+    db = open_database(db_url)
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def write(events: list[dict[str, Any]]) -> None:
+        calls.append(len(events))
+        if len(calls) == 1:  # the first group holds the turn while two more callers queue
+            started.set()
+            release.wait(5)
+        else:
+            raise Interrupted
+
+    log = ChainedAuditLog(db, write)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def caller(name: str) -> None:
+        try:
+            log({"resourceType": "AuditEvent", "id": name, "outcomeDesc": name})
+            outcomes[name] = None
+        except BaseException as exc:
+            outcomes[name] = exc
+
+    try:
+        threads = [threading.Thread(target=caller, args=(name,)) for name in ("a", "b", "c")]
+        threads[0].start()
+        assert started.wait(5)
+        threads[1].start()
+        threads[2].start()
+        time.sleep(0.3)  # b and c queue behind the first group
+        release.set()
+        for t in threads:
+            t.join(10)
+        assert calls == [1, 2]
+        assert outcomes["a"] is None
+        # the second group's writer hears the interrupt itself, unwrapped; the other caller
+        # of that group hears that its event was not written, never that it was
+        kinds = sorted(type(outcomes[name]).__name__ for name in ("b", "c"))
+        assert kinds == ["Interrupted", "StoreError"]
+    finally:
+        db.close()

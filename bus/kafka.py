@@ -107,9 +107,10 @@ class KafkaBus(Bus):
             "heartbeat_interval_ms": heartbeat_interval_ms,
             "bootstrap_timeout_ms": request_timeout_ms,
             # A fetch finding nothing waits at the broker for up to this long. Kafka answers
-            # it as soon as data arrives; Tansu did not (measured: a message published
-            # while the consumer waited took 134 ms to arrive at the default 500, 18 ms at
-            # 100: `python bench/bus.py`, "one hop"), and a reading crosses two hops.
+            # it as soon as data arrives; Tansu did not (a scratch run: a message published
+            # while the consumer waited took 134 ms at p50 to arrive at the default 500,
+            # 18 ms at 100; `python bench/bus.py` prints the "one hop" figure of this
+            # setting), and a reading crosses two hops.
             # The price: an idle consumer asks ten times a second instead of twice.
             "fetch_max_wait_ms": 100,
             "fetch_max_bytes": max(52428800, max_message_bytes),

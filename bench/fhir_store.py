@@ -172,10 +172,12 @@ def serve(url: str, port: int) -> None:
     import uvicorn
     from fastapi import FastAPI
 
+    from caregraph.runtime import settle_memory
     from fhir_store.api import build_router
 
     app = FastAPI()
     app.include_router(build_router(FhirStore(open_database(url)), lambda: None))
+    settle_memory()  # as caregraph up does once its services are built
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -350,17 +350,17 @@ MIN_CONNECTION_CACHE_KIB = 2000
 #: ``sqlite3_db_status``, 50-bed run); 64 still keep the few full-chunk statements that
 #: come back with every batch.
 CACHED_STATEMENTS = 64
-#: Page size of a new SQLite database, in bytes (SQLite's default is 4096; an existing
-#: file keeps the size it was made with). The search-index tables take rows at random
-#: places (one patient's range among a thousand), so a batch dirties about a page per
-#: row there, and each dirty page costs a WAL frame and a checkpoint write: larger pages
-#: hold neighbouring keys' rows and split less often, and the bytes go in fewer writes.
-#: Measured 4096 vs 16384, runs alternated, 2-core machine at load 2-6: store-writer
-#: CPU of ``bench/hl7.py --messages 2000`` 13% less on average (10 pairs, each one less;
-#: 2.23-3.08 vs 1.97-2.81 ms/msg); the index-table inserts alone ~20% less; the bulk
-#: fill of ``bench/fhir_store.py --observations 100000`` ~5% less (median of 13 pairs,
-#: within the noise), its read and search p95 unchanged. 32768 was no better.
-PAGE_SIZE = 16384
+#: Page size of a new SQLite database, in bytes (an existing file keeps the size it was
+#: made with). Stores made by the release before this one have 16 KiB pages, which was
+#: measured on small stores only: 13% less store-writer CPU for ``bench/hl7.py`` (20,000
+#: Observations). On a store of 1,000,000 Observations the opposite holds. A batch of
+#: 1,000 Observations over 1,000 patients inserts into about 3,000 distinct leaf pages
+#: (the reference and compound indexes lead with the patient), each written whole to the
+#: WAL and again by the checkpoint, so the bytes written follow the page size. Scratch
+#: runs, ``upsert_many`` of 1,000 into that store, alternated, CPU per resource: 16 KiB
+#: 232-288 us, 8 KiB 192-200, 4 KiB 159-181; the bulk fill of the 1,000,000 took 2.5 min
+#: at 4 KiB against 3 at 16 KiB.
+PAGE_SIZE = 4096
 
 
 def connection_cache_kib(pool_kib: int, connections: int) -> int:

@@ -18,14 +18,23 @@ def test_a_new_database_takes_the_page_size(tmp_path: Path) -> None:
     db = SqliteDatabase(tmp_path / "store.sqlite3")
     try:
         db.migrate()
-        assert _page_size(db) == PAGE_SIZE == 16384
+        assert _page_size(db) == PAGE_SIZE == 4096
+    finally:
+        db.close()
+
+
+def test_a_new_database_takes_a_page_size_given(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "store.sqlite3", page_size=8192)
+    try:
+        db.migrate()
+        assert _page_size(db) == 8192
     finally:
         db.close()
 
 
 def test_an_existing_database_keeps_its_page_size(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
-    old = SqliteDatabase(path, page_size=4096)  # as stores made before were
+    old = SqliteDatabase(path, page_size=16384)  # as the release before made them
     try:
         version = old.migrate()
         with old.transaction() as tx:
@@ -36,7 +45,7 @@ def test_an_existing_database_keeps_its_page_size(tmp_path: Path) -> None:
     db = SqliteDatabase(path)
     try:
         assert db.migrate() == version
-        assert _page_size(db) == 4096
+        assert _page_size(db) == 16384
         with db.transaction() as tx:
             tx.execute("INSERT INTO kept (n) VALUES (2)")
         with db.transaction(write=False) as tx:

@@ -616,9 +616,17 @@ class QueryBuilder:
             ors.append(Sql("(target_type = ? AND target_id = ?)", list(typed[0])))
         elif typed:
             ors.append(_pairs_in(("target_type", "target_id"), typed))
-        if bare:
-            marks = ", ".join("?" * len(bare))
-            ors.append(Sql(f"(target_id IN ({marks}) OR ref IN ({marks}))", [*bare, *bare]))
+        # A stored reference is found by its id, or by its text where it has no id (``urn:``,
+        # ``#``): only those values need ``ref``, which no index leads with, so the
+        # others stay a range of the parameter's index instead of a read of all its rows.
+        by_text = [v for v in bare if reference_target(v) == ("", "")]
+        by_id = [v for v in bare if v not in by_text]
+        if len(by_id) == 1:
+            ors.append(Sql("target_id = ?", by_id))
+        elif by_id:
+            ors.append(Sql(f"target_id IN ({', '.join('?' * len(by_id))})", by_id))
+        if by_text:
+            ors.append(Sql(f"ref IN ({', '.join('?' * len(by_text))})", by_text))
         return _or(ors)
 
     def _date_range_sql(self, lo_col: str, hi_col: str, value: str, name: str) -> Sql:

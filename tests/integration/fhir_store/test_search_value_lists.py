@@ -1,5 +1,5 @@
-"""Several values of a reference or system|code token are index ranges, not a scan of
-every row of the parameter (``search._pairs_in``)."""
+"""Several values of a reference or system|code token (``search._pairs_in``), and a bare
+reference id, are index ranges, not a scan of every row of the parameter."""
 
 from __future__ import annotations
 
@@ -69,4 +69,42 @@ def test_several_values_range_the_index(
     assert {m.id for m in found.matches} == expected
     if store.db.dialect == "sqlite":
         plans = _plans(store, [*params, ("_sort", "-date")], monkeypatch)
+        assert any(index in line for line in plans), plans
+
+
+def _referring(res_id: str, ref: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": res_id,
+        "status": "final",
+        "code": {"text": "hr"},
+        "subject": {"reference": ref},
+    }
+
+
+def test_a_bare_reference_value_is_an_id_or_the_text_of_one_without(
+    store: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.upsert_many(
+        [
+            _referring("typed", "Patient/p1"),
+            _referring("untyped", "p1"),
+            _referring("other", "Patient/p2"),
+            _referring("urn", "urn:uuid:0b5e3c1e-46f5-4d4f-9b0e-1a2b3c4d5e6f"),
+            *(_referring(f"o{n}", f"Patient/q{n}") for n in range(100)),
+        ]
+    )
+
+    def found(value: str) -> set[str]:
+        page = store.searching.search("Observation", [("subject", value), ("_count", "500")])
+        return {m.id for m in page.matches}
+
+    urn = "urn:uuid:0b5e3c1e-46f5-4d4f-9b0e-1a2b3c4d5e6f"
+    assert found("p1") == {"typed", "untyped"}
+    assert found(urn) == {"urn"}
+    assert found(f"p2,{urn}") == {"other", "urn"}
+    assert found("urn:uuid:00000000-0000-0000-0000-000000000000") == set()
+    if store.db.dialect == "sqlite":
+        plans = _plans(store, [("subject", "p1")], monkeypatch)
+        index = "idx_reference_target (res_type=? AND param=? AND target_id=?)"
         assert any(index in line for line in plans), plans

@@ -170,23 +170,37 @@ class Searching:
         keys: list[tuple[str, str]],
     ) -> list[tuple[str, str]]:
         """Resources of type ``source`` (``*``: any) referencing ``keys`` through ``param``
-        (``*``: any reference parameter)."""
+        (``*``: any reference parameter).
+
+        Every lookup names the source type and parameter, which the reference index leads
+        with: ``*`` becomes one term per type and its reference parameters (the store keeps
+        no index led by the target, which each write would pay for).
+        """
+        registry = self.store.registry
+        if param != "*":
+            # A named parameter belongs to a named source type (the parser checks).
+            links = [(source, param_rows(registry, source, param))]
+        else:
+            links = []
+            for type_name in registry.types if source == "*" else (source,):
+                codes = [
+                    p.code for p in registry.for_type(type_name).values() if p.type == "reference"
+                ]
+                if codes:
+                    marks = ", ".join("?" * len(codes))
+                    links.append((type_name, Sql(f"param IN ({marks})", codes)))
+        if not links:
+            return []
+        sources = " OR ".join(f"(res_type = ? AND {rows.text})" for _, rows in links)
+        source_args = [v for type_name, rows in links for v in (type_name, *rows.params)]
         out: list[tuple[str, str]] = []
         for type_name, ids in by_type(k for k in keys if target is None or k[0] == target):
             sql = (
-                "SELECT DISTINCT res_type, res_id FROM idx_reference WHERE target_type = ?"
-                f" AND target_id IN ({', '.join('?' * len(ids))})"
+                f"SELECT DISTINCT res_type, res_id FROM idx_reference WHERE ({sources})"
+                f" AND target_type = ? AND target_id IN ({', '.join('?' * len(ids))})"
             )
-            args: list[Any] = [type_name, *ids]
-            if source != "*":
-                sql += " AND res_type = ?"
-                args.append(source)
-            if param != "*":
-                # A named parameter belongs to a named source type (the parser checks).
-                rows = param_rows(self.store.registry, source, param)
-                sql += f" AND {rows.text}"
-                args.extend(rows.params)
-            out.extend((r[0], r[1]) for r in tx.execute(sql, args).fetchall())
+            rows = tx.execute(sql, [*source_args, type_name, *ids]).fetchall()
+            out.extend((r[0], r[1]) for r in rows)
         return out
 
     def _load(self, tx: Transaction, keys: list[tuple[str, str]]) -> list[Stored]:

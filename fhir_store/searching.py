@@ -236,8 +236,8 @@ class Searching:
             links.append(f"(x.res_type = ? AND x.param IN ({', '.join('?' * len(stored))}))")
             args.extend([type_name, *stored])
         # The members first, from the reference index, then their rows by primary key
-        # (SQLite's CROSS JOIN keeps that order): a test of each resource of the store
-        # read them all, minutes at a million Observations.
+        # (SQLite's CROSS JOIN keeps that order). Testing each resource of the store for
+        # membership instead read all of them: minutes at a million Observations.
         source = (
             "(SELECT 'Patient' AS t, CAST(? AS TEXT) AS i UNION SELECT x.res_type, x.res_id"
             " FROM idx_reference x WHERE x.target_type = 'Patient' AND x.target_id = ?"

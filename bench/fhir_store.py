@@ -214,6 +214,14 @@ def timed_ingest(
     )
 
 
+def ingest_line(engine: str, label: str, rate: float, server_us: float, db_us: float) -> str:
+    backends = f", PostgreSQL backends {db_us:.0f} us/resource" if engine != "sqlite" else ""
+    return (
+        f"{engine:10} {label:<47} {rate:9,.0f} resources/s"
+        f"   (API process CPU {server_us:.0f} us/resource{backends})"
+    )
+
+
 def bench_engine(engine: str, total: int, bundles: int, admin: str) -> None:
     with scratch_database(engine, admin) as url:
         db = open_database(url)
@@ -239,9 +247,13 @@ def bench_engine(engine: str, total: int, bundles: int, admin: str) -> None:
                     tx.insert_rows("bench_raw", ("id", "content"), rows[i : i + 1000])
             raw = len(rows) / (time.perf_counter() - start)
             print(
-                f"{engine:10} ingest (transaction Bundles of 1,000 via REST):"
-                f" {ingest:9,.0f} resources/s   (API process CPU {server_us:.0f} us/resource"
-                + (f", PostgreSQL backends {db_us:.0f} us/resource)" if engine != "sqlite" else ")")
+                ingest_line(
+                    engine,
+                    "ingest (transaction Bundles of 1,000 via REST):",
+                    ingest,
+                    server_us,
+                    db_us,
+                )
             )
             print(
                 f"{engine:10} raw multi-row INSERT baseline:                {raw:9,.0f} rows/s"
@@ -306,11 +318,7 @@ def bench_engine(engine: str, total: int, bundles: int, admin: str) -> None:
                 url,
                 [bundle_body(total + (bundles + b) * 1000) for b in range(bundles)],
             )
-            print(
-                f"{engine:10} ingest into the full store:                  {full:9,.0f}"
-                f" resources/s   (API process CPU {server_us:.0f} us/resource"
-                + (f", PostgreSQL backends {db_us:.0f} us/resource)" if engine != "sqlite" else ")")
-            )
+            print(ingest_line(engine, "ingest into the full store:", full, server_us, db_us))
         db.close()
 
 

@@ -284,12 +284,13 @@ RESULT_TARGETS = frozenset({"Observation", "Patient", "Encounter"})
 
 def _provenance(ctx: Context, org: Json) -> None:
     # the references fb.reference gives; the ids were checked when the resources were built
-    results = ctx.header.message_type == "ORU"
-    targets = [
-        {"reference": f"{rt}/{rid}"}
-        for rt, rid in ctx.resources
-        if not results or rt in RESULT_TARGETS
-    ]
+    built = list(ctx.resources)
+    chosen = (
+        [k for k in built if k[0] in RESULT_TARGETS] if ctx.header.message_type == "ORU" else built
+    )
+    if not chosen:  # an ORU of device description rows alone: no reading, no patient
+        chosen = [k for k in built if k[0] != "Organization"] or built
+    targets = [{"reference": f"{rt}/{rid}"} for rt, rid in chosen]
     evn = ctx.message.first("EVN")
     occurred = None
     if evn is not None:

@@ -287,6 +287,22 @@ def test_an_adt_provenance_targets_everything_the_message_says() -> None:
     assert {t["reference"] for t in provenance["target"]} == others
 
 
+def test_an_oru_of_device_description_rows_alone_targets_the_devices() -> None:
+    # Found by test_generated_oru: no patient and no reading (an MDS row without a value)
+    # left the Provenance with no target, and building it raised a ValueError.
+    raw = (
+        b"MSH|^~\\&|ADTSYS|NORTH^1.2.840.99999.1^ISO|CAREGRAPH|HOSP|20240305083000+0100||"
+        b"ORU^R01|G2|P|2.5.1\rPID|1||^^^^MR~||^^^^^^L|||M\rPV1||I\rOBR|1||F1|X^Y^L|||\r"
+        b"OBX|1|ST|150456^MDC_PULS_OXIM_SAT_O2^MDC|1||mg/dL|||||F|||||||\r"
+    )
+    result = run(raw)
+    assert not of_type(result, "Observation") and not of_type(result, "Patient")
+    targets = {t["reference"] for t in one(result, "Provenance")["target"]}
+    devices = {f"Device/{d['id']}" for d in of_type(result, "Device")}
+    assert devices and targets == devices
+    assert_valid(one(result, "Provenance"))
+
+
 def test_patient_key_is_the_authority_and_mrn() -> None:
     assert run(corpus.ADT_A01).patient_key == "NORTH&1.2.840.99999.1.2&ISO|MRN12345"
     assert run(corpus.ORU_PCD).patient_key == run(corpus.ADT_A01).patient_key

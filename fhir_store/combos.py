@@ -51,10 +51,13 @@ COLUMNS = ("res_type", "res_id", "combo", "ref_id", "system", "code", "lo", "hi"
 def compound_rows(
     compound: Compound, references: list[Row], tokens: list[Row], dates: list[Row]
 ) -> list[Row]:
-    """Rows of ``idx_compound`` for one resource, from its parameter index rows."""
+    """Rows of ``idx_compound`` for one resource, from its parameter index rows. An
+    alias's row naming ``target_type`` is the reference's row (the indexer keeps one of
+    the two, see ``indexing._Plan``)."""
     out = []
+    names = (compound.reference, *compound.aliases)
     for ref in references:
-        if ref[2] != compound.reference or ref[3] != compound.target_type:
+        if ref[2] not in names or ref[3] != compound.target_type:
             continue
         for token in tokens:
             if token[2] != compound.token:

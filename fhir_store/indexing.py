@@ -220,11 +220,18 @@ class _Group:
     repeat (a timestamp) stops memoizing after ``_JUDGE_AFTER`` lookups.
     """
 
-    __slots__ = ("hits", "lookups", "memo", "names", "params")
+    __slots__ = ("aliases", "hits", "lookups", "memo", "names", "params")
 
-    def __init__(self, names: frozenset[str], params: list[SearchParam]) -> None:
+    def __init__(
+        self, names: frozenset[str], params: list[SearchParam], aliases: Mapping[str, Shared]
+    ) -> None:
         self.names = tuple(sorted(names))
         self.params = params
+        codes = {p.code for p in params}
+        #: The aliases whose rows and whose parts' rows this group finds alone.
+        self.aliases = {
+            c: s for c, s in aliases.items() if c in codes and codes.issuperset(s.params)
+        }
         self.memo: dict[tuple[Any, ...], dict[str, list[tuple[Any, ...]]]] | None = {}
         self.lookups = 0
         self.hits = 0
@@ -240,17 +247,36 @@ class _Plan:
     Built once per type: a resource then evaluates only the groups whose elements it has
     (what ``SearchParam.may_match`` tells), found by a dictionary lookup per element of the
     resource instead of a test per parameter of the type.
+
+    A union that shares its rows (``combo-code`` is ``code | component-code``, see
+    ``Shared``) is not evaluated at all: every row it finds is one of its parts' rows, which
+    ``_drop_shared`` would drop again. Only rows kept under a derived code are not: a token's
+    ``:of-type`` rows, which ``_union_of_type`` copies from the parts' own. Aliases
+    (``patient`` is ``subject`` where it names a Patient) are evaluated, since a reference
+    that names its type only in ``Reference.type`` stays their own, and dropped row by row:
+    by the group that evaluates them where it holds their parts too (its memo keeps the
+    rows without them), else once the resource's rows are all found (``aliases``).
     """
 
-    __slots__ = ("always", "by_name", "compounds", "every", "layouts", "shared")
+    __slots__ = ("aliases", "always", "by_name", "compounds", "every", "layouts", "of_type")
 
     def __init__(
         self, params: Iterable[SearchParam], res_type: str, shared: Mapping[str, Shared]
     ) -> None:
         self.every = [p for p in params if p.code not in COLUMN_PARAMS]
+        self.aliases = {c: s for c, s in shared.items() if s.target_type is not None}
+        unions = {c: s for c, s in shared.items() if s.target_type is None}
+        #: ``<part>:of-type`` -> ``<union>:of-type`` for each token union over that part.
+        self.of_type: dict[str, list[str]] = {}
+        for param in self.every:
+            if param.code in unions and param.type == "token":
+                for part in unions[param.code].params:
+                    self.of_type.setdefault(f"{part}:of-type", []).append(f"{param.code}:of-type")
         self.always: list[SearchParam] = []
         grouped: dict[frozenset[str], list[SearchParam]] = {}
         for param in self.every:
+            if param.code in unions:
+                continue
             names = dependencies(param)
             if names is None:
                 self.always.append(param)
@@ -258,11 +284,12 @@ class _Plan:
                 grouped.setdefault(names, []).append(param)
         self.by_name: dict[str, list[_Group]] = {}
         for names, members in grouped.items():
-            group = _Group(names, members)
+            group = _Group(names, members, self.aliases)
             for name in names:
                 self.by_name.setdefault(name, []).append(group)
+            for code in group.aliases:
+                del self.aliases[code]  # dropped where the group is evaluated
         self.compounds = combos.for_type(res_type)
-        self.shared = shared
         self.layouts: dict[tuple[str, ...], list[tuple[_Group, tuple[str, ...]]]] = {}
 
     def layout(self, keys: tuple[str, ...]) -> list[tuple[_Group, tuple[str, ...]]]:
@@ -332,14 +359,27 @@ class Indexer:
                 found = param.evaluate(resource)
                 if found:
                     self._add(out, res_type, res_id, param, found)
+            shared = self.registry.shared(res_type) if self.share else {}
         else:
             for param in plan.always:
                 found = param.evaluate(resource)
                 if found:
                     self._add(out, res_type, res_id, param, found)
             texts: dict[str, tuple[str, Any]] = {}
+            gathered: dict[str, list[tuple[Any, ...]]] = {}
             for group, keys in plan.layout(tuple(resource)):
-                self._group_rows(out, group, keys, resource, texts, res_type, res_id)
+                if group.memo is None:  # values do not repeat: evaluate directly
+                    self._evaluate(out, group, {k: resource[k] for k in keys}, res_type, res_id)
+                    continue
+                for table, tails in self._memoized(group, keys, resource, texts).items():
+                    if table in gathered:
+                        gathered[table].extend(tails)
+                    else:
+                        gathered[table] = list(tails)
+            for table, tails in gathered.items():
+                out.setdefault(table, set()).update([(res_type, res_id, *t) for t in tails])
+            if plan.of_type and "idx_token" in out:
+                _union_of_type(out["idx_token"], plan.of_type)
         for compound in plan.compounds:
             rows = combos.compound_rows(
                 compound,
@@ -349,29 +389,29 @@ class Indexer:
             )
             if rows:
                 out.setdefault("idx_compound", set()).update(rows)
-        if plan.shared:
-            _drop_shared(out, plan.shared)
+        if not skip:
+            if shared:
+                _drop_shared(out, shared)
+        elif plan.aliases and "idx_reference" in out:
+            _drop_aliases(out["idx_reference"], plan.aliases)
         if into is None:
             return out
         for table, part in out.items():
             into.setdefault(table, set()).update(part)
         return into
 
-    def _group_rows(
+    def _memoized(
         self,
-        out: Rows,
         group: _Group,
         keys: tuple[str, ...],
         resource: Mapping[str, Any],
         texts: dict[str, tuple[str, Any]],
-        res_type: str,
-        res_id: str,
-    ) -> None:
-        # Only the elements the group reads (``keys``): evaluating on them gives the same rows.
+    ) -> dict[str, list[tuple[Any, ...]]]:
+        """The group's rows without their ``(res_type, res_id)``, by table: from its memo
+        when the elements it reads (``keys``) were seen before, else evaluated on those
+        elements alone (which gives the same rows) and remembered."""
         memo = group.memo
-        if memo is None:
-            self._evaluate(out, group, {k: resource[k] for k in keys}, res_type, res_id)
-            return
+        assert memo is not None
         parts = []
         for k in keys:
             text = texts.get(k)
@@ -381,19 +421,19 @@ class Indexer:
         key = tuple(parts)
         group.lookups += 1
         tails = memo.get(key)
-        if tails is None:
-            found: Rows = {}
-            self._evaluate(found, group, {k: resource[k] for k in keys}, res_type, res_id)
-            tails = {table: [row[2:] for row in rows] for table, rows in found.items()}
-            if len(memo) >= _MEMO_LIMIT:
-                memo.clear()
-            memo[key] = tails
-            if group.lookups % _JUDGE_AFTER == 0:
-                group.judge()
-        else:
+        if tails is not None:
             group.hits += 1
-        for table, rows in tails.items():
-            out.setdefault(table, set()).update([(res_type, res_id, *tail) for tail in rows])
+            return tails
+        found: Rows = {}
+        res_type, res_id = resource["resourceType"], resource["id"]
+        self._evaluate(found, group, {k: resource[k] for k in keys}, res_type, res_id)
+        tails = {table: [row[2:] for row in rows] for table, rows in found.items()}
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[key] = tails
+        if group.lookups % _JUDGE_AFTER == 0:
+            group.judge()
+        return tails
 
     def _evaluate(
         self,
@@ -408,6 +448,8 @@ class Indexer:
             found = param.evaluate(reduced)
             if found:
                 self._add(out, res_type, res_id, param, found)
+        if group.aliases and "idx_reference" in out:
+            _drop_aliases(out["idx_reference"], group.aliases)
 
     def _add(
         self, out: Rows, res_type: str, res_id: str, param: SearchParam, found: Collection
@@ -502,6 +544,29 @@ class Indexer:
             for system, code, _ in codes:
                 for v in values:
                     table.add((*key, system, code, *v))
+
+
+def _union_of_type(tokens: set[tuple[Any, ...]], of_type: Mapping[str, list[str]]) -> None:
+    """The ``:of-type`` rows of the token unions (see ``_Plan``), from their parts' own."""
+    derived = [
+        (row[0], row[1], union, *row[3:])
+        for row in tokens
+        if row[2] in of_type
+        for union in of_type[row[2]]
+    ]
+    tokens.update(derived)
+
+
+def _drop_aliases(references: set[tuple[Any, ...]], aliases: Mapping[str, Shared]) -> None:
+    """``_drop_shared`` for the aliases alone, which are reference parameters."""
+    covered = [
+        row
+        for row in references
+        if (share := aliases.get(row[2])) is not None
+        and row[3] == share.target_type
+        and any((row[0], row[1], code, *row[3:]) in references for code in share.params)
+    ]
+    references.difference_update(covered)
 
 
 def _drop_shared(out: Rows, shared: Mapping[str, Shared]) -> None:

@@ -453,6 +453,8 @@ class Probe:
         now = time.monotonic()
         with self._lock:
             for ids, emitted in pending.items():
+                if ids not in self._pending:  # counted by close_window during the search
+                    continue
                 if all(i in found for i in ids):
                     del self._pending[ids]
                     if self.recording:

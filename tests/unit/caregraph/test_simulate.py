@@ -1,5 +1,5 @@
-"""The memory figures of ``caregraph simulate``: per-process RssAnon/RssFile and the
-flatness slope, without running a hospital."""
+"""The figures of ``caregraph simulate`` without running a hospital: per-process
+RssAnon/RssFile, the flatness slope, and the latency probe."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 
-from caregraph.simulate import ProcessMemory, Report, slope_per_min
+import httpx
+
+from caregraph.simulate import Probe, ProcessMemory, Report, slope_per_min
 
 MIB = 2**20
 
@@ -93,3 +95,21 @@ def test_per_process_memory_shows_the_middle_of_the_window_when_read() -> None:
     report = _report([(0.0, 300 * MIB), (600.0, 350 * MIB)])
     report.processes_mid = [ProcessMemory("caregraph", 1, 450 * MIB, 320 * MIB, 130 * MIB)]
     assert "caregraph 400 -> 450 -> 500 (anon 300 -> 320 -> 350)" in "\n".join(report.lines())
+
+
+def test_the_window_closing_during_a_probe_search_counts_each_sample_once() -> None:
+    # A 1,000-bed run: the searches of one poll outlasted the window, close_window counted
+    # the pending samples meanwhile, and the poll then deleted them again (KeyError).
+    probe: Probe
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        probe.close_window()
+        ids = request.url.params["_id"].split(",")
+        return httpx.Response(200, json={"entry": [{"resource": {"id": i}} for i in ids]})
+
+    with httpx.Client(transport=httpx.MockTransport(answer), base_url="http://x") as client:
+        probe = Probe(client, interval_s=1.0)
+        probe.recording = True
+        probe.add(("a", "b"), 0.0)
+        probe.poll_once()
+    assert len(probe.latencies_s) == 1 and probe.censored == 1 and probe.lost == 0

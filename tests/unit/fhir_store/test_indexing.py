@@ -89,6 +89,33 @@ def test_grouped_and_memoized_rows_are_the_rows_of_every_parameter() -> None:
     assert checked > 100 and hits > 100
 
 
+def test_a_union_not_evaluated_keeps_its_of_type_rows_and_aliases_feed_compounds() -> None:
+    # combo-code is not evaluated on the fast path: its :of-type rows (the one kind a union
+    # keeps under its own code) are copied from code's and component-code's. Identifier-
+    # shaped codes are not valid FHIR; they are what makes :of-type rows at all.
+    def typed(value: str, code: str) -> dict[str, Any]:
+        return {"value": value, "type": {"coding": [{"system": "s", "code": code}]}}
+
+    resource = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": typed("x", "c"),
+        "component": [{"code": typed("y", "d")}],
+        "subject": {"reference": "Patient/p"},
+        "effectiveDateTime": "2024-01-01T00:00:00Z",
+    }
+    indexer = Indexer(default_registry())
+    fast = indexer.rows(resource)
+    assert fast == indexer.rows(resource, skip=False)
+    of_type = {(r[2], r[3], r[4]) for r in fast["idx_token"] if r[2].endswith(":of-type")}
+    assert ("combo-code:of-type", "s|c", "x") in of_type
+    assert ("combo-code:of-type", "s|d", "y") in of_type
+    # patient's row is subject's (dropped), and the compound still finds the patient
+    assert {r[2] for r in fast["idx_reference"]} == {"subject"}
+    assert {r[3] for r in fast["idx_compound"]} == {"p"}
+
+
 def test_layouts_follow_each_resources_own_keys_and_their_order() -> None:
     # One indexer: a layout worked out for one key tuple must not serve another.
     indexer = Indexer(default_registry())

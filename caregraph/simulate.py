@@ -199,9 +199,12 @@ class ProcessMemory:
     rss: int
     anon: int  # RssAnon: heap, what a leak grows
     file: int  # RssFile: code and mapped files (the SQLite store's mmap), reclaimable
+    #: Of ``anon``, SQLite's page caches and statements (bounded by each connection's
+    #: ``cache_size``), as the process's ``/metrics`` says; 0 when not read.
+    sqlite: int = 0
 
     @classmethod
-    def read(cls, name: str, pid: int) -> ProcessMemory:
+    def read(cls, name: str, pid: int, metrics_url: str | None = None) -> ProcessMemory:
         """Zeros for a process that is gone (its figures are then meaningless, not absent)."""
         fields = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
         with contextlib.suppress(OSError):
@@ -209,7 +212,22 @@ class ProcessMemory:
                 key, _, value = line.partition(":")
                 if key in fields:
                     fields[key] = int(value.split()[0]) * 1024
-        return cls(name, pid, fields["VmRSS"], fields["RssAnon"], fields["RssFile"])
+        sqlite = 0
+        if metrics_url is not None:
+            with contextlib.suppress(httpx.HTTPError):
+                text = httpx.get(metrics_url, timeout=5).text
+                sqlite = int(metric_value(text, 'caregraph_memory_bytes{kind="sqlite"}') or 0)
+        return cls(name, pid, fields["VmRSS"], fields["RssAnon"], fields["RssFile"], sqlite)
+
+
+def metric_value(exposition: str, series: str) -> float | None:
+    """The value of one series (name and labels as Prometheus writes them) in a text
+    exposition, or None when it is absent."""
+    for line in exposition.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return None
 
 
 def slope_per_min(series: Sequence[tuple[float, int]]) -> float:
@@ -234,6 +252,7 @@ class Deployment:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[IO[bytes]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # beside ``pids``; the pid when empty
+    ports: list[int] = field(default_factory=list)  # beside ``pids``: their /metrics, if known
 
     @classmethod
     def spawn(cls, settings: Settings, *, split: bool, log_dir: Path) -> Deployment:
@@ -252,6 +271,7 @@ class Deployment:
             env = dict(base)
             if "api" not in roles:  # its probes and /metrics need a port of their own
                 env["CAREGRAPH_HTTP_PORT"] = str(_free_port())
+            dep.ports.append(int(env["CAREGRAPH_HTTP_PORT"]))
             out = (log_dir / f"{name}.log").open("wb")
             dep.logs.append(out)
             args = [arg for role in roles for arg in ("--role", role)]
@@ -274,7 +294,13 @@ class Deployment:
     def memory(self) -> list[ProcessMemory]:
         """Resident memory of each process, in the order of ``pids``."""
         names = self.names if len(self.names) == len(self.pids) else [str(p) for p in self.pids]
-        return [ProcessMemory.read(name, pid) for name, pid in zip(names, self.pids, strict=True)]
+        urls: list[str | None] = [None] * len(self.pids)
+        if len(self.ports) == len(self.pids):
+            urls = [f"http://127.0.0.1:{port}/metrics" for port in self.ports]
+        return [
+            ProcessMemory.read(name, pid, url)
+            for name, pid, url in zip(names, self.pids, urls, strict=True)
+        ]
 
     def rss_bytes(self) -> int:
         """Resident memory of all the processes (VmRSS), 0 for a process that is gone."""
@@ -648,6 +674,8 @@ class Report:
     anon_end_bytes: int = 0
     # (seconds into the window, RssAnon of all the processes) at each progress line
     anon_series: list[tuple[float, int]] = field(default_factory=list)
+    # the same, less SQLite's share (``ProcessMemory.sqlite``): what is left for a leak
+    heap_series: list[tuple[float, int]] = field(default_factory=list)
     processes_start: list[ProcessMemory] = field(default_factory=list)
     processes_end: list[ProcessMemory] = field(default_factory=list)
     processes_mid: list[ProcessMemory] = field(default_factory=list)  # at half the window
@@ -660,10 +688,19 @@ class Report:
         half = self.window_s / 2
         return slope_per_min([(t, v) for t, v in self.anon_series if t >= half])
 
+    @property
+    def heap_slope_bytes_per_min(self) -> float:
+        """``anon_slope_bytes_per_min`` without SQLite's caches, which grow with the store
+        up to their bound."""
+        half = self.window_s / 2
+        return slope_per_min([(t, v) for t, v in self.heap_series if t >= half])
+
     def lines(self) -> list[str]:
         mib = 1024 * 1024
         file_start = sum(m.file for m in self.processes_start)
         file_end = sum(m.file for m in self.processes_end)
+        sqlite_start = sum(m.sqlite for m in self.processes_start)
+        sqlite_end = sum(m.sqlite for m in self.processes_end)
         points = [self.processes_start, self.processes_end]
         if self.processes_mid:  # read at half the window
             points.insert(1, self.processes_mid)
@@ -698,6 +735,16 @@ class Report:
             f"{self.anon_end_bytes / mib:.0f} MiB, second half of the window "
             f"{self.anon_slope_bytes_per_min / mib:+.1f} MiB/min; file-backed (code, SQLite"
             f" mmap; reclaimable) start {file_start / mib:.0f} MiB, end {file_end / mib:.0f} MiB",
+            *(
+                [
+                    f"    of the heap, SQLite's caches and statements start"
+                    f" {sqlite_start / mib:.0f} MiB, end {sqlite_end / mib:.0f} MiB; the heap"
+                    f" without them {self.heap_slope_bytes_per_min / mib:+.1f} MiB/min over"
+                    " the second half"
+                ]
+                if sqlite_end
+                else []
+            ),
             f"    per process, MiB: {per_process}",
             f"  consumer lag at end {self.lag_end}; max {self.lag_max}",
             f"  {drained}",
@@ -793,6 +840,12 @@ def run_simulation(
         t0 = time.monotonic()
         rss_series: list[tuple[float, int]] = []
         anon_series: list[tuple[float, int]] = []
+        heap_series: list[tuple[float, int]] = []
+
+        def sample(at: float, mem: list[ProcessMemory]) -> None:
+            anon_series.append((at, sum(m.anon for m in mem)))
+            heap_series.append((at, sum(m.anon - m.sqlite for m in mem)))
+
         mem_start: list[ProcessMemory] = []
         mem_mid: list[ProcessMemory] = []
         lag_max: dict[str, int] = {}
@@ -813,7 +866,7 @@ def run_simulation(
                 with tally.lock:
                     sent_start = tally.sent
                 cpu_start, mem_start = cpu(), memory()
-                anon_series.append((0.0, sum(m.anon for m in mem_start)))
+                sample(0.0, mem_start)
             if started and now - window_start >= plan.seconds:
                 break
             if now >= next_progress:
@@ -826,7 +879,7 @@ def run_simulation(
                 resident = sum(m.rss for m in mem)
                 rss_series.append((now - t0, resident))
                 if started:
-                    anon_series.append((now - window_start, sum(m.anon for m in mem)))
+                    sample(now - window_start, mem)
                     if not mem_mid and now - window_start >= plan.seconds / 2:
                         mem_mid = mem
                 with tally.lock:
@@ -844,7 +897,7 @@ def run_simulation(
         count_end = stored()
         cpu_end, mem_end = cpu(), memory()
         load_avg = os.getloadavg()
-        anon_series.append((window_s, sum(m.anon for m in mem_end)))
+        sample(window_s, mem_end)
         rss_end = sum(m.rss for m in mem_end)
         with tally.lock:
             sent_window = tally.sent - sent_start
@@ -899,6 +952,7 @@ def run_simulation(
             anon_start_bytes=sum(m.anon for m in mem_start),
             anon_end_bytes=sum(m.anon for m in mem_end),
             anon_series=anon_series,
+            heap_series=heap_series,
             processes_start=mem_start,
             processes_end=mem_end,
             processes_mid=mem_mid,

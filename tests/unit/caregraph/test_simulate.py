@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 
 import httpx
 
-from caregraph.simulate import Probe, ProcessMemory, Report, slope_per_min
+from caregraph.simulate import Probe, ProcessMemory, Report, metric_value, slope_per_min
+from observability.metrics import Metrics
+from observability.ops import OpsServer
 
 MIB = 2**20
 
@@ -95,6 +98,48 @@ def test_per_process_memory_shows_the_middle_of_the_window_when_read() -> None:
     report = _report([(0.0, 300 * MIB), (600.0, 350 * MIB)])
     report.processes_mid = [ProcessMemory("caregraph", 1, 450 * MIB, 320 * MIB, 130 * MIB)]
     assert "caregraph 400 -> 450 -> 500 (anon 300 -> 320 -> 350)" in "\n".join(report.lines())
+
+
+def test_sqlite_share_of_the_heap_is_read_from_the_process_metrics() -> None:
+    # the exposition a caregraph process serves (observability.ops), read as simulate does
+    keep = sqlite3.connect(":memory:")  # so that SQLite holds some memory in this process
+    keep.execute("CREATE TABLE t (x)")
+    ops = OpsServer("127.0.0.1", 0, {}, Metrics())
+    ops.start()
+    try:
+        url = f"http://127.0.0.1:{ops.port}/metrics"
+        mine = ProcessMemory.read("me", os.getpid(), url)
+        assert 0 < mine.sqlite < mine.anon
+        assert ProcessMemory.read("me", os.getpid(), "http://127.0.0.1:9/metrics").sqlite == 0
+    finally:
+        ops.stop()
+        keep.close()
+
+
+def test_metric_value_finds_one_series() -> None:
+    text = (
+        "# HELP x\n"
+        'caregraph_memory_bytes{kind="rss_anon"} 5.0\n'
+        'caregraph_memory_bytes{kind="sqlite"} 3e+06\n'
+    )
+    assert metric_value(text, 'caregraph_memory_bytes{kind="sqlite"}') == 3e6
+    assert metric_value(text, 'caregraph_memory_bytes{kind="malloc_free"}') is None
+
+
+def test_the_heap_without_sqlite_caches_has_its_own_slope() -> None:
+    # SQLite's caches fill with the store while the rest stays flat: the line says so
+    report = _report([(0.0, 300 * MIB), (300.0, 320 * MIB), (600.0, 340 * MIB)])
+    report.heap_series = [(0.0, 250 * MIB), (300.0, 250 * MIB), (600.0, 250 * MIB)]
+    report.processes_start = [
+        ProcessMemory("caregraph", 1, 400 * MIB, 300 * MIB, 100 * MIB, 50 * MIB)
+    ]
+    report.processes_end = [
+        ProcessMemory("caregraph", 1, 500 * MIB, 340 * MIB, 100 * MIB, 90 * MIB)
+    ]
+    text = "\n".join(report.lines())
+    assert "+4.0 MiB/min" in text  # RssAnon's slope over the second half
+    assert "SQLite's caches and statements start 50 MiB, end 90 MiB" in text
+    assert "the heap without them +0.0 MiB/min" in text
 
 
 def test_the_window_closing_during_a_probe_search_counts_each_sample_once() -> None:

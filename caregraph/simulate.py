@@ -252,7 +252,7 @@ class Deployment:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[IO[bytes]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)  # beside ``pids``; the pid when empty
-    ports: list[int] = field(default_factory=list)  # beside ``pids``: their /metrics, if known
+    metrics_urls: list[str] = field(default_factory=list)  # beside ``pids``, if known
 
     @classmethod
     def spawn(cls, settings: Settings, *, split: bool, log_dir: Path) -> Deployment:
@@ -271,7 +271,9 @@ class Deployment:
             env = dict(base)
             if "api" not in roles:  # its probes and /metrics need a port of their own
                 env["CAREGRAPH_HTTP_PORT"] = str(_free_port())
-            dep.ports.append(int(env["CAREGRAPH_HTTP_PORT"]))
+            dep.metrics_urls.append(
+                f"http://{settings.http_host}:{env['CAREGRAPH_HTTP_PORT']}/metrics"
+            )
             out = (log_dir / f"{name}.log").open("wb")
             dep.logs.append(out)
             args = [arg for role in roles for arg in ("--role", role)]
@@ -295,8 +297,8 @@ class Deployment:
         """Resident memory of each process, in the order of ``pids``."""
         names = self.names if len(self.names) == len(self.pids) else [str(p) for p in self.pids]
         urls: list[str | None] = [None] * len(self.pids)
-        if len(self.ports) == len(self.pids):
-            urls = [f"http://127.0.0.1:{port}/metrics" for port in self.ports]
+        if len(self.metrics_urls) == len(self.pids):
+            urls = list(self.metrics_urls)
         return [
             ProcessMemory.read(name, pid, url)
             for name, pid, url in zip(names, self.pids, urls, strict=True)

@@ -359,7 +359,6 @@ class Indexer:
                 found = param.evaluate(resource)
                 if found:
                     self._add(out, res_type, res_id, param, found)
-            shared = self.registry.shared(res_type) if self.share else {}
         else:
             for param in plan.always:
                 found = param.evaluate(resource)
@@ -390,10 +389,10 @@ class Indexer:
             if rows:
                 out.setdefault("idx_compound", set()).update(rows)
         if not skip:
-            if shared:
-                _drop_shared(out, shared)
-        elif plan.aliases and "idx_reference" in out:
-            _drop_aliases(out["idx_reference"], plan.aliases)
+            if self.share:
+                _drop_shared(out, self.registry.shared(res_type))
+        elif plan.aliases and "idx_reference" in out:  # aliases are reference parameters
+            _drop_covered(out["idx_reference"], plan.aliases)
         if into is None:
             return out
         for table, part in out.items():
@@ -449,7 +448,7 @@ class Indexer:
             if found:
                 self._add(out, res_type, res_id, param, found)
         if group.aliases and "idx_reference" in out:
-            _drop_aliases(out["idx_reference"], group.aliases)
+            _drop_covered(out["idx_reference"], group.aliases)
 
     def _add(
         self, out: Rows, res_type: str, res_id: str, param: SearchParam, found: Collection
@@ -557,34 +556,24 @@ def _union_of_type(tokens: set[tuple[Any, ...]], of_type: Mapping[str, list[str]
     tokens.update(derived)
 
 
-def _drop_aliases(references: set[tuple[Any, ...]], aliases: Mapping[str, Shared]) -> None:
-    """``_drop_shared`` for the aliases alone, which are reference parameters."""
+def _drop_covered(rows: set[tuple[Any, ...]], shared: Mapping[str, Shared]) -> None:
+    """Drop the rows of parameters that share other parameters' rows (see ``Shared``)
+    where those hold the same row; what only the parameter itself finds is kept."""
     covered = [
         row
-        for row in references
-        if (share := aliases.get(row[2])) is not None
-        and row[3] == share.target_type
-        and any((row[0], row[1], code, *row[3:]) in references for code in share.params)
+        for row in rows
+        if (share := shared.get(row[2])) is not None
+        and (share.target_type is None or row[3] == share.target_type)
+        and any((row[0], row[1], code, *row[3:]) in rows for code in share.params)
     ]
-    references.difference_update(covered)
+    rows.difference_update(covered)
 
 
 def _drop_shared(out: Rows, shared: Mapping[str, Shared]) -> None:
-    """Drop the rows of parameters that share other parameters' rows (see ``Shared``)
-    where those hold the same row; what only the parameter itself finds is kept."""
+    """``_drop_covered`` in every table but the compounds'."""
     for table, rows in out.items():
-        if table == "idx_compound":
-            continue
-        covered = []
-        for row in rows:
-            share = shared.get(row[2])
-            if share is None or (share.target_type is not None and row[3] != share.target_type):
-                continue
-            for code in share.params:
-                if (row[0], row[1], code, *row[3:]) in rows:
-                    covered.append(row)
-                    break
-        rows.difference_update(covered)
+        if table != "idx_compound":
+            _drop_covered(rows, shared)
 
 
 def _composite_values(

@@ -26,6 +26,7 @@ from typing import Any
 from bus.base import Bus, Message, Record
 from bus.headers import SOURCE, make_headers
 from bus.topics import fhir_topic
+from fhir_store.records import loads
 from linkage.errors import InvalidPatient
 from linkage.identity import RESOURCE_TYPES as IDENTITY_TYPES
 from linkage.identity import EntityOutcome, IdentityIndex
@@ -85,7 +86,7 @@ class PatientHandler:
 
     def handle(self, message: Message) -> LinkOutcome | None:
         try:
-            resource = json.loads(message.value)
+            resource = loads(message.value)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidPatient(f"not JSON: {exc}", location=message.topic) from exc
         if not isinstance(resource, dict):
@@ -129,7 +130,7 @@ class IdentityHandler:
 
     def handle(self, message: Message) -> EntityOutcome:
         try:
-            resource = json.loads(message.value)
+            resource = loads(message.value)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidPatient(f"not JSON: {exc}", location=message.topic) from exc
         if not isinstance(resource, dict):

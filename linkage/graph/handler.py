@@ -17,6 +17,7 @@ from typing import Any
 
 from bus.base import Message
 from caregraph.errors import MappingError
+from fhir_store.records import loads
 from linkage.graph.edges import BUILDERS
 from linkage.graph.store import Graph
 
@@ -31,7 +32,7 @@ class GraphHandler:
         resources: list[dict[str, Any]] = []
         for message in messages:
             try:
-                resource = json.loads(message.value)
+                resource = loads(message.value)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise MappingError(f"not JSON: {exc}", location=message.topic) from exc
             if not isinstance(resource, dict) or not resource.get("resourceType"):

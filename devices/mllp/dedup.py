@@ -50,9 +50,8 @@ class AckCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, bytes] = OrderedDict()
         self._db: sqlite3.Connection | None = None
-        # The file may hold up to ``_slack`` rows more than ``capacity`` between prunes: the
-        # prune walks ``capacity`` index entries, which at every put (100,000 entries: about
-        # a millisecond) cost the MLLP publisher more than the messages it acknowledged.
+        # The file may hold up to ``_slack`` rows more than ``capacity`` between prunes, so
+        # a prune is one statement per ``_slack`` puts, not one per put.
         self._slack = max(1, min(1000, capacity // 10))
         self._db_rows = 0  # an upper bound on the rows in the file
         # Rows take increasing rowids (a key put again gets a new one), so the ``capacity``
@@ -66,9 +65,10 @@ class AckCache:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS acks (key TEXT PRIMARY KEY, ack BLOB, at REAL)"
             )
-            self._db.execute("CREATE INDEX IF NOT EXISTS acks_at ON acks(at)")
+            # Recency is the rowid's order (below); an index on ``at`` only cost each put.
+            self._db.execute("DROP INDEX IF EXISTS acks_at")
             rows = self._db.execute(
-                "SELECT key, ack FROM acks ORDER BY at DESC LIMIT ?", (self.memory_capacity,)
+                "SELECT key, ack FROM acks ORDER BY rowid DESC LIMIT ?", (self.memory_capacity,)
             ).fetchall()
             for key, ack in reversed(rows):
                 self._entries[key] = bytes(ack)
@@ -106,33 +106,45 @@ class AckCache:
             self._entries.popitem(last=False)
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
-        """Remember ACKs, in one transaction when backed by a file."""
+        """Remember ACKs: in memory, then in the file (one transaction)."""
+        items = list(items)
+        self.remember_many(items)
+        self.persist_many(items)
+
+    def remember_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Remember ACKs in memory only, where ``get`` finds them first: the MLLP
+        publisher does this before it answers and writes the file after (``persist_many``),
+        so no ACK waits for the file."""
+        with self._lock:
+            for key, ack in items:
+                self._remember(key, ack)
+
+    def persist_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Write ACKs already remembered into the file (nothing without one)."""
         items = list(items)
         if not items:
             return
         with self._lock:
-            for key, ack in items:
-                self._remember(key, ack)
-            if self._db is not None:
-                now = time.time()
-                self._db.execute("BEGIN")
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO acks (key, ack, at) VALUES (?, ?, ?)",
-                    [(k, a, now) for k, a in items],
+            if self._db is None:
+                return
+            now = time.time()
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO acks (key, ack, at) VALUES (?, ?, ?)",
+                [(k, a, now) for k, a in items],
+            )
+            self._db_rows += len(items)  # a key put again replaces its row: an upper bound
+            self._last_rowid = self._db.execute("SELECT max(rowid) FROM acks").fetchone()[0]
+            if self._db_rows > self.capacity + self._slack:
+                # The ``capacity`` most recent puts hold the newest rowids (a key put again
+                # gets a new one), so what is older is a range of the table's own B-tree:
+                # about ``slack`` rows each time, whatever the capacity. (Finding the cut
+                # by an index on ``at`` walked ``capacity`` entries: 100,000 of them.)
+                self._db.execute(
+                    "DELETE FROM acks WHERE rowid <= ?", (self._last_rowid - self.capacity,)
                 )
-                self._db_rows += len(items)  # a key put again replaces its row: an upper bound
-                self._last_rowid = self._db.execute("SELECT max(rowid) FROM acks").fetchone()[0]
-                if self._db_rows > self.capacity + self._slack:
-                    self._db.execute(
-                        "DELETE FROM acks WHERE at < (SELECT at FROM acks ORDER BY at DESC"
-                        " LIMIT 1 OFFSET ?)",
-                        (self.capacity - 1,),
-                    )
-                    # rows tied with the oldest kept stay, but count as pruned: so a tie
-                    # bigger than the slack cannot make every put prune again
-                    kept = self._db.execute("SELECT count(*) FROM acks").fetchone()[0]
-                    self._db_rows = min(kept, self.capacity)
-                self._db.execute("COMMIT")
+                self._db_rows = self.capacity  # at most the rowids left in the window
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

@@ -11,7 +11,8 @@ Threads (all daemons, all stopped by ``stop``):
 
 Per frame: ``adapters.hl7v2.intake.judge`` decides AA/AE/AR without I/O. AA means: publish
 the raw bytes (key = patient key, else MSH-10; headers from ``bus.headers.make_headers``),
-wait until the bus says durable, remember the ACK (``AckCache``), answer. AE/AR are
+wait until the bus says durable, remember the ACK (``AckCache``, in memory; its file is
+written after the answers), answer. AE/AR are
 answered at once and nothing is published. If the bus fails, the answer is AR (code 207,
 "try again"), nothing is remembered, and the sender's retry gets a fresh attempt. Broken
 framing, garbage and oversize frames are answered with AR and the connection goes on.
@@ -154,12 +155,15 @@ class _GroupCommitPublisher:
             for p in batch:
                 p.done.set(exc)
             return
-        try:
-            self._cache.put_many((p.dedup_key, p.ack) for p in batch)
-        except Exception:  # the publish is durable: a lost cache entry only risks a repeat
-            log.exception("could not remember %d ACKs", len(batch))
+        acks = [(p.dedup_key, p.ack) for p in batch]
+        self._cache.remember_many(acks)
         for p in batch:
             p.done.set()
+        # after the answers: the file only serves repeats after a restart
+        try:
+            self._cache.persist_many(acks)
+        except Exception:  # the publish is durable: a lost cache entry only risks a repeat
+            log.exception("could not remember %d ACKs", len(batch))
 
 
 class MllpListener:

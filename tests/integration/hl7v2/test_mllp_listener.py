@@ -8,12 +8,13 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
 
 from adapters.hl7v2.er7 import tokenize
+from adapters.hl7v2.header import peek_header
 from adapters.hl7v2.normalize import patient_key
 from bus.base import Bus, Consumer, Record
 from bus.embedded import EmbeddedBus
@@ -286,6 +287,41 @@ def test_durable_on_the_embedded_bus_and_dedup_survives_restart(tmp_path: Path) 
         assert [m.value for m in got] == [corpus.ORU_LAB]
     finally:
         bus.close()
+
+
+class _HeldFile(AckCache):
+    """An ACK cache whose file writes wait until released."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path=path)
+        self.release = threading.Event()
+
+    def persist_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        self.release.wait(10)
+        super().persist_many(items)
+
+
+def test_the_ack_does_not_wait_for_the_ack_file_and_a_repeat_is_known_meanwhile(
+    tmp_path: Path, memory_bus: MemoryBus
+) -> None:
+    cache = _HeldFile(tmp_path / "acks.sqlite3")
+    try:
+        with MllpListener("127.0.0.1", 0, memory_bus, ack_cache=cache) as server:
+            with client_for(server) as c:
+                started = time.monotonic()
+                first = c.send(corpus.ORU_LAB)
+                assert time.monotonic() - started < 5  # not the 10 s the file write waits
+                assert msa(first)[1] == "AA"
+                assert c.send(corpus.ORU_LAB) == first  # known in memory, not published again
+            cache.release.set()
+        assert len(memory_bus.snapshot(RAW_HL7V2)) == 1
+    finally:
+        cache.release.set()
+        cache.close()
+    reopened = AckCache(path=tmp_path / "acks.sqlite3")  # the file got it once released
+    header = peek_header(corpus.ORU_LAB)
+    assert header is not None and reopened.get(header.dedup_key) == first
+    reopened.close()
 
 
 def test_structure_only_intake_leaves_content_errors_to_the_normalizer(

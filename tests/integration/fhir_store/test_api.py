@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 
 from fhir_store.api import build_router
 from fhir_store.store import FhirStore
 from tests.integration.fhir_store.conftest import Server, serving
+from tests.support.services import serve_app as serving_app
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +99,24 @@ def test_bad_input_is_4xx_outcome_and_nothing_written(server: Server) -> None:
         lenient = c.get("/Patient", params={"nonsense": "1"})
         assert lenient.status_code == 200
         assert c.get("/Patient").json()["total"] == 0
+
+
+def test_a_50_mb_body_is_refused_with_413_and_the_server_goes_on(store: FhirStore) -> None:
+    """At the router's default limit, as ``caregraph up`` mounts it: a body that says its
+    size is refused before it is read, one sent in chunks once it passes the limit."""
+    app = FastAPI()
+    app.include_router(build_router(store, lambda: None))
+    fifty_mb = b'{"resourceType":"Patient","x":"' + b"a" * (50 * 1024 * 1024) + b'"}'
+
+    def chunked() -> Iterator[bytes]:
+        for start in range(0, len(fifty_mb), 1024 * 1024):
+            yield fifty_mb[start : start + 1024 * 1024]
+
+    with serving_app(app) as base, httpx.Client(base_url=f"{base}/fhir", timeout=60) as c:
+        assert_outcome(c.post("/Patient", content=fifty_mb, headers=FHIR), 413, "larger than")
+        assert_outcome(c.post("/Patient", content=chunked(), headers=FHIR), 413, "larger than")
+        assert c.get("/Patient").json()["total"] == 0
+        assert c.post("/Patient", json=patient("After", "m-50"), headers=FHIR).status_code == 201
 
 
 def test_search_paging_include_and_post_search(server: Server) -> None:

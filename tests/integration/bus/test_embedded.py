@@ -198,6 +198,29 @@ def test_a_poll_is_bounded_in_bytes_but_returns_at_least_one_message(tmp_path: P
     assert sizes == [2, 2, 1, 1]  # 2 x 1 KB fit in 2,500 B; the 9 KB one comes alone
 
 
+def test_partitions_with_a_backlog_take_turns_among_many_empty_ones(tmp_path: Path) -> None:
+    """A consumer of many topics, two of them behind: each poll reads the other one."""
+    topics = ["a", "b", *(f"e{i:02d}" for i in range(20))]
+    with EmbeddedBus(tmp_path, partitions=1) as bus:
+        bus.ensure_topics(topics)
+        for topic in ("a", "b"):
+            bus.publish_many([Record(topic, f"{topic}{i}".encode()) for i in range(100)])
+        got: list[Message] = []
+        with bus.subscribe("g", topics) as consumer:
+            read = []
+            for _ in range(8):
+                batch = consumer.poll(timeout_s=1.0, max_records=10)
+                read.append({m.topic for m in batch})
+                got.extend(batch)
+            assert read == [{"a"}, {"b"}] * 4 or read == [{"b"}, {"a"}] * 4
+            while batch := consumer.poll(timeout_s=0.2, max_records=10):
+                got.extend(batch)
+    for topic in ("a", "b"):  # each once, in order
+        assert [m.value for m in got if m.topic == topic] == [
+            f"{topic}{i}".encode() for i in range(100)
+        ]
+
+
 def test_a_writer_takes_the_write_lock_soon_after_another_connection_frees_it(
     tmp_path: Path,
 ) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -62,10 +61,10 @@ class AckCache:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS acks (key TEXT PRIMARY KEY, ack BLOB, at REAL)"
-            )
-            # Recency is the rowid's order (below); an index on ``at`` only cost each put.
+            self._db.execute("CREATE TABLE IF NOT EXISTS acks (key TEXT PRIMARY KEY, ack BLOB)")
+            # Recency is the rowid's order (below). Files written before kept a time
+            # column too, and an index on it that only cost each put: the column stays
+            # (unread), the index goes.
             self._db.execute("DROP INDEX IF EXISTS acks_at")
             rows = self._db.execute(
                 "SELECT key, ack FROM acks ORDER BY rowid DESC LIMIT ?", (self.memory_capacity,)
@@ -127,19 +126,15 @@ class AckCache:
         with self._lock:
             if self._db is None:
                 return
-            now = time.time()
             self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO acks (key, ack, at) VALUES (?, ?, ?)",
-                [(k, a, now) for k, a in items],
-            )
+            self._db.executemany("INSERT OR REPLACE INTO acks (key, ack) VALUES (?, ?)", items)
             self._db_rows += len(items)  # a key put again replaces its row: an upper bound
             self._last_rowid = self._db.execute("SELECT max(rowid) FROM acks").fetchone()[0]
             if self._db_rows > self.capacity + self._slack:
                 # The ``capacity`` most recent puts hold the newest rowids (a key put again
                 # gets a new one), so what is older is a range of the table's own B-tree:
                 # about ``slack`` rows each time, whatever the capacity. (Finding the cut
-                # by an index on ``at`` walked ``capacity`` entries: 100,000 of them.)
+                # by time, through an index, walked ``capacity`` entries: 100,000 of them.)
                 self._db.execute(
                     "DELETE FROM acks WHERE rowid <= ?", (self._last_rowid - self.capacity,)
                 )

@@ -19,6 +19,7 @@ from tests.e2e.faults.workload import (
     Hl7Stream,
     api_client,
     check_exactly_once,
+    describe_patients,
     summary,
     wait_for_count,
 )
@@ -57,12 +58,13 @@ def test_broker_connection_cut_and_restored(proxied_hospital: Hospital) -> None:
     with api_client(*hospital.front) as api:
         problems = check_exactly_once(api, stream)
         goldens = wait_for_count(api, "Patient", PATIENTS, _tag=GOLDEN_TAG)
+        patients = describe_patients(api) if goldens != PATIENTS else []
     print(
         f"broker cut 8 s, then stalled 8 s: {summary(stream)}; proxy refused "
         f"{hospital.proxy.refused} connections; restarted after exiting: {restarted}"
     )
     assert problems == [], problems[:10]
-    assert goldens == PATIENTS
+    assert goldens == PATIENTS, patients
 
 
 def test_consumer_roles_outlive_a_broker_connection_reset(

@@ -20,6 +20,7 @@ from tests.e2e.faults.workload import (
     Hl7Stream,
     api_client,
     check_exactly_once,
+    describe_patients,
     summary,
     wait_for_count,
 )
@@ -55,12 +56,13 @@ def test_hl7_message_and_dicom_instance_delivered_twice(hospital: Hospital, tmp_
     with api_client(*hospital.front) as api:
         problems = check_exactly_once(api, stream)
         goldens = wait_for_count(api, "Patient", PATIENTS, _tag=GOLDEN_TAG)
+        patients = describe_patients(api) if goldens != PATIENTS else []
         studies = wait_for_count(api, "ImagingStudy", 1)
         study = api.get("/ImagingStudy").json()["entry"][0]["resource"]
         history = api.get(f"/Observation/{_some_observation(api)}/_history").json()
     print(f"each HL7 message twice: {summary(stream)}")
     assert problems == [], problems[:10]
-    assert goldens == PATIENTS
+    assert goldens == PATIENTS, patients
     assert studies == 1
     instances = [i for s in study.get("series", []) for i in s.get("instance", [])]
     assert len(instances) == 1, study

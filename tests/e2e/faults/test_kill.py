@@ -24,6 +24,7 @@ from tests.e2e.faults.workload import (
     Hl7Stream,
     api_client,
     check_exactly_once,
+    describe_patients,
     summary,
     wait_for_count,
 )
@@ -50,7 +51,8 @@ def test_kill_9_each_role_mid_stream_and_restart(hospital: Hospital) -> None:
     with api_client(*hospital.front) as api:
         problems = check_exactly_once(api, stream)
         goldens = wait_for_count(api, "Patient", PATIENTS, _tag=GOLDEN_TAG)
+        patients = describe_patients(api) if goldens != PATIENTS else []
     print(f"kill -9 of each role: {summary(stream)}")
     assert problems == [], problems[:10]
-    assert goldens == PATIENTS  # one golden record per patient, none lost, none doubled
+    assert goldens == PATIENTS, patients  # one golden record per patient, none lost, none doubled
     assert stream.retransmissions > 0  # the sender saw the gateway die and sent again

@@ -19,6 +19,7 @@ from tests.e2e.faults.workload import (
     Hl7Stream,
     api_client,
     check_exactly_once,
+    describe_patients,
     summary,
     wait_for_count,
 )
@@ -54,9 +55,10 @@ def test_postgres_stopped_and_started(
         with api_client(*hospital.front) as api:
             problems = check_exactly_once(api, stream)
             goldens = wait_for_count(api, "Patient", PATIENTS, _tag=GOLDEN_TAG)
+            patients = describe_patients(api) if goldens != PATIENTS else []
         print(f"PostgreSQL down 8 s: {summary(stream)}")
         assert problems == [], problems[:10]
-        assert goldens == PATIENTS
+        assert goldens == PATIENTS, patients
     finally:
         hospital.fleet.stop()
         tails = hospital.fleet.tails()

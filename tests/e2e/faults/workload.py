@@ -188,6 +188,24 @@ def count(api: httpx.Client, resource_type: str, **params: str) -> int:
     return int(r.json()["total"])
 
 
+def describe_patients(api: httpx.Client) -> list[str]:
+    """Every Patient in the store, one line each (id, version, identifiers, name, tags, links):
+    what a failed golden-record count needs to be told apart (a second golden record of one
+    person, a source record that never joined its golden, a retired golden still tagged)."""
+    r = api.get("/Patient", params={"_count": "200"})
+    r.raise_for_status()
+    lines = []
+    for entry in r.json().get("entry", []):
+        p = entry["resource"]
+        meta = p.get("meta", {})
+        lines.append(
+            f"{p['id']} v{meta.get('versionId')} {meta.get('lastUpdated')}"
+            f" identifier={p.get('identifier')} name={p.get('name')}"
+            f" tag={meta.get('tag')} link={p.get('link')} active={p.get('active')}"
+        )
+    return lines
+
+
 def wait_for_count(
     api: httpx.Client, resource_type: str, expected: int, timeout_s: float = 30, **params: str
 ) -> int:

@@ -124,6 +124,10 @@ class Placement:
     end: datetime | None = None
     display: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.display is not None:  # normalized as ``Registration``'s labels are
+            object.__setattr__(self, "display", " ".join(self.display.split()) or None)
+
     def valid_at(self, when: datetime) -> bool:
         return self.start <= when and (self.end is None or when < self.end)
 

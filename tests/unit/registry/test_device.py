@@ -120,6 +120,19 @@ def test_placements_keep_history_with_periods() -> None:
         reg.placed("Location/c", T0 + timedelta(hours=1))
 
 
+def test_a_placement_label_is_normalized_as_a_fhir_string() -> None:
+    """A pasted no-break space is white space FHIR strings do not allow (hypothesis found a
+    display of one alone, which made the Device invalid)."""
+    reg = (
+        Registration("mon-1")
+        .placed("Location/a", T0, "ICU\u00a01 ")
+        .placed("Location/b", T0 + timedelta(hours=1), "\u00a0")
+    )
+    assert [p.display for p in reg.placements] == ["ICU 1", None]
+    Device.model_validate(device_resource(reg, T0))
+    assert device_resource(reg, T0 + timedelta(hours=2))["location"] == {"reference": "Location/b"}
+
+
 def test_a_device_posted_by_a_client_is_read() -> None:
     """What a FHIR client (or the console) sends: server id, minimal connection, coded type."""
     posted: dict[str, Any] = {

@@ -11,7 +11,7 @@ from adapters import fhir_build as fb
 from adapters.hl7v2.datatypes import Options, hd_system
 from adapters.hl7v2.er7 import Er7Message
 from adapters.hl7v2.header import Header
-from adapters.ids import deterministic_id
+from adapters.ids import deterministic_id, ordered_id
 
 MESSAGE_SYSTEM = "urn:caregraph:hl7v2:message"
 
@@ -30,6 +30,9 @@ class Context:
     unknown_codes: list[str] = field(default_factory=list)
     unmatched: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(code system, kind) -> how many: what ``adapters.codes.unmatched`` is told."""
+    first_reading_at: datetime | None = None
+    """The time of the message's first reading with an ordered id (``oru._observation_id``),
+    which its Provenance's id starts with too."""
 
     @cached_property
     def facility(self) -> str:
@@ -57,6 +60,17 @@ class Context:
         """An id for a resource that exists only in this message (an Observation, a
         Provenance): sending facility + MSH-10 + position, so a redelivery upserts it."""
         return deterministic_id(resource_type, self.facility, self.header.control_id, *position)
+
+    def provenance_id(self) -> str:
+        """The id of the message's Provenance: ``message_scoped_id``, after the time of its
+        first reading when it has one, like the readings it names (``ordered_id``): one is
+        written per message, and random ids would put each in a random page of every index
+        keyed by id (SQLite wrote 1,661 -> 1,232 pages per 40 monitor messages)."""
+        if self.first_reading_at is None:
+            return self.message_scoped_id("Provenance")
+        return ordered_id(
+            self.first_reading_at, "Provenance", self.facility, self.header.control_id
+        )
 
     def add(self, resource: fb.Json) -> fb.Json:
         resource_type, resource_id = key = (resource["resourceType"], resource["id"])

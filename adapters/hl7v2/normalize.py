@@ -299,7 +299,7 @@ def _provenance(ctx: Context, org: Json) -> None:
     kind = f"{ctx.header.message_type}^{ctx.header.trigger_event}"
     ctx.add(
         fb.provenance(
-            ctx.message_scoped_id("Provenance"),
+            ctx.provenance_id(),
             targets=targets,
             recorded=ctx.received_at,
             occurred=occurred,

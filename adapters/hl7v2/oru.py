@@ -642,6 +642,8 @@ def _observation_id(
         when = _instant(effective) if effective and "T" in effective else None
         if when is None:
             return ctx.message_scoped_id("Observation", "OBX", obx.occurrence)
+        if ctx.first_reading_at is None:
+            ctx.first_reading_at = when
         return ordered_id(
             when, "Observation", ctx.facility, ctx.header.control_id, "OBX", obx.occurrence
         )

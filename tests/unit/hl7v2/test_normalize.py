@@ -27,8 +27,8 @@ def run(raw: bytes, **kwargs: Any) -> Normalized:
     return normalize(raw, received_at=RECEIVED, **kwargs)
 
 
-def of_type(result: Normalized, resource_type: str) -> list[dict[str, Any]]:
-    return [r for r in result.resources if r["resourceType"] == resource_type]
+def of_type(result: Normalized, *resource_types: str) -> list[dict[str, Any]]:
+    return [r for r in result.resources if r["resourceType"] in resource_types]
 
 
 def one(result: Normalized, resource_type: str) -> dict[str, Any]:
@@ -447,18 +447,19 @@ def test_device_readings_are_new_facts_in_every_message() -> None:
 
 
 def test_device_reading_ids_start_with_the_reading_time_and_survive_a_restamped_resend() -> None:
+    """The readings' ids and their message's Provenance id."""
     raw = corpus.pcd01("M1", 3)
-    ids = sorted(o["id"] for o in of_type(run(raw), "Observation"))
+    ids = sorted(o["id"] for o in of_type(run(raw), "Observation", "Provenance"))
     # OBX-14 20240305083000.123+0100, in UTC
-    assert all(i.startswith("20240305T073000123-") for i in ids)
+    assert len(ids) == 4 and all(i.startswith("20240305T073000123-") for i in ids)
     # a sender that stamps its retransmission anew (MSH-7), received later: the same ids
     resent = raw.replace(b"|20240305083000+0100||ORU", b"|20240305090000+0100||ORU", 1)
     assert resent != raw
     again = normalize(resent, received_at=datetime(2025, 1, 1, tzinfo=UTC))
-    assert sorted(o["id"] for o in of_type(again, "Observation")) == ids
+    assert sorted(o["id"] for o in of_type(again, "Observation", "Provenance")) == ids
     later = raw.replace(b"20240305083000.123+0100", b"20240305083001.123+0100")
-    later_ids = [o["id"] for o in of_type(run(later.replace(b"|M1|", b"|M3|")), "Observation")]
-    assert max(ids) < min(later_ids)
+    later_run = run(later.replace(b"|M1|", b"|M3|"))
+    assert max(ids) < min(o["id"] for o in of_type(later_run, "Observation", "Provenance"))
 
 
 def test_device_readings_without_a_reading_time_still_get_deterministic_ids() -> None:
@@ -469,7 +470,9 @@ def test_device_readings_without_a_reading_time_still_get_deterministic_ids() ->
     ids = sorted(o["id"] for o in of_type(run(raw), "Observation"))
     assert len(set(ids)) == len(ids) == 3
     assert ids == sorted(o["id"] for o in of_type(run(raw), "Observation"))
-    assert not any(i.startswith("2024") for i in ids)
+    provenance = [p["id"] for p in of_type(run(raw), "Provenance")]
+    assert provenance == [p["id"] for p in of_type(run(raw), "Provenance")]
+    assert not any(i.startswith("2024") for i in [*ids, *provenance])
 
 
 def test_the_memoized_parties_see_every_option() -> None:

@@ -58,7 +58,7 @@ def test_broker_connection_cut_and_restored(proxied_hospital: Hospital) -> None:
     with api_client(*hospital.front) as api:
         problems = check_exactly_once(api, stream)
         goldens = wait_for_count(api, "Patient", PATIENTS, _tag=GOLDEN_TAG)
-        patients = describe_patients(api) if goldens != PATIENTS else []
+        patients = describe_patients(api) if goldens != PATIENTS else ""
     print(
         f"broker cut 8 s, then stalled 8 s: {summary(stream)}; proxy refused "
         f"{hospital.proxy.refused} connections; restarted after exiting: {restarted}"

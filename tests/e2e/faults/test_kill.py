@@ -51,7 +51,7 @@ def test_kill_9_each_role_mid_stream_and_restart(hospital: Hospital) -> None:
     with api_client(*hospital.front) as api:
         problems = check_exactly_once(api, stream)
         goldens = wait_for_count(api, "Patient", PATIENTS, _tag=GOLDEN_TAG)
-        patients = describe_patients(api) if goldens != PATIENTS else []
+        patients = describe_patients(api) if goldens != PATIENTS else ""
     print(f"kill -9 of each role: {summary(stream)}")
     assert problems == [], problems[:10]
     assert goldens == PATIENTS, patients  # one golden record per patient, none lost, none doubled

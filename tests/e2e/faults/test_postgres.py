@@ -55,7 +55,7 @@ def test_postgres_stopped_and_started(
         with api_client(*hospital.front) as api:
             problems = check_exactly_once(api, stream)
             goldens = wait_for_count(api, "Patient", PATIENTS, _tag=GOLDEN_TAG)
-            patients = describe_patients(api) if goldens != PATIENTS else []
+            patients = describe_patients(api) if goldens != PATIENTS else ""
         print(f"PostgreSQL down 8 s: {summary(stream)}")
         assert problems == [], problems[:10]
         assert goldens == PATIENTS, patients

@@ -188,22 +188,32 @@ def count(api: httpx.Client, resource_type: str, **params: str) -> int:
     return int(r.json()["total"])
 
 
-def describe_patients(api: httpx.Client) -> list[str]:
-    """Every Patient in the store, one line each (id, version, identifiers, name, tags, links):
-    what a failed golden-record count needs to be told apart (a second golden record of one
-    person, a source record that never joined its golden, a retired golden still tagged)."""
+def describe_patients(api: httpx.Client) -> str:
+    """Every Patient in the store, one line each (id, version, identifiers, name, tags, links),
+    then the MPI's link history of each golden record: what a failed golden-record count
+    needs to be told apart (a second golden record of one person, a source record that
+    never joined its golden, a retired golden still tagged). One string, which pytest shows
+    whole (a list it cuts after the first item)."""
     r = api.get("/Patient", params={"_count": "200"})
     r.raise_for_status()
-    lines = []
+    lines = ["", "Patients in the store:"]
+    goldens = []
     for entry in r.json().get("entry", []):
         p = entry["resource"]
         meta = p.get("meta", {})
+        tags = {f"{t.get('system')}|{t.get('code')}" for t in meta.get("tag", [])}
+        if GOLDEN_TAG in tags:
+            goldens.append(p["id"])
         lines.append(
             f"{p['id']} v{meta.get('versionId')} {meta.get('lastUpdated')}"
             f" identifier={p.get('identifier')} name={p.get('name')}"
             f" tag={meta.get('tag')} link={p.get('link')} active={p.get('active')}"
         )
-    return lines
+    history = str(api.base_url).rstrip("/").removesuffix("/fhir") + "/linkage/history"
+    for golden_id in goldens:
+        r = api.get(history, params={"golden_id": golden_id})
+        lines.append(f"link history of golden {golden_id} ({r.status_code}): {r.text[:2000]}")
+    return "\n".join(lines)
 
 
 def wait_for_count(

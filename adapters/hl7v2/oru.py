@@ -144,7 +144,7 @@ def _is_known(coded: Coded) -> bool:
     """Whether caregraph's tables know a code (unknown ones pass through, counted)."""
     name = coded.system_name.upper()
     if name == "MDC":
-        return coded.code.isdigit() and int(coded.code) in MDC
+        return _mdc_number(coded.code) in MDC
     if name in ("LN", "LOINC"):
         return coded.code in LOINC
     return is_known_system(coded.system_name)
@@ -160,13 +160,21 @@ def _code_of(text: str, d: Delimiters) -> tuple[Json, tuple[Coded, ...], tuple[s
         if not _is_known(c):
             unknown.append(f"{c.system_name}|{c.code}")
         display = c.display
-        if c.system_name.upper() == "MDC" and c.code.isdigit() and int(c.code) in MDC:
-            display = display or MDC[int(c.code)].reference_id
+        number = _mdc_number(c.code) if c.system_name.upper() == "MDC" else None
+        if number in MDC:
+            display = display or MDC[number].reference_id
         elif c.system_name.upper() in ("LN", "LOINC"):
             display = LOINC.get(c.code, display)
         codings.append(fb.coding(c.system, c.code, display))
     text_display = next((c.display for c in coded if c.display), None)
     return fb.codeable_concept(codings, text_display), coded, tuple(unknown)
+
+
+def _mdc_number(code: str) -> int | None:
+    """An MDC code's number, or None where ``code`` cannot be one: MDC codes are 32-bit (at
+    most 10 digits), and ``str.isdigit`` admits what ``int`` refuses (``²``; 5,000 digits,
+    beyond Python's limit for converting text to an integer), which the fuzzer sent."""
+    return int(code) if code.isascii() and code.isdigit() and len(code) <= 10 else None
 
 
 @lru_cache(maxsize=4096)
@@ -179,7 +187,9 @@ def _unit_of(text: str, d: Delimiters) -> tuple[dict[str, Any], str | None]:
     unit = coded[0]
     name = unit.system_name.upper()
     if name == "MDC":
-        code = int(unit.code) if unit.code.isdigit() else MDC_UNITS_BY_REFID.get(unit.display)
+        code = _mdc_number(unit.code)
+        if code is None:
+            code = MDC_UNITS_BY_REFID.get(unit.display)
         mdc = MDC_UNITS.get(code) if code is not None else None
         mdc_coding = fb.coding(MDC_SYSTEM, unit.code, unit.display)
         ext = [fb.extension(MDC_UNIT_EXTENSION, "valueCoding", mdc_coding)]

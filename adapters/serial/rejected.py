@@ -73,6 +73,6 @@ def describe(headers: Mapping[str, str], kept: int) -> str:
     if detail:
         text = f"{text}: {detail}"
     size = headers.get(SIZE, "")
-    if size.isdigit() and int(size) > kept:
+    if size.isascii() and size.isdigit() and len(size) < 20 and int(size) > kept:
         text = f"{text} (first {kept} of {size} bytes)"
     return text

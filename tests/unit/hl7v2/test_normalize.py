@@ -475,6 +475,28 @@ def test_device_readings_without_a_reading_time_still_get_deterministic_ids() ->
     assert not any(i.startswith("2024") for i in [*ids, *provenance])
 
 
+def test_an_mdc_code_that_is_no_number_for_int_passes_through_as_unknown() -> None:
+    """5,000 digits (the fuzzer's; ``int`` refuses text that long) in OBX-3 and OBX-6: an
+    unknown code and unit, kept as sent, not a crash."""
+    digits = "9" * 5000
+    raw = corpus.pcd01("M1", 1)
+    raw = raw.replace(b"150456^MDC_PULS_OXIM_SAT_O2^MDC", f"{digits}^X^MDC".encode())
+    raw = raw.replace(b"262688^MDC_DIM_PERCENT^MDC", f"{digits}^Y^MDC".encode())
+    reading = [o for o in of_type(run(raw), "Observation") if "valueQuantity" in o]
+    assert [c["code"] for c in reading[0]["code"]["coding"]] == [digits]
+    assert reading[0]["valueQuantity"]["unit"] == "Y"
+    assert f"MDC|{digits}" in run(raw).unknown_codes
+
+
+def test_mdc_numbers_are_what_int_reads_within_32_bits() -> None:
+    from adapters.hl7v2.oru import _mdc_number
+
+    assert _mdc_number("150456") == 150456
+    assert _mdc_number("4294967295") == 4294967295
+    for not_one in ("", "\u00b2", "\u0663", "12345678901", "9" * 5000, "1.5", "-1"):
+        assert _mdc_number(not_one) is None
+
+
 def test_the_memoized_parties_see_every_option() -> None:
     """The Patient, Location and Organization memos key on ``parties._options_key``: an
     option it leaves out would let one site's resources answer for another's."""

@@ -34,6 +34,8 @@ def test_the_record_keeps_the_first_bytes_and_says_why_and_how_many() -> None:
     small = rj.rejected_record("d", "astm", b"\x02x", "framing", "m", T0, "frame number 3,\n x")
     assert rj.describe(small.headers, 2) == "framing: frame number 3, x"
     assert rj.describe({}, 0) == "rejected"
+    for size in ("\u00b2", "9" * 5000):  # a size header int() refuses: shown without it
+        assert rj.describe({rj.REASON: "garbage", rj.SIZE: size}, 2) == "garbage"
     with pytest.raises(ValueError, match="reason"):
         rj.rejected_record("d", "astm", b"x", "cosmic rays", "m", T0)
 

@@ -18,7 +18,6 @@ is for.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass
 from io import BytesIO
@@ -92,7 +91,7 @@ class RawInstance:
             header = base64.b64decode(body.pop("header"), validate=True)
             omitted = tuple(body.pop("omitted", ()))
             out = cls(header=header, omitted=omitted, **body)
-        except (KeyError, TypeError, binascii.Error) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # binascii.Error is a ValueError
             raise MappingError(f"raw.dicom value has the wrong fields: {exc}") from exc
         if out.header_syntax not in _SYNTAXES or not isinstance(out.sha256, str):
             raise MappingError(f"raw.dicom header syntax {out.header_syntax!r} is not known")

@@ -5,6 +5,7 @@ fuzz harness (tests/fuzz/test_dicom.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 
 import pydicom
@@ -63,3 +64,10 @@ def test_an_item_tag_at_the_top_level() -> None:
 def test_a_header_cut_inside_a_nested_sequence() -> None:
     raw = raw_instance(nested(200))
     refused(dataclasses.replace(raw, header=raw.header[:7202]).encode())
+
+
+def test_a_header_that_is_not_ascii_is_not_base64() -> None:
+    """base64 refuses non-ASCII text with a plain ValueError, not binascii.Error."""
+    body = json.loads(raw_instance(ct()).encode())
+    body["header"] = "\x80" + body["header"]
+    assert "wrong fields" in str(refused(json.dumps(body).encode()))

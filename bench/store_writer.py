@@ -26,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.hl7v2 import normalize
+from bench.hl7 import observed
 from fhir_store.database import open_database
 from fhir_store.records import dumps, loads
 from fhir_store.store import FhirStore
@@ -36,18 +37,12 @@ MONITORS = 8
 
 def messages(n: int) -> list[list[dict[str, Any]]]:
     """The resources the normalizer publishes for each of ``n`` monitor messages."""
-    start = datetime(2024, 3, 5, 8, 30, tzinfo=UTC)
     received = datetime.now(UTC)
     published: dict[tuple[str, str], bytes] = {}
     out = []
     for i in range(n):
-        when = start + timedelta(seconds=i // MONITORS)
-        raw = pcd01(
-            f"C{i}",
-            10,
-            eui64=f"0123456789ABCD{i % MONITORS:02X}",
-            observed=when.strftime("%Y%m%d%H%M%S") + ".123+0000",
-        )
+        monitor = f"0123456789ABCD{i % MONITORS:02X}"
+        raw = pcd01(f"C{i}", 10, eui64=monitor, observed=observed(i // MONITORS))
         fresh = []
         for resource in normalize(raw, received_at=received + timedelta(milliseconds=i)).resources:
             key = (resource["resourceType"], resource["id"])

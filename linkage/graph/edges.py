@@ -38,7 +38,7 @@ MEMBER_OF = "member_of"  # Practitioner -> Organization (PractitionerRole)
 WORKS_AT = "works_at"  # Practitioner -> Location (PractitionerRole)
 PART_OF = "part_of"  # Location | Organization -> Organization
 REGISTERED_AT = "registered_at"  # Patient -> Organization (managingOrganization)
-PROVIDED = "provided"  # Organization -> any (Provenance: a partner sent it)
+PROVIDED = "provided"  # Organization -> an entity (Provenance: a partner sent it)
 
 DEVICE_PATIENT_RELATIONS = (MEASURED, ATTACHED_TO, IMAGED)
 STAFF_PATIENT_RELATIONS = (CARED_BY, PERFORMED, IMAGED)
@@ -246,23 +246,26 @@ def _patient(r: Resource) -> list[Edge]:
     return out
 
 
-_ANY = (
+#: What a Provenance's PROVIDED edges may point at: the graph's entities, not readings. A
+#: results message's Provenance targets every Observation it carried, and an edge to each
+#: (eleven a second per monitored bed) would make a node per reading that no query asks
+#: about: who provided a result is ``Provenance?target=Observation/<id>`` in the store. The
+#: edge to the patient (and encounter) is kept: that is the institution the graph links.
+ENTITY_TYPES = (
     "Patient",
     "Practitioner",
     "Organization",
     "Location",
     "Device",
     "Encounter",
-    "Observation",
     "ImagingStudy",
-    "DeviceUseStatement",
 )
 
 
 def _provenance(r: Resource) -> list[Edge]:
     at = instant(r.get("recorded")) or (LOWEST, HIGHEST)
     partners = [ref(a.get("who"), "Organization") for a in r.get("agent") or ()]
-    targets = [ref(t, *_ANY) for t in r.get("target") or ()]
+    targets = [ref(t, *ENTITY_TYPES) for t in r.get("target") or ()]
     return [Edge(p, PROVIDED, t, *at) for p in partners if p for t in targets if t]
 
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from adapters.hl7v2 import normalize
 from fhir_store.dates import HIGHEST, LOWEST
 from linkage.graph.edges import (
     AT_LOCATION,
@@ -17,6 +20,7 @@ from linkage.graph.edges import (
     edges_of,
     ref,
 )
+from tests.unit.hl7v2.corpus import pcd01
 
 
 def test_references_are_typed_and_versionless() -> None:
@@ -101,6 +105,18 @@ def test_devices_roles_imaging_provenance() -> None:
     }
     assert [(e.src, e.rel, e.dst) for e in edges_of(prov)] == [
         ("Organization/partner", PROVIDED, "Patient/p")
+    ]
+
+
+def test_provenance_of_results_links_the_patient_not_each_reading() -> None:
+    """A monitor's message names eleven targets; the graph gets one edge, to the patient."""
+    message = pcd01("G1", 10, eui64="0123456789ABCD01")
+    resources = normalize(message, received_at=datetime(2024, 3, 5, tzinfo=UTC)).resources
+    (provenance,) = [r for r in resources if r["resourceType"] == "Provenance"]
+    (patient,) = [r for r in resources if r["resourceType"] == "Patient"]
+    assert len(provenance["target"]) == 11
+    assert [(e.rel, e.dst) for e in edges_of(provenance)] == [
+        (PROVIDED, f"Patient/{patient['id']}")
     ]
 
 

@@ -3,14 +3,17 @@ CPU and wall time per message, and what SQLite wrote.
 
     python bench/store_writer.py                    # 3,000 messages, 40 per transaction
     python bench/store_writer.py --messages 10000 --batch 160 --profile
+    python bench/store_writer.py --monitors 1000   # a patient and a bed per monitor
 
 The messages are ``bench/hl7.py``'s (IHE PCD-01, 10 OBX, eight monitors, one reading a
-second each, received a millisecond apart), normalized first; what the normalizer would
-not publish again (an entity unchanged since the last message) is left out, as the
-normalizer leaves it out. Then ``FhirStore.upsert_many`` per ``--batch`` messages into a
-new SQLite store, as the store writer's batches. ``bench/hl7.py`` times the same work in
-its pipeline, where the machine's swings and the other roles blur a change of 10%: this
-one alternates well (two checkouts, ``python <checkout>/bench/store_writer.py`` in turn).
+second each, received a millisecond apart; ``--monitors`` sets how many, each with a
+patient and bed of its own, as ``bench/hospital.py``'s beds), normalized first; what the
+normalizer would not publish again (an entity unchanged since the last message) is left
+out, as the normalizer leaves it out. Then ``FhirStore.upsert_many`` per ``--batch``
+messages into a new SQLite store, as the store writer's batches. ``bench/hl7.py`` times
+the same work in its pipeline, where the machine's swings and the other roles blur a
+change of 10%: this one alternates well (two checkouts, ``python
+<checkout>/bench/store_writer.py`` in turn).
 """
 
 from __future__ import annotations
@@ -32,17 +35,19 @@ from fhir_store.records import dumps, loads
 from fhir_store.store import FhirStore
 from tests.unit.hl7v2.corpus import pcd01
 
-MONITORS = 8
 
-
-def messages(n: int) -> list[list[dict[str, Any]]]:
+def messages(n: int, monitors: int = 8) -> list[list[dict[str, Any]]]:
     """The resources the normalizer publishes for each of ``n`` monitor messages."""
     received = datetime.now(UTC)
     published: dict[tuple[str, str], bytes] = {}
     out = []
     for i in range(n):
-        monitor = f"0123456789ABCD{i % MONITORS:02X}"
-        raw = pcd01(f"C{i}", 10, eui64=monitor, observed=observed(i // MONITORS))
+        m = i % monitors
+        raw = pcd01(
+            f"C{i}", 10, eui64=f"0123456789{0xABCD00 + m:06X}", observed=observed(i // monitors)
+        )
+        if monitors > 8:  # the eight of bench/hl7.py share a patient; a hospital's do not
+            raw = raw.replace(b"MRN12345", b"MRN%05d" % m).replace(b"ICU^101^B", b"ICU^%d^B" % m)
         fresh = []
         for resource in normalize(raw, received_at=received + timedelta(milliseconds=i)).resources:
             key = (resource["resourceType"], resource["id"])
@@ -66,9 +71,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=40, help="messages per transaction")
+    parser.add_argument("--monitors", type=int, default=8, help="monitors sending in turn")
     parser.add_argument("--profile", action="store_true", help="pyinstrument's tree too")
     args = parser.parse_args()
-    batches = messages(args.messages)
+    batches = messages(args.messages, args.monitors)
     resources = sum(map(len, batches))
     with tempfile.TemporaryDirectory() as tmp:
         store = FhirStore(open_database(f"sqlite:///{tmp}/store.db"))
@@ -90,7 +96,8 @@ def main() -> None:
         print(profiler.output_text(unicode=False, color=False))
     n = args.messages
     print(
-        f"{n} messages ({resources / n:.2f} resources each), {args.batch} per transaction:"
+        f"{n} messages from {args.monitors} monitors ({resources / n:.2f} resources each),"
+        f" {args.batch} per transaction:"
         f" {cpu / n * 1e3:.3f} ms CPU and {wall / n * 1e3:.3f} ms wall per message"
         f" ({n / wall:,.0f} msg/s); {written / n / 1024:,.0f} KiB written per message"
     )

@@ -69,12 +69,28 @@ STORE_TYPES = (
 )
 
 
+FLEET = 1000  # monitors in [1]'s second figure, as bench/hospital.py's beds
+
+
 def observed(i: int) -> str:
     """OBX-14 of a monitor's i-th message: one reading a second, as a monitor sends them
     (the Observation ids start with it, so the store's id indexes grow at their end as
     they do with a real feed; one time for every message would scatter them)."""
     when = datetime(2024, 3, 5, 8, 30, tzinfo=UTC) + timedelta(seconds=i)
     return when.strftime("%Y%m%d%H%M%S") + ".123+0000"
+
+
+def monitor_message(i: int, monitors: int, obx: int = 10) -> bytes:
+    """The ``i``-th message when ``monitors`` monitors send in turn, one reading a second
+    each. Up to eight share a patient and bed, as in ``[2]``-``[4]``; more have their own,
+    as the beds of ``bench/hospital.py``."""
+    m = i % monitors
+    raw = pcd01(
+        f"C{i}", obx, eui64=f"0123456789{0xABCD00 + m:06X}", observed=observed(i // monitors)
+    )
+    if monitors > 8:
+        raw = raw.replace(b"MRN12345", b"MRN%05d" % m).replace(b"ICU^101^B", b"ICU^%d^B" % m)
+    return raw
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -94,6 +110,16 @@ def bench_parse(obx: int) -> None:
         f"[1] normalize, ORU^R01 with {obx} OBX: {per * 1e3:.3f} ms CPU/msg"
         f" = {1 / per:,.0f} msg/s per core"
     )
+    # a hospital's fleet: every monitor's devices and metrics are new to the mapping's
+    # memos until it has seen them all, so the second pass is what a running feed costs
+    fleet = [monitor_message(i, FLEET, obx) for i in range(2 * FLEET)]
+    for message in fleet[:FLEET]:
+        normalize(message, received_at=now)
+    started = time.process_time()
+    for message in fleet[FLEET:]:
+        normalize(message, received_at=now)
+    per = (time.process_time() - started) / FLEET
+    print(f"    the same from {FLEET:,} monitors in turn: {per * 1e3:.3f} ms CPU/msg")
     # the listener's own work per frame, without sockets, threads or the bus: its figure
     # in [2] varies with how connections happen to share group commits, this one does not
     header = peek_header(message)

@@ -29,11 +29,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.hl7v2 import normalize
-from bench.hl7 import observed
+from bench.hl7 import monitor_message
 from fhir_store.database import open_database
 from fhir_store.records import dumps, loads
 from fhir_store.store import FhirStore
-from tests.unit.hl7v2.corpus import pcd01
 
 
 def messages(n: int, monitors: int = 8) -> list[list[dict[str, Any]]]:
@@ -42,12 +41,7 @@ def messages(n: int, monitors: int = 8) -> list[list[dict[str, Any]]]:
     published: dict[tuple[str, str], bytes] = {}
     out = []
     for i in range(n):
-        m = i % monitors
-        raw = pcd01(
-            f"C{i}", 10, eui64=f"0123456789{0xABCD00 + m:06X}", observed=observed(i // monitors)
-        )
-        if monitors > 8:  # the eight of bench/hl7.py share a patient; a hospital's do not
-            raw = raw.replace(b"MRN12345", b"MRN%05d" % m).replace(b"ICU^101^B", b"ICU^%d^B" % m)
+        raw = monitor_message(i, monitors)
         fresh = []
         for resource in normalize(raw, received_at=received + timedelta(milliseconds=i)).resources:
             key = (resource["resourceType"], resource["id"])

@@ -452,7 +452,14 @@ def _interpretation(field: str, d: Delimiters) -> tuple[list[Json], list[str]]:
 # --- devices -------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)
+#: Entries of the memos keyed by a monitor (its equipment, devices, metrics): a hospital's
+#: fleet cycles through all its monitors every second, so a memo smaller than the fleet
+#: misses on every message (least recently used is then always the next one asked for).
+#: Sized for 6,000 monitors of ten metrics; an entry is a few hundred bytes to ~1 KiB.
+_FLEET = 65_536
+
+
+@lru_cache(maxsize=_FLEET)
 def _equipment(field: str, d: Delimiters) -> tuple[str, str] | None:
     """(system, value) of the equipment identifier in OBX-18 (``field``, as written): an
     EUI-64 when one is marked or looks like one (written with hyphens, as the PoCD IG
@@ -571,13 +578,13 @@ def _device_path(path: str) -> str:
     return containment_path(".".join(parts[:-1])) if len(parts) > 1 else parts[0]
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=_FLEET)
 def _device_id(equipment: tuple[str, str], path: str) -> str:
     """A Device's id: its equipment and containment path (a monitor's in every message)."""
     return deterministic_id("Device", *equipment, path)
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=_FLEET)
 def _metric_resource(
     equipment: tuple[str, str],
     path: str,
@@ -704,7 +711,7 @@ class _Refusal:
 @dataclass(frozen=True, slots=True)
 class _RowPlan:
     """What the unchanging fields of an OBX row say: OBX-2 value type, OBX-3 code, OBX-4
-    containment path, OBX-6 unit, OBX-11 status, OBX-18 equipment. A monitor sends the
+    containment path, OBX-6 unit, OBX-11 status. A monitor sends the
     same rows in every message, only OBX-5 (value) and OBX-14 (time) change, so this is
     worked out once per distinct text (``_row_plan``) rather than once per row."""
 
@@ -714,7 +721,6 @@ class _RowPlan:
     pcd: bool
     path: str
     device_path: str
-    equipment: tuple[str, str] | None
     unit: dict[str, Any]
     unknown_unit: str | None
     vtype: str
@@ -733,11 +739,13 @@ def _row_plan(
     path_field: str,
     unit_field: str,
     status_field: str,
-    equipment_field: str,
 ) -> _RowPlan | _Refusal:
-    """The ``_RowPlan`` of a row's fields as written (OBX-2, 3, 4, 6, 11, 18), or why the
+    """The ``_RowPlan`` of a row's fields as written (OBX-2, 3, 4, 6, 11), or why the
     row is refused (an empty OBX-3 first, then a status outside table 0085: the order in
-    which ``_row`` checks them). Memoized, pure; its values are shared, never mutated."""
+    which ``_row`` checks them). Memoized, pure; its values are shared, never mutated.
+    OBX-18, the equipment, is not part of it: every monitor has its own, and with it in
+    the key a fleet of 1,000 monitors made 13,000 plans, more than the memo holds, so
+    it missed on every row (see ``_FLEET``; ``bench/hl7.py`` [1], 1,000 monitors)."""
     code_text = code_field.split(d.repetition, 1)[0]
     concept, coded, unknown = _code_of(code_text, d)
     if not coded:
@@ -760,7 +768,6 @@ def _row_plan(
         pcd=pcd,
         path=path,
         device_path=_device_path(path) if pcd else "",
-        equipment=_equipment(equipment_field, d) if pcd else None,
         unit=unit,
         unknown_unit=unknown_unit,
         vtype=vtype.strip().upper(),
@@ -805,9 +812,7 @@ def _row(
     fields = obx.fields
     if len(fields) < _OBX_FIELDS:
         fields = fields + [""] * (_OBX_FIELDS - len(fields))
-    plan = _row_plan(
-        tree.pcd01, d, fields[2], fields[3], fields[4], fields[6], fields[11], fields[18]
-    )
+    plan = _row_plan(tree.pcd01, d, fields[2], fields[3], fields[4], fields[6], fields[11])
     if isinstance(plan, _Refusal):
         raise Hl7MappingError(plan.text, obx.where(plan.field), plan.code)
     code = plan.code
@@ -822,7 +827,7 @@ def _row(
         ctx.unknown("unknown_unit", plan.unknown_unit)
     if plan.pcd:
         path = plan.path
-        equipment = tree.equipment(path, plan.equipment)
+        equipment = tree.equipment(path, _equipment(fields[18], d))
         depth = path.count(".") + 1
         if depth < 4 and not has_value:
             tree.node(equipment, path, code)  # MDS / VMD / channel description row

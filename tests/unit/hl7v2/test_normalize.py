@@ -554,3 +554,21 @@ def test_memoized_rows_still_count_and_refuse_per_message() -> None:
         with pytest.raises(Hl7MappingError) as info:
             run(status)
         assert info.value.location == "OBX[4]-11" and info.value.code == "103"
+
+
+def test_a_fleet_shares_row_plans_and_keeps_its_own_devices() -> None:
+    """Monitors of one model send the same rows but for OBX-18: the row plans are shared
+    (a memo per monitor missed on every row at 1,000 beds), the devices are each one's."""
+    from adapters.hl7v2 import oru
+
+    run(corpus.pcd01("FLEET0", 10, eui64="00000000000000A0"))
+    plans = oru._row_plan.cache_info().currsize
+    eui64s = set()
+    for k in range(1, 20):
+        result = run(corpus.pcd01(f"FLEET{k}", 10, eui64=f"00000000000000{0xA0 + k:02X}"))
+        mds = [d for d in of_type(result, "Device") if d.get("identifier")]
+        eui64s.update(
+            i["value"] for d in mds for i in d["identifier"] if i["system"] == EUI64_SYSTEM
+        )
+    assert oru._row_plan.cache_info().currsize == plans
+    assert len(eui64s) == 19

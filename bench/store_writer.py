@@ -4,6 +4,7 @@ CPU and wall time per message, and what SQLite wrote.
     python bench/store_writer.py                    # 3,000 messages, 40 per transaction
     python bench/store_writer.py --messages 10000 --batch 160 --profile
     python bench/store_writer.py --monitors 1000   # a patient and a bed per monitor
+    python bench/store_writer.py --monitors 1000 --batch 1000 --messages 10000 --pages
 
 The messages are ``bench/hl7.py``'s (IHE PCD-01, 10 OBX, eight monitors, one reading a
 second each, received a millisecond apart; ``--monitors`` sets how many, each with a
@@ -14,14 +15,21 @@ messages into a new SQLite store, as the store writer's batches. ``bench/hl7.py`
 the same work in its pipeline, where the machine's swings and the other roles blur a
 change of 10%: this one alternates well (two checkouts, ``python
 <checkout>/bench/store_writer.py`` in turn).
+
+``--pages`` then writes one more transaction of ``--batch`` messages and counts the pages
+it changed in each B-tree (table or index), from SQLite's ``dbstat`` before and after (a
+page whose cell count, payload or free space changed, or that is new): what the commit
+writes to the WAL, and the checkpoint again, is those pages whole.
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +46,7 @@ from fhir_store.store import FhirStore
 def messages(n: int, monitors: int = 8) -> list[list[dict[str, Any]]]:
     """The resources the normalizer publishes for each of ``n`` monitor messages."""
     received = datetime.now(UTC)
-    published: dict[tuple[str, str], bytes] = {}
+    published: dict[tuple[str, str], str] = {}
     out = []
     for i in range(n):
         raw = monitor_message(i, monitors)
@@ -61,17 +69,40 @@ def written_bytes() -> int:
     return 0
 
 
+def page_states(path: str) -> dict[int, tuple[str, int, int, int]]:
+    """Each page of the database file: (B-tree, cells, payload bytes, unused bytes)."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT pageno, name, ncell, payload, unused FROM dbstat")
+        return {page: (name, cells, payload, unused) for page, name, cells, payload, unused in rows}
+
+
+def changed_pages(store: FhirStore, path: str, resources: list[dict[str, Any]]) -> None:
+    """Write ``resources`` in one transaction; print the pages it changed, per B-tree."""
+    before = page_states(path)
+    store.upsert_many(resources)
+    changed = Counter(
+        state[0] for page, state in page_states(path).items() if before.get(page) != state
+    )
+    total = sum(changed.values())
+    print(f"one more transaction changed {total:,} pages:")
+    for name, count in changed.most_common(12):
+        print(f"  {count:7,} {100 * count / total:5.1f}%  {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=40, help="messages per transaction")
     parser.add_argument("--monitors", type=int, default=8, help="monitors sending in turn")
     parser.add_argument("--profile", action="store_true", help="pyinstrument's tree too")
+    parser.add_argument("--pages", action="store_true", help="pages one more batch changes")
     args = parser.parse_args()
-    batches = messages(args.messages, args.monitors)
-    resources = sum(map(len, batches))
+    extra = args.batch if args.pages else 0
+    batches = messages(args.messages + extra, args.monitors)
+    resources = sum(map(len, batches[: args.messages]))
     with tempfile.TemporaryDirectory() as tmp:
-        store = FhirStore(open_database(f"sqlite:///{tmp}/store.db"))
+        path = f"{tmp}/store.db"
+        store = FhirStore(open_database(f"sqlite:///{path}"))
         profiler = None
         if args.profile:
             from pyinstrument import Profiler
@@ -84,9 +115,12 @@ def main() -> None:
             store.upsert_many([r for m in batches[start : start + args.batch] for r in m])
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         written = written_bytes() - written
+        if profiler is not None:
+            profiler.stop()
+        if args.pages:
+            changed_pages(store, path, [r for m in batches[args.messages :] for r in m])
         store.db.close()
     if profiler is not None:
-        profiler.stop()
         print(profiler.output_text(unicode=False, color=False))
     n = args.messages
     print(

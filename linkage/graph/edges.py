@@ -147,17 +147,17 @@ def _effective(r: Resource) -> tuple[str, str] | None:
 
 def _observation(r: Resource) -> list[Edge]:
     patient = ref(r.get("subject"), "Patient")
-    when = _effective(r)
-    if not patient or when is None:
+    if not patient:
         return []
-    out: list[Edge] = []
     device = ref(r.get("device"), "Device")
-    if device:
-        out.append(Edge(device, MEASURED, patient, *when))
-    for performer in r.get("performer") or ():
-        who = ref(performer, "Practitioner")
-        if who:
-            out.append(Edge(who, PERFORMED, patient, *when))
+    staff = [who for p in r.get("performer") or () if (who := ref(p, "Practitioner"))]
+    if not device and not staff:
+        return []  # a monitor's reading names a DeviceMetric: no edge, so no time to parse
+    when = _effective(r)
+    if when is None:
+        return []
+    out = [Edge(device, MEASURED, patient, *when)] if device else []
+    out.extend(Edge(who, PERFORMED, patient, *when) for who in staff)
     return out
 
 

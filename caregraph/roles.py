@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from adapters.dicom.normalize import DicomNormalizer
+from adapters.hl7v2.handoff import Handoff
 from adapters.hl7v2.normalizer import ACK_HL7V2, Hl7v2Normalizer
 from bus import DEADLETTER, RAW_DEVICE, RAW_DICOM, RAW_HL7V2, Message, Record, fhir_topic
 from bus.headers import make_headers
@@ -287,6 +288,7 @@ def normalizers(ctx: Context) -> dict[str, tuple[str, Handler]]:
         ctx.bus,
         group="normalizer-hl7v2",
         application_acks=bool(parse_routes(ctx.settings.hl7_ack_routes)),
+        handoff=ctx.hl7_handoff,
     )
     return {
         RAW_HL7V2: (hl7.group, hl7),
@@ -319,6 +321,7 @@ def _mllp(ctx: Context) -> Service:
         tls=security_wiring.mllp_tls(s),
         allow_facility=facilities.allows if facilities else None,
         map_content=s.hl7_intake == "full",
+        handoff=ctx.hl7_handoff,
     )
     ctx.metrics.watch_listener("mllp", listener.stats)
     gateway = StartStop("mllp", listener.start, listener.stop)
@@ -448,4 +451,6 @@ def build_services(ctx: Context, roles: Sequence[str]) -> list[Service]:
         known = ", ".join(ROLE_BUILDERS)
         raise ConfigError(f"unknown role {unknown[0]!r}; choose from {known}")
     ctx.bus.ensure_topics(all_topics(ctx))
+    if "mllp" in roles and "normalizer" in roles:
+        ctx.hl7_handoff = Handoff()  # the normalizer takes what the intake mapped
     return [ROLE_BUILDERS[role](ctx) for role in roles]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from adapters.codes import unmatched
+from adapters.hl7v2.handoff import Handoff
 from bus.base import Bus
 from caregraph.settings import Settings
 from fhir_store import database as fhir_store_database
@@ -60,6 +61,9 @@ class Context:
     db: Database
     metrics: Metrics = field(default_factory=Metrics)
     lag: LagReader | None = None
+    #: The MLLP intake's mappings for the HL7 normalizer, when both run in this process
+    #: (``roles.build_services``); None otherwise.
+    hl7_handoff: Handoff | None = None
     _closed: bool = field(default=False, init=False)
 
     @cached_property

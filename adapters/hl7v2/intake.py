@@ -18,6 +18,7 @@ from adapters.hl7v2.header import Header, peek_header
 from adapters.hl7v2.normalize import (
     DEFAULT_OPTIONS,
     MAX_MESSAGE_BYTES,
+    Normalized,
     normalize_parsed,
     parse,
     patient_key,
@@ -29,13 +30,15 @@ from caregraph.errors import MappingError
 class Verdict:
     """AA (publish, then acknowledge), AE or AR (answer with ``error``, publish nothing).
 
-    ``key`` is the bus key for an accepted message: the patient key, else MSH-10.
+    ``key`` is the bus key for an accepted message: the patient key, else MSH-10;
+    ``normalized`` its mapping, when the content was mapped (``handoff.Handoff``).
     """
 
     outcome: AckCode
     header: Header | None
     error: AckError | None = None
     key: str | None = None
+    normalized: Normalized | None = None
 
 
 def judge(
@@ -64,4 +67,4 @@ def judge(
         return Verdict("AR", peek_header(raw[:65536]), AckError.from_exception(exc))
     except (Hl7MappingError, MappingError) as exc:
         return Verdict("AE", peek_header(raw[:65536]), AckError.from_exception(exc))
-    return Verdict("AA", header, None, normalized.patient_key or header.control_id)
+    return Verdict("AA", header, None, normalized.patient_key or header.control_id, normalized)

@@ -37,6 +37,7 @@ import orjson
 from adapters.codes import unmatched
 from adapters.hl7v2.ack import AckCode, AckError, application_ack_wanted, build_application_ack
 from adapters.hl7v2.datatypes import Options
+from adapters.hl7v2.handoff import Handoff
 from adapters.hl7v2.header import Header, peek_header
 from adapters.hl7v2.normalize import DEFAULT_OPTIONS, normalize
 from bus.base import Bus, Message, Record
@@ -114,6 +115,7 @@ def records_for(
     options: Options = DEFAULT_OPTIONS,
     unchanged: Unchanged | None = None,
     application_acks: bool = False,
+    handoff: Handoff | None = None,
 ) -> tuple[list[Record], list[Failure], list[dict[str, Any]]]:
     """FHIR records for a batch of ``raw.hl7v2`` messages, in order; the failures; and the
     entity resources the records include.
@@ -122,15 +124,17 @@ def records_for(
     that it is known to be on the bus already as it is: it is then left out.
     ``application_acks``: add the enhanced-mode application ACKs (module docstring),
     AA for mapped messages here, AE for failures (their records are the caller's, beside
-    the dead letter: ``failure_ack``).
+    the dead letter: ``failure_ack``). ``handoff``: where the intake of this process left
+    its mapping of a message, taken instead of mapping it again.
     """
     records: list[Record] = []
     failures: list[Failure] = []
     entities: list[dict[str, Any]] = []
     for message in messages:
         received_at = _received_at(message)
+        taken = handoff.take(message.value, received_at, options) if handoff else None
         try:
-            result = normalize(message.value, received_at=received_at, options=options)
+            result = taken or normalize(message.value, received_at=received_at, options=options)
         except MappingError as exc:
             failures.append(Failure(message, exc))
             continue
@@ -204,6 +208,7 @@ class Hl7v2Normalizer:
         remember: int = 50_000,
         application_acks: bool = False,
         publish_every: int = 100,
+        handoff: Handoff | None = None,
     ) -> None:
         if publish_every < 1:
             raise ValueError(f"publish_every must be >= 1, not {publish_every}")
@@ -211,6 +216,7 @@ class Hl7v2Normalizer:
         self.publish_every = publish_every
         self.group = group
         self.application_acks = application_acks
+        self.handoff = handoff
         self.options = options
         self.remember = remember
         self._published: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
@@ -238,6 +244,7 @@ class Hl7v2Normalizer:
             options=self.options,
             unchanged=self._unchanged if self.remember else None,
             application_acks=self.application_acks,
+            handoff=self.handoff,
         )
         for failure in failures:
             error = describe(failure.error)

@@ -38,7 +38,7 @@ Json = fb.Json
 OptionsKey = tuple[tzinfo, tuple[tuple[str, str], ...]]
 
 
-def _options_key(options: Options) -> OptionsKey:
+def options_key(options: Options) -> OptionsKey:
     """``Options`` as a memo key (it holds a dict, so it is not hashable itself)."""
     return options.default_tz, tuple(sorted(options.authority_systems.items()))
 
@@ -51,14 +51,14 @@ def organization(ctx: Context) -> Json:
         ctx.message.delimiters,
         ctx.header.sending_application,
         ctx.facility,
-        _options_key(ctx.options),
+        options_key(ctx.options),
     )
     return ctx.add(dict(resource))
 
 
 @lru_cache(maxsize=1024)
 def _organization_of(
-    hd: str, d: Delimiters, sending_application: str, facility: str, options_key: OptionsKey
+    hd: str, d: Delimiters, sending_application: str, facility: str, site: OptionsKey
 ) -> Json:
     """``organization``'s resource from MSH-4's first repetition, memoized (one sender,
     one Organization, in every message). Callers copy the top level; nested values are
@@ -67,7 +67,7 @@ def _organization_of(
     name = ns or sending_application or "unknown"
     identifiers = []
     if uid:
-        options = Options(options_key[0], dict(options_key[1]))
+        options = Options(site[0], dict(site[1]))
         identifiers.append(fb.identifier(hd_system("", uid, kind, options), uid))
     return fb.organization(
         deterministic_id("Organization", facility),
@@ -116,7 +116,7 @@ def patient(ctx: Context, pid: Segment, org: Json, *, scope: str | None = None) 
         tuple(pid.fields),
         pid.delimiters,
         pid.occurrence,
-        _options_key(ctx.options),
+        options_key(ctx.options),
         ctx.sender_system,
         tuple(org.items()),
         scope,
@@ -130,7 +130,7 @@ def _patient_of(
     fields: tuple[str, ...],
     d: Delimiters,
     occurrence: int,
-    options_key: OptionsKey,
+    site: OptionsKey,
     sender_system: str,
     org_items: tuple[tuple[str, Any], ...],
     scope: str | None,
@@ -140,7 +140,7 @@ def _patient_of(
     Errors are not memoized. Callers get a copy of the top level; nested values are
     shared and never mutated."""
     pid = Segment(name, list(fields), d, occurrence)
-    options = Options(options_key[0], dict(options_key[1]))
+    options = Options(site[0], dict(site[1]))
     identifiers = cx_identifiers(pid, 3, options, sender_system)
     resource_id = patient_id_for(identifiers, scope)
     if resource_id is None:

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 
 from adapters.hl7v2.ack import AckError, ack_wanted, build_ack
 from adapters.hl7v2.datatypes import Options
+from adapters.hl7v2.handoff import Handoff
 from adapters.hl7v2.header import Header, peek_header
 from adapters.hl7v2.intake import Verdict, judge
 from adapters.hl7v2.normalize import DEFAULT_OPTIONS, MAX_MESSAGE_BYTES
@@ -176,7 +177,8 @@ class MllpListener:
     AE; False checks scope and structure only (about 30x cheaper per message) and leaves
     content errors to the normalizer's dead letters. ``ack_cache`` with a ``path`` keeps
     the repeat detection across restarts. ``allow_facility`` (MSH-4 -> may it send?)
-    answers AR to every other sending facility; None accepts all.
+    answers AR to every other sending facility; None accepts all. ``handoff`` receives
+    the mapping of each accepted message, for a normalizer in this process.
     """
 
     def __init__(
@@ -196,6 +198,7 @@ class MllpListener:
         map_content: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         allow_facility: Callable[[str], bool] | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -209,6 +212,7 @@ class MllpListener:
         self.publish_timeout_s = publish_timeout_s
         self.source = source
         self.map_content = map_content
+        self.handoff = handoff
         self.clock = clock
         self.allow_facility = allow_facility
         self.stats = ListenerStats()
@@ -389,6 +393,9 @@ class MllpListener:
             log.info("%s: %s %s", peer, verdict.outcome, verdict.error)
             ack = build_ack(raw, verdict.outcome, verdict.error, at=received_at)
             return ack if ack_wanted(verdict.header, verdict.outcome) else None
+        if self.handoff is not None and verdict.normalized is not None:
+            # before the publish: the normalizer may read the message at once
+            self.handoff.put(raw, received_at, self.options, verdict.normalized)
         return self._accept(raw, verdict.header, verdict.key, received_at, peer)
 
     def _await_duplicate(self, dedup_key: str) -> bytes | None:
@@ -422,6 +429,8 @@ class MllpListener:
         except Exception as exc:  # BusError, a timeout, anything: the sender hears AR
             self.stats.publish_failures += 1
             self.stats.rejected += 1
+            if self.handoff is not None:
+                self.handoff.take(raw, received_at, self.options)  # never published
             self._count("AR")
             log.error("could not publish %s from %s: %s", header.control_id, peer, exc)
             error = AckError(

@@ -498,7 +498,7 @@ def test_mdc_numbers_are_what_int_reads_within_32_bits() -> None:
 
 
 def test_the_memoized_parties_see_every_option() -> None:
-    """The Patient, Location and Organization memos key on ``parties._options_key``: an
+    """The Patient, Location and Organization memos key on ``parties.options_key``: an
     option it leaves out would let one site's resources answer for another's."""
     import dataclasses
 
@@ -506,7 +506,7 @@ def test_the_memoized_parties_see_every_option() -> None:
     from adapters.hl7v2.datatypes import Options
 
     options = Options(authority_systems={"HOSP": "urn:oid:1.2.3"})
-    key = parties._options_key(options)
+    key = parties.options_key(options)
     assert [f.name for f in dataclasses.fields(Options)] == ["default_tz", "authority_systems"]
     assert Options(key[0], dict(key[1])) == options
 

@@ -27,6 +27,11 @@ from adapters.hl7v2.parties import OptionsKey, options_key
 _Key = tuple[bytes, datetime, timedelta | None, OptionsKey]
 
 
+def _key(raw: bytes, received_at: datetime, options: Options) -> _Key:
+    """What ``normalize`` depends on; the offset too, since equal instants compare equal."""
+    return raw, received_at, received_at.utcoffset(), options_key(options)
+
+
 class Handoff:
     """Mappings left by the intake for the normalizer, at most ``capacity`` of them."""
 
@@ -40,14 +45,14 @@ class Handoff:
         # the normalizer's parse refuses what is larger; the intake's limit may be higher
         if len(raw) > MAX_MESSAGE_BYTES:
             return
-        key = (raw, received_at, received_at.utcoffset(), options_key(options))
+        key = _key(raw, received_at, options)
         with self._lock:
             self._entries[key] = result
             while len(self._entries) > self.capacity:
                 del self._entries[next(iter(self._entries))]
 
     def take(self, raw: bytes, received_at: datetime, options: Options) -> Normalized | None:
-        key = (raw, received_at, received_at.utcoffset(), options_key(options))
+        key = _key(raw, received_at, options)
         with self._lock:
             result = self._entries.pop(key, None)
         if result is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -746,9 +746,19 @@ class Mpi:
             )
         return golden
 
+    def batch(self) -> AbstractContextManager[None]:
+        """One write transaction for several calls (``ingest``, ``merge_sources``...) of
+        this thread: they see each other's writes, commit together, and the listeners hear
+        the golden records changed once, after the commit. A failure rolls back them all."""
+        return self._write()
+
     @contextmanager
     def _write(self) -> Iterator[None]:
-        """One write transaction; afterwards the listeners hear the golden records changed."""
+        """One write transaction; afterwards the listeners hear the golden records changed.
+        Inside ``batch`` it is the batch's transaction, and the batch tells the listeners."""
+        if getattr(self._local, "changed", None) is not None:
+            yield
+            return
         changed: dict[str, Golden] = {}
         self._local.changed = changed
         try:

@@ -140,3 +140,32 @@ def test_golden_records_are_published_for_the_store(mpi: Mpi) -> None:
     assert published.headers["content-type"] == "application/fhir+json"
     # Consumed back from fhir.Patient, the golden record is skipped, not linked.
     assert handler.handle(message(golden)) is None
+
+
+def test_a_batch_is_linked_in_one_transaction_and_published_once(mpi: Mpi) -> None:
+    heard: list[list[str]] = []
+    mpi.golden_listeners.append(lambda goldens: heard.append([g.golden_id for g in goldens]))
+    batch = [
+        message(patient(pid="a1")),
+        message(patient(pid="a2", given="Ana"), offset=1),  # the same person: a1's golden
+        message(patient("Zygmunt", "Kowalski", "1951-12-30", pid="z1"), offset=2),
+    ]
+    PatientHandler(mpi)(batch)
+    a, z = mpi.golden_of("a1").golden_id, mpi.golden_of("z1").golden_id
+    assert mpi.golden_of("a2").golden_id == a != z
+    assert heard == [[a, z]]  # once, after the commit, each golden record once
+
+
+def test_a_spent_budget_commits_and_begins_another_transaction(mpi: Mpi) -> None:
+    heard: list[list[str]] = []
+    mpi.golden_listeners.append(lambda goldens: heard.append([g.golden_id for g in goldens]))
+    batch = [message(patient(pid=f"p{k}", given=f"G{k}"), offset=k) for k in range(3)]
+    PatientHandler(mpi, transaction_budget_s=0.0)(batch)
+    assert len(heard) == 3
+
+
+def test_a_failure_rolls_back_the_transaction_it_is_in(mpi: Mpi) -> None:
+    batch = [message(patient(pid="a1")), message({"resourceType": "Patient"}, offset=1)]
+    with pytest.raises(InvalidPatient):
+        PatientHandler(mpi)(batch)
+    assert mpi.repository.get_record("a1") is None  # delivered again with the batch

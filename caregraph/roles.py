@@ -44,7 +44,7 @@ from devices.serial.normalizer import normalize_batch as normalize_device_batch
 from fhir_store.api import build_router
 from fhir_store.errors import ResourceGone, ResourceNotFound
 from fhir_store.records import Stored, WriteListener
-from fhir_store.writer import WRITE_LINGER_S, handle_fhir_batch
+from fhir_store.writer import WRITE_BATCH, WRITE_LINGER_S, handle_fhir_batch
 from linkage.api import build_router as build_linkage_router
 from linkage.graph.api import build_router as build_graph_router
 from linkage.graph.handler import GRAPH_TYPES, GraphHandler
@@ -222,6 +222,7 @@ def consumer_service(
     handler: Handler,
     *,
     linger_s: float = 0.0,
+    batch_size: int = 500,
 ) -> Service:
     """A ``run_consumer`` thread whose counters and messages in show up in ``/metrics``."""
     stats = WorkerStats()
@@ -229,7 +230,16 @@ def consumer_service(
     metered = instrument_handler(handler, ctx.metrics)
 
     def run(stop: threading.Event) -> None:
-        run_consumer(ctx.bus, group, topics, metered, stop=stop, stats=stats, linger_s=linger_s)
+        run_consumer(
+            ctx.bus,
+            group,
+            topics,
+            metered,
+            stop=stop,
+            stats=stats,
+            linger_s=linger_s,
+            batch_size=batch_size,
+        )
 
     return ThreadService(name, run)
 
@@ -393,7 +403,13 @@ def _store_writer(ctx: Context) -> Service:
         "store-writer",
         [
             consumer_service(
-                ctx, "store-writer", "store-writer", topics, timed, linger_s=WRITE_LINGER_S
+                ctx,
+                "store-writer",
+                "store-writer",
+                topics,
+                timed,
+                linger_s=WRITE_LINGER_S,
+                batch_size=WRITE_BATCH,
             ),
             trail,
         ],

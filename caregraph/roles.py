@@ -436,6 +436,9 @@ def _linkage(ctx: Context) -> Service:
                 "linkage-graph",
                 [fhir_topic(t) for t in GRAPH_TYPES],
                 GraphHandler(ctx.graph),
+                # a transaction per batch on the store's database, between the store
+                # writer's: batches of 500 fell behind the writer's of 5,000
+                batch_size=WRITE_BATCH,
             ),
         ],
     )

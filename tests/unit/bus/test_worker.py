@@ -233,3 +233,30 @@ def test_linger_ends_when_the_batch_is_full() -> None:
     )
     assert [len(b) for b in batches] == [10, 10, 10]
     assert time.monotonic() - started < 10  # never waited out the 30 s linger
+
+
+def test_a_failed_batch_is_split_in_halves_not_tried_one_message_at_a_time() -> None:
+    bus = MemoryBus(partitions=1)
+    bus.publish_many([Record("t", b"%d" % i, key=b"k") for i in range(1024)])
+    calls: list[int] = []
+    handled: list[bytes] = []
+
+    def handler(batch: list[Message]) -> None:
+        calls.append(len(batch))
+        if any(m.value in (b"100", b"900") for m in batch):
+            raise ValueError("poison")
+        handled.extend(m.value for m in batch)
+
+    stats = run_until(
+        bus, handler, lambda: bus.committed("g").get(("t", 0)) == 1024, batch_size=1024
+    )
+    assert [int(v) for v in handled] == [i for i in range(1024) if i not in (100, 900)]
+    assert sorted(
+        letter.offset
+        for letter in map(decode_deadletter, (d.value for d in bus.snapshot(DEADLETTER)))
+    ) == [100, 900]
+    assert stats.handled == 1022 and stats.deadlettered == 2
+    # the batch's tries; then, for each poison, its half (512), both halves of each part
+    # of it that failed (256 down to 1: nine levels), and itself alone with the policy's
+    # tries: 26 calls, not one per message
+    assert len(calls) == FAST.max_attempts + 2 * (1 + 2 * 9 + FAST.max_attempts - 1)

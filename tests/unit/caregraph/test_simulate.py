@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 
 import httpx
 
@@ -158,3 +159,22 @@ def test_the_window_closing_during_a_probe_search_counts_each_sample_once() -> N
         probe.add(("a", "b"), 0.0)
         probe.poll_once()
     assert len(probe.latencies_s) == 1 and probe.censored == 1 and probe.lost == 0
+
+
+def test_a_sample_waiting_long_is_searched_less_often() -> None:
+    searched: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        searched.append(request.url.params["_id"])
+        return httpx.Response(200, json={"entry": []})  # nothing searchable yet
+
+    with httpx.Client(transport=httpx.MockTransport(answer), base_url="http://x") as client:
+        probe = Probe(client, interval_s=0.05)
+        now = time.monotonic()
+        probe.add(("young",), now)
+        probe.add(("old",), now - 30.0)  # 30 s behind: searched again in 3 s, not 0.05
+        probe.poll_once()
+        assert searched == ["old,young"]
+        time.sleep(0.06)
+        probe.poll_once()
+        assert searched[1:] == ["young"]

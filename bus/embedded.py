@@ -449,6 +449,11 @@ def _next_off(conn: sqlite3.Connection, topic_id: int, part: int) -> int:
     return 0 if row[0] is None else int(row[0]) + 1
 
 
+#: How long an idle consumer trusts ``data_version`` alone before it reads its assignment
+#: and partitions again (see ``EmbeddedConsumer._may_have_news``).
+QUIET_RECHECK_S = 1.0
+
+
 class EmbeddedConsumer(Consumer):
     """A group member on an ``EmbeddedBus``; one connection of its own, one thread at a time."""
 
@@ -468,6 +473,7 @@ class EmbeddedConsumer(Consumer):
         self._positions: dict[TopicPartition, int] = {}
         self._last_heartbeat = 0.0
         self._start = 0  # where the next poll starts reading (see ``_fetch``)
+        self._quiet: tuple[int, float] | None = None  # see ``_may_have_news``
         self._closed = False
         self._heartbeat(force=True)
 
@@ -480,8 +486,13 @@ class EmbeddedConsumer(Consumer):
             seen = self._local_publishes()  # before the read: a publish after it wakes us
             try:
                 self._heartbeat()
-                self._sync_assignment()
-                batch = self._fetch(max_records)
+                version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+                batch = []
+                if self._may_have_news(version):
+                    self._sync_assignment()
+                    batch = self._fetch(max_records)
+                    now = time.monotonic()
+                    self._quiet = None if batch else (version, now + QUIET_RECHECK_S)
             except sqlite3.Error as exc:
                 raise BusError(f"embedded bus: poll failed: {exc}") from exc
             remaining = deadline - time.monotonic()
@@ -489,6 +500,17 @@ class EmbeddedConsumer(Consumer):
                 return batch
             self._wait(seen, time.monotonic() + min(delay, remaining))
             delay = min(delay * 2, 0.05)
+
+    def _may_have_news(self, version: int) -> bool:
+        """False while nothing can have changed since a poll that found nothing: no other
+        connection committed since (SQLite's ``data_version``: a publish of any process, a
+        member's heartbeat or commit), and less than ``QUIET_RECHECK_S`` passed, after
+        which the assignment is checked again (a member's session runs out without a
+        write). An idle consumer then reads one pragma a poll, not every partition."""
+        if self._quiet is None:
+            return True
+        quiet_version, recheck_at = self._quiet
+        return version != quiet_version or time.monotonic() >= recheck_at
 
     def _local_publishes(self) -> int:
         counts = self._bus._published_count

@@ -87,6 +87,24 @@ def test_a_silent_member_loses_its_partitions_after_the_session_timeout(tmp_path
         silent.close()
 
 
+def test_an_idle_consumer_reads_no_partition_until_another_connection_commits(
+    tmp_path: Path,
+) -> None:
+    with EmbeddedBus(tmp_path, partitions=8) as bus:
+        bus.ensure_topics(["t"])
+        with bus.subscribe("g", ["t"]) as consumer:
+            assert consumer.poll(timeout_s=0.05) == []  # joined; found nothing
+            reads: list[str] = []
+            consumer._conn.set_trace_callback(  # type: ignore[attr-defined]
+                lambda sql: reads.append(sql) if "FROM messages" in sql else None
+            )
+            assert consumer.poll(timeout_s=0.3) == []
+            assert reads == []  # polled for 0.3 s: one pragma a time, no partition read
+            bus.publish("t", b"x", key=b"k")
+            assert [m.value for m in consumer.poll(timeout_s=2.0)] == [b"x"]
+            assert reads
+
+
 def test_prune_drops_only_what_every_group_committed(tmp_path: Path) -> None:
     with EmbeddedBus(tmp_path, partitions=1) as bus:
         bus.publish_many([Record("t", b"%d" % i) for i in range(10)])

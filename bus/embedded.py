@@ -491,8 +491,8 @@ class EmbeddedConsumer(Consumer):
                 if self._may_have_news(version):
                     self._sync_assignment()
                     batch = self._fetch(max_records)
-                    now = time.monotonic()
-                    self._quiet = None if batch else (version, now + QUIET_RECHECK_S)
+                    recheck_at = time.monotonic() + QUIET_RECHECK_S
+                    self._quiet = None if batch else (version, recheck_at)
             except sqlite3.Error as exc:
                 raise BusError(f"embedded bus: poll failed: {exc}") from exc
             remaining = deadline - time.monotonic()

@@ -432,6 +432,8 @@ class Tally:
 #: times a second (at 1,000 beds and 30 s behind that was ~150 searches a second, a tenth
 #: of caregraph's interpreter time, spent on measuring).
 RESOLUTION_SHARE = 0.1
+#: A sample not searchable this long after its frame is given up on and counted at this.
+LOST_AFTER_S = 120.0
 
 
 class Probe:
@@ -445,7 +447,7 @@ class Probe:
         self._pending: dict[tuple[str, ...], float] = {}  # ids -> emitted
         self._due: dict[tuple[str, ...], float] = {}  # ids -> when to search for them next
         self.latencies_s: list[float] = []
-        self.lost = 0  # not searchable within 120 s
+        self.lost = 0  # not searchable within LOST_AFTER_S
         self.recording = False
         self.censored = 0  # still not searchable when the window closed
 
@@ -504,14 +506,15 @@ class Probe:
                     self._forget(ids)
                     if self.recording:
                         self.latencies_s.append(now - emitted)
-                elif now - emitted > 120:  # given up on, counted at 120 s (a lower bound)
+                elif now - emitted > LOST_AFTER_S:  # given up on (a lower bound)
                     self._forget(ids)
                     self.lost += 1
                     if self.recording:
                         self.latencies_s.append(now - emitted)
                 else:
                     wait = max(self._interval_s, RESOLUTION_SHARE * (now - emitted))
-                    self._due[ids] = started + wait
+                    # searched once more just after LOST_AFTER_S, so it counts at that
+                    self._due[ids] = min(started + wait, emitted + LOST_AFTER_S)
 
     def _forget(self, ids: tuple[str, ...]) -> None:
         del self._pending[ids]
@@ -750,7 +753,7 @@ class Report:
             f"  frame -> searchable  p50 {self.latency_p50_s:.3f} s  p99 {self.latency_p99_s:.3f} s"
             f"  max {self.latency_max_s:.3f} s  ({self.latency_samples} samples, "
             f"{self.latency_censored} still pending at the end, counted at their age; "
-            f"{self.latency_lost} not found in 120 s, counted at 120 s)",
+            f"{self.latency_lost} not found in {LOST_AFTER_S:.0f} s, counted at that)",
             f"  ACK latency  p50 {self.ack_p50_s * 1e3:.1f} ms  p99 {self.ack_p99_s * 1e3:.1f} ms;"
             f" ACKs {self.acks}; send errors {self.send_errors}; ADT {self.adt};"
             f" DICOM statuses {self.dicom_status}",

@@ -12,7 +12,14 @@ import time
 
 import httpx
 
-from caregraph.simulate import Probe, ProcessMemory, Report, metric_value, slope_per_min
+from caregraph.simulate import (
+    LOST_AFTER_S,
+    Probe,
+    ProcessMemory,
+    Report,
+    metric_value,
+    slope_per_min,
+)
 from observability.metrics import Metrics
 from observability.ops import OpsServer
 
@@ -178,3 +185,18 @@ def test_a_sample_waiting_long_is_searched_less_often() -> None:
         time.sleep(0.06)
         probe.poll_once()
         assert searched[1:] == ["young"]
+
+
+def test_a_sample_never_found_is_given_up_on_just_after_the_limit() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"entry": []})
+
+    with httpx.Client(transport=httpx.MockTransport(answer), base_url="http://x") as client:
+        probe = Probe(client, interval_s=0.05)
+        probe.recording = True
+        probe.add(("late",), time.monotonic() - (LOST_AFTER_S - 0.05))
+        probe.poll_once()  # not yet lost; a tenth of its age would wait 12 s
+        time.sleep(0.1)
+        probe.poll_once()
+    assert probe.lost == 1
+    assert LOST_AFTER_S < probe.latencies_s[0] < LOST_AFTER_S + 1

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Message]], None]
 
+#: The most messages one poll hands the handler, unless the caller says otherwise.
+BATCH_SIZE = 500
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -88,7 +91,7 @@ def run_consumer(
     *,
     stop: threading.Event,
     retry: RetryPolicy = RetryPolicy(),  # frozen value object: safe as a default
-    batch_size: int = 500,
+    batch_size: int = BATCH_SIZE,
     poll_timeout_s: float = 0.5,
     linger_s: float = 0.0,
     deadletter_topic: str = DEADLETTER,

@@ -21,7 +21,7 @@ from adapters.hl7v2.normalizer import ACK_HL7V2, Hl7v2Normalizer
 from bus import DEADLETTER, RAW_DEVICE, RAW_DICOM, RAW_HL7V2, Message, Record, fhir_topic
 from bus.headers import make_headers
 from bus.topics import RAW_DEVICE_REJECTED
-from bus.worker import Handler, WorkerStats, run_consumer
+from bus.worker import BATCH_SIZE, Handler, WorkerStats, run_consumer
 from caregraph import security_wiring
 from caregraph.app import create_app
 from caregraph.auth import actor, authorize
@@ -222,7 +222,7 @@ def consumer_service(
     handler: Handler,
     *,
     linger_s: float = 0.0,
-    batch_size: int = 500,
+    batch_size: int = BATCH_SIZE,
 ) -> Service:
     """A ``run_consumer`` thread whose counters and messages in show up in ``/metrics``."""
     stats = WorkerStats()

@@ -444,8 +444,8 @@ class Probe:
         self._client = client
         self._interval_s = interval_s
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, ...], float] = {}  # ids -> emitted
-        self._due: dict[tuple[str, ...], float] = {}  # ids -> when to search for them next
+        # ids -> (emitted, when to search for them next)
+        self._pending: dict[tuple[str, ...], tuple[float, float]] = {}
         self.latencies_s: list[float] = []
         self.lost = 0  # not searchable within LOST_AFTER_S
         self.recording = False
@@ -457,16 +457,14 @@ class Probe:
         now = time.monotonic()
         with self._lock:
             self.recording = False
-            for emitted in self._pending.values():
+            for emitted, _ in self._pending.values():
                 self.latencies_s.append(now - emitted)
                 self.censored += 1
             self._pending.clear()
-            self._due.clear()
 
     def add(self, ids: tuple[str, ...], emitted: float) -> None:
         with self._lock:
-            self._pending[ids] = emitted
-            self._due[ids] = emitted
+            self._pending[ids] = (emitted, emitted)
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self._interval_s):
@@ -476,9 +474,7 @@ class Probe:
         started = time.monotonic()
         with self._lock:
             pending = {
-                ids: emitted
-                for ids, emitted in self._pending.items()
-                if self._due.get(ids, started) <= started
+                ids: emitted for ids, (emitted, due) in self._pending.items() if due <= started
             }
         if not pending:
             return
@@ -503,22 +499,18 @@ class Probe:
                 if ids not in self._pending:  # counted by close_window during the search
                     continue
                 if all(i in found for i in ids):
-                    self._forget(ids)
+                    del self._pending[ids]
                     if self.recording:
                         self.latencies_s.append(now - emitted)
                 elif now - emitted > LOST_AFTER_S:  # given up on (a lower bound)
-                    self._forget(ids)
+                    del self._pending[ids]
                     self.lost += 1
                     if self.recording:
                         self.latencies_s.append(now - emitted)
                 else:
                     wait = max(self._interval_s, RESOLUTION_SHARE * (now - emitted))
                     # searched once more just after LOST_AFTER_S, so it counts at that
-                    self._due[ids] = min(started + wait, emitted + LOST_AFTER_S)
-
-    def _forget(self, ids: tuple[str, ...]) -> None:
-        del self._pending[ids]
-        self._due.pop(ids, None)
+                    self._pending[ids] = (emitted, min(started + wait, emitted + LOST_AFTER_S))
 
 
 class WardGateway:

@@ -45,7 +45,7 @@ WRITE_LINGER_S = 0.1
 #: larger transaction is cheaper per resource: each reading of a monitor lands at the end
 #: of its own group in the search indexes, so a batch that holds one message per monitor
 #: changes a page per reading. At 1,000 monitors 40 messages per transaction (the loop's
-#: default 500 resources) cost 2.48 ms CPU per message, 400 messages 2.01
+#: default ``BATCH_SIZE``, 500 resources) cost 2.48 ms CPU per message, 400 messages 2.01
 #: (``bench/store_writer.py --monitors 1000 --batch N``).
 WRITE_BATCH = 5_000
 

@@ -114,16 +114,22 @@ class Graph(SqlTransactions):
 
         A resource given twice (a redelivery inside one batch) keeps its last copy's edges.
         """
-        by_via: dict[str, list[tuple[str, int, str, str, str, str, str]]] = {}
-        for resource in resources:
-            if not resource.get("id") or not resource.get("resourceType"):
-                continue
-            via = via_of(resource)
-            by_via[via] = [
-                (via, seq, e.src, e.rel, e.dst, e.valid_from, e.valid_to)
-                for seq, e in enumerate(edges_of(resource))
-            ]
-        rows = [row for edges in by_via.values() for row in edges]
+        return self.replace_edges(
+            {
+                via_of(resource): edges_of(resource)
+                for resource in resources
+                if resource.get("id") and resource.get("resourceType")
+            }
+        )
+
+    def replace_edges(self, by_via: Mapping[str, Sequence[Edge]]) -> int:
+        """Replace the edges of each resource (``Type/id``) by those given, none to delete
+        them; returns the edges written."""
+        rows = [
+            (via, seq, e.src, e.rel, e.dst, e.valid_from, e.valid_to)
+            for via, edges in by_via.items()
+            for seq, e in enumerate(edges)
+        ]
         with self.transaction():
             tx = self._tx
             for part in _chunks(list(by_via)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import orjson
 import pytest
 from fastapi import FastAPI
 
@@ -70,3 +71,35 @@ def test_handler_writes_a_batch_and_skips_other_types(world: tuple[Graph, str, s
     assert "Observation" in GRAPH_TYPES and "Medication" not in GRAPH_TYPES
     with pytest.raises(MappingError):
         GraphHandler(graph)([Message("fhir.Encounter", 0, 0, None, b"{", {}, 0)])
+
+
+def test_an_observation_sent_again_without_edges_loses_them(
+    world: tuple[Graph, str, str],
+) -> None:
+    """The handler reads a reading that names no Device from its bytes (``edgeless_id``);
+    its old edges go as for any update, and within a batch the last copy counts."""
+    graph, golden, _ = world
+    measured = {
+        "resourceType": "Observation",
+        "id": "o3",
+        "subject": {"reference": "Patient/p2"},
+        "device": {"reference": "Device/pump"},
+        "effectiveDateTime": "2024-02-01T05:00:00Z",
+    }
+    reading = {**measured, "device": {"reference": "DeviceMetric/pump-spo2"}}
+
+    def message(resource: dict[str, object], offset: int) -> Message:
+        return Message("fhir.Observation", 0, offset, None, orjson.dumps(resource), {}, 0)
+
+    def pump_measured() -> bool:
+        return ("Device/pump", "measured") in {
+            (x.node, x.rel) for x in graph.devices_of_patient(golden)
+        }
+
+    assert pump_measured()
+    GraphHandler(graph)([message(measured, 0), message(reading, 1)])
+    assert not pump_measured()
+    GraphHandler(graph)([message(reading, 2), message(measured, 3)])
+    assert pump_measured()
+    GraphHandler(graph)([message(reading, 4)])
+    assert not pump_measured()

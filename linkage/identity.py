@@ -389,6 +389,11 @@ class IdentityIndex:
         self._new_id = new_entity_id
         self._clock = clock
 
+    def batch(self) -> AbstractContextManager[None]:
+        """One write transaction for several ``ingest`` calls of this thread: they see each
+        other's writes and commit together; a failure rolls back them all."""
+        return self.repository.transaction()
+
     def ingest(self, resource: Mapping[str, Any], actor: str = "identity") -> EntityOutcome:
         """Resolve one resource to its entity (idempotent for the same content).
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from bus.topics import DEADLETTER, fhir_topic
 from bus.worker import RetryPolicy, WorkerStats, run_consumer
 from linkage.errors import InvalidPatient
 from linkage.handler import IdentityHandler, PatientHandler, merge_request, publish_goldens
-from linkage.identity import IdentityIndex
+from linkage.identity import IdentityIndex, MemoryIdentityRepository
 from linkage.links import LinkOutcome
 from linkage.mpi import Mpi
 
@@ -169,3 +171,34 @@ def test_a_failure_rolls_back_the_transaction_it_is_in(mpi: Mpi) -> None:
     with pytest.raises(InvalidPatient):
         PatientHandler(mpi)(batch)
     assert mpi.repository.get_record("a1") is None  # delivered again with the batch
+
+
+class CountingRepository(MemoryIdentityRepository):
+    """Counts the outermost transactions (``ingest`` opens one inside the handler's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = 0
+        self._depth = 0
+
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[None]:
+        self.opened += self._depth == 0
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+
+def test_identity_batches_share_transactions_within_the_budget() -> None:
+    devices = [
+        message({"resourceType": "Device", "id": f"d{k}"}, topic=fhir_topic("Device"), offset=k)
+        for k in range(3)
+    ]
+    repository = CountingRepository()
+    IdentityHandler(IdentityIndex(repository))(devices)
+    assert repository.opened == 1
+    repository = CountingRepository()
+    IdentityHandler(IdentityIndex(repository), transaction_budget_s=0.0)(devices)
+    assert repository.opened == 3

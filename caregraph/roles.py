@@ -25,6 +25,7 @@ from bus.worker import BATCH_SIZE, Handler, WorkerStats, run_consumer
 from caregraph import security_wiring
 from caregraph.app import create_app
 from caregraph.auth import actor, authorize
+from caregraph.backpressure import BacklogGate, StoreWriterBacklog
 from caregraph.device_api import TRAIL_GROUP, TRAIL_TOPICS, build_device_router, device_trail
 from caregraph.device_registry import build_resolver, build_serial_role, health_board
 from caregraph.errors import ConfigError
@@ -323,6 +324,10 @@ def _mllp(ctx: Context) -> Service:
     ensure_port_free(s.http_host, s.mllp_port, "CAREGRAPH_MLLP_PORT", "--mllp-port")
     cache = AckCache(path=s.data_dir / "mllp-acks.sqlite3")
     facilities = facility_allowlist(s.hl7_allowed_facilities)
+    gate = backlog = None
+    if s.mllp_hold_backlog:
+        backlog = StoreWriterBacklog(s)
+        gate = BacklogGate(backlog, s.mllp_hold_backlog)
     listener = MllpListener(
         s.http_host,
         s.mllp_port,
@@ -332,9 +337,21 @@ def _mllp(ctx: Context) -> Service:
         allow_facility=facilities.allows if facilities else None,
         map_content=s.hl7_intake == "full",
         handoff=ctx.hl7_handoff,
+        admit=gate.admit if gate else None,
     )
     ctx.metrics.watch_listener("mllp", listener.stats)
-    gateway = StartStop("mllp", listener.start, listener.stop)
+    gateway: Service = StartStop("mllp", listener.start, listener.stop)
+    if gate is not None and backlog is not None:
+
+        def stop_gate() -> None:
+            gate.stop()
+            backlog.close()
+
+        # stopped first (a group stops in reverse): it lets the held ACKs go before the
+        # listener closes their connections
+        gateway = ServiceGroup(
+            "mllp", [gateway, StartStop("mllp:backlog-gate", gate.start, stop_gate)]
+        )
     routes = parse_routes(s.hl7_ack_routes)
     if not routes:
         return gateway

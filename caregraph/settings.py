@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         "mapped is answered AE; structure: scope and structure only before AA (a third of "
         "the listener's CPU), content errors go to deadletter after the AA.",
     )
+    mllp_hold_backlog: int = Field(
+        20_000,
+        ge=0,
+        description="Resources the store writer may have waiting before the MLLP listener "
+        "holds its ACKs (up to 10 s each) until the backlog halves; 0: never held.",
+    )
     hl7_ack_routes: str = Field(
         "",
         description="Return addresses of enhanced-mode application ACKs: "

@@ -112,6 +112,7 @@ _LISTENER_FIELDS = (
     ("errors", "errors", "messages answered AE"),
     ("rejected", "rejected", "messages answered AR"),
     ("publish_failures", "publish_failures", "bus publishes that failed"),
+    ("held", "held", "accepted messages whose ACK waited for the store writer's backlog"),
 )
 
 

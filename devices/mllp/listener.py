@@ -13,7 +13,9 @@ Per frame: ``adapters.hl7v2.intake.judge`` decides AA/AE/AR without I/O. AA mean
 the raw bytes (key = patient key, else MSH-10; headers from ``bus.headers.make_headers``),
 wait until the bus says durable, remember the ACK (``AckCache``, in memory; its file is
 written after the answers), answer. AE/AR are
-answered at once and nothing is published. If the bus fails, the answer is AR (code 207,
+answered at once and nothing is published. With ``admit`` (``caregraph.backpressure``)
+an accepted message first waits there while the store writer is far behind: its ACK is
+held, which slows the sender. If the bus fails, the answer is AR (code 207,
 "try again"), nothing is remembered, and the sender's retry gets a fresh attempt. Broken
 framing, garbage and oversize frames are answered with AR and the connection goes on.
 """
@@ -60,6 +62,7 @@ class ListenerStats:
     errors: int = 0  # AE
     rejected: int = 0  # AR (scope, framing, bus down)
     publish_failures: int = 0
+    held: int = 0  # accepted messages whose ACK ``admit`` held
     by_code: dict[str, int] = field(default_factory=dict)
 
 
@@ -199,6 +202,7 @@ class MllpListener:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         allow_facility: Callable[[str], bool] | None = None,
         handoff: Handoff | None = None,
+        admit: Callable[[], bool] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -213,6 +217,7 @@ class MllpListener:
         self.source = source
         self.map_content = map_content
         self.handoff = handoff
+        self.admit = admit
         self.clock = clock
         self.allow_facility = allow_facility
         self.stats = ListenerStats()
@@ -393,6 +398,8 @@ class MllpListener:
             log.info("%s: %s %s", peer, verdict.outcome, verdict.error)
             ack = build_ack(raw, verdict.outcome, verdict.error, at=received_at)
             return ack if ack_wanted(verdict.header, verdict.outcome) else None
+        if self.admit is not None and self.admit():
+            self.stats.held += 1
         if self.handoff is not None and verdict.normalized is not None:
             # before the publish: the normalizer may read the message at once
             self.handoff.put(raw, received_at, self.options, verdict.normalized)

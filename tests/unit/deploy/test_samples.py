@@ -98,4 +98,4 @@ def test_alert_rules_name_only_metrics_caregraph_serves() -> None:
 
 
 class _NoTraffic:
-    connections = frames = accepted = duplicates = errors = rejected = publish_failures = 0
+    connections = frames = accepted = duplicates = errors = rejected = publish_failures = held = 0

@@ -4,10 +4,12 @@ ACKs while the store writer is far behind.
 Why: MLLP senders wait for each ACK, so an ACK held is a sender slowed, and the messages
 wait in the sender's queue, where they were already. Without it a listener that takes
 more than the store writer can write spends the cores on intake while the backlog, and the
-time until a reading is searchable, only grows: at 1,000 beds on a 2-core machine, four
-processes (``--split``) stored 518 Observations/s of 3,281 taken, one process 830 of
-1,470. Held at a backlog of 20,000 resources they stored 1,379 and 1,020
-(``bench/hospital.py --beds 1000 [--split]``).
+time until a reading is searchable, only grow. At 1,000 beds on a 2-core machine
+(``bench/hospital.py --beds 1000 [--split]``): four processes stored 518 Observations/s
+of 3,281 taken, and 1,279-1,302 held at a backlog of 5,000 or 20,000; one process 751-843,
+and 872-1,012 held at 5,000 (p99 until searchable 5.8-6.3 s) or 1,002-1,144 at 20,000
+(p99 23 s). The default, ``Settings.mllp_hold_backlog``, is one store-writer batch
+(``fhir_store.writer.WRITE_BATCH``): what is accepted is searchable within seconds.
 
 How: a thread reads the store writer's lag (``observability.lag``, the same reading as
 ``/metrics``, from the bus the roles share, so it works across processes) every

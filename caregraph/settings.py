@@ -68,10 +68,11 @@ class Settings(BaseSettings):
         "the listener's CPU), content errors go to deadletter after the AA.",
     )
     mllp_hold_backlog: int = Field(
-        20_000,
+        5_000,
         ge=0,
         description="Resources the store writer may have waiting before the MLLP listener "
-        "holds its ACKs (up to 10 s each) until the backlog halves; 0: never held.",
+        "holds its ACKs (up to 10 s each) until the backlog halves; 0: never held. Higher "
+        "takes a little more when overloaded, with a longer wait until searchable.",
     )
     hl7_ack_routes: str = Field(
         "",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bus.embedded import DB_NAME
 from bus.topics import fhir_topic
@@ -110,22 +110,29 @@ class BacklogGate:
 
 
 class StoreWriterBacklog:
-    """Resources on ``fhir.*`` the store writer has still to write, read from the bus of
-    ``settings`` on clients of its own (closed by ``close``)."""
+    """Resources on ``fhir.*`` the store writer has still to write (``group`` on
+    ``topics``), read from the bus of ``settings`` on clients of its own (closed by
+    ``close``)."""
 
-    def __init__(self, settings: Settings) -> None:
-        topics = [fhir_topic(t) for t in default_registry().types]
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        group: str = STORE_WRITER_GROUP,
+        topics: Sequence[str] | None = None,
+    ) -> None:
+        self.group = group
+        if topics is None:
+            topics = [fhir_topic(t) for t in default_registry().types]
         self._reader: LagReader
         if settings.kafka_bootstrap:
-            self._reader = KafkaLag(
-                settings.kafka_bootstrap, {STORE_WRITER_GROUP: topics}, ttl_s=0.0
-            )
+            self._reader = KafkaLag(settings.kafka_bootstrap, {group: topics}, ttl_s=0.0)
         else:
             self._reader = EmbeddedLag(settings.data_dir / "bus" / DB_NAME, ttl_s=0.0)
-            self._reader.watch(STORE_WRITER_GROUP, topics)
+            self._reader.watch(group, topics)
 
     def __call__(self) -> int:
-        return sum(s.lag for s in self._reader() if s.group == STORE_WRITER_GROUP)
+        return sum(s.lag for s in self._reader() if s.group == self.group)
 
     def close(self) -> None:
         self._reader.close()

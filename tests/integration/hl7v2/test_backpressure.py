@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from bus import RAW_HL7V2
 from bus.base import Record
 from bus.embedded import EmbeddedBus
+from bus.kafka import KafkaBus
 from bus.topics import fhir_topic
 from caregraph.backpressure import STORE_WRITER_GROUP, BacklogGate, StoreWriterBacklog
 from caregraph.settings import Settings
@@ -67,3 +69,27 @@ def test_the_ack_waits_for_the_store_writer_to_catch_up(tmp_path: Path) -> None:
         gate.stop()
         backlog.close()
         bus.close()
+
+
+def test_the_backlog_is_read_from_kafka_too(kafka_bootstrap: str) -> None:
+    topic = f"test.backlog.{uuid.uuid4().hex}"
+    group = f"writer-{uuid.uuid4().hex}"
+    settings = Settings(kafka_bootstrap=kafka_bootstrap)
+    backlog = StoreWriterBacklog(settings, group=group, topics=[topic])
+    try:
+        with KafkaBus(kafka_bootstrap, partitions=1) as bus:
+            # one record a batch: Tansu (memory storage) answers ListOffsets "latest" with
+            # the last batch's base offset + 1, not the last offset + 1 as Kafka does
+            for _ in range(30):
+                bus.publish_many([Record(topic, b"{}", b"k", {})])
+            assert backlog() == 30
+            with bus.subscribe(group, [topic]) as writer:
+                taken: list[object] = []
+                deadline = time.monotonic() + 30
+                while len(taken) < 30 and time.monotonic() < deadline:
+                    batch = writer.poll(timeout_s=1.0)
+                    writer.commit(batch)
+                    taken.extend(batch)
+            assert backlog() == 0
+    finally:
+        backlog.close()

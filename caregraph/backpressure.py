@@ -41,7 +41,11 @@ POLL_S = 0.5
 
 
 class BacklogGate:
-    """Closed while a backlog is above ``high``, open again at or below ``low``."""
+    """Closed while a backlog is above ``high``, open again at or below ``low``; a service
+    (``start``/``stop``) whose thread reads the backlog, and closes it on ``stop`` if it
+    has a ``close``."""
+
+    name = "backlog-gate"
 
     def __init__(
         self,
@@ -86,7 +90,7 @@ class BacklogGate:
 
     def start(self) -> None:
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._watch, name="backlog-gate", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -94,6 +98,9 @@ class BacklogGate:
         self._open.set()  # nobody stays held by a gate that no longer watches
         if self._thread is not None:
             self._thread.join(timeout=5)
+        close = getattr(self._backlog, "close", None)
+        if close is not None:
+            close()
 
     def _watch(self) -> None:
         while not self._stopping.wait(self.poll_s):

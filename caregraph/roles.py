@@ -324,10 +324,7 @@ def _mllp(ctx: Context) -> Service:
     ensure_port_free(s.http_host, s.mllp_port, "CAREGRAPH_MLLP_PORT", "--mllp-port")
     cache = AckCache(path=s.data_dir / "mllp-acks.sqlite3")
     facilities = facility_allowlist(s.hl7_allowed_facilities)
-    gate = backlog = None
-    if s.mllp_hold_backlog:
-        backlog = StoreWriterBacklog(s)
-        gate = BacklogGate(backlog, s.mllp_hold_backlog)
+    gate = BacklogGate(StoreWriterBacklog(s), s.mllp_hold_backlog) if s.mllp_hold_backlog else None
     listener = MllpListener(
         s.http_host,
         s.mllp_port,
@@ -341,17 +338,10 @@ def _mllp(ctx: Context) -> Service:
     )
     ctx.metrics.watch_listener("mllp", listener.stats)
     gateway: Service = StartStop("mllp", listener.start, listener.stop)
-    if gate is not None and backlog is not None:
-
-        def stop_gate() -> None:
-            gate.stop()
-            backlog.close()
-
-        # stopped first (a group stops in reverse): it lets the held ACKs go before the
-        # listener closes their connections
-        gateway = ServiceGroup(
-            "mllp", [gateway, StartStop("mllp:backlog-gate", gate.start, stop_gate)]
-        )
+    if gate is not None:
+        # stopped first (a group stops in reverse): the held ACKs go before the listener
+        # closes their connections
+        gateway = ServiceGroup("mllp", [gateway, gate])
     routes = parse_routes(s.hl7_ack_routes)
     if not routes:
         return gateway

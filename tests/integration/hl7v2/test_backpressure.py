@@ -66,8 +66,7 @@ def test_the_ack_waits_for_the_store_writer_to_catch_up(tmp_path: Path) -> None:
         with bus.subscribe("check", [RAW_HL7V2]) as check:
             assert len(check.poll(timeout_s=2.0)) == 1  # published once, after the hold
     finally:
-        gate.stop()
-        backlog.close()
+        gate.stop()  # closes the backlog's reader too
         bus.close()
 
 

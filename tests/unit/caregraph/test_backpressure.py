@@ -52,12 +52,19 @@ def test_a_held_caller_goes_when_the_backlog_falls() -> None:
 def test_the_watch_follows_the_backlog_and_opens_when_it_cannot_read_it() -> None:
     readings: list[int | Exception] = [500]
 
-    def backlog() -> int:
-        value = readings[-1]
-        if isinstance(value, Exception):
-            raise value
-        return value
+    class Backlog:
+        closed = False
 
+        def __call__(self) -> int:
+            value = readings[-1]
+            if isinstance(value, Exception):
+                raise value
+            return value
+
+        def close(self) -> None:
+            self.closed = True
+
+    backlog = Backlog()
     gate = BacklogGate(backlog, 100, poll_s=0.01)
     gate.start()
     try:
@@ -76,3 +83,4 @@ def test_the_watch_follows_the_backlog_and_opens_when_it_cannot_read_it() -> Non
     finally:
         gate.stop()
     assert gate.is_open  # stopped: nobody stays held
+    assert backlog.closed

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bus import RAW_HL7V2
-from bus.base import Record
+from bus.base import Bus, Record
 from bus.embedded import EmbeddedBus
 from bus.kafka import KafkaBus
 from bus.topics import fhir_topic
@@ -27,6 +27,19 @@ pytestmark = pytest.mark.integration
 
 WHEN = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 OBSERVATIONS = fhir_topic("Observation")
+
+
+def _consume(bus: Bus, group: str, topic: str, n: int, timeout_s: float = 30.0) -> int:
+    """Read and commit ``n`` messages of ``topic`` as ``group`` (fewer if they do not come
+    within ``timeout_s``); how many were read."""
+    taken = 0
+    deadline = time.monotonic() + timeout_s
+    with bus.subscribe(group, [topic]) as consumer:
+        while taken < n and time.monotonic() < deadline:
+            batch = consumer.poll(timeout_s=0.5)
+            consumer.commit(batch)
+            taken += len(batch)
+    return taken
 
 
 def test_the_ack_waits_for_the_store_writer_to_catch_up(tmp_path: Path) -> None:
@@ -52,12 +65,7 @@ def test_the_ack_waits_for_the_store_writer_to_catch_up(tmp_path: Path) -> None:
                 sender.start()
                 sender.join(0.5)
                 assert not acks  # held
-                with bus.subscribe(STORE_WRITER_GROUP, [OBSERVATIONS]) as writer:
-                    taken: list[object] = []
-                    while len(taken) < 30 and time.monotonic() < deadline:
-                        batch = writer.poll(timeout_s=0.5)
-                        writer.commit(batch)
-                        taken.extend(batch)
+                assert _consume(bus, STORE_WRITER_GROUP, OBSERVATIONS, 30) == 30
                 sender.join(10)
             finally:
                 client.close()
@@ -82,13 +90,7 @@ def test_the_backlog_is_read_from_kafka_too(kafka_bootstrap: str) -> None:
             for _ in range(30):
                 bus.publish_many([Record(topic, b"{}", b"k", {})])
             assert backlog() == 30
-            with bus.subscribe(group, [topic]) as writer:
-                taken: list[object] = []
-                deadline = time.monotonic() + 30
-                while len(taken) < 30 and time.monotonic() < deadline:
-                    batch = writer.poll(timeout_s=1.0)
-                    writer.commit(batch)
-                    taken.extend(batch)
+            assert _consume(bus, group, topic, 30) == 30
             assert backlog() == 0
     finally:
         backlog.close()

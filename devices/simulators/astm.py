@@ -44,6 +44,7 @@ class AstmAnalyzer(Simulator):
         self._tries = 0
         self._deadline = 0.0
         self._pending_values: list[tuple[str, Decimal]] = []
+        self._last_frame_out = False
         self._sample = 0
         self.messages_acked = 0
         self.aborted = 0
@@ -71,24 +72,32 @@ class AstmAnalyzer(Simulator):
             # Flip the checksum: the receiver must NAK and we send the frame again, intact.
             bad = frame[:-4] + (b"00" if frame[-4:-2] != b"00" else b"01") + b"\r\n"
             self.send(bad, corrupt=True)
-        else:
-            self.send(frame)
+        elif self.send(frame) and self._index == len(self._frames) - 1:
+            self._last_frame_out = True
         self._deadline = self._now + self.reply_timeout_s
 
     _now = 0.0
 
     def on_reset(self) -> None:
+        self._unconfirmed()
         self._state = "idle"
+
+    def _unconfirmed(self) -> None:
+        """The transfer ends without the last ACK: if that frame went out, it may be stored."""
+        if self._state == "frames" and self._last_frame_out:
+            self.log.unconfirmed.extend(self._pending_values)
 
     def on_tick(self, now: float) -> None:
         self._now = now
         if self._state == "idle" and now >= self._next_sample:
             self._frames = self._build_message()
             self._index, self._tries = 0, 0
+            self._last_frame_out = False
             self._state = "enq"
             self._deadline = now + self.reply_timeout_s
             self.send_raw(bytes([astm.ENQ]))
         elif self._state != "idle" and now > self._deadline:
+            self._unconfirmed()
             self.send_raw(bytes([astm.EOT]))
             self.aborted += 1
             self._finish(now)
@@ -116,6 +125,7 @@ class AstmAnalyzer(Simulator):
                 elif b == astm.NAK:
                     self._tries += 1
                     if self._tries > 6:
+                        self._unconfirmed()
                         self.send_raw(bytes([astm.EOT]))
                         self.aborted += 1
                         self._finish(self._now)

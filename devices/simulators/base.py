@@ -61,6 +61,9 @@ class SimulatorLog:
     unplugs: int = 0
     silences: int = 0
     values: list[tuple[str, Decimal]] = field(default_factory=list)
+    # Values whose last frame went out intact but whose acknowledgement never came back (the
+    # link was reset first): the receiver may or may not have stored them.
+    unconfirmed: list[tuple[str, Decimal]] = field(default_factory=list)
     handshakes: int = 0
 
 

@@ -323,6 +323,10 @@ class Database(ABC):
         for raw in idle:
             with suppress(sqlite3.Error, psycopg.Error):
                 raw.close()
+        self._closed()
+
+    def _closed(self) -> None:  # noqa: B027 - optional hook
+        """Let go of what the engine holds beside its connections: nothing by default."""
 
 
 _FILE_LOCKS: dict[Path, threading.Lock] = {}
@@ -377,6 +381,73 @@ def connection_cache_kib(pool_kib: int, connections: int) -> int:
     return max(MIN_CONNECTION_CACHE_KIB, pool_kib // max(1, connections))
 
 
+class _Checkpointer:
+    """Copies a database's WAL into its file from a thread of its own: one per file in this
+    process, while a ``SqliteDatabase`` of this process has connections to it.
+
+    SQLite's default copies inside the commit that takes the WAL past 1,000 pages, with two
+    fsyncs: at 300 beds more than half of the store writer's commit time went there
+    (``py-spy --native``), on the thread every reading waits for. Connections here turn
+    ``wal_autocheckpoint`` off and this thread checkpoints instead, PASSIVE (it never waits
+    for a reader or a writer), every ``BUSY_PAUSE_S`` while the WAL grows and less often
+    when it does not. Copying once a second instead (tried in an earlier session) let the
+    WAL grow to tens of MB between copies, and every reader's page lookups slowed.
+    """
+
+    BUSY_PAUSE_S = 0.02
+    IDLE_PAUSE_S = 0.5
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.users = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        pause, last = self.BUSY_PAUSE_S, None
+        while not self.stop.wait(pause):
+            try:
+                if conn is None:
+                    conn = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True)
+                    conn.execute("PRAGMA busy_timeout=0")
+                _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:
+                frames = last  # the file is gone or busy: try again later
+            if frames != last:  # the WAL grew (or a writer restarted it): keep up
+                pause, last = self.BUSY_PAUSE_S, frames
+            else:
+                pause = min(2 * pause, self.IDLE_PAUSE_S)
+        if conn is not None:
+            conn.close()
+
+
+_CHECKPOINTERS: dict[Path, _Checkpointer] = {}
+
+
+def _use_checkpointer(path: Path) -> None:
+    """Count one more user of ``path``'s checkpointer, starting it for the first."""
+    key = path.resolve()
+    with _FILE_LOCKS_GUARD:
+        found = _CHECKPOINTERS.get(key)
+        if found is None:
+            found = _CHECKPOINTERS[key] = _Checkpointer(key)
+            found.thread.start()
+        found.users += 1
+
+
+def _leave_checkpointer(path: Path) -> None:
+    """One user fewer; the last one stops the thread (within ``IDLE_PAUSE_S``)."""
+    key = path.resolve()
+    with _FILE_LOCKS_GUARD:
+        found = _CHECKPOINTERS.get(key)
+        if found is not None:
+            found.users -= 1
+            if found.users <= 0:
+                found.stop.set()
+                del _CHECKPOINTERS[key]
+
+
 class SqliteDatabase(Database):
     """SQLite in WAL mode: readers never block the single writer."""
 
@@ -394,6 +465,7 @@ class SqliteDatabase(Database):
         self.path = path
         self.pool_cache_kib = pool_cache_kib
         self.page_size = page_size
+        self._checkpointing = False  # whether this object counts as a checkpointer's user
 
     def _connect(self) -> Any:
         raw = sqlite3.connect(
@@ -414,7 +486,19 @@ class SqliteDatabase(Database):
         raw.execute(f"PRAGMA cache_size={-kib}")
         raw.execute("PRAGMA mmap_size=268435456")
         raw.execute("PRAGMA foreign_keys=ON")
+        raw.execute("PRAGMA wal_autocheckpoint=0")  # the _Checkpointer's thread copies
+        with self._cond:
+            start = not self._checkpointing
+            self._checkpointing = True
+        if start:
+            _use_checkpointer(self.path)
         return raw
+
+    def _closed(self) -> None:
+        with self._cond:
+            stop, self._checkpointing = self._checkpointing, False
+        if stop:
+            _leave_checkpointer(self.path)
 
     def _begin(self, raw: Any, write: bool) -> None:
         raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -371,3 +371,37 @@ def test_index_rows_of_ids_are_deleted_by_probes_whatever_the_statistics(db_url:
     db.close()
     assert "Seq Scan" not in plan and "Tid Scan" in plan, plan
     assert (left, gone) == (40000 - 2 * len(ids), 0)
+
+
+def test_sqlite_wal_is_copied_by_a_thread_not_by_the_writers_commits(tmp_path: Path) -> None:
+    """Commits leave the WAL alone (``wal_autocheckpoint=0``); the checkpoint thread copies
+    it into the database file while the store is open, and stops once the last ``Database``
+    of the file in this process is closed."""
+    import threading
+    import time
+
+    from fhir_store.database import _CHECKPOINTERS
+
+    path = tmp_path / "ckpt.sqlite3"
+    first, second = open_database(f"sqlite:///{path}"), open_database(f"sqlite:///{path}")
+    with first.transaction() as tx:
+        assert tx.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        tx.execute("CREATE TABLE t (x TEXT)")
+    size = path.stat().st_size
+    for _ in range(20):
+        with first.transaction() as tx:
+            tx.executemany("INSERT INTO t VALUES (?)", [("x" * 500,) for _ in range(40)])
+    deadline = time.monotonic() + 10
+    while path.stat().st_size <= size + 20 * 40 * 500 // 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size > size + 20 * 40 * 500 // 2  # the rows reached the file
+    checkpointer = _CHECKPOINTERS[path.resolve()]
+    with second.transaction(write=False) as tx:  # the second shares the one thread
+        assert tx.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 800
+    assert checkpointer.users == 2
+    assert [t for t in threading.enumerate() if t.name == "sqlite-checkpoint"]
+    first.close()
+    assert checkpointer.thread.is_alive()
+    second.close()
+    checkpointer.thread.join(5)
+    assert not checkpointer.thread.is_alive() and path.resolve() not in _CHECKPOINTERS

@@ -388,14 +388,18 @@ class _Checkpointer:
     SQLite's default copies inside the commit that takes the WAL past 1,000 pages, with two
     fsyncs: at 300 beds more than half of the store writer's commit time went there
     (``py-spy --native``), on the thread every reading waits for. Connections here turn
-    ``wal_autocheckpoint`` off and this thread checkpoints instead, PASSIVE (it never waits
-    for a reader or a writer), every ``BUSY_PAUSE_S`` while the WAL grows and less often
-    when it does not. Copying once a second instead (tried in an earlier session) let the
-    WAL grow to tens of MB between copies, and every reader's page lookups slowed.
+    ``wal_autocheckpoint`` up to ``BACKSTOP_PAGES`` and this thread checkpoints instead,
+    PASSIVE (it never waits for a reader or a writer), every ``BUSY_PAUSE_S`` while the WAL
+    grows and less often when it does not; the commits copy again only if the WAL reaches
+    the backstop (this thread failing). Copying once a second instead (tried in an earlier
+    session) let the WAL grow to tens of MB between copies, and every reader's page lookups
+    slowed.
     """
 
     BUSY_PAUSE_S = 0.02
     IDLE_PAUSE_S = 0.5
+    #: ``wal_autocheckpoint`` of the connections (SQLite's default: 1,000 pages).
+    BACKSTOP_PAGES = 10_000
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -409,7 +413,7 @@ class _Checkpointer:
         while not self.stop.wait(pause):
             try:
                 if conn is None:
-                    conn = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True)
+                    conn = sqlite3.connect(f"{self.path.as_uri()}?mode=rw", uri=True)
                     conn.execute("PRAGMA busy_timeout=0")
                 _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error:
@@ -486,7 +490,7 @@ class SqliteDatabase(Database):
         raw.execute(f"PRAGMA cache_size={-kib}")
         raw.execute("PRAGMA mmap_size=268435456")
         raw.execute("PRAGMA foreign_keys=ON")
-        raw.execute("PRAGMA wal_autocheckpoint=0")  # the _Checkpointer's thread copies
+        raw.execute(f"PRAGMA wal_autocheckpoint={_Checkpointer.BACKSTOP_PAGES}")
         with self._cond:
             start = not self._checkpointing
             self._checkpointing = True

@@ -390,14 +390,15 @@ def test_sqlite_wal_is_copied_by_a_thread_not_by_the_writers_commits(tmp_path: P
         backstop = tx.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         assert backstop == _Checkpointer.BACKSTOP_PAGES > 1000
         tx.execute("CREATE TABLE t (x TEXT)")
-    size = path.stat().st_size
+    # Half the rows' bytes in the database file: only a checkpoint puts them there.
+    copied = path.stat().st_size + 20 * 40 * 500 // 2
     for _ in range(20):
         with first.transaction() as tx:
             tx.executemany("INSERT INTO t VALUES (?)", [("x" * 500,) for _ in range(40)])
     deadline = time.monotonic() + 10
-    while path.stat().st_size <= size + 20 * 40 * 500 // 2 and time.monotonic() < deadline:
+    while path.stat().st_size <= copied and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert path.stat().st_size > size + 20 * 40 * 500 // 2  # the rows reached the file
+    assert path.stat().st_size > copied  # the rows reached the file
     checkpointer = _CHECKPOINTERS[path.resolve()]
     with second.transaction(write=False) as tx:  # the second shares the one thread
         assert tx.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 800

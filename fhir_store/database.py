@@ -27,11 +27,11 @@ import psycopg
 from caregraph.errors import ConfigError, StoreError, StoreUnavailable
 from fhir_store.dates import now_instant
 from fhir_store.errors import StoreConflict
-from fhir_store.schema import MIGRATIONS
+from fhir_store.schema import MIGRATIONS, PerDialect
 
 Params = Sequence[Any]
 #: One schema change: its version and the statements that make it.
-Migration = tuple[int, Sequence[str]]
+Migration = tuple[int, Sequence[str | PerDialect]]
 #: Rows per multi-row INSERT (see ``Transaction.insert_rows``).
 ROWS_PER_STATEMENT = 500
 #: The PostgreSQL advisory lock every caregraph process takes while it migrates.
@@ -71,6 +71,26 @@ class Transaction:
                     cur.executemany(self._db.translate(sql), rows)
         except (sqlite3.Error, psycopg.Error) as exc:
             raise self._db.wrap_error(exc) from exc
+
+    def new_rids(self, count: int) -> list[int]:
+        """``count`` resource numbers never handed out before (``resources.rid``), rising.
+
+        SQLite serializes writers, so a counter row bumped inside the transaction will do;
+        PostgreSQL's writers run side by side, and a sequence never makes them wait.
+        """
+        if count <= 0:
+            return []
+        if self._db.dialect == "postgresql":
+            rows = self.execute(
+                "SELECT nextval('resource_rid') FROM generate_series(1, ?)", (count,)
+            ).fetchall()
+            return sorted(int(r[0]) for r in rows)
+        end = int(
+            self.execute(
+                "UPDATE rid_counter SET next = next + ? RETURNING next", (count,)
+            ).fetchone()[0]
+        )
+        return list(range(end - count, end))
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
         """Bulk-load rows: PostgreSQL's COPY (several times faster than INSERT there),
@@ -305,6 +325,8 @@ class Database(ABC):
                 if version <= current or (upto is not None and version > upto):
                     continue
                 for statement in statements:
+                    if isinstance(statement, PerDialect):
+                        statement = getattr(statement, self.dialect)
                     tx.execute(statement)
                 tx.execute(f"INSERT INTO {table} (version) VALUES (?)", (version,))
                 current = version

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from fhir_store.errors import InvalidResource
+from fhir_store.schema import ROW_SPAN
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 #: Keys per ``res_id IN (...)`` list: well under both engines' parameter limits.
@@ -156,10 +157,11 @@ def by_type(keys: Iterable[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
 
 
 def resources_by_id(
-    dialect: str, type_name: str, ids: list[str], *, lock: bool = False
+    dialect: str, type_name: str, ids: list[str], *, lock: bool = False, join: str = ""
 ) -> tuple[str, list[Any]]:
     """``FROM`` and ``WHERE`` selecting the ``resources`` rows (alias ``r``) of ``ids``, one
     type, locked for update on PostgreSQL with ``lock``; the caller may append ``AND ...``.
+    ``join`` (``JOIN ... ON ...``, no parameters) follows ``r``.
 
     SQLite gets ``r.res_id IN (...)``. PostgreSQL gets one primary-key probe per id (a
     lateral subquery that ``OFFSET 0`` keeps from being flattened): with statistics that
@@ -171,31 +173,24 @@ def resources_by_id(
         locked = " FOR UPDATE" if lock else ""
         return (
             "FROM unnest(?::text[]) AS k(res_id) CROSS JOIN LATERAL (SELECT * FROM resources x"
-            f" WHERE x.res_type = ? AND x.res_id = k.res_id OFFSET 0{locked}) r WHERE TRUE",
+            f" WHERE x.res_type = ? AND x.res_id = k.res_id OFFSET 0{locked}) r{join} WHERE TRUE",
             [ids, type_name],
         )
     marks = ", ".join("?" * len(ids))
-    return f"FROM resources r WHERE r.res_type = ? AND r.res_id IN ({marks})", [type_name, *ids]
+    return (
+        f"FROM resources r{join} WHERE r.res_type = ? AND r.res_id IN ({marks})",
+        [type_name, *ids],
+    )
 
 
-def delete_rows_of(
-    dialect: str, table: str, type_name: str, ids: list[str]
-) -> tuple[str, list[Any]]:
-    """``DELETE`` of the rows of ``table`` (keyed by ``res_type``, ``res_id``) of ``ids``.
-
-    PostgreSQL: the rows' physical ids collected by one index probe per id (as in
-    ``resources_by_id``), then deleted by a TID scan; an IN list, planned on statistics
-    that lag a growing index table, may be answered by reading the whole table.
-    """
-    if dialect == "postgresql":
-        return (
-            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT x.ctid FROM unnest(?::text[])"
-            f" AS k(res_id) CROSS JOIN LATERAL (SELECT ctid FROM {table} t WHERE t.res_type = ?"
-            " AND t.res_id = k.res_id OFFSET 0) x))",
-            [ids, type_name],
-        )
-    marks = ", ".join("?" * len(ids))
-    return f"DELETE FROM {table} WHERE res_type = ? AND res_id IN ({marks})", [type_name, *ids]
+def delete_rows_of(table: str, rids: Iterable[int]) -> tuple[str, list[tuple[int, int]]]:
+    """``DELETE`` of the rows of ``table`` of the resources numbered ``rids`` (see
+    ``schema.ROW_SPAN``), for ``executemany``: one primary-key range each, on both engines,
+    however stale the planner's statistics."""
+    return (
+        f"DELETE FROM {table} WHERE row_key BETWEEN ? AND ?",
+        [(rid * ROW_SPAN, rid * ROW_SPAN + ROW_SPAN - 1) for rid in rids],
+    )
 
 
 #: Told of the versions a REST interaction wrote (``fhir_store.api.build_router``), after

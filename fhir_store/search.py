@@ -33,6 +33,7 @@ from fhir_store import combos
 from fhir_store.dates import FORMAT, date_range
 from fhir_store.errors import InvalidSearch, NotSupported
 from fhir_store.indexing import normalize, reference_target
+from fhir_store.schema import ROW_SPAN
 from fhir_store.searchparams import Registry, SearchParam
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -136,16 +137,18 @@ class CompoundScan:
     hi_only: bool
 
 
-def _sub(alias: str, negate: bool, key: str, body: str, params: list[Any], rank: int) -> Sql:
-    """``alias.res_id [NOT] IN (SELECT key FROM body)`` with its EXISTS twin."""
-    op = "NOT IN" if negate else "IN"
-    prefix = "NOT EXISTS" if negate else "EXISTS"
-    return Sql(
-        f"{alias}.res_id {op} (SELECT {key} FROM {body})",
-        params,
-        f"{prefix} (SELECT 1 FROM {body} AND {key} = {alias}.res_id)",
-        3 if negate else rank,
-    )
+def own_rows(alias: str, qualifier: str = "") -> str:
+    """The condition on an index table's ``row_key`` that keeps the rows of the resource
+    row ``alias`` (see ``schema.ROW_SPAN``): one range of the primary key."""
+    low = f"{alias}.rid * {ROW_SPAN}"
+    return f"{qualifier}row_key BETWEEN {low} AND {low} + {ROW_SPAN - 1}"
+
+
+def unindexed(dialect: str) -> str:
+    """What follows an index table's name in a probe of one resource's rows by
+    ``own_rows``: SQLite, planning without statistics, would otherwise rather walk a value
+    index (all the rows of a code) than the resource's range of its rowid."""
+    return " NOT INDEXED" if dialect == "sqlite" else ""
 
 
 def param_rows(registry: Registry, type_name: str, code: str, qualifier: str = "") -> Sql:
@@ -247,6 +250,26 @@ class QueryBuilder:
         self.registry = registry
         self.dialect = dialect
 
+    def _sub(
+        self, alias: str, negate: bool, key: str, body: str, params: list[Any], rank: int
+    ) -> Sql:
+        """``alias.res_id [NOT] IN (SELECT key FROM body)`` with its EXISTS twin; ``body``
+        is ``<table> WHERE <conditions>``. Where ``key`` is the index row's own resource,
+        the twin probes that resource's rows (``own_rows``)."""
+        op = "NOT IN" if negate else "IN"
+        prefix = "NOT EXISTS" if negate else "EXISTS"
+        if key == "res_id":
+            table, where = body.split(" WHERE ", 1)
+            probe = f"{table}{unindexed(self.dialect)} WHERE {where} AND {own_rows(alias)}"
+        else:
+            probe = f"{body} AND {key} = {alias}.res_id"
+        return Sql(
+            f"{alias}.res_id {op} (SELECT {key} FROM {body})",
+            params,
+            f"{prefix} (SELECT 1 FROM {probe})",
+            3 if negate else rank,
+        )
+
     def build(
         self, type_name: str, params: Sequence[tuple[str, str]], *, strict: bool = False
     ) -> Query:
@@ -335,7 +358,7 @@ class QueryBuilder:
                 f" AND {tokens.text} AND {dates.text}"
             )
             args = [type_name, compound.name, ref_id or ref_raw, *tokens.params, *dates.params]
-            sql = _sub("r", False, "res_id", body, args, -1)
+            sql = self._sub("r", False, "res_id", body, args, -1)
             sql.scan = CompoundScan(
                 (type_name, compound.name, ref_id or ref_raw),
                 Sql(f"{tokens.text} AND {dates.text}", [*tokens.params, *dates.params]),
@@ -481,7 +504,7 @@ class QueryBuilder:
         if modifier == "missing":
             if raw not in ("true", "false"):
                 raise InvalidSearch(f"{name} must be true or false", expression=name)
-            return _sub(alias, raw == "true", "res_id", head, [type_name, *rows.params], rank)
+            return self._sub(alias, raw == "true", "res_id", head, [type_name, *rows.params], rank)
         values = split_values(raw)
         if any(v == "" for v in values):
             raise InvalidSearch(f"{name} has an empty value", expression=name)
@@ -489,7 +512,7 @@ class QueryBuilder:
             values = [_unescape(v) for v in values]
         if param.type == "reference" and modifier == "identifier":
             inner = self._token_values(values, name)
-            return _sub(
+            return self._sub(
                 alias,
                 False,
                 "res_id",
@@ -499,7 +522,7 @@ class QueryBuilder:
             )
         if param.type == "token" and modifier == "of-type":
             inner = self._of_type_values(values, name)
-            return _sub(
+            return self._sub(
                 alias,
                 False,
                 "res_id",
@@ -508,7 +531,7 @@ class QueryBuilder:
                 0,
             )
         inner = self._values(param, modifier, values, name)
-        return _sub(
+        return self._sub(
             alias,
             modifier == "not",
             "res_id",
@@ -866,7 +889,7 @@ class QueryBuilder:
             raise _Unknown(f"{code}.{rest}")
         body = _or(ors)
         rows = param_rows(self.registry, type_name, code)
-        return _sub(
+        return self._sub(
             alias,
             False,
             "res_id",
@@ -887,7 +910,7 @@ class QueryBuilder:
         inner_alias = f"{alias}h"
         nested = self.condition(source, inner_alias, rest, raw)
         rows = param_rows(self.registry, source, ref_param)
-        return _sub(
+        return self._sub(
             alias,
             False,
             "target_id",
@@ -967,8 +990,8 @@ class QueryBuilder:
             pick = "MAX" if key.descending else "MIN"
             rows = param_rows(self.registry, query.type, key.code, "s.")
             parts.append(
-                f"(SELECT {pick}({column}) FROM {table} s WHERE s.res_type = {alias}.res_type"
-                f" AND s.res_id = {alias}.res_id AND {rows.text}) {direction} NULLS LAST"
+                f"(SELECT {pick}({column}) FROM {table} s{unindexed(self.dialect)}"
+                f" WHERE {own_rows(alias, 's.')} AND {rows.text}) {direction} NULLS LAST"
             )
             params.extend(rows.params)
         parts.append(f"{alias}.res_id ASC")

@@ -14,7 +14,15 @@ from fhir_store.database import Transaction
 from fhir_store.dates import date_range
 from fhir_store.errors import InvalidSearch
 from fhir_store.records import HISTORY_CONTENT, Stored, by_type, resources_by_id
-from fhir_store.search import DEFAULT_COUNT, Query, QueryBuilder, Sql, param_rows
+from fhir_store.search import (
+    DEFAULT_COUNT,
+    Query,
+    QueryBuilder,
+    Sql,
+    own_rows,
+    param_rows,
+    unindexed,
+)
 
 if TYPE_CHECKING:
     from fhir_store.store import FhirStore
@@ -146,18 +154,20 @@ class Searching:
         """What ``source`` resources ``ids`` reference through ``param`` (``*``: any)."""
         if not ids:
             return []
-        marks = ", ".join("?" * len(ids))
-        sql = (
-            "SELECT target_type, target_id FROM idx_reference WHERE res_type = ?"
-            f" AND res_id IN ({marks}) AND target_type <> ''"
+        dialect = self.store.db.dialect
+        where, args = resources_by_id(
+            dialect,
+            source,
+            ids,
+            join=f" JOIN idx_reference x{unindexed(dialect)} ON {own_rows('r', 'x.')}",
         )
-        args: list[Any] = [source, *ids]
+        sql = f"SELECT x.target_type, x.target_id {where} AND x.target_type <> ''"
         if param != "*":
-            rows = param_rows(self.store.registry, source, param)
+            rows = param_rows(self.store.registry, source, param, "x.")
             sql += f" AND {rows.text}"
             args.extend(rows.params)
         if target:
-            sql += " AND target_type = ?"
+            sql += " AND x.target_type = ?"
             args.append(target)
         return [(r[0], r[1]) for r in tx.execute(sql, args).fetchall()]
 

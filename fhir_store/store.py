@@ -42,7 +42,7 @@ from fhir_store.records import (
     legacy_content_hash,
     resources_by_id,
 )
-from fhir_store.schema import INDEX_TABLES
+from fhir_store.schema import INDEX_TABLES, ROW_SPAN
 from fhir_store.searching import HistoryPage, Searching, SearchPage
 from fhir_store.searchparams import Registry, default_registry
 
@@ -218,23 +218,26 @@ class FhirStore:
         raise AssertionError("unreachable")
 
     def _current(
-        self, tx: Transaction, keys: Iterable[tuple[str, str]]
+        self, tx: Transaction, keys: Iterable[tuple[str, str]], rids: dict[tuple[str, str], int]
     ) -> dict[tuple[str, str], tuple[int, str, bool, str, str]]:
-        """Current (version, hash, deleted, last_updated, content) for the keys, locked on PG."""
+        """Current (version, hash, deleted, last_updated, content) for the keys, locked on PG;
+        their numbers (``resources.rid``) go into ``rids``."""
         found: dict[tuple[str, str], tuple[int, str, bool, str, str]] = {}
         for type_name, ids in by_type(keys):
             where, params = resources_by_id(self.db.dialect, type_name, ids, lock=True)
             rows = tx.execute(
                 "SELECT r.res_id, r.version, r.content_hash, r.deleted, r.last_updated,"
-                f" r.content {where}",
+                f" r.content, r.rid {where}",
                 params,
             ).fetchall()
             for r in rows:
                 found[(type_name, r[0])] = (int(r[1]), r[2], bool(r[3]), r[4], r[5])
+                rids[(type_name, r[0])] = int(r[6])
         return found
 
     def _write_batch(self, tx: Transaction, items: Sequence[Pending]) -> list[WriteResult]:
-        current = self._current(tx, ((i.type, i.id) for i in items))
+        rids: dict[tuple[str, str], int] = {}
+        current = self._current(tx, ((i.type, i.id) for i in items), rids)
         in_db = set(current)
         # The content of each version stored now, which its history row may lack (below).
         was = {key: (state[0], state[4]) for key, state in current.items() if not state[2]}
@@ -305,13 +308,15 @@ class FhirStore:
                 )
             )
         kept = _without_current(history, upserts)
+        new = [key for key in upserts if key not in in_db]
+        rids.update(zip(new, tx.new_rids(len(new)), strict=True))
         with _Overlap(len(to_index) >= OVERLAP_FROM) as later:
-            later(partial(self._flush, tx, upserts, in_db, kept, reindex))
-            bodies = list(to_index.values())
-            for start in range(0, len(bodies), INDEX_CHUNK):
-                rows: Rows = {}
-                for body in bodies[start : start + INDEX_CHUNK]:
-                    self.indexer.rows(body, rows)
+            later(partial(self._flush, tx, upserts, in_db, kept, [rids[k] for k in reindex], rids))
+            keys = list(to_index)
+            for start in range(0, len(keys), INDEX_CHUNK):
+                rows: dict[str, list[tuple[Any, ...]]] = {}
+                for key in keys[start : start + INDEX_CHUNK]:
+                    _keyed(self.indexer.rows(to_index[key]), rids[key], rows)
                 later(partial(_copy_index, tx, rows))
         # Versions that stop being current take their content into their history row.
         tx.executemany(
@@ -327,13 +332,13 @@ class FhirStore:
         upserts: dict[tuple[str, str], tuple[Any, ...]],
         in_db: set[tuple[str, str]],
         history: list[tuple[Any, ...]],
-        reindex: set[tuple[str, str]],
+        reindex: list[int],
+        rids: dict[tuple[str, str], int],
     ) -> None:
         if not upserts:
             return
-        for type_name, ids in by_type(reindex):
-            for table in INDEX_TABLES:
-                tx.execute(*delete_rows_of(self.db.dialect, table, type_name, ids))
+        for table in INDEX_TABLES:
+            tx.executemany(*delete_rows_of(table, reindex))
         # New resources are bulk-copied (a concurrent creator of the same id makes the
         # primary key refuse, and the batch is retried); existing ones are updated in place.
         tx.copy_rows(
@@ -347,8 +352,9 @@ class FhirStore:
                 "content_hash",
                 "content",
                 "first_created",
+                "rid",
             ),
-            [(*row, row[3]) for key, row in upserts.items() if key not in in_db],
+            [(*row, row[3], rids[key]) for key, row in upserts.items() if key not in in_db],
         )
         tx.executemany(
             "UPDATE resources SET version = ?, last_updated = ?, deleted = ?, content_hash = ?,"
@@ -362,9 +368,25 @@ class FhirStore:
         )
 
 
-def _copy_index(tx: Transaction, rows: Rows) -> None:
+def _keyed(rows: Rows, rid: int, into: dict[str, list[tuple[Any, ...]]]) -> None:
+    """One resource's index rows, each led by its ``row_key`` (see ``schema.ROW_SPAN``).
+
+    Raises:
+        InvalidResource: more rows in one table than a resource has keys for.
+    """
+    base = rid * ROW_SPAN
     for table, part in rows.items():
-        tx.copy_rows(table, COLUMNS[table], list(part))
+        if len(part) > ROW_SPAN:
+            raise InvalidResource(
+                f"{len(part):,} {table} search index entries; at most {ROW_SPAN:,} are kept"
+                " per resource"
+            )
+        into.setdefault(table, []).extend([(key, *row) for key, row in enumerate(part, base)])
+
+
+def _copy_index(tx: Transaction, rows: dict[str, list[tuple[Any, ...]]]) -> None:
+    for table, part in rows.items():
+        tx.copy_rows(table, ("row_key", *COLUMNS[table]), part)
 
 
 class _Overlap:

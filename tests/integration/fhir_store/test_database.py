@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from caregraph.errors import ConfigError, StoreUnavailable
-from fhir_store.database import Database, open_database
+from fhir_store.database import Database, Transaction, open_database
 from fhir_store.errors import StoreConflict
+from fhir_store.records import dumps
 from fhir_store.schema import MIGRATIONS
 
 pytestmark = pytest.mark.integration
@@ -19,7 +21,9 @@ def test_open_creates_schema_and_reopen_keeps_data(db_url: str) -> None:
     db.ping()
     with db.transaction() as tx:
         tx.insert_rows(
-            "idx_uri", ["res_type", "res_id", "param", "uri"], [("Device", "d1", "url", "x:y")]
+            "idx_uri",
+            ["row_key", "res_type", "res_id", "param", "uri"],
+            [(1, "Device", "d1", "url", "x:y")],
         )
     db.close()
     again = open_database(db_url)
@@ -67,7 +71,9 @@ def test_rollback_on_error_and_conflict_is_typed(db_url: str) -> None:
     cols = ["res_type", "res_id", "version", "last_updated", "deleted", "content_hash", "content"]
     with db.transaction() as tx:
         tx.insert_rows("resources", cols, [row])
-        tx.insert_rows("idx_uri", ["res_type", "res_id", "param", "uri"], [("P", "p", "u", "x")])
+        tx.insert_rows(
+            "idx_uri", ["row_key", "res_type", "res_id", "param", "uri"], [(1, "P", "p", "u", "x")]
+        )
     with pytest.raises(StoreConflict), db.transaction() as tx:
         tx.execute("DELETE FROM idx_uri")
         tx.insert_rows("resources", cols, [row])
@@ -79,9 +85,9 @@ def test_rollback_on_error_and_conflict_is_typed(db_url: str) -> None:
 
 def test_multi_row_insert_chunks_beyond_parameter_limit(db_url: str) -> None:
     db = open_database(db_url)
-    rows = [("Device", f"d{i}", "url", f"u{i}") for i in range(20_000)]
+    rows = [(i, "Device", f"d{i}", "url", f"u{i}") for i in range(20_000)]
     with db.transaction() as tx:
-        tx.insert_rows("idx_uri", ["res_type", "res_id", "param", "uri"], rows)
+        tx.insert_rows("idx_uri", ["row_key", "res_type", "res_id", "param", "uri"], rows)
     with db.transaction(write=False) as tx:
         assert tx.execute("SELECT COUNT(*) FROM idx_uri").fetchone()[0] == 20_000
     db.close()
@@ -184,10 +190,21 @@ def test_clock_is_the_databases_in_column_form(db_url: str) -> None:
     assert len(first) == len("2020-01-01T00:00:00.000000") and second >= first
 
 
+def _resource_rows(tx: Transaction, resources: list[dict[str, Any]]) -> None:
+    """The ``resources`` rows of a store written before version 8 (no ``rid`` yet)."""
+    at = "2024-01-01T00:00:00.000000"
+    tx.insert_rows(
+        "resources",
+        ["res_type", "res_id", "version", "last_updated", "content_hash", "content"],
+        [(r["resourceType"], r["id"], 1, at, "h", dumps(r)) for r in resources],
+    )
+
+
 def test_upgrade_to_compound_index_backfills_it(db_url: str) -> None:
     old = open_database(db_url, migrate=False)
     old.migrate(upto=4)
     with old.transaction() as tx:
+        _resource_rows(tx, [{"resourceType": "Observation", "id": "o"}])
         tx.insert_rows(
             "idx_reference",
             ["res_type", "res_id", "param", "target_type", "target_id", "ref"],
@@ -224,9 +241,9 @@ def test_upgrade_to_compound_index_backfills_it(db_url: str) -> None:
 def test_upgrade_to_shared_rows_leaves_the_rows_a_new_store_writes(db_url: str) -> None:
     """Version 6 deletes the rows parameters share (``searchparams.Shared``): a store
     written before it ends up with exactly the rows the current indexer writes."""
-    from fhir_store.indexing import Indexer
-    from fhir_store.schema import INDEX_TABLES
-    from fhir_store.store import FhirStore
+    from fhir_store.indexing import COLUMNS, Indexer
+    from fhir_store.schema import INDEX_TABLES, ROW_SPAN
+    from fhir_store.searchparams import default_registry
     from tests.unit.fhir_store.samples import SAMPLES
 
     resources = [
@@ -242,23 +259,30 @@ def test_upgrade_to_shared_rows_leaves_the_rows_a_new_store_writes(db_url: str) 
     ]
     old = open_database(db_url, migrate=False)
     old.migrate(upto=5)
-    store = FhirStore(old)
-    store.indexer = Indexer(store.registry, share=False)
-    store.upsert_many(resources)
+    with old.transaction() as tx:  # what the store wrote then: every parameter's own rows
+        _resource_rows(tx, resources)
+        for resource in resources:
+            for table, part in Indexer(default_registry(), share=False).rows(resource).items():
+                tx.insert_rows(table, COLUMNS[table], list(part))
     old.close()
 
     def rows(db: Database) -> set[tuple[object, ...]]:
         with db.transaction(write=False) as tx:
-            return {
-                (table, *r)
-                for table in INDEX_TABLES
-                for r in tx.execute(f"SELECT * FROM {table}").fetchall()
-            }
+            out = set()
+            for table in INDEX_TABLES:
+                for rid, row_key, *r in tx.execute(
+                    f"SELECT r.rid, t.row_key, {', '.join(f't.{c}' for c in COLUMNS[table])}"
+                    f" FROM {table} t LEFT JOIN resources r"
+                    " ON r.res_type = t.res_type AND r.res_id = t.res_id"
+                ).fetchall():
+                    assert row_key // ROW_SPAN == rid, (table, r)  # in its resource's range
+                    out.add((table, *r))
+            return out
 
     upgraded = open_database(db_url)
     after = rows(upgraded)
     upgraded.close()
-    indexer = Indexer(store.registry)
+    indexer = Indexer(default_registry())
     expected: set[tuple[object, ...]] = {
         (table, *r)
         for resource in resources
@@ -347,30 +371,35 @@ def test_resources_by_id_probes_the_primary_key_whatever_the_statistics(db_url: 
     assert "Hash" not in plan and "Seq Scan" not in plan, plan
 
 
-def test_index_rows_of_ids_are_deleted_by_probes_whatever_the_statistics(db_url: str) -> None:
+def test_index_rows_of_resources_are_deleted_by_key_ranges_whatever_the_statistics(
+    db_url: str,
+) -> None:
     """PostgreSQL: as above, for the reindex of updated resources: the DELETE of their
-    index rows must not read the whole index table (statistics taken while it was empty)."""
+    index rows (a key range each) must not read the whole index table (statistics taken
+    while it was empty)."""
     from fhir_store.records import delete_rows_of
+    from fhir_store.schema import ROW_SPAN
 
     db = _grown_since_analyze(
         db_url,
         "idx_token",
-        "INSERT INTO idx_token (res_type, res_id, param, system, code)"
-        " SELECT 'Observation', 'o' || (g / 2), 'code', 's', 'c' || g"
-        " FROM generate_series(2, 40001) g",
+        # two rows for each of the resources numbered 1 .. 20,000
+        "INSERT INTO idx_token (row_key, res_type, res_id, param, system, code)"
+        f" SELECT (g / 2)::bigint * {ROW_SPAN} + g % 2, 'Observation', 'o' || (g / 2), 'code', 's',"
+        " 'c' || g FROM generate_series(2, 40001) g",
     )
-    ids = _SOME_IDS
-    sql, params = delete_rows_of(db.dialect, "idx_token", "Observation", ids)
+    rids = [int(res_id[1:]) for res_id in _SOME_IDS]
+    sql, ranges = delete_rows_of("idx_token", rids)
     with db.transaction() as tx:
-        plan = "\n".join(r[0] for r in tx.execute(f"EXPLAIN {sql}", params))
-        tx.execute(sql, params)
+        plan = "\n".join(r[0] for r in tx.execute(f"EXPLAIN {sql}", ranges[0]))
+        tx.executemany(sql, ranges)
         left = tx.execute("SELECT COUNT(*) FROM idx_token").fetchone()[0]
         gone = tx.execute(
             "SELECT COUNT(*) FROM idx_token WHERE res_id IN ('o1', 'o41', 'o19961')"
         ).fetchone()[0]
     db.close()
-    assert "Seq Scan" not in plan and "Tid Scan" in plan, plan
-    assert (left, gone) == (40000 - 2 * len(ids), 0)
+    assert "Seq Scan" not in plan and "idx_token_pkey" in plan, plan
+    assert (left, gone) == (40000 - 2 * len(rids), 0)
 
 
 def test_sqlite_wal_is_copied_by_a_thread_not_by_the_writers_commits(tmp_path: Path) -> None:

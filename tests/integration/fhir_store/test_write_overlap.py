@@ -13,7 +13,7 @@ from fhir_store import store as store_module
 from fhir_store.errors import ResourceNotFound
 from fhir_store.indexing import COLUMNS
 from fhir_store.records import loads
-from fhir_store.schema import INDEX_TABLES
+from fhir_store.schema import INDEX_TABLES, ROW_SPAN
 from fhir_store.store import FhirStore, Pending
 
 
@@ -41,9 +41,13 @@ def index_rows(store: FhirStore) -> set[tuple[str, tuple[Any, ...]]]:
     with store.db.transaction(write=False) as tx:
         for table in INDEX_TABLES:
             for row in tx.execute(
-                f"SELECT * FROM {table} WHERE res_type = 'Observation'"
+                f"SELECT r.rid, t.* FROM {table} t JOIN resources r"
+                " ON r.res_type = t.res_type AND r.res_id = t.res_id"
+                " WHERE t.res_type = 'Observation'"
             ).fetchall():
-                found.add((table, tuple(row)))
+                rid, row_key, *rest = row
+                assert row_key // ROW_SPAN == rid, (table, row)  # its resource's key range
+                found.add((table, tuple(rest)))
     return found
 
 
@@ -64,6 +68,7 @@ def expected_rows(store: FhirStore, ids: list[str]) -> set[tuple[str, tuple[Any,
             ]
             for table in INDEX_TABLES
         }
+    columns = {table: [c for c in names if c != "row_key"] for table, names in columns.items()}
     for res_id in ids:
         content = loads(store.read("Observation", res_id).content)
         for table, rows in store.indexer.rows(content).items():

@@ -316,7 +316,7 @@ class FhirStore:
             for start in range(0, len(keys), INDEX_CHUNK):
                 rows: dict[str, list[tuple[Any, ...]]] = {}
                 for key in keys[start : start + INDEX_CHUNK]:
-                    _keyed(self.indexer.rows(to_index[key]), rids[key], rows)
+                    _keyed(self.indexer.rows(to_index[key]), key, rids[key], rows)
                 later(partial(_copy_index, tx, rows))
         # Versions that stop being current take their content into their history row.
         tx.executemany(
@@ -368,7 +368,9 @@ class FhirStore:
         )
 
 
-def _keyed(rows: Rows, rid: int, into: dict[str, list[tuple[Any, ...]]]) -> None:
+def _keyed(
+    rows: Rows, key: tuple[str, str], rid: int, into: dict[str, list[tuple[Any, ...]]]
+) -> None:
     """One resource's index rows, each led by its ``row_key`` (see ``schema.ROW_SPAN``).
 
     Raises:
@@ -378,10 +380,10 @@ def _keyed(rows: Rows, rid: int, into: dict[str, list[tuple[Any, ...]]]) -> None
     for table, part in rows.items():
         if len(part) > ROW_SPAN:
             raise InvalidResource(
-                f"{len(part):,} {table} search index entries; at most {ROW_SPAN:,} are kept"
-                " per resource"
+                f"{'/'.join(key)} has {len(part):,} search index entries in {table};"
+                f" a resource may have at most {ROW_SPAN:,}"
             )
-        into.setdefault(table, []).extend([(key, *row) for key, row in enumerate(part, base)])
+        into.setdefault(table, []).extend([(at, *row) for at, row in enumerate(part, base)])
 
 
 def _copy_index(tx: Transaction, rows: dict[str, list[tuple[Any, ...]]]) -> None:

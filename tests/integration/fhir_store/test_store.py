@@ -230,3 +230,60 @@ def test_concurrent_updates_have_one_winner_per_version(store: FhirStore) -> Non
     history, total = page.versions, page.total
     assert sorted(h.version for h in history) == list(range(1, total + 1))
     assert total == 21
+
+
+def test_a_resource_keeps_its_number_and_its_rows_stay_in_its_key_range(
+    store: FhirStore,
+) -> None:
+    """Updates, a delete and a re-create reindex a resource within its own ``row_key``
+    range: the search finds exactly its current version, never a row left from before."""
+    from fhir_store.schema import ROW_SPAN
+
+    store.upsert_many([obs("a", "p1", "1111-1", "2024-01-01T10:00:00Z", 1)])
+    store.upsert_many([obs("b", "p1", "1111-1", "2024-01-01T10:00:00Z", 1)])
+
+    def number(res_id: str) -> int:
+        with store.db.transaction(write=False) as tx:
+            rid = tx.execute(
+                "SELECT rid FROM resources WHERE res_type = 'Observation' AND res_id = ?",
+                (res_id,),
+            ).fetchone()[0]
+            keys = tx.execute(
+                "SELECT row_key FROM idx_token WHERE res_type = 'Observation' AND res_id = ?",
+                (res_id,),
+            ).fetchall()
+        assert all(k[0] // ROW_SPAN == rid for k in keys)
+        return int(rid)
+
+    first, other = number("a"), number("b")
+    assert other > first
+    store.upsert_many([obs("a", "p2", "2222-2", "2024-01-02T10:00:00Z", 2)])
+    assert number("a") == first
+    assert ids(store.searching.search("Observation", [("code", "1111-1")])) == ["b"]
+    assert ids(store.searching.search("Observation", [("code", "2222-2")])) == ["a"]
+    store.delete("Observation", "a")
+    assert ids(store.searching.search("Observation", [("code", "2222-2")])) == []
+    store.upsert_many([obs("a", "p3", "3333-3", "2024-01-03T10:00:00Z", 3)])
+    assert number("a") == first
+    found = store.searching.search("Observation", [("patient", "p3"), ("code", "3333-3")])
+    assert ids(found) == ["a"]
+    assert ids(store.searching.search("Observation", [("patient", "p2")])) == []
+
+
+def test_a_resource_with_more_index_rows_than_its_key_range_is_refused(
+    store: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fhir_store import store as store_module
+    from fhir_store.errors import InvalidResource
+
+    monkeypatch.setattr(store_module, "ROW_SPAN", 3)
+    many = {
+        "resourceType": "Patient",
+        "id": "many",
+        "identifier": [{"system": "urn:x", "value": str(n)} for n in range(4)],
+    }
+    refused = r"Patient/many has \d+ search index entries in idx_token; .* at most 3"
+    with pytest.raises(InvalidResource, match=refused):
+        store.upsert_many([many])
+    with pytest.raises(ResourceNotFound):
+        store.read("Patient", "many")

@@ -249,9 +249,7 @@ INDEX_TABLES = (
 #: (``bench/store_writer.py --monitors 1000 --batch 400 --messages 10000``).
 ROW_SPAN = 1 << 20
 
-# Index rows by row_key (above): each table is rebuilt with the key, its rows numbered per
-# resource in the order they are read, and its value indexes made again, without the
-# ``*_res`` ones. Rows whose resource is gone (never written by the store) are left out.
+# The value indexes and columns of the index tables as version 7 left them.
 _VALUE_INDEXES = {
     "idx_token": ["idx_token_code (res_type, param, code, system)"],
     "idx_string": ["idx_string_value (res_type, param, value)"],
@@ -282,6 +280,10 @@ _TABLE_COLUMNS = {
 
 
 def _keyed_rows() -> list[str | PerDialect]:
+    """Version 8: resources numbered, index rows keyed by ``row_key`` (``ROW_SPAN``). Each
+    table is rebuilt with the key, its rows numbered per resource in the order they are
+    read, and its value indexes made again, without the ``*_res`` ones; rows whose resource
+    does not exist (the store never writes such) are left out."""
     out: list[str | PerDialect] = [
         "ALTER TABLE resources ADD COLUMN rid BIGINT",
         PerDialect(

@@ -15,7 +15,10 @@ Phases, each printed:
    ACK cache in a file as the mllp role has it;
 3. end to end (unless ``--no-store``): the normalizer (raw.hl7v2 -> fhir.*) and the store
    writer (fhir.* -> SQLite) run during the ingest, each in its own process as the roles
-   of a deployment would; the clock stops when a search counts every Observation;
+   of a deployment would; the clock stops when a search counts every Observation. Then
+   each process's CPU per message (its work, not its start-up), and their sum against the
+   machine's cores: the most messages per second the pipeline could take at that cost,
+   however well its processes overlapped (the senders' own CPU not counted);
 4. the normalizer stage alone: the same messages already on ``raw.hl7v2`` (a bus of its
    own), one normalizer process consuming them until every one is handled, i.e. its
    ``fhir.*`` records are published (durable, fsync'd unless ``--no-fsync``).
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -197,8 +201,7 @@ def worker(
     role: str, bus_dir: str, store_url: str, stop: EventType, cpu: Queue[tuple[str, float]]
 ) -> None:
     """One pipeline role in its own process, as ``caregraph up --role ...`` would run it;
-    reports the CPU seconds it used."""
-    cpu_start = time.process_time()
+    reports the CPU seconds its work used (set-up and imports left out)."""
     bus = EmbeddedBus(Path(bus_dir))
     thread_stop = threading.Event()
     if role == "normalizer":
@@ -224,6 +227,7 @@ def worker(
             kwargs={"stop": thread_stop, "poll_timeout_s": 0.05, "batch_size": 2000},
         )
     settle_memory()  # as caregraph up does once its services are built
+    cpu_start = time.process_time()
     thread.start()
     stop.wait()
     thread_stop.set()
@@ -248,6 +252,7 @@ def normalizer_alone(
     )
     cpu_start, started = time.process_time(), time.perf_counter()
     settle_memory()  # as caregraph up does once its services are built
+    cpu_start = time.process_time()
     thread.start()
     deadline = started + 300
     while stats.handled < total and time.perf_counter() < deadline and thread.is_alive():
@@ -387,13 +392,23 @@ def main() -> None:
                 f"{total / e2e:,.0f} msg/s, {count / e2e:,.0f} Observations/s{ok}"
             )
             stop.set()
+            spent = listener_cpu
             for _ in workers:
                 role, seconds = cpu.get(timeout=30)
+                spent += seconds
                 print(
                     f"    {role} process CPU: {seconds / total * 1e3:.2f} ms/msg"
                     f" = {total / seconds:,.0f} msg/s per core"
                     f" ({total * args.obx / seconds:,.0f} Observations/s)"
                 )
+            # what the pipeline costs in all, against what the machine has: the ceiling no
+            # overlap of the roles can lift
+            cores = len(os.sched_getaffinity(0))
+            print(
+                f"    all three processes: {spent / total * 1e3:.2f} ms CPU per message; this"
+                f" machine's {cores} cores hold at most {cores * total / spent:,.0f} msg/s"
+                f" ({cores * total * args.obx / spent:,.0f} Observations/s) at that cost"
+            )
             for worker_proc in workers:
                 worker_proc.join(15)
         bus.close()

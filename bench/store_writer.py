@@ -16,6 +16,11 @@ the same work in its pipeline, where the machine's swings and the other roles bl
 change of 10%: this one alternates well (two checkouts, ``python
 <checkout>/bench/store_writer.py`` in turn).
 
+``--replay`` then runs every statement the store ran (recorded as it ran them, SELECTs
+included) again, transaction by transaction, into a new file of the same schema, straight
+from the recording: SQLite's own share of the cost, which no change to the Python side of
+the store can take away.
+
 ``--pages`` then writes one more transaction of ``--batch`` messages and counts the pages
 it changed in each B-tree (table or index), from SQLite's ``dbstat`` before and after (a
 page whose cell count, payload or free space changed, or that is new): what the commit
@@ -25,6 +30,7 @@ writes to the WAL, and the checkpoint again, is those pages whole.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sqlite3
 import sys
 import tempfile
@@ -38,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.hl7v2 import normalize
 from bench.hl7 import monitor_message
-from fhir_store.database import open_database
+from fhir_store.database import Transaction, open_database
 from fhir_store.records import dumps, loads
 from fhir_store.store import FhirStore
 
@@ -89,6 +95,56 @@ def changed_pages(store: FhirStore, path: str, resources: list[dict[str, Any]]) 
         print(f"  {count:7,} {100 * count / total:5.1f}%  {name}")
 
 
+class Recorder:
+    """Every statement the store's transactions run, kept by transaction, to run again."""
+
+    def __init__(self) -> None:
+        self.transactions: list[list[tuple[bool, str, Any]]] = [[]]
+        self._real = (Transaction.execute, Transaction.executemany)
+
+    def __enter__(self) -> Recorder:
+        execute, executemany = self._real
+
+        def recorded_execute(tx: Transaction, sql: str, params: Any = ()) -> Any:
+            self.transactions[-1].append((False, sql, params))
+            return execute(tx, sql, params)
+
+        def recorded_executemany(tx: Transaction, sql: str, rows: Any) -> None:
+            self.transactions[-1].append((True, sql, rows))
+            executemany(tx, sql, rows)
+
+        setattr(Transaction, "execute", recorded_execute)  # noqa: B010 (patching a class)
+        setattr(Transaction, "executemany", recorded_executemany)  # noqa: B010
+        return self
+
+    def committed(self) -> None:
+        self.transactions.append([])
+
+    def __exit__(self, *_: object) -> None:
+        setattr(Transaction, "execute", self._real[0])  # noqa: B010
+        setattr(Transaction, "executemany", self._real[1])  # noqa: B010
+
+
+def replay(transactions: list[list[tuple[bool, str, Any]]], path: str) -> tuple[float, float, int]:
+    """CPU seconds, wall seconds and bytes written to run ``transactions`` into a new store."""
+    db = FhirStore(open_database(f"sqlite:///{path}")).db
+    written = written_bytes()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for statements in transactions:
+        if not statements:
+            continue
+        with db.transaction() as tx:
+            for many, sql, params in statements:
+                if many:
+                    tx.executemany(sql, params)
+                else:
+                    tx.execute(sql, params).fetchall()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    written = written_bytes() - written
+    db.close()
+    return cpu, wall, written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=3000)
@@ -96,6 +152,7 @@ def main() -> None:
     parser.add_argument("--monitors", type=int, default=8, help="monitors sending in turn")
     parser.add_argument("--profile", action="store_true", help="pyinstrument's tree too")
     parser.add_argument("--pages", action="store_true", help="pages one more batch changes")
+    parser.add_argument("--replay", action="store_true", help="SQLite's share, run again")
     args = parser.parse_args()
     extra = args.batch if args.pages else 0
     batches = messages(args.messages + extra, args.monitors)
@@ -109,10 +166,13 @@ def main() -> None:
 
             profiler = Profiler(interval=0.0005)
             profiler.start()
+        recorder = Recorder()
         written = written_bytes()
         cpu, wall = time.process_time(), time.perf_counter()
-        for start in range(0, args.messages, args.batch):
-            store.upsert_many([r for m in batches[start : start + args.batch] for r in m])
+        with recorder if args.replay else contextlib.nullcontext():
+            for start in range(0, args.messages, args.batch):
+                store.upsert_many([r for m in batches[start : start + args.batch] for r in m])
+                recorder.committed()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         written = written_bytes() - written
         if profiler is not None:
@@ -120,6 +180,7 @@ def main() -> None:
         if args.pages:
             changed_pages(store, path, [r for m in batches[args.messages :] for r in m])
         store.db.close()
+        again = replay(recorder.transactions, f"{tmp}/replay.db") if args.replay else None
     if profiler is not None:
         print(profiler.output_text(unicode=False, color=False))
     n = args.messages
@@ -129,6 +190,12 @@ def main() -> None:
         f" {cpu / n * 1e3:.3f} ms CPU and {wall / n * 1e3:.3f} ms wall per message"
         f" ({n / wall:,.0f} msg/s); {written / n / 1024:,.0f} KiB written per message"
     )
+    if again is not None:
+        print(
+            f"the same statements run again from the recording: {again[0] / n * 1e3:.3f} ms"
+            f" CPU ({100 * again[0] / cpu:.0f}%) and {again[1] / n * 1e3:.3f} ms wall per"
+            f" message; {again[2] / n / 1024:,.0f} KiB written per message"
+        )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import sqlite3
 import threading
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,13 +56,64 @@ class LagReader(Protocol):
     def close(self) -> None: ...
 
 
-class KafkaLag:
+class _CachedLag(ABC):
+    """What both readers share: one read per ``ttl_s`` (sooner once ``watch`` added a
+    group), a failed read logged once, its connection dropped, the last answer kept."""
+
+    #: The failures of a read that mean the bus is unreachable, not a bug.
+    unreachable: tuple[type[Exception], ...]
+
+    def __init__(self, source: str, ttl_s: float, clock: Clock) -> None:
+        self.ttl_s = ttl_s
+        self._source = source
+        self._clock = clock
+        self._lock = threading.Lock()  # one scrape at a time (it may wait on the bus)
+        self._watch_lock = threading.Lock()  # so watch never waits for a slow scrape
+        self._stale = False
+        self._cached: list[LagSample] = []
+        self._cached_at: float | None = None
+        self._failing = False
+
+    def __call__(self) -> list[LagSample]:
+        with self._lock:
+            now = self._clock()
+            with self._watch_lock:
+                stale, self._stale = self._stale, False
+            fresh = self._cached_at is not None and now - self._cached_at < self.ttl_s
+            if fresh and not stale:
+                return list(self._cached)
+            try:
+                self._cached = self._read()
+            except self.unreachable as exc:
+                if not self._failing:
+                    log.warning("consumer lag unavailable from %s: %s", self._source, exc)
+                self._failing = True
+                self._disconnect()  # reconnect from scratch next time
+            else:
+                self._failing = False
+            self._cached_at = now
+            return list(self._cached)
+
+    def close(self) -> None:
+        with self._lock:
+            self._disconnect()
+
+    @abstractmethod
+    def _read(self) -> list[LagSample]: ...
+
+    @abstractmethod
+    def _disconnect(self) -> None: ...
+
+
+class KafkaLag(_CachedLag):
     """Lag of ``groups`` (group -> the topics it consumes) on the cluster at ``bootstrap``.
 
     A partition the group has never committed counts from its beginning offset, because
     caregraph's consumers start at the earliest message (``auto_offset_reset=earliest``).
     Clients are opened on the first call, not here, and closed by ``close``.
     """
+
+    unreachable = (KafkaError, OSError)
 
     def __init__(
         self,
@@ -72,51 +124,24 @@ class KafkaLag:
         request_timeout_ms: int = 5000,
         clock: Clock = time.monotonic,
     ) -> None:
+        super().__init__(bootstrap, ttl_s, clock)
         self.bootstrap = bootstrap
         self.groups = {group: tuple(topics) for group, topics in groups.items()}
-        self.ttl_s = ttl_s
         self._timeout_ms = request_timeout_ms
-        self._clock = clock
-        self._lock = threading.Lock()  # one scrape at a time (it may wait on the broker)
-        self._groups_lock = threading.Lock()  # so watch never waits for a slow scrape
-        self._stale = False
         self._admin: Any = None
         self._consumer: Any = None
-        self._cached: list[LagSample] = []
-        self._cached_at: float | None = None
-        self._failing = False
 
     def watch(self, group: str, topics: Iterable[str]) -> None:
         """Report ``group`` on ``topics`` too (from the next scrape on, not the cached one)."""
-        with self._groups_lock:
+        with self._watch_lock:
             known = self.groups.get(group, ())
             added = tuple(t for t in dict.fromkeys(topics) if t not in known)
             if added:
                 self.groups = {**self.groups, group: known + added}
                 self._stale = True
 
-    def __call__(self) -> list[LagSample]:
-        with self._lock:
-            now = self._clock()
-            with self._groups_lock:
-                stale, self._stale = self._stale, False
-            fresh = self._cached_at is not None and now - self._cached_at < self.ttl_s
-            if fresh and not stale:
-                return list(self._cached)
-            try:
-                self._cached = self._read()
-            except (KafkaError, OSError) as exc:
-                if not self._failing:
-                    log.warning("consumer lag unavailable from %s: %s", self.bootstrap, exc)
-                self._failing = True
-                self._close_clients()  # reconnect from scratch next time
-            else:
-                self._failing = False
-            self._cached_at = now
-            return list(self._cached)
-
     def _read(self) -> list[LagSample]:
-        with self._groups_lock:
+        with self._watch_lock:
             groups = self.groups  # replaced, never changed in place, by watch
         if not groups:
             return []  # a process without consumers opens no client
@@ -163,7 +188,7 @@ class KafkaLag:
             )
         return self._admin, self._consumer
 
-    def _close_clients(self) -> None:
+    def _disconnect(self) -> None:
         for client in (self._admin, self._consumer):
             if client is not None:
                 try:
@@ -171,10 +196,6 @@ class KafkaLag:
                 except KafkaError:
                     log.debug("closing a lag client failed", exc_info=True)
         self._admin = self._consumer = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._close_clients()
 
 
 def _committed(admin: Any, group: str, partitions: list[TopicPartition]) -> dict[Any, Any]:
@@ -201,7 +222,7 @@ def _reachable(bootstrap: str) -> None:
     raise error
 
 
-class EmbeddedLag:
+class EmbeddedLag(_CachedLag):
     """Lag of the consumer groups of the embedded bus whose file is ``path``
     (``data_dir/bus.sqlite3``), read on its own read-only connection.
 
@@ -212,43 +233,18 @@ class EmbeddedLag:
     so a scrape costs two index lookups per partition, however long the log.
     """
 
+    unreachable = (sqlite3.Error,)
+
     def __init__(self, path: Path, *, ttl_s: float = 5.0, clock: Clock = time.monotonic) -> None:
+        super().__init__(str(path), ttl_s, clock)
         self.path = Path(path)
-        self.ttl_s = ttl_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._watched_lock = threading.Lock()  # so watch never waits for a scrape
         self._watched: dict[str, set[str]] = {}
-        self._stale = False
         self._conn: sqlite3.Connection | None = None
-        self._cached: list[LagSample] = []
-        self._cached_at: float | None = None
-        self._failing = False
 
     def watch(self, group: str, topics: Iterable[str]) -> None:
-        with self._watched_lock:
+        with self._watch_lock:
             self._watched.setdefault(group, set()).update(topics)
             self._stale = True
-
-    def __call__(self) -> list[LagSample]:
-        with self._lock:
-            now = self._clock()
-            with self._watched_lock:
-                stale, self._stale = self._stale, False
-            fresh = self._cached_at is not None and now - self._cached_at < self.ttl_s
-            if fresh and not stale:
-                return list(self._cached)
-            try:
-                self._cached = self._read()
-            except sqlite3.Error as exc:
-                if not self._failing:
-                    log.warning("consumer lag unavailable from %s: %s", self.path, exc)
-                self._failing = True
-                self._close_conn()
-            else:
-                self._failing = False
-            self._cached_at = now
-            return list(self._cached)
 
     def _read(self) -> list[LagSample]:
         conn = self._connection()
@@ -257,7 +253,7 @@ class EmbeddedLag:
             for topic_id, name, parts in conn.execute("SELECT id, name, partitions FROM topics")
         }
         names = {topic_id: name for name, (topic_id, _) in topics.items()}
-        with self._watched_lock:
+        with self._watch_lock:
             groups: dict[str, set[str]] = {g: set(t) for g, t in self._watched.items()}
         committed: dict[tuple[str, int, int], int] = {}
         for group, topic_id, part, off in conn.execute(
@@ -292,14 +288,10 @@ class EmbeddedLag:
             )
         return self._conn
 
-    def _close_conn(self) -> None:
+    def _disconnect(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._close_conn()
 
 
 def _bounds(conn: sqlite3.Connection, topic_id: int, part: int) -> tuple[int, int]:

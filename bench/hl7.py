@@ -252,7 +252,6 @@ def normalizer_alone(
     )
     cpu_start, started = time.process_time(), time.perf_counter()
     settle_memory()  # as caregraph up does once its services are built
-    cpu_start = time.process_time()
     thread.start()
     deadline = started + 300
     while stats.handled < total and time.perf_counter() < deadline and thread.is_alive():

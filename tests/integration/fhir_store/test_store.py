@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from fhir_store.errors import ResourceGone, ResourceNotFound, VersionConflict
+from fhir_store import store as store_module
+from fhir_store.errors import InvalidResource, ResourceGone, ResourceNotFound, VersionConflict
 from fhir_store.records import content_hash, legacy_content_hash
+from fhir_store.schema import ROW_SPAN
 from fhir_store.store import FhirStore
 
 pytestmark = pytest.mark.integration
@@ -237,8 +239,6 @@ def test_a_resource_keeps_its_number_and_its_rows_stay_in_its_key_range(
 ) -> None:
     """Updates, a delete and a re-create reindex a resource within its own ``row_key``
     range: the search finds exactly its current version, never a row left from before."""
-    from fhir_store.schema import ROW_SPAN
-
     store.upsert_many([obs("a", "p1", "1111-1", "2024-01-01T10:00:00Z", 1)])
     store.upsert_many([obs("b", "p1", "1111-1", "2024-01-01T10:00:00Z", 1)])
 
@@ -273,9 +273,6 @@ def test_a_resource_keeps_its_number_and_its_rows_stay_in_its_key_range(
 def test_a_resource_with_more_index_rows_than_its_key_range_is_refused(
     store: FhirStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fhir_store import store as store_module
-    from fhir_store.errors import InvalidResource
-
     monkeypatch.setattr(store_module, "ROW_SPAN", 3)
     many = {
         "resourceType": "Patient",
